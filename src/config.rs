@@ -1,0 +1,566 @@
+//! Configuration: a TOML file, read with `deny_unknown_fields`, then validated
+//! into something the rest of cidguard can trust. Every error names the file,
+//! the field and what is wrong, and is reported before any socket is bound.
+//!
+//! Secrets (SIP and SMTP passwords, API tokens) are [`Secret`]s: they may be
+//! inline, but can always come from an environment variable, a file, or a
+//! systemd credential instead, and they never print.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::verdict::numbers::{NumberError, NumberSet};
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub organisation: Organisation,
+    /// Where test calls are received. Optional so a config that is only used
+    /// with `inspect` stays small.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+    #[serde(rename = "line", default)]
+    pub lines: Vec<Line>,
+}
+
+/// Who must never be identified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organisation {
+    /// The organisation's real name (also matched as a name, with `names`).
+    pub name: String,
+    /// ISO 3166 region used to read national-format numbers (`AU`, `GB`, `US`).
+    pub region: String,
+    /// Numbers and ranges (`+61 3 7010 0100-0199`) that must never be shown.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    /// Names and words that must never be shown; matched as whole phrases.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Domains and IP addresses that identify the organisation.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// What a line must present to the called party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// No number and no name: anonymous.
+    Withheld,
+    /// Only the umbrella agency's name, and its number or none.
+    Umbrella,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Withheld => "withheld",
+            Expect::Umbrella => "umbrella",
+        })
+    }
+}
+
+/// The identity a line may show instead of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Umbrella {
+    pub name: String,
+    /// Numbers the umbrella may present; empty means the number must be withheld.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+}
+
+/// One organisational line to be tested.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// Short unique name used on the command line, in logs and alerts.
+    pub name: String,
+    pub expect: Expect,
+    /// Required when `expect = "umbrella"`.
+    #[serde(default)]
+    pub umbrella: Option<Umbrella>,
+    /// The line's SIP account on the PBX. A line without one can be
+    /// inspected but not called.
+    #[serde(default)]
+    pub account: Option<Account>,
+}
+
+/// SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        })
+    }
+}
+
+/// How a line reaches the PBX.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The PBX (registrar and proxy), as a SIP URI or host[:port]:
+    /// `sip:pbx.example.org:5060`.
+    pub registrar: String,
+    /// Send requests here instead of to the registrar (an SBC, say).
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    /// The extension / account name (the user part of the AOR).
+    pub username: String,
+    /// Digest username when it differs from `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    pub password: Secret,
+    /// From user part, when the PBX wants something other than `username`.
+    #[serde(default)]
+    pub from_user: Option<String>,
+    /// From host, when the PBX wants something other than the registrar host.
+    #[serde(default)]
+    pub from_domain: Option<String>,
+    /// Register before calling (some PBXs refuse calls from unregistered lines).
+    #[serde(default = "default_true")]
+    pub register: bool,
+    /// Requested registration lifetime.
+    #[serde(default = "default_register_expiry", deserialize_with = "de_duration")]
+    pub register_expiry: Duration,
+    /// Prefix dialled before the endpoint's number (`1831`, `*67`).
+    #[serde(default)]
+    pub dial_prefix: Option<String>,
+    /// Give up (CANCEL) when nothing final arrives within this time.
+    #[serde(default = "default_ring_timeout", deserialize_with = "de_duration")]
+    pub ring_timeout: Duration,
+}
+
+/// How a call that arrives at the endpoint is matched to the call placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Matching {
+    /// One endpoint number, one call at a time, matched by a random hold time.
+    #[default]
+    Timing,
+    /// Several endpoint numbers, one per call in flight.
+    Numbers,
+    /// Answered, matched by a token sent as RFC 4733 events in the media.
+    Media,
+}
+
+/// cidguard's own receiving side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Sockets to listen on: `udp:127.0.0.1:5080`, `tcp:[::1]:5080`, `tls:0.0.0.0:5061`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Numbers / user parts that test calls are dialled to. Calls to anything
+    /// else get 404 and are logged as stray.
+    pub numbers: Vec<String>,
+    /// What the lines dial to reach a number above, when it differs from the
+    /// number itself (e.g. the PBX routes `9` + number to a trunk). `{number}`
+    /// is replaced with the endpoint number.
+    #[serde(default)]
+    pub dial: Option<String>,
+    #[serde(default)]
+    pub matching: Matching,
+    /// TLS certificate chain and key (PEM), needed for a `tls:` listener.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Final response sent to a test call that is not answered.
+    #[serde(default = "default_reject_code")]
+    pub reject_code: u16,
+    /// Shortest and longest random hold before rejecting (timing matching).
+    #[serde(default = "default_hold_min", deserialize_with = "de_duration")]
+    pub hold_min: Duration,
+    #[serde(default = "default_hold_max", deserialize_with = "de_duration")]
+    pub hold_max: Duration,
+    /// How long a check waits for its call to arrive.
+    #[serde(default = "default_arrival_timeout", deserialize_with = "de_duration")]
+    pub arrival_timeout: Duration,
+    /// Register the endpoint at a SIP provider as the DID the lines call.
+    #[serde(default)]
+    pub register: Option<EndpointRegistration>,
+}
+
+/// The endpoint's own registration at a provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointRegistration {
+    pub registrar: String,
+    #[serde(default)]
+    pub transport: Transport,
+    pub username: String,
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    pub password: Secret,
+    #[serde(default = "default_register_expiry", deserialize_with = "de_duration")]
+    pub expiry: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_register_expiry() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_ring_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_listen() -> Vec<String> {
+    vec!["udp:127.0.0.1:5080".into()]
+}
+fn default_reject_code() -> u16 {
+    486
+}
+fn default_hold_min() -> Duration {
+    Duration::from_millis(1500)
+}
+fn default_hold_max() -> Duration {
+    Duration::from_millis(6000)
+}
+fn default_arrival_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+/// A secret value. Written in TOML as an inline string, or as a table
+/// `{ env = "VAR" }`, `{ file = "/path" }` or `{ credential = "name" }`
+/// (a systemd credential, read from `$CREDENTIALS_DIRECTORY/name`).
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    Inline(String),
+    Source(SecretSource),
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(inline, redacted)"),
+            Secret::Source(s) => f
+                .debug_struct("Secret")
+                .field("env", &s.env)
+                .field("file", &s.file)
+                .field("credential", &s.credential)
+                .finish(),
+        }
+    }
+}
+
+impl Secret {
+    /// Read the secret. The error says where it was looked for, never what it is.
+    pub fn reveal(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::Source(src) => {
+                if let Some(var) = &src.env {
+                    return std::env::var(var)
+                        .map_err(|_| format!("environment variable {var} is not set"));
+                }
+                if let Some(path) = &src.file {
+                    return read_secret_file(path);
+                }
+                if let Some(name) = &src.credential {
+                    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                        format!("credential {name:?} asked for, but CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)")
+                    })?;
+                    return read_secret_file(&Path::new(&dir).join(name));
+                }
+                Err("no env, file or credential given".into())
+            }
+        }
+    }
+
+    fn check_shape(&self) -> Result<(), String> {
+        match self {
+            Secret::Inline(_) => Ok(()),
+            Secret::Source(s) => {
+                let n = s.env.is_some() as u8 + s.file.is_some() as u8 + s.credential.is_some() as u8;
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err("give exactly one of env, file or credential".into())
+                }
+            }
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|e| format!("can't read secret file {}: {e}", path.display()))
+}
+
+/// Parse a duration written as `500ms`, `2s`, `5m`, `1h`, `30d`, or a bare
+/// number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 2s, 5m, 1h, 30d)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Secs(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+    }
+}
+
+/// A configuration problem: which file, which field, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("can't read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}: {field}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// A single validation problem, before the file path is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parse and validate TOML text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        if let Some(p) = cfg.problems().into_iter().next() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: p.field,
+                message: p.message,
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Every semantic problem in the config, in file order.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |field: String, message: String| out.push(Problem { field, message });
+        let org = &self.organisation;
+        if org.name.trim().is_empty() {
+            bad("organisation.name".into(), "must not be empty".into());
+        }
+        if crate::verdict::numbers::region_id(&org.region).is_none() {
+            bad(
+                "organisation.region".into(),
+                format!("{:?} is not a known ISO 3166 region code (e.g. AU, GB, US)", org.region),
+            );
+        } else {
+            for (i, n) in org.numbers.iter().enumerate() {
+                if let Err(e) = NumberSet::parse_one(n, &org.region) {
+                    bad(format!("organisation.numbers[{i}]"), describe_number_error(n, &e));
+                }
+            }
+        }
+        for (i, n) in org.names.iter().enumerate() {
+            if crate::verdict::names::normalise(n).is_empty() {
+                bad(format!("organisation.names[{i}]"), "has no letters or digits".into());
+            }
+        }
+        for (i, h) in org.hosts.iter().enumerate() {
+            let h = h.trim();
+            if h.is_empty() || h.contains(['/', ' ', '@']) {
+                bad(format!("organisation.hosts[{i}]"), format!("{h:?} is not a domain or IP address"));
+            }
+        }
+        if self.lines.is_empty() {
+            bad("line".into(), "no [[line]] tables: configure at least one line".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            let f = |s: &str| format!("line[{i}] ({}).{s}", line.name);
+            if line.name.trim().is_empty() || !line.name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
+                bad(format!("line[{i}].name"), format!("{:?} must be non-empty letters, digits, '-', '_' or '.'", line.name));
+            }
+            if !seen.insert(line.name.clone()) {
+                bad(f("name"), "the same name is used by an earlier line".into());
+            }
+            match (line.expect, &line.umbrella) {
+                (Expect::Umbrella, None) => bad(f("umbrella"), "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into()),
+                (Expect::Withheld, Some(_)) => bad(f("umbrella"), "set only for expect = \"umbrella\"; this line expects withheld".into()),
+                (Expect::Umbrella, Some(u)) => {
+                    if crate::verdict::names::normalise(&u.name).is_empty() {
+                        bad(f("umbrella.name"), "must not be empty".into());
+                    }
+                    for (j, n) in u.numbers.iter().enumerate() {
+                        if let Err(e) = NumberSet::parse_one(n, &org.region) {
+                            bad(f(&format!("umbrella.numbers[{j}]")), describe_number_error(n, &e));
+                        }
+                    }
+                }
+                (Expect::Withheld, None) => {}
+            }
+            if let Some(acc) = &line.account {
+                if let Err(m) = acc.password.check_shape() {
+                    bad(f("account.password"), m);
+                }
+                if acc.registrar.trim().is_empty() {
+                    bad(f("account.registrar"), "must name the PBX, e.g. \"sip:pbx.example.org:5060\"".into());
+                }
+                if acc.username.trim().is_empty() {
+                    bad(f("account.username"), "must not be empty".into());
+                }
+                if acc.ring_timeout.is_zero() {
+                    bad(f("account.ring_timeout"), "must be more than zero".into());
+                }
+            }
+        }
+        if let Some(ep) = &self.endpoint {
+            if ep.numbers.is_empty() {
+                bad("endpoint.numbers".into(), "list at least one number or user the lines call".into());
+            }
+            for (i, l) in ep.listen.iter().enumerate() {
+                match parse_listen(l) {
+                    Err(m) => bad(format!("endpoint.listen[{i}]"), m),
+                    Ok((Transport::Tls, _)) if ep.tls_cert.is_none() || ep.tls_key.is_none() => bad(
+                        format!("endpoint.listen[{i}]"),
+                        "a tls: listener needs endpoint.tls_cert and endpoint.tls_key".into(),
+                    ),
+                    Ok(_) => {}
+                }
+            }
+            if !(400..=699).contains(&ep.reject_code) {
+                bad("endpoint.reject_code".into(), format!("{} is not a 4xx-6xx final response", ep.reject_code));
+            }
+            if ep.hold_min > ep.hold_max {
+                bad("endpoint.hold_min".into(), "is longer than endpoint.hold_max".into());
+            }
+            if ep.matching == Matching::Numbers && ep.numbers.len() < 2 {
+                bad("endpoint.matching".into(), "\"numbers\" matching needs at least two endpoint numbers".into());
+            }
+            if let Some(r) = &ep.register {
+                if let Err(m) = r.password.check_shape() {
+                    bad("endpoint.register.password".into(), m);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn line(&self, name: &str) -> Option<&Line> {
+        self.lines.iter().find(|l| l.name == name)
+    }
+}
+
+fn describe_number_error(n: &str, e: &NumberError) -> String {
+    format!("{n:?} is not a usable phone number or range: {e}")
+}
+
+/// Parse an endpoint listen spec: `udp:127.0.0.1:5080`, `tcp:[::1]:5080`.
+pub fn parse_listen(spec: &str) -> Result<(Transport, std::net::SocketAddr), String> {
+    let (proto, addr) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("{spec:?}: write it as udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT"))?;
+    let t = match proto.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        other => return Err(format!("{spec:?}: unknown transport {other:?} (udp, tcp or tls)")),
+    };
+    let sa = addr
+        .parse()
+        .map_err(|_| format!("{spec:?}: {addr:?} is not an IP address and port"))?;
+    Ok((t, sa))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn secret_debug_never_shows_value() {
+        let s = Secret::Inline("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

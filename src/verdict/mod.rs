@@ -1,0 +1,3 @@
+//! The verdict engine (pure: no I/O, no async, no SIP-library types).
+pub mod names;
+pub mod numbers;

@@ -1,0 +1,4 @@
+//! Name normalisation (work in progress).
+pub fn normalise(s: &str) -> String {
+    s.to_lowercase()
+}
