@@ -1,4 +1,28 @@
 //! cidguard: caller-ID privacy regression tester.
+//!
+//! Frontline services (domestic-violence lines, refuges) call people whose
+//! abusers may watch their phones; those calls must never show the
+//! service's number or name. cidguard places real SIP test calls from each
+//! line and proves, from what actually arrives, that the identity is still
+//! withheld (or shows only an umbrella agency).
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! config ─▶ scheduler ─▶ call (line side, sip) ─▶ endpoint (receiving side, sip)
+//!                                                    │ raw bytes as received
+//!                                                    ▼
+//!                                 verdict (pure) ─▶ store ─▶ alerts / dashboard
+//! ```
+//!
+//! Modules:
+//! - [`config`]: the TOML file, validated, with secrets from env/file/credential.
+//! - [`sip`]: the wire format (our own tolerant parser), and the user agents.
+//! - [`verdict`]: the pure engine: `judge(policy, raw bytes) -> Verdict`.
+//! - [`report`]: human and JSON output, exit codes.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod config;
+pub mod report;
 pub mod sip;
 pub mod verdict;

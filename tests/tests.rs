@@ -1,1 +1,5 @@
-//! The one integration-test binary: each module tests one area against real peers.
+//! The one integration-test binary: each module tests one area.
+mod cli;
+mod config_files;
+mod verdict_corpus;
+mod verdict_props;

@@ -419,7 +419,8 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let a = parts.next().ok_or_else(bad)?;
     let b = parts.next().ok_or_else(bad)?;
     let c = parts.next().unwrap_or_default();
-    if a.len() > 4 && a[..4].eq_ignore_ascii_case("SIP/") {
+    let is_version = |s: &str| s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
+    if is_version(a) {
         let code: u16 = b.parse().map_err(|_| bad())?;
         if !(100..=699).contains(&code) {
             return Err(bad());
@@ -431,7 +432,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let version = c.trim();
-    if !(version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/"))
+    if !is_version(version)
         || a.is_empty()
         || !a.bytes().all(is_token_byte)
         || b.is_empty()

@@ -1,0 +1,88 @@
+//! The `cidguard` binary as a user runs it: exit codes and output formats.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::verdict_corpus::fixture_dir;
+
+fn cidguard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cidguard"))
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+
+fn strip_comments(path: &std::path::Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap();
+    let mut rest: &[u8] = &b;
+    while rest.first() == Some(&b'#') {
+        let end = rest.iter().position(|c| *c == b'\n').map_or(rest.len(), |e| e + 1);
+        rest = &rest[end..];
+    }
+    rest.to_vec()
+}
+
+#[test]
+fn inspect_exit_codes() {
+    for (fixture, line, code) in [
+        ("p01-anonymous-rfc3323", "reception", 0),
+        ("f03-pai-with-privacy-id", "reception", 1),
+        ("i02-response", "reception", 3),
+        ("p07-umbrella-exact", "outreach", 0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("capture.sip");
+        std::fs::write(&cap, strip_comments(&fixture_dir("invites").join(format!("{fixture}.sip")))).unwrap();
+        let out = cidguard().args(["inspect", "--config", EXAMPLE, "--line", line]).arg(&cap).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{fixture}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn inspect_json_from_stdin() {
+    let msg = strip_comments(&fixture_dir("invites").join("f03-pai-with-privacy-id.sip"));
+    let mut child = cidguard()
+        .args(["inspect", "--config", EXAMPLE, "--line", "reception", "--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&msg).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["line"], "reception");
+    assert_eq!(v["outcome"], "fail");
+    assert_eq!(v["expected"], "withheld");
+    let f = &v["findings"][0];
+    assert_eq!(f["header"], "P-Asserted-Identity");
+    assert_eq!(f["kind"], "number");
+    assert_eq!(f["shown"], true);
+    assert!(f["value"].as_str().unwrap().contains("+61370100142"));
+    assert!(f["detail"].as_str().unwrap().contains("Privacy: id"));
+}
+
+#[test]
+fn usage_and_config_errors_exit_2_naming_the_problem() {
+    let out = cidguard().args(["inspect", "--config", EXAMPLE, "--line", "nosuch", "/dev/null"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no line named \"nosuch\""));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[organisation]\nname = \"X\"\nregion = \"AU\"\nnumbers = [\"not a number\"]\n[[line]]\nname = \"a\"\nexpect = \"umbrella\"\n").unwrap();
+    let out = cidguard().args(["config", "check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("organisation.numbers[0]") && err.contains("line[0] (a).umbrella"), "{err}");
+
+    let out = cidguard().args(["inspect", "--line", "reception"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "missing capture argument is a usage error");
+}
+
+#[test]
+fn config_check_summarises_lines() {
+    let out = cidguard().args(["config", "check", "--config", EXAMPLE]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("reception") && s.contains("withheld") && s.contains("Salvation Army"), "{s}");
+}
