@@ -1,1 +1,102 @@
-fn main(){}
+//! Verdicts per second on a realistic carrier INVITE, with an organisation
+//! that protects 1,000 number entries (ranges and single numbers), several
+//! names and hosts.
+//!
+//! Run: `cargo bench --bench verdict`
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use cidguard::config::Config;
+use cidguard::verdict::{judge, Outcome, Policy};
+
+fn config() -> Config {
+    let mut numbers = Vec::new();
+    for i in 0..1000u32 {
+        // 500 ranges of 100 numbers across area codes, 500 single numbers.
+        if i % 2 == 0 {
+            numbers.push(format!("\"+61 {} 7{:03} 0100-0199\"", 2 + (i % 7), i));
+        } else {
+            numbers.push(format!(
+                "\"+61 {} 8{:03} {:04}\"",
+                2 + (i % 7),
+                i,
+                i * 7 % 10000
+            ));
+        }
+    }
+    let text = format!(
+        r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = [{}]
+names = ["Eastside Women's Refuge", "Eastside Refuge", "Women's Refuge Victoria", "ESWR"]
+hosts = ["pbx.eastside-refuge.org.au", "eastside-refuge.org.au", "203.0.113.10", "2001:db8::10"]
+
+[[line]]
+name = "reception"
+expect = "withheld"
+"#,
+        numbers.join(", ")
+    );
+    Config::from_toml(&text, Path::new("bench.toml")).expect("bench config")
+}
+
+const INVITE: &str = "INVITE sip:+61399990000@cidguard.example:5080;transport=udp SIP/2.0\r\n\
+Record-Route: <sip:198.51.100.20;lr;ftag=as5f3e1b2c>\r\n\
+Via: SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK3c1a.7d1c5b8e2.0;rport\r\n\
+Via: SIP/2.0/UDP 198.51.100.7:5060;received=198.51.100.7;rport=5060;branch=z9hG4bK45a1b2c3\r\n\
+Max-Forwards: 68\r\n\
+From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=as5f3e1b2c\r\n\
+To: <sip:+61399990000@cidguard.example>\r\n\
+Contact: <sip:anonymous@198.51.100.7:5060>\r\n\
+Call-ID: 3c26700b5e1a0e0d2b9e0c3a6f1d9e2a@198.51.100.7:5060\r\n\
+CSeq: 102 INVITE\r\n\
+User-Agent: Carrier-SBC 4.2.1\r\n\
+Date: Sun, 29 Nov 2026 05:00:00 GMT\r\n\
+Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH, MESSAGE\r\n\
+Supported: replaces, timer\r\n\
+Privacy: id\r\n\
+P-Asserted-Identity: <sip:anonymous@anonymous.invalid>\r\n\
+Identity: eyJhbGciOiJFUzI1NiIsInBwdCI6InNoYWtlbiIsInR5cCI6InBhc3Nwb3J0IiwieDV1IjoiaHR0cHM6Ly9jZXJ0LmNhcnJpZXIuZXhhbXBsZS9jLnBlbSJ9.eyJhdHRlc3QiOiJDIiwiZGVzdCI6eyJ0biI6WyI2MTM5OTk5MDAwMCJdfSwiaWF0IjoxNzAwMDAwMDAwLCJvcmlnIjp7InRuIjoiYW5vbnltb3VzIn0sIm9yaWdpZCI6IjQ0MzdjN2ViIn0.c2lnbmF0dXJl;info=<https://cert.carrier.example/c.pem>;alg=ES256;ppt=shaken\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 229\r\n\
+\r\n\
+v=0\r\n\
+o=- 1700000000 1700000000 IN IP4 198.51.100.7\r\n\
+s=-\r\n\
+c=IN IP4 198.51.100.7\r\n\
+t=0 0\r\n\
+m=audio 16384 RTP/AVP 0 8 101\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n\
+a=ptime:20\r\n\
+a=sendrecv\r\n";
+
+fn bench(c: &mut Criterion) {
+    let cfg = config();
+    let policy = Policy::for_config(&cfg).expect("policies").remove(0);
+    let leaking = INVITE.replace(
+        "P-Asserted-Identity: <sip:anonymous@anonymous.invalid>",
+        "P-Asserted-Identity: \"Eastside Refuge\" <sip:+61370420150@pbx.eastside-refuge.org.au>",
+    );
+    assert_eq!(judge(&policy, INVITE.as_bytes()).outcome, Outcome::Pass);
+    assert_eq!(judge(&policy, leaking.as_bytes()).outcome, Outcome::Fail);
+
+    let mut g = c.benchmark_group("verdict");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("clean_invite_1000_numbers", |b| {
+        b.iter(|| judge(&policy, INVITE.as_bytes()))
+    });
+    g.bench_function("leaking_invite_1000_numbers", |b| {
+        b.iter(|| judge(&policy, leaking.as_bytes()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -303,7 +303,8 @@ impl Secret {
         match self {
             Secret::Inline(_) => Ok(()),
             Secret::Source(s) => {
-                let n = s.env.is_some() as u8 + s.file.is_some() as u8 + s.credential.is_some() as u8;
+                let n =
+                    s.env.is_some() as u8 + s.file.is_some() as u8 + s.credential.is_some() as u8;
                 if n == 1 {
                     Ok(())
                 } else {
@@ -324,7 +325,9 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 /// number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -335,9 +338,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -427,48 +434,83 @@ impl Config {
         if crate::verdict::numbers::region_id(&org.region).is_none() {
             bad(
                 "organisation.region".into(),
-                format!("{:?} is not a known ISO 3166 region code (e.g. AU, GB, US)", org.region),
+                format!(
+                    "{:?} is not a known ISO 3166 region code (e.g. AU, GB, US)",
+                    org.region
+                ),
             );
         } else {
             for (i, n) in org.numbers.iter().enumerate() {
                 if let Err(e) = NumberSet::parse_one(n, &org.region) {
-                    bad(format!("organisation.numbers[{i}]"), describe_number_error(n, &e));
+                    bad(
+                        format!("organisation.numbers[{i}]"),
+                        describe_number_error(n, &e),
+                    );
                 }
             }
         }
         for (i, n) in org.names.iter().enumerate() {
             if crate::verdict::names::normalise(n).is_empty() {
-                bad(format!("organisation.names[{i}]"), "has no letters or digits".into());
+                bad(
+                    format!("organisation.names[{i}]"),
+                    "has no letters or digits".into(),
+                );
             }
         }
         for (i, h) in org.hosts.iter().enumerate() {
             let h = h.trim();
             if h.is_empty() || h.contains(['/', ' ', '@']) {
-                bad(format!("organisation.hosts[{i}]"), format!("{h:?} is not a domain or IP address"));
+                bad(
+                    format!("organisation.hosts[{i}]"),
+                    format!("{h:?} is not a domain or IP address"),
+                );
             }
         }
         if self.lines.is_empty() {
-            bad("line".into(), "no [[line]] tables: configure at least one line".into());
+            bad(
+                "line".into(),
+                "no [[line]] tables: configure at least one line".into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, line) in self.lines.iter().enumerate() {
             let f = |s: &str| format!("line[{i}] ({}).{s}", line.name);
-            if line.name.trim().is_empty() || !line.name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
-                bad(format!("line[{i}].name"), format!("{:?} must be non-empty letters, digits, '-', '_' or '.'", line.name));
+            if line.name.trim().is_empty()
+                || !line
+                    .name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "-_.".contains(c))
+            {
+                bad(
+                    format!("line[{i}].name"),
+                    format!(
+                        "{:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        line.name
+                    ),
+                );
             }
             if !seen.insert(line.name.clone()) {
                 bad(f("name"), "the same name is used by an earlier line".into());
             }
             match (line.expect, &line.umbrella) {
-                (Expect::Umbrella, None) => bad(f("umbrella"), "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into()),
-                (Expect::Withheld, Some(_)) => bad(f("umbrella"), "set only for expect = \"umbrella\"; this line expects withheld".into()),
+                (Expect::Umbrella, None) => bad(
+                    f("umbrella"),
+                    "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into(),
+                ),
+                (Expect::Withheld, Some(_)) => bad(
+                    f("umbrella"),
+                    "set only for expect = \"umbrella\"; this line expects withheld".into(),
+                ),
                 (Expect::Umbrella, Some(u)) => {
                     if crate::verdict::names::normalise(&u.name).is_empty() {
                         bad(f("umbrella.name"), "must not be empty".into());
                     }
                     for (j, n) in u.numbers.iter().enumerate() {
                         if let Err(e) = NumberSet::parse_one(n, &org.region) {
-                            bad(f(&format!("umbrella.numbers[{j}]")), describe_number_error(n, &e));
+                            bad(
+                                f(&format!("umbrella.numbers[{j}]")),
+                                describe_number_error(n, &e),
+                            );
                         }
                     }
                 }
@@ -479,7 +521,10 @@ impl Config {
                     bad(f("account.password"), m);
                 }
                 if acc.registrar.trim().is_empty() {
-                    bad(f("account.registrar"), "must name the PBX, e.g. \"sip:pbx.example.org:5060\"".into());
+                    bad(
+                        f("account.registrar"),
+                        "must name the PBX, e.g. \"sip:pbx.example.org:5060\"".into(),
+                    );
                 }
                 if acc.username.trim().is_empty() {
                     bad(f("account.username"), "must not be empty".into());
@@ -491,26 +536,40 @@ impl Config {
         }
         if let Some(ep) = &self.endpoint {
             if ep.numbers.is_empty() {
-                bad("endpoint.numbers".into(), "list at least one number or user the lines call".into());
+                bad(
+                    "endpoint.numbers".into(),
+                    "list at least one number or user the lines call".into(),
+                );
             }
             for (i, l) in ep.listen.iter().enumerate() {
                 match parse_listen(l) {
                     Err(m) => bad(format!("endpoint.listen[{i}]"), m),
-                    Ok((Transport::Tls, _)) if ep.tls_cert.is_none() || ep.tls_key.is_none() => bad(
-                        format!("endpoint.listen[{i}]"),
-                        "a tls: listener needs endpoint.tls_cert and endpoint.tls_key".into(),
-                    ),
+                    Ok((Transport::Tls, _)) if ep.tls_cert.is_none() || ep.tls_key.is_none() => {
+                        bad(
+                            format!("endpoint.listen[{i}]"),
+                            "a tls: listener needs endpoint.tls_cert and endpoint.tls_key".into(),
+                        )
+                    }
                     Ok(_) => {}
                 }
             }
             if !(400..=699).contains(&ep.reject_code) {
-                bad("endpoint.reject_code".into(), format!("{} is not a 4xx-6xx final response", ep.reject_code));
+                bad(
+                    "endpoint.reject_code".into(),
+                    format!("{} is not a 4xx-6xx final response", ep.reject_code),
+                );
             }
             if ep.hold_min > ep.hold_max {
-                bad("endpoint.hold_min".into(), "is longer than endpoint.hold_max".into());
+                bad(
+                    "endpoint.hold_min".into(),
+                    "is longer than endpoint.hold_max".into(),
+                );
             }
             if ep.matching == Matching::Numbers && ep.numbers.len() < 2 {
-                bad("endpoint.matching".into(), "\"numbers\" matching needs at least two endpoint numbers".into());
+                bad(
+                    "endpoint.matching".into(),
+                    "\"numbers\" matching needs at least two endpoint numbers".into(),
+                );
             }
             if let Some(r) = &ep.register {
                 if let Err(m) = r.password.check_shape() {
@@ -532,14 +591,18 @@ fn describe_number_error(n: &str, e: &NumberError) -> String {
 
 /// Parse an endpoint listen spec: `udp:127.0.0.1:5080`, `tcp:[::1]:5080`.
 pub fn parse_listen(spec: &str) -> Result<(Transport, std::net::SocketAddr), String> {
-    let (proto, addr) = spec
-        .split_once(':')
-        .ok_or_else(|| format!("{spec:?}: write it as udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT"))?;
+    let (proto, addr) = spec.split_once(':').ok_or_else(|| {
+        format!("{spec:?}: write it as udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT")
+    })?;
     let t = match proto.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
         "tls" => Transport::Tls,
-        other => return Err(format!("{spec:?}: unknown transport {other:?} (udp, tcp or tls)")),
+        other => {
+            return Err(format!(
+                "{spec:?}: unknown transport {other:?} (udp, tcp or tls)"
+            ))
+        }
     };
     let sa = addr
         .parse()
@@ -554,7 +617,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert!(parse_duration("5 parsecs").is_err());
     }
 

@@ -16,7 +16,11 @@ use cidguard::verdict::{self, Policy};
 const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");
 
 #[derive(Parser)]
-#[command(name = "cidguard", version, about = "Caller-ID privacy regression tester")]
+#[command(
+    name = "cidguard",
+    version,
+    about = "Caller-ID privacy regression tester"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,7 +109,10 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
         Some(p) => Ok(Config::load(p)?),
         None => {
             eprintln!("cidguard: no --config given; using the built-in example config (config/example.toml)");
-            Ok(Config::from_toml(EXAMPLE_CONFIG, Path::new("built-in example.toml"))?)
+            Ok(Config::from_toml(
+                EXAMPLE_CONFIG,
+                Path::new("built-in example.toml"),
+            )?)
         }
     }
 }
@@ -116,12 +123,21 @@ fn policy_for(cfg: &Config, line: &str) -> anyhow::Result<Policy> {
         Some(p) => Ok(p),
         None => bail!(
             "no line named {line:?} in the config (lines: {})",
-            cfg.lines.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            cfg.lines
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
-fn inspect(config: Option<&Path>, line: &str, format: Format, capture: &Path) -> anyhow::Result<u8> {
+fn inspect(
+    config: Option<&Path>,
+    line: &str,
+    format: Format,
+    capture: &Path,
+) -> anyhow::Result<u8> {
     let cfg = load_config(config)?;
     let policy = policy_for(&cfg, line)?;
     let raw = if capture == Path::new("-") {
@@ -132,25 +148,35 @@ fn inspect(config: Option<&Path>, line: &str, format: Format, capture: &Path) ->
             .context("reading the capture from standard input")?;
         buf
     } else {
-        std::fs::read(capture).with_context(|| format!("can't read capture file {}", capture.display()))?
+        std::fs::read(capture)
+            .with_context(|| format!("can't read capture file {}", capture.display()))?
     };
     let v = verdict::judge(&policy, &raw);
     match format {
         Format::Text => print!("{}", report::human(&v, &policy)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&v).context("encoding JSON")?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
+        ),
     }
     Ok(report::exit_code(v.outcome) as u8)
 }
 
 fn config_check(path: &Path) -> anyhow::Result<u8> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("can't read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("can't read config file {}", path.display()))?;
     let cfg: Config = match toml::from_str(&text) {
         Ok(c) => c,
         Err(e) => bail!("{}: {}", path.display(), e.to_string().trim_end()),
     };
     let problems = cfg.problems();
     if !problems.is_empty() {
-        let mut msg = format!("{}: {} problem{}:", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
+        let mut msg = format!(
+            "{}: {} problem{}:",
+            path.display(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
         for p in &problems {
             msg.push_str(&format!("\n  {}: {}", p.field, p.message));
         }

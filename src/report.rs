@@ -91,7 +91,11 @@ fn clip(s: &str, n: usize) -> String {
 pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
     let mut s = String::new();
     let org = &cfg.organisation;
-    let _ = writeln!(s, "Organisation: {} (numbers read as region {})", org.name, org.region);
+    let _ = writeln!(
+        s,
+        "Organisation: {} (numbers read as region {})",
+        org.name, org.region
+    );
     let _ = writeln!(
         s,
         "  {} number entr{} / {} name{} / {} host{} protected",
@@ -115,7 +119,14 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
             Expect::Withheld => "withheld",
             Expect::Umbrella => "umbrella",
         };
-        let _ = writeln!(s, "  {:<16} {:<9} {}; {}", line.name, tag, p.expectation(), how);
+        let _ = writeln!(
+            s,
+            "  {:<16} {:<9} {}; {}",
+            line.name,
+            tag,
+            p.expectation(),
+            how
+        );
     }
     match &cfg.endpoint {
         Some(ep) => {

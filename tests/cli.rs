@@ -15,7 +15,10 @@ fn strip_comments(path: &std::path::Path) -> Vec<u8> {
     let b = std::fs::read(path).unwrap();
     let mut rest: &[u8] = &b;
     while rest.first() == Some(&b'#') {
-        let end = rest.iter().position(|c| *c == b'\n').map_or(rest.len(), |e| e + 1);
+        let end = rest
+            .iter()
+            .position(|c| *c == b'\n')
+            .map_or(rest.len(), |e| e + 1);
         rest = &rest[end..];
     }
     rest.to_vec()
@@ -31,9 +34,22 @@ fn inspect_exit_codes() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let cap = dir.path().join("capture.sip");
-        std::fs::write(&cap, strip_comments(&fixture_dir("invites").join(format!("{fixture}.sip")))).unwrap();
-        let out = cidguard().args(["inspect", "--config", EXAMPLE, "--line", line]).arg(&cap).output().unwrap();
-        assert_eq!(out.status.code(), Some(code), "{fixture}: {}", String::from_utf8_lossy(&out.stdout));
+        std::fs::write(
+            &cap,
+            strip_comments(&fixture_dir("invites").join(format!("{fixture}.sip"))),
+        )
+        .unwrap();
+        let out = cidguard()
+            .args(["inspect", "--config", EXAMPLE, "--line", line])
+            .arg(&cap)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{fixture}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 
@@ -41,7 +57,16 @@ fn inspect_exit_codes() {
 fn inspect_json_from_stdin() {
     let msg = strip_comments(&fixture_dir("invites").join("f03-pai-with-privacy-id.sip"));
     let mut child = cidguard()
-        .args(["inspect", "--config", EXAMPLE, "--line", "reception", "--format", "json", "-"])
+        .args([
+            "inspect",
+            "--config",
+            EXAMPLE,
+            "--line",
+            "reception",
+            "--format",
+            "json",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -63,26 +88,58 @@ fn inspect_json_from_stdin() {
 
 #[test]
 fn usage_and_config_errors_exit_2_naming_the_problem() {
-    let out = cidguard().args(["inspect", "--config", EXAMPLE, "--line", "nosuch", "/dev/null"]).output().unwrap();
+    let out = cidguard()
+        .args([
+            "inspect",
+            "--config",
+            EXAMPLE,
+            "--line",
+            "nosuch",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no line named \"nosuch\""));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[organisation]\nname = \"X\"\nregion = \"AU\"\nnumbers = [\"not a number\"]\n[[line]]\nname = \"a\"\nexpect = \"umbrella\"\n").unwrap();
-    let out = cidguard().args(["config", "check", "--config"]).arg(&bad).output().unwrap();
+    let out = cidguard()
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("organisation.numbers[0]") && err.contains("line[0] (a).umbrella"), "{err}");
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("organisation.numbers[0]")
+            && err.contains("line[0] (a).umbrella"),
+        "{err}"
+    );
 
-    let out = cidguard().args(["inspect", "--line", "reception"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "missing capture argument is a usage error");
+    let out = cidguard()
+        .args(["inspect", "--line", "reception"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing capture argument is a usage error"
+    );
 }
 
 #[test]
 fn config_check_summarises_lines() {
-    let out = cidguard().args(["config", "check", "--config", EXAMPLE]).output().unwrap();
+    let out = cidguard()
+        .args(["config", "check", "--config", EXAMPLE])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("reception") && s.contains("withheld") && s.contains("Salvation Army"), "{s}");
+    assert!(
+        s.contains("reception") && s.contains("withheld") && s.contains("Salvation Army"),
+        "{s}"
+    );
 }

@@ -18,9 +18,16 @@ numbers = ["+61 3 7010 0142"]
 
 #[test]
 fn shipped_example_is_valid() {
-    let cfg = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))).unwrap();
+    let cfg = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/example.toml"
+    )))
+    .unwrap();
     assert_eq!(cfg.lines.len(), 2);
-    assert_eq!(cfg.lines[1].umbrella.as_ref().unwrap().name, "Salvation Army");
+    assert_eq!(
+        cfg.lines[1].umbrella.as_ref().unwrap().name,
+        "Salvation Army"
+    );
 }
 
 /// The contract, exactly as written there, must stay valid.
@@ -56,12 +63,23 @@ fn field_of(text: &str) -> String {
 
 #[test]
 fn errors_name_the_field() {
-    assert_eq!(field_of(&format!("{ORG}[[line]]\nname = \"a\"\nexpect = \"umbrella\"\n")), "line[0] (a).umbrella");
+    assert_eq!(
+        field_of(&format!(
+            "{ORG}[[line]]\nname = \"a\"\nexpect = \"umbrella\"\n"
+        )),
+        "line[0] (a).umbrella"
+    );
     assert_eq!(
         field_of(&ORG.replace("+61 3 7010 0142", "call me maybe")),
         "organisation.numbers[0]"
     );
-    assert_eq!(field_of(&format!("{}[[line]]\nname = \"a\"\nexpect = \"withheld\"\n", ORG.replace("\"AU\"", "\"XX\""))), "organisation.region");
+    assert_eq!(
+        field_of(&format!(
+            "{}[[line]]\nname = \"a\"\nexpect = \"withheld\"\n",
+            ORG.replace("\"AU\"", "\"XX\"")
+        )),
+        "organisation.region"
+    );
     assert_eq!(
         field_of(&format!("{ORG}[[line]]\nname = \"a\"\nexpect = \"withheld\"\n[[line]]\nname = \"a\"\nexpect = \"withheld\"\n")),
         "line[1] (a).name"
@@ -75,10 +93,16 @@ fn errors_name_the_field() {
 
 #[test]
 fn unknown_keys_and_bad_values_are_syntax_errors_with_location() {
-    let e = check(&format!("{ORG}[[line]]\nname = \"a\"\nexpect = \"withheld\"\nexpcet = 1\n")).unwrap_err();
+    let e = check(&format!(
+        "{ORG}[[line]]\nname = \"a\"\nexpect = \"withheld\"\nexpcet = 1\n"
+    ))
+    .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("test.toml") && msg.contains("expcet"), "{msg}");
-    let e = check(&format!("{ORG}[[line]]\nname = \"a\"\nexpect = \"hidden\"\n")).unwrap_err();
+    let e = check(&format!(
+        "{ORG}[[line]]\nname = \"a\"\nexpect = \"hidden\"\n"
+    ))
+    .unwrap_err();
     assert!(e.to_string().contains("hidden"), "{e}");
 }
 

@@ -8,12 +8,18 @@ use cidguard::config::Config;
 use cidguard::verdict::{judge, Kind, Outcome, Policy};
 
 pub fn example_policies() -> Vec<Policy> {
-    let cfg = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))).unwrap();
+    let cfg = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/example.toml"
+    )))
+    .unwrap();
     Policy::for_config(&cfg).unwrap()
 }
 
 pub fn fixture_dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(sub)
 }
 
 /// A fixture: leading `# key: value` lines, then the message bytes.
@@ -41,15 +47,20 @@ fn load(path: &Path) -> Fixture {
         let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
         let line = String::from_utf8_lossy(&rest[1..end]).trim().to_string();
         rest = &rest[(end + 1).min(rest.len())..];
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k.trim() {
             "line" => f.line = v.to_string(),
-            "expect" => f.expect = serde_json::from_value(serde_json::Value::String(v.into())).unwrap(),
+            "expect" => {
+                f.expect = serde_json::from_value(serde_json::Value::String(v.into())).unwrap()
+            }
             "flags" => {
                 for item in v.split(',') {
                     let (h, kind) = item.trim().rsplit_once(':').unwrap();
-                    let kind: Kind = serde_json::from_value(serde_json::Value::String(kind.into())).unwrap();
+                    let kind: Kind =
+                        serde_json::from_value(serde_json::Value::String(kind.into())).unwrap();
                     f.flags.push((h.to_string(), kind));
                 }
             }
@@ -70,42 +81,79 @@ fn every_fixture_gets_its_verdict() {
         .filter(|p| p.extension().is_some_and(|e| e == "sip"))
         .collect();
     files.sort();
-    assert!(files.len() >= 50, "the corpus went missing: {} files", files.len());
+    assert!(
+        files.len() >= 50,
+        "the corpus went missing: {} files",
+        files.len()
+    );
     let mut failures = Vec::new();
     for path in &files {
         let fx = load(path);
-        let policy = policies.iter().find(|p| p.line == fx.line).unwrap_or_else(|| panic!("{}: no line {:?}", fx.name, fx.line));
+        let policy = policies
+            .iter()
+            .find(|p| p.line == fx.line)
+            .unwrap_or_else(|| panic!("{}: no line {:?}", fx.name, fx.line));
         let v = judge(policy, &fx.message);
         if v.outcome != fx.expect {
-            failures.push(format!("{}: expected {}, got {} ({})\n{:#?}", fx.name, fx.expect, v.outcome, v.summary(), v.findings));
+            failures.push(format!(
+                "{}: expected {}, got {} ({})\n{:#?}",
+                fx.name,
+                fx.expect,
+                v.outcome,
+                v.summary(),
+                v.findings
+            ));
             continue;
         }
         for (h, k) in &fx.flags {
             if !v.findings.iter().any(|f| &f.header == h && f.kind == *k) {
-                failures.push(format!("{}: expected a {k} finding in {h}; got {:#?}", fx.name, v.findings));
+                failures.push(format!(
+                    "{}: expected a {k} finding in {h}; got {:#?}",
+                    fx.name, v.findings
+                ));
             }
         }
         for h in &fx.nots {
             if v.findings.iter().any(|f| &f.header == h) {
-                failures.push(format!("{}: {h} must not be flagged; got {:#?}", fx.name, v.findings));
+                failures.push(format!(
+                    "{}: {h} must not be flagged; got {:#?}",
+                    fx.name, v.findings
+                ));
             }
         }
         if v.outcome == Outcome::Pass {
             assert!(v.findings.is_empty(), "{}: a pass has no findings", fx.name);
         }
         if v.outcome == Outcome::Inconclusive {
-            assert!(v.reason.as_deref().is_some_and(|r| !r.is_empty()), "{}: inconclusive needs a reason", fx.name);
+            assert!(
+                v.reason.as_deref().is_some_and(|r| !r.is_empty()),
+                "{}: inconclusive needs a reason",
+                fx.name
+            );
         }
         // `shown` follows the header: displayed places only.
         for f in &v.findings {
             let displayed = matches!(
                 f.header.as_str(),
-                "From" | "P-Asserted-Identity" | "P-Preferred-Identity" | "Remote-Party-ID" | "Identity"
+                "From"
+                    | "P-Asserted-Identity"
+                    | "P-Preferred-Identity"
+                    | "Remote-Party-ID"
+                    | "Identity"
             );
-            assert_eq!(f.shown, displayed, "{}: shown flag of {}", fx.name, f.header);
+            assert_eq!(
+                f.shown, displayed,
+                "{}: shown flag of {}",
+                fx.name, f.header
+            );
         }
     }
-    assert!(failures.is_empty(), "{} fixture(s) wrong:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) wrong:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// RFC 4475 torture messages: never a panic; each either judged or
@@ -146,13 +194,26 @@ fn rfc4475_specific_outcomes() {
     // "J Rosenberg \"" is a name presented on a withheld line.
     let v = judge(reception, &read("wsinv"));
     assert_eq!(v.outcome, Outcome::Fail, "{v:#?}");
-    assert!(v.findings.iter().any(|f| f.header == "From" && f.kind == Kind::Presentation));
-    assert_eq!(v.presented.identities[0].display.as_deref(), Some(r#"J Rosenberg \""#));
+    assert!(v
+        .findings
+        .iter()
+        .any(|f| f.header == "From" && f.kind == Kind::Presentation));
+    assert_eq!(
+        v.presented.identities[0].display.as_deref(),
+        Some(r#"J Rosenberg \""#)
+    );
     // insuf: no From at all.
     let v = judge(reception, &read("insuf"));
-    assert!(v.reason.as_deref().unwrap_or("").contains("no From"), "{v:#?}");
+    assert!(
+        v.reason.as_deref().unwrap_or("").contains("no From"),
+        "{v:#?}"
+    );
     // unreason, bigcode: responses.
     for n in ["unreason", "bigcode", "lwsdisp", "escnull"] {
-        assert_eq!(judge(reception, &read(n)).outcome, Outcome::Inconclusive, "{n}");
+        assert_eq!(
+            judge(reception, &read(n)).outcome,
+            Outcome::Inconclusive,
+            "{n}"
+        );
     }
 }

@@ -30,13 +30,33 @@ fn written(sub: u32, style: u8) -> String {
 
 fn placed(number: &str, place: u8) -> (String, &'static str) {
     match place % 8 {
-        0 => (format!("P-Asserted-Identity: <sip:{number}@carrier.example>\r\n"), "P-Asserted-Identity"),
-        1 => (format!("Remote-Party-ID: <sip:{number}@carrier.example>;party=calling;privacy=full\r\n"), "Remote-Party-ID"),
-        2 => (format!("Diversion: <sip:{number}@carrier.example>;reason=unconditional\r\n"), "Diversion"),
+        0 => (
+            format!("P-Asserted-Identity: <sip:{number}@carrier.example>\r\n"),
+            "P-Asserted-Identity",
+        ),
+        1 => (
+            format!(
+                "Remote-Party-ID: <sip:{number}@carrier.example>;party=calling;privacy=full\r\n"
+            ),
+            "Remote-Party-ID",
+        ),
+        2 => (
+            format!("Diversion: <sip:{number}@carrier.example>;reason=unconditional\r\n"),
+            "Diversion",
+        ),
         3 => (format!("X-Orig-Caller: {number}\r\n"), "X-Orig-Caller"),
-        4 => (format!("History-Info: <sip:{number}@carrier.example>;index=1\r\n"), "History-Info"),
-        5 => (format!("P-Preferred-Identity: <tel:{number}>\r\n"), "P-Preferred-Identity"),
-        6 => (format!("Contact: <sip:{number}@198.51.100.7>\r\n"), "Contact"),
+        4 => (
+            format!("History-Info: <sip:{number}@carrier.example>;index=1\r\n"),
+            "History-Info",
+        ),
+        5 => (
+            format!("P-Preferred-Identity: <tel:{number}>\r\n"),
+            "P-Preferred-Identity",
+        ),
+        6 => (
+            format!("Contact: <sip:{number}@198.51.100.7>\r\n"),
+            "Contact",
+        ),
         _ => (format!("Subject: call {number} back\r\n"), "Subject"),
     }
 }

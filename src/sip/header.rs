@@ -332,7 +332,9 @@ pub fn parse_auth_params(value: &str) -> (String, Vec<(String, String)>) {
         if let Some((k, val)) = item.split_once('=') {
             let val = val.trim();
             let val = match val.strip_prefix('"') {
-                Some(q) => read_quoted(q).map(|(t, _)| t).unwrap_or_else(|| q.to_string()),
+                Some(q) => read_quoted(q)
+                    .map(|(t, _)| t)
+                    .unwrap_or_else(|| q.to_string()),
                 None => val.to_string(),
             };
             out.push((k.trim().to_ascii_lowercase(), val));
@@ -347,8 +349,10 @@ mod tests {
 
     #[test]
     fn quoted_display_with_angle_brackets_and_escapes() {
-        let na = parse_name_addr(r#""Eve \"<sip:x@y>\" , Ltd" <sip:+61370100142@pbx.example;user=phone>;tag=9"#)
-            .unwrap();
+        let na = parse_name_addr(
+            r#""Eve \"<sip:x@y>\" , Ltd" <sip:+61370100142@pbx.example;user=phone>;tag=9"#,
+        )
+        .unwrap();
         assert_eq!(na.display.as_deref(), Some(r#"Eve "<sip:x@y>" , Ltd"#));
         assert_eq!(na.uri, "sip:+61370100142@pbx.example;user=phone");
         assert_eq!(na.param("tag"), Some(Some("9")));
@@ -380,7 +384,9 @@ mod tests {
 
     #[test]
     fn auth_params() {
-        let (s, p) = parse_auth_params(r#"Digest realm="x", nonce="n,1", qop="auth,auth-int", algorithm=SHA-256"#);
+        let (s, p) = parse_auth_params(
+            r#"Digest realm="x", nonce="n,1", qop="auth,auth-int", algorithm=SHA-256"#,
+        );
         assert_eq!(s, "Digest");
         assert!(p.contains(&("qop".into(), "auth,auth-int".into())));
         assert!(p.contains(&("nonce".into(), "n,1".into())));

@@ -70,7 +70,7 @@ impl UmbrellaMatcher {
     /// punctuation don't matter, nor a cut to CNAM length.
     fn name_matches(&self, display: &str) -> bool {
         let f = normalise(display);
-        f == self.pattern.phrase || self.pattern.truncated.iter().any(|t| *t == f)
+        f == self.pattern.phrase || self.pattern.truncated.contains(&f)
     }
 }
 
@@ -119,7 +119,12 @@ impl Policy {
             (Expect::Umbrella, Some(u)) => format!(
                 "the umbrella name {:?} with no number or one of {}",
                 u.name,
-                u.numbers.entries.iter().map(|e| e.label.as_str()).collect::<Vec<_>>().join(", ")
+                u.numbers
+                    .entries
+                    .iter()
+                    .map(|e| e.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             _ => "no number and no name (withheld)".into(),
         }
@@ -244,7 +249,10 @@ impl Verdict {
     pub fn summary(&self) -> String {
         match self.outcome {
             Outcome::Pass => "identity withheld as expected".into(),
-            Outcome::Inconclusive => self.reason.clone().unwrap_or_else(|| "could not be judged".into()),
+            Outcome::Inconclusive => self
+                .reason
+                .clone()
+                .unwrap_or_else(|| "could not be judged".into()),
             Outcome::Fail => {
                 let mut parts: Vec<String> = Vec::new();
                 for f in &self.findings {
@@ -276,7 +284,12 @@ impl Verdict {
 }
 
 /// Headers that carry the caller's identity and are displayed.
-const IDENTITY_HEADERS: &[&str] = &["From", "P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID"];
+const IDENTITY_HEADERS: &[&str] = &[
+    "From",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+];
 
 /// Judge raw bytes as received.
 pub fn judge(policy: &Policy, raw: &[u8]) -> Verdict {
@@ -304,7 +317,10 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         doubts: Vec::new(),
         presented: Presented::default(),
     };
-    let privacy: Vec<&str> = msg.headers_named("Privacy").map(|h| h.value.as_str()).collect();
+    let privacy: Vec<&str> = msg
+        .headers_named("Privacy")
+        .map(|h| h.value.as_str())
+        .collect();
     if !privacy.is_empty() {
         j.presented.privacy = Some(privacy.join(", "));
         j.notes.push(format!("Privacy: {}", privacy.join(", ")));
@@ -332,7 +348,11 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         } else {
             // Unknown and X- headers can carry the name in their own name.
             let known = canonical != h.name || sip::message::canonical_name(&h.name) != h.name;
-            let text = if known { h.value.clone() } else { format!("{}: {}", h.name, h.value) };
+            let text = if known {
+                h.value.clone()
+            } else {
+                format!("{}: {}", h.name, h.value)
+            };
             j.scan(canonical, &h.value, &text, false);
             if matches!(canonical, "Diversion" | "History-Info" | "P-Charge-Info") {
                 j.presented.identity_headers.push(canonical.to_string());
@@ -505,7 +525,11 @@ impl Judge<'_> {
                 let detail = format!(
                     "the organisation's name {:?} appears; {header} is {where_}.{}",
                     p.label,
-                    if shown { self.privacy_note(header) } else { String::new() },
+                    if shown {
+                        self.privacy_note(header)
+                    } else {
+                        String::new()
+                    },
                 );
                 self.push(Finding {
                     header: header.into(),
@@ -551,18 +575,26 @@ impl Judge<'_> {
 
     /// Apply the presentation rules to From / PAI / PPI / RPID.
     fn identity_header(&mut self, header: &str, value: &str) {
-        let entries = if header == "From" { vec![value] } else { split_list(value) };
+        let entries = if header == "From" {
+            vec![value]
+        } else {
+            split_list(value)
+        };
         for entry in entries {
             let na = match parse_name_addr(entry) {
                 Ok(na) => na,
                 Err(e) => {
-                    self.doubts.push(format!("can't read {header} {entry:?}: {e}"));
+                    self.doubts
+                        .push(format!("can't read {header} {entry:?}: {e}"));
                     continue;
                 }
             };
             let uri = parse_uri(&na.uri);
             if !matches!(uri.scheme.as_str(), "sip" | "sips" | "tel") {
-                self.notes.push(format!("{header} has a {:?} URI; checked as text only", uri.scheme));
+                self.notes.push(format!(
+                    "{header} has a {:?} URI; checked as text only",
+                    uri.scheme
+                ));
             }
             self.presented.identities.push(PresentedIdentity {
                 header: header.into(),
@@ -605,7 +637,12 @@ impl Judge<'_> {
                     // The umbrella name: what this line should show.
                 } else if is_anonymous_text(d) {
                     if expect_umbrella && header == "From" {
-                        self.presentation(header, value, d, format!("the display name is {d:?}, not the umbrella name"));
+                        self.presentation(
+                            header,
+                            value,
+                            d,
+                            format!("the display name is {d:?}, not the umbrella name"),
+                        );
                     }
                 } else {
                     self.presentation(header, value, d, format!("a name is presented: {d:?}"));
@@ -650,11 +687,21 @@ impl Judge<'_> {
                         .is_some_and(|u| u.numbers.match_digits(&digits, plus, true).is_some());
                 if !umbrella_ok {
                     let shown_as = uri.user.clone().unwrap_or_default();
-                    self.presentation(header, value, &shown_as, format!("a number is presented: {shown_as:?}"));
+                    self.presentation(
+                        header,
+                        value,
+                        &shown_as,
+                        format!("a number is presented: {shown_as:?}"),
+                    );
                 }
             }
             UserPart::Text(t) => {
-                self.presentation(header, value, &t, format!("the user part {t:?} is not an anonymity marker"));
+                self.presentation(
+                    header,
+                    value,
+                    &t,
+                    format!("the user part {t:?} is not an anonymity marker"),
+                );
             }
         }
     }
@@ -702,7 +749,11 @@ impl Judge<'_> {
                     }
                 }
                 if let Some(nam) = &c.rcd_nam {
+                    let before = self.findings.len();
                     self.check_display("Identity", value, Some(nam));
+                    for f in &mut self.findings[before..] {
+                        f.detail = format!("PASSporT rcd.nam: {}", f.detail.replace(" There is no Privacy header.", ""));
+                    }
                 }
                 // Anything else in the claims (rcd jCard, icn URLs...).
                 self.scan("Identity", value, &c.payload_text, true);
@@ -757,7 +808,10 @@ expect = "{expect}"
 
     #[test]
     fn anonymous_passes() {
-        let v = judge(&policy("withheld"), &invite("\"Anonymous\" <sip:anonymous@anonymous.invalid>", ""));
+        let v = judge(
+            &policy("withheld"),
+            &invite("\"Anonymous\" <sip:anonymous@anonymous.invalid>", ""),
+        );
         assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
     }
 
@@ -771,20 +825,31 @@ expect = "{expect}"
             ),
         );
         assert_eq!(v.outcome, Outcome::Fail);
-        assert!(v.findings.iter().any(|f| f.header == "P-Asserted-Identity" && f.kind == Kind::Number && f.detail.contains("Privacy: id")));
+        assert!(v.findings.iter().any(|f| f.header == "P-Asserted-Identity"
+            && f.kind == Kind::Number
+            && f.detail.contains("Privacy: id")));
     }
 
     #[test]
     fn umbrella_in_capitals_passes() {
-        let v = judge(&policy("umbrella"), &invite("\"SALVATION ARMY\" <sip:+61290000000@carrier.test>", ""));
+        let v = judge(
+            &policy("umbrella"),
+            &invite("\"SALVATION ARMY\" <sip:+61290000000@carrier.test>", ""),
+        );
         assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
-        let v = judge(&policy("umbrella"), &invite("<sip:anonymous@anonymous.invalid>", ""));
+        let v = judge(
+            &policy("umbrella"),
+            &invite("<sip:anonymous@anonymous.invalid>", ""),
+        );
         assert_eq!(v.outcome, Outcome::Fail);
     }
 
     #[test]
     fn other_number_on_withheld_line_fails_as_presentation() {
-        let v = judge(&policy("withheld"), &invite("<sip:+61299999999@carrier.test>", ""));
+        let v = judge(
+            &policy("withheld"),
+            &invite("<sip:+61299999999@carrier.test>", ""),
+        );
         assert_eq!(v.outcome, Outcome::Fail);
         assert_eq!(v.findings[0].kind, Kind::Presentation);
     }

@@ -15,9 +15,16 @@ pub const CNAM_LEN: usize = 15;
 
 /// Fold text to lower-case words separated by single spaces.
 pub fn normalise(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    if s.is_ascii() {
+        return fold_chars(s.chars(), s.len());
+    }
+    fold_chars(s.nfkd(), s.len())
+}
+
+fn fold_chars(chars: impl Iterator<Item = char>, len: usize) -> String {
+    let mut out = String::with_capacity(len);
     let mut pending_space = false;
-    for c in s.nfkd() {
+    for c in chars {
         if is_combining_mark(c) || matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '\u{00b4}') {
             continue;
         }
@@ -26,7 +33,11 @@ pub fn normalise(s: &str) -> String {
                 out.push(' ');
             }
             pending_space = false;
-            out.extend(c.to_lowercase());
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
         } else {
             pending_space = true;
         }
@@ -52,9 +63,15 @@ pub struct NamePattern {
 impl NamePattern {
     pub fn new(label: &str) -> NamePattern {
         let phrase = normalise(label);
-        let compact = phrase.contains(' ').then(|| phrase.replace(' ', "")).filter(|c| c.len() >= 8);
+        let compact = phrase
+            .contains(' ')
+            .then(|| phrase.replace(' ', ""))
+            .filter(|c| c.len() >= 8);
         let mut truncated = Vec::new();
-        let no_apostrophes: String = label.chars().filter(|c| !matches!(c, '\'' | '\u{2019}')).collect();
+        let no_apostrophes: String = label
+            .chars()
+            .filter(|c| !matches!(c, '\'' | '\u{2019}'))
+            .collect();
         for spelling in [label.to_string(), no_apostrophes, phrase.clone()] {
             let cut: String = spelling.trim().chars().take(CNAM_LEN).collect();
             let folded = normalise(&cut);
@@ -75,7 +92,10 @@ impl NamePattern {
     pub fn found_in(&self, folded: &str) -> bool {
         !self.phrase.is_empty()
             && (contains_words(folded, &self.phrase)
-                || self.compact.as_deref().is_some_and(|c| contains_words(folded, c)))
+                || self
+                    .compact
+                    .as_deref()
+                    .is_some_and(|c| contains_words(folded, c)))
     }
 
     /// Does a display name (folded) show this name, possibly cut to CNAM
@@ -137,7 +157,19 @@ const ANON_CORE: &[&str] = &[
 /// Words that may accompany them ("Number Withheld", "No Caller ID",
 /// "Out of area").
 const ANON_FILLER: &[&str] = &[
-    "number", "caller", "id", "no", "not", "available", "out", "of", "area", "call", "name", "cli", "restricted",
+    "number",
+    "caller",
+    "id",
+    "no",
+    "not",
+    "available",
+    "out",
+    "of",
+    "area",
+    "call",
+    "name",
+    "cli",
+    "restricted",
 ];
 
 /// Is this display name or user part an anonymity marker?
@@ -151,7 +183,9 @@ pub fn is_anonymous_text(s: &str) -> bool {
     let out_of_area = f == "out of area";
     let no_caller_id = f == "no caller id";
     (core || out_of_area || no_caller_id)
-        && words.iter().all(|w| ANON_CORE.contains(w) || ANON_FILLER.contains(w))
+        && words
+            .iter()
+            .all(|w| ANON_CORE.contains(w) || ANON_FILLER.contains(w))
 }
 
 #[cfg(test)]
@@ -160,8 +194,14 @@ mod tests {
 
     #[test]
     fn folding() {
-        assert_eq!(normalise("Eastside  Womens-Refuge"), "eastside womens refuge");
-        assert_eq!(normalise("EASTSIDE WOMEN'S REFUGE"), "eastside womens refuge");
+        assert_eq!(
+            normalise("Eastside  Womens-Refuge"),
+            "eastside womens refuge"
+        );
+        assert_eq!(
+            normalise("EASTSIDE WOMEN'S REFUGE"),
+            "eastside womens refuge"
+        );
         assert_eq!(normalise("Café  Ünïcode"), "cafe unicode");
         assert_eq!(normalise("\u{FF25}astside"), "eastside"); // full-width E
     }
@@ -185,7 +225,15 @@ mod tests {
 
     #[test]
     fn anonymity_words() {
-        for s in ["Anonymous", "anonymous", "Number Withheld", "No Caller ID", "PRIVATE", "Unavailable", "Out of area"] {
+        for s in [
+            "Anonymous",
+            "anonymous",
+            "Number Withheld",
+            "No Caller ID",
+            "PRIVATE",
+            "Unavailable",
+            "Out of area",
+        ] {
             assert!(is_anonymous_text(s), "{s}");
         }
         for s in ["Reception", "Anonymous Refuge", "", "id"] {

@@ -145,6 +145,8 @@ pub struct NumberSet {
     home_code: u16,
     trunk: Option<String>,
     intl_prefixes: Vec<String>,
+    /// Lengths of the forms that may be found inside a longer digit run.
+    windows: Vec<usize>,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -196,7 +198,9 @@ impl NumberSet {
                 .spans
                 .push((a, b, idx));
             if let Some(al) = e.area_len {
-                if let (Ok(la), Ok(lb)) = (e.first[al..].parse::<u64>(), e.last[al..].parse::<u64>()) {
+                if let (Ok(la), Ok(lb)) =
+                    (e.first[al..].parse::<u64>(), e.last[al..].parse::<u64>())
+                {
                     // A range that crosses an area-code boundary can't be
                     // expressed as one local interval; it can't happen with
                     // ranges that only vary the last digits, but be safe.
@@ -217,6 +221,7 @@ impl NumberSet {
         for ix in set.full.values_mut().chain(set.local.values_mut()) {
             ix.finish();
         }
+        set.windows = set.window_lengths();
         Ok(set)
     }
 
@@ -249,13 +254,20 @@ impl NumberSet {
     /// number? `plus` says it was written with a leading `+` (so it can only
     /// be E.164); `standalone` says it is a whole token, which allows the
     /// local subscriber form.
-    pub fn match_digits(&self, digits: &str, plus: bool, standalone: bool) -> Option<(&NumberEntry, Form)> {
+    pub fn match_digits(
+        &self,
+        digits: &str,
+        plus: bool,
+        standalone: bool,
+    ) -> Option<(&NumberEntry, Form)> {
         if self.entries.is_empty() || digits.len() < 4 || digits.len() > MAX_CANDIDATE {
             return None;
         }
         let hit = |i: usize, f: Form| Some((&self.entries[i], f));
         if plus {
-            return self.lookup_e164(digits).and_then(|i| hit(i, Form::International));
+            return self
+                .lookup_e164(digits)
+                .and_then(|i| hit(i, Form::International));
         }
         for p in &self.intl_prefixes {
             if let Some(rest) = digits.strip_prefix(p.as_str()) {
@@ -310,7 +322,7 @@ impl NumberSet {
         if self.entries.is_empty() {
             return out;
         }
-        let windows = self.window_lengths();
+        let windows = &self.windows;
         for seq in digit_sequences(text) {
             let groups = &seq.groups;
             let mut found_in_seq = false;
@@ -323,7 +335,10 @@ impl NumberSet {
             'spans: for span in (1..=groups.len()).rev() {
                 let last_start = if anchored { 0 } else { groups.len() - span };
                 for i in 0..=last_start {
-                    let digits: String = groups[i..i + span].iter().map(|g| &text[g.0..g.1]).collect();
+                    let digits: String = groups[i..i + span]
+                        .iter()
+                        .map(|g| &text[g.0..g.1])
+                        .collect();
                     if digits.len() > MAX_CANDIDATE {
                         continue;
                     }
@@ -348,7 +363,7 @@ impl NumberSet {
             // (`callid-0370100142169...`): look at windows of the full forms.
             for g in groups {
                 let run = &text[g.0..g.1];
-                for &w in &windows {
+                for &w in windows {
                     if run.len() <= w {
                         continue;
                     }
@@ -419,7 +434,10 @@ fn digit_sequences(text: &str) -> Vec<DigitSeq> {
             Some(seq) => {
                 let prev_end = seq.groups.last().map_or(0, |g| g.1);
                 let between = &b[prev_end..start];
-                if !between.is_empty() && between.len() <= 3 && between.iter().all(|&c| is_separator(c)) {
+                if !between.is_empty()
+                    && between.len() <= 3
+                    && between.iter().all(|&c| is_separator(c))
+                {
                     seq.groups.push(group);
                     true
                 } else {
@@ -435,7 +453,11 @@ fn digit_sequences(text: &str) -> Vec<DigitSeq> {
                 j -= 1;
             }
             let plus = j > 0 && b[j - 1] == b'+';
-            let before = if plus { j.checked_sub(2) } else { start.checked_sub(1) };
+            let before = if plus {
+                j.checked_sub(2)
+            } else {
+                start.checked_sub(1)
+            };
             let glued_before = before.is_some_and(|k| b[k].is_ascii_alphabetic());
             out.push(DigitSeq {
                 groups: vec![group],
@@ -454,7 +476,11 @@ fn digit_sequences(text: &str) -> Vec<DigitSeq> {
     out
 }
 
-fn parse_entry(text: &str, region: country::Id, index: usize) -> Result<Vec<NumberEntry>, NumberError> {
+fn parse_entry(
+    text: &str,
+    region: country::Id,
+    index: usize,
+) -> Result<Vec<NumberEntry>, NumberError> {
     let t = text.trim();
     // A single number of a possible length first: "03-7010-0142" uses '-' as
     // a separator, not a range; "+61 3 7010 0100-0199" is too long to be one.
@@ -465,23 +491,40 @@ fn parse_entry(text: &str, region: country::Id, index: usize) -> Result<Vec<Numb
     if let Some(r) = parse_range(t, region, index) {
         return r;
     }
-    single.map(|e| vec![e]).ok_or_else(|| NumberError::Unparseable(t.to_string()))
+    single
+        .map(|e| vec![e])
+        .ok_or_else(|| NumberError::Unparseable(t.to_string()))
 }
 
-fn parse_range(t: &str, region: country::Id, index: usize) -> Option<Result<Vec<NumberEntry>, NumberError>> {
+fn parse_range(
+    t: &str,
+    region: country::Id,
+    index: usize,
+) -> Option<Result<Vec<NumberEntry>, NumberError>> {
     if let Some((start, end)) = t.rsplit_once('-') {
         let end_digits: String = end.chars().filter(|c| c.is_ascii_digit()).collect();
-        let end_ok = !end_digits.is_empty() && end.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '+');
+        let end_ok = !end_digits.is_empty()
+            && end
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ' ' || c == '+');
         if end_ok {
             let mut e = parse_single(start.trim(), region, index)?;
-            let bad = || Some(Err(NumberError::BadRange { end: end.trim().into() }));
+            let bad = || {
+                Some(Err(NumberError::BadRange {
+                    end: end.trim().into(),
+                }))
+            };
             let last = if end.trim_start().starts_with('+') {
                 match parse_single(end.trim(), region, index) {
                     Some(x) if x.country_code == e.country_code => x.first,
                     _ => return bad(),
                 }
             } else if end_digits.len() <= e.first.len() {
-                format!("{}{}", &e.first[..e.first.len() - end_digits.len()], end_digits)
+                format!(
+                    "{}{}",
+                    &e.first[..e.first.len() - end_digits.len()],
+                    end_digits
+                )
             } else {
                 return bad();
             };
@@ -518,10 +561,19 @@ fn parse_single(text: &str, region: country::Id, index: usize) -> Option<NumberE
     let possible_length = n.metadata(&DATABASE).is_some_and(|m| {
         let d = m.descriptors();
         let len = nsn.len() as u16;
-        [Some(d.general()), d.fixed_line(), d.mobile(), d.toll_free(), d.voip(), d.uan(), d.shared_cost(), d.personal_number()]
-            .into_iter()
-            .flatten()
-            .any(|x| x.possible_length().contains(&len))
+        [
+            Some(d.general()),
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.voip(),
+            d.uan(),
+            d.shared_cost(),
+            d.personal_number(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|x| x.possible_length().contains(&len))
     });
     Some(NumberEntry {
         label: text.to_string(),

@@ -99,7 +99,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decode("eyJhbGciOiJFUzI1NiJ9..c2ln;info=<https://x>"), Decoded::Compact));
+        assert!(matches!(
+            decode("eyJhbGciOiJFUzI1NiJ9..c2ln;info=<https://x>"),
+            Decoded::Compact
+        ));
         assert!(matches!(decode("eyJ.%%%.x"), Decoded::Unreadable(_)));
     }
 }
