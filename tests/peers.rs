@@ -425,7 +425,7 @@ fn options_server_header_changes_at_runtime() {
 
 #[test]
 fn tls_listener_answers_with_a_certificate_from_the_test_ca() {
-    if support::skip_without_peers() {
+    if support::skip_without_tls_peers() {
         return;
     }
     let pbx = Kamailio::start(KamailioOpts {

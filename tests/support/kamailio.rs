@@ -158,6 +158,28 @@ impl Default for KamailioOpts {
     }
 }
 
+/// Where Kamailio loads its modules from: the default it was built with,
+/// as its help text states it (`-L path ... (default: DIR)`).
+pub fn modules_dir() -> Option<PathBuf> {
+    let out = Command::new(binary("kamailio").ok()?)
+        .arg("-h")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text.lines().find(|l| l.trim_start().starts_with("-L "))?;
+    let dir = line
+        .split("(default: ")
+        .nth(1)?
+        .trim_end()
+        .trim_end_matches(')');
+    Some(PathBuf::from(dir))
+}
+
 /// A running test PBX. Dropping it kills Kamailio and all its workers.
 pub struct Kamailio {
     // Field order matters: the process goes before its directory.

@@ -81,8 +81,33 @@ pub fn skip_without_peers() -> bool {
     if in_ci() {
         panic!("peer binaries missing under CI: {names}; run .ci/install-peers.sh");
     }
-    eprintln!(
+    // Written to the process's stderr directly: the test harness captures
+    // (and hides for a passing test) what `eprintln!` prints.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED: peer binaries not found: {names}; run .ci/install-peers.sh to install them"
+    );
+    true
+}
+
+/// Like [`skip_without_peers`], for tests that also need the PBX's TLS
+/// module (a separate Debian package).
+pub fn skip_without_tls_peers() -> bool {
+    if skip_without_peers() {
+        return true;
+    }
+    if kamailio::modules_dir().is_some_and(|d| d.join("tls.so").exists()) {
+        return false;
+    }
+    let what = "the PBX's TLS module (Debian package kamailio-tls-modules)";
+    if in_ci() {
+        panic!("missing under CI: {what}; run .ci/install-peers.sh");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} not found; run .ci/install-peers.sh to install it"
     );
     true
 }

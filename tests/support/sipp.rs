@@ -117,8 +117,8 @@ pub struct SippOutcome {
 const EXIT_BIND_FAILED: i32 = 254;
 
 impl Sipp {
-    /// Starts SIPp; returns once a UAS is listening (a UAC is returned at
-    /// once: it starts sending by itself).
+    /// Starts SIPp; returns once its sockets are bound (a UAC has then
+    /// started sending by itself).
     pub fn start(opts: SippOpts) -> Result<Sipp> {
         if opts.transport == Transport::Tls {
             // The packaged SIPp is built without TLS support.
@@ -187,30 +187,32 @@ impl Sipp {
             port,
             opts,
         };
-        if sipp.opts.remote.is_some() {
-            return Ok(Ok(sipp));
-        }
         let transport = sipp.opts.transport;
-        let ready = poll_until(Duration::from_secs(5), "SIPp to listen", || {
+        // Ready once its SIP, control and media sockets are all bound: any
+        // of them can hit a port another test took meanwhile, and SIPp then
+        // exits with a bind error, which is retried with fresh ports.
+        let ready = poll_until(Duration::from_secs(5), "SIPp to bind its sockets", || {
             if let Some(status) = sipp.group.try_wait()? {
                 return Ok(Some(Err(status)));
             }
-            Ok(net::port_is_bound(transport, port).then_some(Ok(())))
+            let bound = net::port_is_bound(transport, port)
+                && net::port_is_bound(Transport::Udp, control_port)
+                && net::port_is_bound(Transport::Udp, media_port);
+            Ok(bound.then_some(Ok(())))
         })?;
         match ready {
             Ok(()) => Ok(Ok(sipp)),
-            Err(status) => {
-                let out = sipp.read_outputs();
-                let err = anyhow::anyhow!(
-                    "SIPp exited before listening ({status}):\n{}",
-                    tail(&out, 30)
-                );
-                if status.code() == Some(EXIT_BIND_FAILED) {
-                    Ok(Err(err))
-                } else {
-                    Err(err)
-                }
-            }
+            Err(status) if status.code() == Some(EXIT_BIND_FAILED) => Ok(Err(anyhow::anyhow!(
+                "SIPp could not bind its sockets:\n{}",
+                tail(&sipp.read_outputs(), 30)
+            ))),
+            // A caller may be done before its sockets were seen; `wait`
+            // reports how it went.
+            Err(_) if sipp.opts.remote.is_some() => Ok(Ok(sipp)),
+            Err(status) => bail!(
+                "SIPp exited before listening ({status}):\n{}",
+                tail(&sipp.read_outputs(), 30)
+            ),
         }
     }
 
