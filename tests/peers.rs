@@ -31,8 +31,10 @@ fn call(pbx: &Kamailio, transport: Transport, line: Line) -> (SippOutcome, SippO
     pbx.set_endpoint(org::ENDPOINT_NUMBER, &endpoint.uri())
         .expect("route the number to the endpoint");
     let caller = Sipp::run(line_opts("call.xml", pbx, transport, line)).expect("run the line");
-    let endpoint = endpoint.wait().expect("endpoint finishes");
+    // Checked first: a failed call leaves the endpoint waiting until its
+    // timeout, and dropping it ends it at once.
     caller.expect_success("line's call");
+    let endpoint = endpoint.wait().expect("endpoint finishes");
     endpoint.expect_success("endpoint's call");
     (caller, endpoint)
 }
@@ -366,8 +368,8 @@ fn calls_from_lines_are_challenged_and_cancel_is_relayed() {
             .expect("start the endpoint");
         pbx.set_default_endpoint(&endpoint.uri()).unwrap();
         let caller = Sipp::run(line_opts("call-cancel.xml", &pbx, transport, line)).unwrap();
-        let endpoint = endpoint.wait().unwrap();
         caller.expect_success("line cancels");
+        let endpoint = endpoint.wait().unwrap();
         endpoint.expect_success("endpoint sees the cancel");
 
         let challenge = caller

@@ -131,15 +131,16 @@ fn in_ci() -> bool {
 /// installed as system binaries, in the sbin directories a non-root PATH may
 /// lack. `CIDGUARD_<NAME>` (upper case) overrides the lookup.
 fn find_binary(name: &str) -> Option<PathBuf> {
-    static CACHE: OnceLock<std::sync::Mutex<Vec<(String, Option<PathBuf>)>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, found)) = cache.iter().find(|(n, _)| n == name) {
-        return found.clone();
-    }
-    let found = lookup_binary(name);
-    cache.push((name.to_string(), found.clone()));
-    found
+    type Cache = std::sync::Mutex<std::collections::HashMap<String, Option<PathBuf>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(name.to_string())
+        .or_insert_with(|| lookup_binary(name))
+        .clone()
 }
 
 fn lookup_binary(name: &str) -> Option<PathBuf> {
