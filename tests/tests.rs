@@ -1,5 +1,7 @@
 //! The one integration-test binary: each module tests one area.
 mod cli;
 mod config_files;
+mod peers;
+mod support;
 mod verdict_corpus;
 mod verdict_props;
