@@ -4,4 +4,5 @@ mod config_files;
 mod peers;
 mod support;
 mod verdict_corpus;
+mod verdict_kamailio;
 mod verdict_props;
