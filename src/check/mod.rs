@@ -5,4 +5,5 @@
 //! is the line's own call) and [`token`] (the RFC 4733 media token).
 
 pub mod matching;
+pub mod result;
 pub mod token;

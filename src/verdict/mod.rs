@@ -247,27 +247,7 @@ impl Verdict {
     /// A short summary for subjects and one-line reports:
     /// `number shown in From, name in P-Asserted-Identity`.
     pub fn summary(&self) -> String {
-        match self.outcome {
-            Outcome::Pass => "identity withheld as expected".into(),
-            Outcome::Inconclusive => self
-                .reason
-                .clone()
-                .unwrap_or_else(|| "could not be judged".into()),
-            Outcome::Fail => {
-                let mut parts: Vec<String> = Vec::new();
-                for f in &self.findings {
-                    let what = match f.kind {
-                        Kind::Presentation => "wrong presentation".to_string(),
-                        k => format!("{k} shown"),
-                    };
-                    let s = format!("{what} in {}", f.header);
-                    if !parts.contains(&s) {
-                        parts.push(s);
-                    }
-                }
-                parts.join(", ")
-            }
-        }
+        summarise(self.outcome, self.reason.as_deref(), &self.findings)
     }
 
     fn inconclusive(policy: &Policy, reason: String) -> Verdict {
@@ -279,6 +259,29 @@ impl Verdict {
             reason: Some(reason),
             notes: Vec::new(),
             presented: Presented::default(),
+        }
+    }
+}
+
+/// A short summary of an outcome for subjects and one-line reports:
+/// `number shown in From, name shown in P-Asserted-Identity`.
+pub fn summarise(outcome: Outcome, reason: Option<&str>, findings: &[Finding]) -> String {
+    match outcome {
+        Outcome::Pass => "identity withheld as expected".into(),
+        Outcome::Inconclusive => reason.unwrap_or("could not be judged").to_string(),
+        Outcome::Fail => {
+            let mut parts: Vec<String> = Vec::new();
+            for f in findings {
+                let what = match f.kind {
+                    Kind::Presentation => "wrong presentation".to_string(),
+                    k => format!("{k} shown"),
+                };
+                let s = format!("{what} in {}", f.header);
+                if !parts.contains(&s) {
+                    parts.push(s);
+                }
+            }
+            parts.join(", ")
         }
     }
 }
