@@ -22,6 +22,7 @@
 //! - [`report`]: human and JSON output, exit codes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alert;
 pub mod check;
 pub mod config;
 pub mod report;
