@@ -52,21 +52,8 @@ pub fn human(v: &Verdict, policy: &Policy) -> String {
         }
     }
     if !v.findings.is_empty() {
-        let _ = writeln!(s, "\nFindings ({}):", v.findings.len());
-        for (i, f) in v.findings.iter().enumerate() {
-            let place = if f.shown {
-                "shown to the called party"
-            } else {
-                "not displayed, but readable"
-            };
-            let what = match f.kind {
-                Kind::Presentation => "wrong presentation".to_string(),
-                k => format!("{k} leaked"),
-            };
-            let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, f.header);
-            let _ = writeln!(s, "     value:  {}", clip(&f.value, 160));
-            let _ = writeln!(s, "     why:    {}", f.detail);
-        }
+        s.push('\n');
+        write_findings(&mut s, &v.findings);
     }
     if !v.notes.is_empty() {
         let _ = writeln!(s, "\nNotes:");
@@ -145,4 +132,76 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
         }
     }
     s
+}
+
+/// A plain-text report of one check result.
+pub fn human_check(r: &crate::check::result::CheckResult, policy: Option<&Policy>) -> String {
+    let mut s = String::new();
+    let expects = policy.map_or_else(|| r.expected.to_string(), Policy::expectation);
+    let _ = writeln!(s, "Line {:?}: expects {}", r.line, expects);
+    let _ = writeln!(s, "Outcome: {} ({})", outcome_word(r.outcome), r.summary());
+    let _ = writeln!(s, "Started: {} ({} ms)", r.started_at, r.duration_ms);
+    let c = &r.call;
+    if c.call_id.is_some() || c.final_status.is_some() {
+        let status = match (c.final_status, &c.final_reason) {
+            (Some(code), Some(reason)) => format!("{code} {reason}"),
+            (Some(code), None) => code.to_string(),
+            _ => "none".into(),
+        };
+        let ms = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| format!("{v} ms"));
+        let _ = writeln!(
+            s,
+            "Call: final response {status}; first 1xx after {}, final after {}; Call-ID {}",
+            ms(c.first_provisional_ms),
+            ms(c.final_response_ms),
+            c.call_id.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(m) = &c.matching {
+        let _ = writeln!(s, "Matched: {m}");
+    }
+    if let Some(p) = &r.pbx_software {
+        let _ = writeln!(s, "PBX software: {p}");
+    }
+    if !r.presented.identities.is_empty() || r.presented.privacy.is_some() {
+        let _ = writeln!(s, "Presented:");
+        for id in &r.presented.identities {
+            let _ = writeln!(s, "  {:<22} {}", format!("{}:", id.header), id);
+        }
+        if let Some(p) = &r.presented.privacy {
+            let _ = writeln!(s, "  {:<22} {}", "Privacy:", p);
+        }
+    }
+    write_findings(&mut s, &r.findings);
+    if !r.notes.is_empty() {
+        let _ = writeln!(s, "Notes:");
+        for n in &r.notes {
+            let _ = writeln!(s, "  - {n}");
+        }
+    }
+    if let Some(e) = &r.evidence_ref {
+        let _ = writeln!(s, "Evidence: {e}");
+    }
+    s
+}
+
+fn write_findings(s: &mut String, findings: &[crate::verdict::Finding]) {
+    if findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "Findings ({}):", findings.len());
+    for (i, f) in findings.iter().enumerate() {
+        let place = if f.shown {
+            "shown to the called party"
+        } else {
+            "not displayed, but readable"
+        };
+        let what = match f.kind {
+            Kind::Presentation => "wrong presentation".to_string(),
+            k => format!("{k} leaked"),
+        };
+        let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, f.header);
+        let _ = writeln!(s, "     value:  {}", clip(&f.value, 160));
+        let _ = writeln!(s, "     why:    {}", f.detail);
+    }
 }
