@@ -1,9 +1,13 @@
-//! SIP: the wire format, and (in later modules) transports, transactions and
-//! the two user agents cidguard plays, the line (UAC) and the endpoint (UAS).
+//! SIP: the wire format, transports, transactions and the two user agents
+//! cidguard plays, the line (UAC) and the endpoint (UAS).
 //!
 //! Nothing outside this module sees a third-party SIP type.
 
+pub mod build;
+pub mod digest;
 pub mod header;
 pub mod message;
+pub mod transaction;
+pub mod transport;
 
 pub use message::{parse, Header, Message, ParseError, StartLine};
