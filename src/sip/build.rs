@@ -304,7 +304,10 @@ pub fn parse_via(value: &str) -> Option<Via> {
         let end = r.find(']')?;
         (
             r[..end].to_string(),
-            r[end + 1..].trim().strip_prefix(':').and_then(|p| p.trim().parse().ok()),
+            r[end + 1..]
+                .trim()
+                .strip_prefix(':')
+                .and_then(|p| p.trim().parse().ok()),
         )
     } else {
         match hostport.split_once(':') {
@@ -394,7 +397,10 @@ mod tests {
         r.push("Via", "a");
         r.push("X", "2");
         r.set("x", "3");
-        assert_eq!(r.headers, vec![("X".into(), "3".into()), ("Via".into(), "a".into())]);
+        assert_eq!(
+            r.headers,
+            vec![("X".into(), "3".into()), ("Via".into(), "a".into())]
+        );
         let bytes = r.to_bytes();
         assert!(bytes.ends_with(b"Content-Length: 0\r\n\r\n"));
     }
@@ -408,7 +414,9 @@ mod tests {
         .unwrap();
         let r = response_to(&m, 180, Some("abc"));
         let text = String::from_utf8(r.to_bytes()).unwrap();
-        assert!(text.starts_with("SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b\r\n"));
+        assert!(text.starts_with(
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b\r\n"
+        ));
         assert!(text.contains("To: <sip:1@x>;tag=abc\r\n"));
         let r = response_to(&m, 100, Some("abc"));
         assert!(!String::from_utf8(r.to_bytes()).unwrap().contains("tag=abc"));
@@ -416,7 +424,8 @@ mod tests {
 
     #[test]
     fn via_parsing() {
-        let v = parse_via("SIP/2.0/udp 10.0.0.1:5062;rport;branch=z9hG4bKx, SIP/2.0/TCP y").unwrap();
+        let v =
+            parse_via("SIP/2.0/udp 10.0.0.1:5062;rport;branch=z9hG4bKx, SIP/2.0/TCP y").unwrap();
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.host, "10.0.0.1");
         assert_eq!(v.port, Some(5062));

@@ -310,7 +310,11 @@ pub fn answer(
             let _ = write!(v, ", qop=auth, nc={nc_hex}, cnonce=\"{}\"", quote(cnonce));
         }
         Qop::AuthInt => {
-            let _ = write!(v, ", qop=auth-int, nc={nc_hex}, cnonce=\"{}\"", quote(cnonce));
+            let _ = write!(
+                v,
+                ", qop=auth-int, nc={nc_hex}, cnonce=\"{}\"",
+                quote(cnonce)
+            );
         }
     }
     if let Some(o) = &ch.opaque {
@@ -402,7 +406,15 @@ mod tests {
 
     #[test]
     fn rfc7616_md5() {
-        let v = answer(&rfc7616("MD5"), "Mufasa", "Circle of Life", GET, RFC7616_CNONCE, 1).unwrap();
+        let v = answer(
+            &rfc7616("MD5"),
+            "Mufasa",
+            "Circle of Life",
+            GET,
+            RFC7616_CNONCE,
+            1,
+        )
+        .unwrap();
         assert_eq!(response_of(&v), "8ca523f5e9506fed4657c9700eebdbec");
         assert!(v.contains("qop=auth, nc=00000001"));
         assert!(v.contains(&format!("opaque=\"{RFC7616_OPAQUE}\"")));
@@ -411,7 +423,15 @@ mod tests {
 
     #[test]
     fn rfc7616_sha256() {
-        let v = answer(&rfc7616("SHA-256"), "Mufasa", "Circle of Life", GET, RFC7616_CNONCE, 1).unwrap();
+        let v = answer(
+            &rfc7616("SHA-256"),
+            "Mufasa",
+            "Circle of Life",
+            GET,
+            RFC7616_CNONCE,
+            1,
+        )
+        .unwrap();
         assert_eq!(
             response_of(&v),
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
@@ -459,13 +479,20 @@ mod tests {
         let v = answer(&ch, "u", "p", GET, "ignored", 7).unwrap();
         let ha1 = Hash::Md5.hex(b"u:r:p");
         let ha2 = Hash::Md5.hex(b"GET:/dir/index.html");
-        assert_eq!(response_of(&v), Hash::Md5.hex(format!("{ha1}:n:{ha2}").as_bytes()));
+        assert_eq!(
+            response_of(&v),
+            Hash::Md5.hex(format!("{ha1}:n:{ha2}").as_bytes())
+        );
         assert!(!v.contains("cnonce") && !v.contains("nc="));
     }
 
     #[test]
     fn sess_variant() {
-        let ch = Challenge::parse(r#"Digest realm="r", nonce="n", qop="auth", algorithm=MD5-sess"#, false).unwrap();
+        let ch = Challenge::parse(
+            r#"Digest realm="r", nonce="n", qop="auth", algorithm=MD5-sess"#,
+            false,
+        )
+        .unwrap();
         assert!(ch.sess);
         let v = answer(&ch, "u", "p", GET, "c", 1).unwrap();
         let ha1 = Hash::Md5.hex(format!("{}:n:c", Hash::Md5.hex(b"u:r:p")).as_bytes());
@@ -495,7 +522,10 @@ mod tests {
         assert_eq!(chs.len(), 2);
         assert_eq!(chs[0].nonce, "5");
         assert!(!chs[0].proxy);
-        assert_eq!((chs[1].nonce.as_str(), chs[1].hash), ("3", Hash::Sha512_256));
+        assert_eq!(
+            (chs[1].nonce.as_str(), chs[1].hash),
+            ("3", Hash::Sha512_256)
+        );
         assert_eq!(chs[1].answer_header(), "Proxy-Authorization");
     }
 
@@ -505,7 +535,11 @@ mod tests {
         assert_eq!(s.next_nc("a"), 1);
         assert_eq!(s.next_nc("a"), 2);
         assert_eq!(s.next_nc("b"), 1);
-        let ch = Challenge::parse(r#"Digest realm="r", nonce="n", stale=TRUE, qop="auth-int""#, true).unwrap();
+        let ch = Challenge::parse(
+            r#"Digest realm="r", nonce="n", stale=TRUE, qop="auth-int""#,
+            true,
+        )
+        .unwrap();
         assert!(ch.stale);
         assert_eq!(ch.qop(), Ok(Qop::AuthInt));
         let hs = s

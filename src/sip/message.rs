@@ -419,7 +419,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let a = parts.next().ok_or_else(bad)?;
     let b = parts.next().ok_or_else(bad)?;
     let c = parts.next().unwrap_or_default();
-    if a.len() > 4 && a[..4].eq_ignore_ascii_case("SIP/") {
+    if is_sip_version(a) {
         let code: u16 = b.parse().map_err(|_| bad())?;
         if !(100..=699).contains(&code) {
             return Err(bad());
@@ -431,7 +431,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let version = c.trim();
-    if !(version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/"))
+    if !is_sip_version(version)
         || a.is_empty()
         || !a.bytes().all(is_token_byte)
         || b.is_empty()
@@ -443,6 +443,12 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         uri: b.to_string(),
         version: version.to_string(),
     })
+}
+
+/// `SIP/` and something after it. Compared as bytes: slicing the text at 4
+/// would panic inside a multi-byte character of a garbage first line.
+fn is_sip_version(s: &str) -> bool {
+    s.len() > 4 && s.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/")
 }
 
 /// RFC 3261 `token` characters.
@@ -472,6 +478,32 @@ mod tests {
         let m = parse(b"INVITE sip:b@x SIP/2.0\r\nContent-Length: 1\r\n\r\nabc").unwrap();
         assert_eq!(m.body, b"a");
         assert_eq!(m.trailing, b"bc");
+    }
+
+    #[test]
+    fn garbage_first_lines_are_errors_not_panics() {
+        for junk in [
+            "Rw{\u{fffd}\u{fffd} x y",
+            "ab\u{e9}\u{e9} sip:x SIP/2.0",
+            "INVITE sip:x \u{e9}\u{e9}\u{e9}",
+        ] {
+            assert!(parse(junk.as_bytes()).is_err(), "{junk:?}");
+        }
+        let _ = parse(b"SIP/\xc3\xa9 200 OK\r\n\r\n");
+        // Any bytes at all: an error or a message, never a panic.
+        let mut x: u32 = 1;
+        for len in 0..2000usize {
+            let bytes: Vec<u8> = (0..len % 200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = parse(&bytes);
+            let _ = frame_stream(&bytes);
+        }
     }
 
     #[test]

@@ -5,9 +5,12 @@
 
 pub mod build;
 pub mod digest;
+pub mod endpoint;
 pub mod header;
+pub mod hooks;
 pub mod message;
 pub mod transaction;
 pub mod transport;
+pub mod uac;
 
 pub use message::{parse, Header, Message, ParseError, StartLine};

@@ -84,7 +84,10 @@ pub enum TxError {
 pub enum Screen {
     Accept,
     /// Answer statelessly with this code (and Retry-After seconds, for 503).
-    Reject { code: u16, retry_after: Option<u32> },
+    Reject {
+        code: u16,
+        retry_after: Option<u32>,
+    },
     /// Say nothing.
     Drop,
 }
@@ -133,6 +136,8 @@ pub struct StackStats {
     pub stray_responses: u64,
     /// Retransmitted requests absorbed by a server transaction.
     pub retransmissions_absorbed: u64,
+    /// Times the dispatcher panicked on a message and was restarted.
+    pub dispatcher_panics: u64,
 }
 
 #[derive(Default)]
@@ -142,6 +147,7 @@ struct Counters {
     unanswerable: AtomicU64,
     stray_responses: AtomicU64,
     absorbed: AtomicU64,
+    panics: AtomicU64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -152,6 +158,9 @@ struct ClientKey {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ServerKey {
+    /// A request with the same branch on another transport is not a
+    /// retransmission, and its responses must not go to the first flow.
+    transport: Transport,
     branch: String,
     sent_by: String,
     /// ACK maps to INVITE: it belongs to the INVITE transaction.
@@ -224,7 +233,21 @@ impl Stack {
             }),
         };
         let s = stack.clone();
-        tokio::spawn(async move { s.dispatch(inbound).await });
+        let inbound = Arc::new(tokio::sync::Mutex::new(inbound));
+        // The supervisor runs until the dispatcher returns (at shutdown).
+        spawn_restarting(
+            move || {
+                let s = s.clone();
+                let inbound = inbound.clone();
+                async move { s.dispatch(inbound).await }
+            },
+            {
+                let s = stack.clone();
+                move || {
+                    s.inner.counters.panics.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        );
         (stack, req_rx)
     }
 
@@ -268,10 +291,12 @@ impl Stack {
             unanswerable: c.unanswerable.load(Ordering::Relaxed),
             stray_responses: c.stray_responses.load(Ordering::Relaxed),
             retransmissions_absorbed: c.absorbed.load(Ordering::Relaxed),
+            dispatcher_panics: c.panics.load(Ordering::Relaxed),
         }
     }
 
-    async fn dispatch(&self, mut inbound: mpsc::Receiver<Inbound>) {
+    async fn dispatch(&self, inbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Inbound>>>) {
+        let mut inbound = inbound.lock().await;
         let mut stop = self.stopped();
         loop {
             let m = tokio::select! {
@@ -289,12 +314,17 @@ impl Stack {
     }
 
     fn route_response(&self, m: Inbound) {
-        let branch = m.message.header("Via").and_then(parse_via).and_then(|v| {
-            v.branch().map(str::to_string)
-        });
+        let branch = m
+            .message
+            .header("Via")
+            .and_then(parse_via)
+            .and_then(|v| v.branch().map(str::to_string));
         let method = m.message.cseq().map(|(_, meth)| meth.to_string());
         let (Some(branch), Some(method)) = (branch, method) else {
-            self.inner.counters.unanswerable.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .unanswerable
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         let key = ClientKey { branch, method };
@@ -318,12 +348,18 @@ impl Stack {
     async fn route_request(&self, mut m: Inbound) {
         let msg = &m.message;
         let Some(via) = msg.header("Via").and_then(parse_via) else {
-            self.inner.counters.unanswerable.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .unanswerable
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         for h in ["From", "To", "Call-ID", "CSeq"] {
             if msg.header(h).is_none() {
-                self.inner.counters.unanswerable.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .unanswerable
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
@@ -337,7 +373,7 @@ impl Stack {
             return;
         }
         let call_id = m.message.call_id().unwrap_or_default().to_string();
-        let key = server_key(&m.message, &via, &method);
+        let key = server_key(&m.message, &via, &method, m.flow.transport);
         let existing = lock(&self.inner.servers).get(&key).cloned();
         if method == "ACK" {
             if let Some(tx) = existing {
@@ -372,7 +408,8 @@ impl Stack {
             return;
         }
         let tx = self.new_server_tx(key, &m, &method, &call_id);
-        if let Err(mpsc::error::TrySendError::Full(req)) | Err(mpsc::error::TrySendError::Closed(req)) =
+        if let Err(mpsc::error::TrySendError::Full(req))
+        | Err(mpsc::error::TrySendError::Closed(req)) =
             self.inner.requests.try_send(IncomingRequest {
                 inbound: m,
                 tx: Some(tx),
@@ -427,7 +464,10 @@ impl Stack {
             r.push("Retry-After", s.to_string());
         }
         r.push("Server", self.user_agent());
-        self.inner.counters.stateless.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .stateless
+            .fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self
             .inner
             .transports
@@ -514,6 +554,30 @@ impl Stack {
             ack_2xx,
         })
     }
+}
+
+/// Run a long-lived loop, starting it again if it panics (losing only the
+/// message it was handling), and stopping when it returns. Loops share
+/// their receiver through a mutex so a restarted one picks it up again.
+pub fn spawn_restarting<M, F>(
+    make: M,
+    on_panic: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    M: Fn() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Err(e) if e.is_panic() => {
+                    warn!("a SIP loop panicked; restarting it");
+                    on_panic();
+                }
+                _ => return,
+            }
+        }
+    })
 }
 
 /// Where a request goes: resolved target, or an existing flow (in-dialog
@@ -617,10 +681,16 @@ fn malformed(m: &Message) -> Option<u16> {
     None
 }
 
-fn server_key(m: &Message, via: &super::build::Via, method: &str) -> ServerKey {
+fn server_key(
+    m: &Message,
+    via: &super::build::Via,
+    method: &str,
+    transport: Transport,
+) -> ServerKey {
     let method = if method == "ACK" { "INVITE" } else { method }.to_string();
     match via.branch() {
         Some(b) if b.starts_with(super::build::BRANCH_COOKIE) => ServerKey {
+            transport,
             branch: b.to_string(),
             sent_by: via.sent_by().to_ascii_lowercase(),
             method,
@@ -635,6 +705,7 @@ fn server_key(m: &Message, via: &super::build::Via, method: &str) -> ServerKey {
                 .unwrap_or_default();
             let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
             ServerKey {
+                transport,
                 branch: format!(
                     "2543:{}:{}:{}:{}",
                     m.call_id().unwrap_or_default(),
@@ -649,22 +720,13 @@ fn server_key(m: &Message, via: &super::build::Via, method: &str) -> ServerKey {
     }
 }
 
-/// Where responses to a request go: back on its connection for TCP/TLS;
-/// for UDP to the source port when the client asked for rport, else to the
-/// Via sent-by port at the source address.
+/// Where responses to a request go: back where it came from. For TCP/TLS
+/// that is its connection (RFC 3261 section 18.2.2); for UDP the source
+/// address and port, as RFC 3581 does when asked and as most SBCs do
+/// always: behind NAT the Via port is often unreachable, and answering only
+/// to the source means a forged Via can't aim our responses elsewhere.
 pub fn response_flow(req: &Inbound) -> Flow {
-    if req.flow.transport != Transport::Udp {
-        return req.flow;
-    }
-    let via = req.message.header("Via").and_then(parse_via);
-    match via {
-        Some(v) if v.param("rport").is_none() => {
-            let mut f = req.flow;
-            f.remote.set_port(v.port.unwrap_or(5060));
-            f
-        }
-        _ => req.flow,
-    }
+    req.flow
 }
 
 struct ServerState {
@@ -1119,24 +1181,28 @@ mod tests {
         );
         assert_eq!(response_flow(&m).remote, "192.0.2.7:40000".parse().unwrap());
         let m = inbound(
-            "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK1\r\n\r\n",
+            "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5070;branch=z9hG4bK1\r\n\r\n",
             "192.0.2.7:40000",
         );
-        assert_eq!(response_flow(&m).remote, "192.0.2.7:5070".parse().unwrap());
+        assert_eq!(response_flow(&m).remote, "192.0.2.7:40000".parse().unwrap());
     }
 
     #[test]
     fn malformed_requests() {
         let base = "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n";
-        let ok = format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        let ok =
+            format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(malformed(&parse(ok.as_bytes()).unwrap()), None);
         let bad_cseq = format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 INVITE\r\n\r\n");
         assert_eq!(malformed(&parse(bad_cseq.as_bytes()).unwrap()), Some(400));
-        let two_cl = format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nl: 0\r\nContent-Length: 0\r\n\r\n");
+        let two_cl = format!(
+            "OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nl: 0\r\nContent-Length: 0\r\n\r\n"
+        );
         assert_eq!(malformed(&parse(two_cl.as_bytes()).unwrap()), Some(400));
         let v3 = format!("OPTIONS sip:x SIP/7.0\r\n{base}CSeq: 1 OPTIONS\r\n\r\n");
         assert_eq!(malformed(&parse(v3.as_bytes()).unwrap()), Some(505));
-        let neg = format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nContent-Length: -1\r\n\r\n");
+        let neg =
+            format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nContent-Length: -1\r\n\r\n");
         assert_eq!(malformed(&parse(neg.as_bytes()).unwrap()), Some(400));
     }
 

@@ -81,7 +81,10 @@ pub enum TransportError {
         source: io::Error,
     },
     #[error("timed out connecting over {transport} to {addr}")]
-    ConnectTimeout { transport: Transport, addr: SocketAddr },
+    ConnectTimeout {
+        transport: Transport,
+        addr: SocketAddr,
+    },
     #[error("TLS handshake with {addr} failed: {source}")]
     Handshake { addr: SocketAddr, source: io::Error },
     #[error("{0:?} is not a usable TLS server name")]
@@ -98,9 +101,15 @@ pub enum TransportError {
     #[error("no UDP socket to send to {0} from")]
     NoUdpSocket(SocketAddr),
     #[error("the {transport} connection to {addr} is closed")]
-    Closed { transport: Transport, addr: SocketAddr },
+    Closed {
+        transport: Transport,
+        addr: SocketAddr,
+    },
     #[error("the {transport} connection to {addr} is not keeping up; message dropped")]
-    Congested { transport: Transport, addr: SocketAddr },
+    Congested {
+        transport: Transport,
+        addr: SocketAddr,
+    },
     #[error("at the limit of {0} connections")]
     TooManyConnections(usize),
     #[error("TLS file {path}: {reason}")]
@@ -196,6 +205,8 @@ struct Conn {
 const CONN_WRITE_QUEUE: usize = 64;
 /// Bytes read from a stream at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing stream stays writable after its last message.
+const STREAM_LINGER: Duration = Duration::from_secs(1);
 /// Largest UDP datagram.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -480,25 +491,34 @@ impl Transports {
             .get(&(flow.transport, flow.remote))
             .map(|c| c.tx.clone());
 
-        let writer = async {
+        // The writer is its own task so that, when the reader gives up on
+        // the connection, responses already queued (a 400 to the last
+        // message, say) still go out before the socket closes.
+        let mut wstop = self.inner.shutdown.subscribe();
+        let remote = flow.remote;
+        let writer = tokio::spawn(async move {
             let period = keepalive.unwrap_or(Duration::from_secs(3600));
             let mut ping = tokio::time::interval_at(Instant::now() + period, period);
             loop {
                 let bytes = tokio::select! {
                     m = rx.recv() => match m {
                         Some(b) => b,
-                        None => return,
+                        None => break,
                     },
                     _ = ping.tick(), if keepalive.is_some() => b"\r\n\r\n".to_vec(),
+                    _ = wstop.changed() => break,
                 };
                 if let Err(e) = wr.write_all(&bytes).await {
-                    debug!(remote = %flow.remote, error = %e, "stream write failed");
+                    debug!(%remote, error = %e, "stream write failed");
                     return;
                 }
             }
-        };
+            let _ = wr.shutdown().await;
+        });
 
+        // Returns when the last message was handed up, if any.
         let reader = async {
+            let mut last_delivery: Option<Instant> = None;
             let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
             let mut chunk = vec![0u8; READ_CHUNK];
             let idle = if accepted {
@@ -513,6 +533,7 @@ impl Transports {
                         Frame::Complete(n) => {
                             let msg: Vec<u8> = buf.drain(..n).collect();
                             self.deliver(msg, flow, true).await;
+                            last_delivery = Some(Instant::now());
                         }
                         Frame::KeepAlive(n) => {
                             // A double CRLF is a ping (RFC 5626 section 4.4.1):
@@ -526,22 +547,29 @@ impl Transports {
                                 }
                             }
                         }
+                        Frame::Incomplete if hopeless_start(&buf) => {
+                            // Not SIP at all: don't hold a buffer (and a
+                            // connection slot) waiting for a blank line.
+                            debug!(remote = %flow.remote, "closing stream: not SIP");
+                            self.inner.stats.bad_framing.fetch_add(1, Ordering::Relaxed);
+                            return last_delivery;
+                        }
                         Frame::Incomplete => break,
                         Frame::Invalid(why) => {
                             // Stream framing is lost for good: close
                             // (RFC 3261 section 18.3).
                             debug!(remote = %flow.remote, why, "closing stream");
                             self.inner.stats.bad_framing.fetch_add(1, Ordering::Relaxed);
-                            return;
+                            return last_delivery;
                         }
                     }
                 }
                 let n = match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
-                    Ok(Ok(0)) | Err(_) => return,
+                    Ok(Ok(0)) | Err(_) => return last_delivery,
                     Ok(Ok(n)) => n,
                     Ok(Err(e)) => {
                         debug!(remote = %flow.remote, error = %e, "stream read failed");
-                        return;
+                        return None;
                     }
                 };
                 buf.extend_from_slice(&chunk[..n]);
@@ -552,21 +580,44 @@ impl Transports {
             }
         };
 
-        tokio::select! {
-            _ = writer => {}
-            _ = reader => {}
-            _ = stop.changed() => {}
+        let last_delivery = tokio::select! {
+            l = reader => l,
+            _ = stop.changed() => None,
+        };
+        // Responses to what was just handed up are still being made: keep
+        // the connection writable for a moment (RFC 3261 section 18.2.2
+        // wants them on this connection).
+        if let Some(at) = last_delivery {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at + STREAM_LINGER) => {}
+                _ = stop.changed() => {}
+            }
         }
+        // Dropping the last senders lets the writer drain and finish.
         self.unregister_conn(flow, id);
+        drop(pong_tx);
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
         trace!(remote = %flow.remote, "connection closed");
     }
 
     async fn deliver(&self, bytes: Vec<u8>, flow: Flow, reliable: bool) {
-        let message = match parse(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
+        // A parser bug must cost one message, not the socket's receive loop.
+        let message = match std::panic::catch_unwind(|| parse(&bytes)) {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
                 self.inner.stats.garbage.fetch_add(1, Ordering::Relaxed);
                 trace!(remote = %flow.remote, error = %e, "dropped unparseable message");
+                return;
+            }
+            Err(_) => {
+                self.inner.stats.garbage.fetch_add(1, Ordering::Relaxed);
+                warn!(remote = %flow.remote, "the parser panicked; message dropped");
                 return;
             }
         };
@@ -753,9 +804,30 @@ impl Transports {
                 })?;
             }
         }
-        self.inner.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .messages_out
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Longest start line we wait for on a stream.
+const MAX_START_LINE: usize = 8 * 1024;
+
+/// True when the front of a stream buffer can't become a SIP message: its
+/// first line is complete and is neither a request line (ending in a
+/// `SIP/` version) nor a status line, or no line ends within
+/// [`MAX_START_LINE`] bytes.
+fn hopeless_start(buf: &[u8]) -> bool {
+    let head = &buf[..buf.len().min(MAX_START_LINE)];
+    let Some(end) = head.iter().position(|b| *b == b'\n') else {
+        return buf.len() >= MAX_START_LINE;
+    };
+    let line = head[..end].strip_suffix(b"\r").unwrap_or(&head[..end]);
+    let is_sip = |t: &[u8]| t.len() > 4 && t[..4].eq_ignore_ascii_case(b"SIP/");
+    let last = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
+    !(is_sip(line) || (line.contains(&b' ') && is_sip(last)))
 }
 
 /// The local IP the system would send from to reach `dest`, found by
@@ -814,8 +886,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A TLS client configuration.
 pub fn tls_client_config(verify: TlsVerify) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let cfg = match verify {
         TlsVerify::Roots(certs) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -997,5 +1069,20 @@ impl Capture {
     /// Messages not kept because the capture was full.
     pub fn dropped(&self) -> usize {
         lock(&self.inner).dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hopeless_stream_starts() {
+        assert!(!hopeless_start(b"INVITE sip:a@b SIP/2.0\r\nVia: x"));
+        assert!(!hopeless_start(b"SIP/2.0 200 OK\r\n"));
+        assert!(!hopeless_start(b"INVITE sip:a@b SIP/2."));
+        assert!(hopeless_start(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(hopeless_start(b"\x16\x03\x01\x02\x00\x01\n"));
+        assert!(hopeless_start(&[b'a'; MAX_START_LINE]));
     }
 }
