@@ -738,6 +738,83 @@ async fn line_registers_with_digest_verified_by_sipp() {
     line.close();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_retries_a_stale_nonce_and_stops_at_a_refusal() {
+    let Some(bin) = sipp() else { return };
+    let pbx = sipp_pbx(&bin, "uas_stale_then_refuse.xml", Transport::Udp).await;
+    let line = line(pbx.addr, Transport::Udp, "10s").await;
+    let err = within("the call", line.call(NUMBER, CallOptions::default()))
+        .await
+        .unwrap_err();
+    let run = pbx.sipp.finish().await;
+    // SIPp verified both authenticated INVITEs, and saw no fourth.
+    assert!(run.status.success(), "SIPp failed:\n{}", run.output);
+    match &err {
+        UacError::AuthRejected {
+            method,
+            status,
+            server,
+            ..
+        } => {
+            assert_eq!((method.as_str(), *status), ("INVITE", 401));
+            assert_eq!(server.as_deref(), Some("TestPBX/refuses"));
+        }
+        other => panic!("expected AuthRejected, got {other}"),
+    }
+    assert!(!err.to_string().contains(PASSWORD));
+    line.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_refreshes_its_registration_then_unregisters() {
+    let Some(bin) = sipp() else { return };
+    let pbx = sipp_pbx(&bin, "uas_register_refresh.xml", Transport::Udp).await;
+    let line = line(pbx.addr, Transport::Udp, "10s").await;
+    let reg = within("REGISTER", line.register()).await.unwrap();
+    assert_eq!(reg.expires, Some(Duration::from_secs(2)));
+    let refresher = line.spawn_refresher(reg.expires.unwrap());
+    let mut refreshes = refresher.refreshes();
+    within("the refresh", refreshes.wait_for(|n| *n >= 1))
+        .await
+        .unwrap();
+    drop(refresher);
+    let unreg = within("un-REGISTER", line.unregister()).await.unwrap();
+    assert_eq!(unreg.status, 200);
+    assert!(!unreg.registered());
+    let run = pbx.sipp.finish().await;
+    assert!(run.status.success(), "SIPp failed:\n{}", run.output);
+    line.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_registers_itself_at_a_provider() {
+    let Some(bin) = sipp() else { return };
+    let provider = sipp_pbx(&bin, "uas_register_refresh.xml", Transport::Udp).await;
+    let ep = TestEndpoint::start_with(
+        &["udp"],
+        Disposition::Reject(486),
+        &format!(
+            "[register]\nregistrar = \"{}\"\nusername = \"did4000\"\npassword = \"x\"\nexpiry = \"60s\"\n",
+            provider.addr
+        ),
+        EndpointOptions::default(),
+    )
+    .await;
+    let reg = ep.handle.registration().unwrap().as_ref().unwrap();
+    assert!(reg.registered());
+    // The binding names the endpoint's listener, so calls come there.
+    let udp = ep.addr(Transport::Udp);
+    assert_eq!(reg.contact, format!("<sip:did4000@{udp}>"));
+    let mut refreshes = ep.handle.registration_refreshes().unwrap();
+    within("the refresh", refreshes.wait_for(|n| *n >= 1))
+        .await
+        .unwrap();
+    // Shutting down removes the binding (the scenario's last REGISTER).
+    ep.handle.shutdown().await;
+    let run = provider.sipp.finish().await;
+    assert!(run.status.success(), "SIPp failed:\n{}", run.output);
+}
+
 // ---------------------------------------------------------------------------
 // Our line calls our endpoint
 
@@ -745,7 +822,15 @@ async fn line_registers_with_digest_verified_by_sipp() {
 async fn line_to_endpoint_udp_and_tcp() {
     for transport in [Transport::Udp, Transport::Tcp] {
         let mut ep = TestEndpoint::start(&["udp", "tcp"], Disposition::Reject(486)).await;
-        let line = line(ep.addr(transport), transport, "5s").await;
+        let mut opts = line_options();
+        // Ping often, to see the CRLF keep-alives answered on TCP.
+        opts.stack.transport.keepalive = Some(Duration::from_millis(20));
+        let line = Line::new(
+            &account(ep.addr(transport), transport, PASSWORD, "5s"),
+            opts,
+        )
+        .await
+        .unwrap();
         // Warm up (connection, sockets), then measure one INVITE -> 486.
         let _ = within("warm-up call", line.call(NUMBER, CallOptions::default()))
             .await
@@ -853,6 +938,14 @@ async fn line_to_endpoint_udp_and_tcp() {
         .await;
         assert_eq!(report.unwrap().status, 480);
         assert_eq!(ep.next_finished().await.number, "+1 (555) 0100");
+        if transport == Transport::Tcp {
+            within("a keep-alive to be answered", async {
+                while ep.handle.stats().transport.keepalive_pings_answered == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+        }
         line.close();
         ep.handle.shutdown().await;
     }

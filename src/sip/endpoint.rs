@@ -277,6 +277,14 @@ impl EndpointHandle {
         self.addrs.iter().find(|(tt, _)| *tt == t).map(|(_, a)| *a)
     }
 
+    /// Successful registration refreshes so far, when registered.
+    pub fn registration_refreshes(&self) -> Option<tokio::sync::watch::Receiver<u32>> {
+        self.registration
+            .as_ref()
+            .and_then(|r| r.refresher.as_ref())
+            .map(|r| r.refreshes())
+    }
+
     /// The outcome of registering at the provider, when configured.
     pub fn registration(&self) -> Option<&Result<RegisterReport, UacError>> {
         self.registration.as_ref().map(|r| &r.result)

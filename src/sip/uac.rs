@@ -540,24 +540,9 @@ impl Line {
 
     /// Remember our address as the far end saw it (RFC 3581).
     fn learn_public(&self, resp: &Message, flow: &Flow) {
-        let Some(via) = resp.header("Via").and_then(parse_via) else {
+        let Some(seen) = seen_address(resp, flow.local) else {
             return;
         };
-        let ip = via
-            .param("received")
-            .flatten()
-            .and_then(|r| r.parse::<IpAddr>().ok());
-        let port = via
-            .param("rport")
-            .flatten()
-            .and_then(|p| p.parse::<u16>().ok());
-        if ip.is_none() && port.is_none() {
-            return;
-        }
-        let seen = SocketAddr::new(
-            ip.unwrap_or(flow.local.ip()),
-            port.unwrap_or(flow.local.port()),
-        );
         let mut public = lock(&self.inner.public);
         if *public != Some(seen) {
             if seen != flow.local {
@@ -812,12 +797,14 @@ impl Line {
     /// and after a failure retry on a shorter interval.
     pub fn spawn_refresher(&self, granted: Duration) -> Refresher {
         let line = self.clone();
+        let (count_tx, count_rx) = tokio::sync::watch::channel(0u32);
         let handle = tokio::spawn(async move {
             let mut wait = refresh_after(granted);
             loop {
                 tokio::time::sleep(wait).await;
                 wait = match line.register().await {
                     Ok(r) if r.registered() => {
+                        count_tx.send_modify(|n| *n += 1);
                         refresh_after(r.expires.unwrap_or(line.inner.register_expiry))
                     }
                     Ok(r) => {
@@ -831,7 +818,10 @@ impl Line {
                 };
             }
         });
-        Refresher { handle }
+        Refresher {
+            handle,
+            refreshes: count_rx,
+        }
     }
 
     /// Call a target and hang up when answered.
@@ -899,10 +889,12 @@ impl Line {
             ip: first_flow.local.ip(),
             source,
         })?;
+        // Offer (and report) an address the far end can send to.
         let mut offer_addr = local_rtp;
         if local_rtp.ip().is_unspecified() {
             offer_addr.set_ip(first_flow.local.ip());
         }
+        let local_rtp = offer_addr;
         let body = sdp(offer_addr, rand::random::<u32>() as u64);
         let capture = Capture::new(Instant::now());
         let mut first_sent: Option<Instant> = None;
@@ -1094,7 +1086,7 @@ impl Line {
                 let answered = Answered {
                     call_id: call_id.clone(),
                     rtp: rtp.clone(),
-                    local_rtp: offer_addr,
+                    local_rtp,
                     remote_rtp: super::build::sdp_audio_addr(&final_resp.message.body),
                     remote_sdp: final_resp.message.body.clone(),
                 };
@@ -1373,6 +1365,28 @@ impl Dialog {
     }
 }
 
+/// Our address as the sender of a response saw it: the top Via's
+/// `received` and `rport` (RFC 3581), each defaulting to our own; None when
+/// the response carries neither.
+fn seen_address(resp: &Message, local: SocketAddr) -> Option<SocketAddr> {
+    let via = resp.header("Via").and_then(parse_via)?;
+    let ip = via
+        .param("received")
+        .flatten()
+        .and_then(|r| r.parse::<IpAddr>().ok());
+    let port = via
+        .param("rport")
+        .flatten()
+        .and_then(|p| p.parse::<u16>().ok());
+    if ip.is_none() && port.is_none() {
+        return None;
+    }
+    Some(SocketAddr::new(
+        ip.unwrap_or(local.ip()),
+        port.unwrap_or(local.port()),
+    ))
+}
+
 /// The lifetime granted in a 2xx to REGISTER: our Contact's `expires`
 /// parameter, else the Expires header, else what we asked for.
 fn granted_expiry(m: &Message, our_contact: &str, asked: Duration) -> Duration {
@@ -1433,10 +1447,17 @@ fn refresh_after(granted: Duration) -> Duration {
 #[derive(Debug)]
 pub struct Refresher {
     handle: JoinHandle<()>,
+    refreshes: tokio::sync::watch::Receiver<u32>,
 }
 
 impl Refresher {
+    /// Stop refreshing (the binding then lapses unless unregistered).
     pub fn stop(self) {}
+
+    /// Successful refreshes so far, to watch.
+    pub fn refreshes(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.refreshes.clone()
+    }
 }
 
 impl Drop for Refresher {
@@ -1518,6 +1539,17 @@ mod tests {
             granted_expiry(&m, "<sip:u@1.2.3.4:5>", Duration::from_secs(600)),
             Duration::from_secs(600)
         );
+    }
+
+    #[test]
+    fn public_address_from_received_and_rport() {
+        let local: SocketAddr = "10.0.0.5:5070".parse().unwrap();
+        let m = |via: &str| crate::sip::parse(format!("SIP/2.0 200 OK\r\nVia: {via}\r\n\r\n").as_bytes()).unwrap();
+        let nat = m("SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKx;received=203.0.113.9;rport=61000");
+        assert_eq!(seen_address(&nat, local), Some("203.0.113.9:61000".parse().unwrap()));
+        let only_received = m("SIP/2.0/UDP 10.0.0.5:5070;received=203.0.113.9;rport");
+        assert_eq!(seen_address(&only_received, local), Some("203.0.113.9:5070".parse().unwrap()));
+        assert_eq!(seen_address(&m("SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKx"), local), None);
     }
 
     #[test]
