@@ -982,6 +982,80 @@ async fn endpoint_hangs_up_after_deadline() {
     ep.handle.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_honours_record_route() {
+    // A proxy on the path record-routes: the 180 and 200 must carry the
+    // set back, and the endpoint's own BYE must follow it.
+    let mut ep = TestEndpoint::start(
+        &["udp"],
+        Disposition::Hold {
+            hold: Duration::ZERO,
+            then: Then::Answer {
+                hangup_after: Duration::from_millis(50),
+            },
+        },
+    )
+    .await;
+    let to = ep.addr(Transport::Udp);
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = s.local_addr().unwrap();
+    let rr = "<sip:127.0.0.1:9;lr;ftag=x>, <sip:proxy2.invalid;lr>";
+    let invite = format!(
+        "INVITE sip:{NUMBER}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-rr\r\n\
+         Record-Route: {rr}\r\nFrom: <sip:a@b>;tag=rr1\r\nTo: <sip:{NUMBER}@{to}>\r\n\
+         Call-ID: rr-test\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{me}>\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    s.send_to(invite.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let mut got_200 = None;
+    while got_200.is_none() {
+        let (n, _) = within("responses", s.recv_from(&mut buf)).await.unwrap();
+        let m = cidguard::sip::parse(&buf[..n]).unwrap();
+        match m.status() {
+            Some(180) => assert_eq!(m.header("Record-Route"), Some(rr)),
+            Some(200) => got_200 = Some(m),
+            _ => {}
+        }
+    }
+    let ok = got_200.unwrap();
+    assert_eq!(ok.header("Record-Route"), Some(rr));
+    let ack = format!(
+        "ACK sip:{NUMBER}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-rr-ack\r\n\
+         From: <sip:a@b>;tag=rr1\r\nTo: {}\r\nCall-ID: rr-test\r\nCSeq: 1 ACK\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        ok.header("To").unwrap()
+    );
+    s.send_to(ack.as_bytes(), to).await.unwrap();
+    // The endpoint hangs up: its BYE routes through the set, in order.
+    let bye = loop {
+        let (n, _) = within("the BYE", s.recv_from(&mut buf)).await.unwrap();
+        let m = cidguard::sip::parse(&buf[..n]).unwrap();
+        if m.is_request("BYE") {
+            break m;
+        }
+    };
+    let routes: Vec<&str> = bye
+        .headers_named("Route")
+        .map(|h| h.value.as_str())
+        .collect();
+    assert_eq!(
+        routes,
+        ["<sip:127.0.0.1:9;lr;ftag=x>", "<sip:proxy2.invalid;lr>"]
+    );
+    assert_eq!(bye.request_uri(), Some(format!("sip:a@{me}").as_str()));
+    let ok = cidguard::sip::build::response_to(&bye, 200, None);
+    s.send_to(&ok.to_bytes(), to).await.unwrap();
+    let call = ep.next_finished().await;
+    assert_eq!(
+        call.ended,
+        CallEnd::AnsweredEndpointHungUp {
+            bye_status: Some(200)
+        }
+    );
+    ep.handle.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // TLS
 

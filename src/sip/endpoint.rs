@@ -864,7 +864,15 @@ impl CallCtx {
     }
 
     fn response(&self, code: u16) -> Response {
-        response_to(&self.invite.message, code, Some(&self.to_tag))
+        let mut r = response_to(&self.invite.message, code, Some(&self.to_tag));
+        // Responses that create a dialog carry the Record-Route set back, so
+        // the caller's ACK and BYE follow the proxies (section 12.1.1).
+        if (101..300).contains(&code) {
+            for h in self.invite.message.headers_named("Record-Route") {
+                r.push("Record-Route", h.value.clone());
+            }
+        }
+        r
     }
 
     /// Answer a request that isn't the INVITE (on its own transaction).
@@ -948,7 +956,7 @@ async fn run_call(
         Disposition::Reject(code) => {
             let r = ctx.response(code);
             ctx.send(r).await;
-            ctx.wait_ack(&mut rx, Instant::now() + ack_wait).await;
+            ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
             CallEnd::Rejected(code)
         }
         Disposition::Hold { hold, then } => {
@@ -956,17 +964,17 @@ async fn run_call(
             if let Some(at) = ctx.send(r).await {
                 ringing_after = Some(at.saturating_duration_since(ctx.invite.at));
             }
-            let deadline = ctx.invite.at + hold;
+            let deadline = after(ctx.invite.at, hold);
             if hold_until(&mut ctx, &mut rx, deadline).await {
                 debug!("caller gave up during the hold");
-                ctx.wait_ack(&mut rx, Instant::now() + ack_wait).await;
+                ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
                 CallEnd::Cancelled
             } else {
                 match then {
                     Then::Reject(code) => {
                         let r = ctx.response(code);
                         ctx.send(r).await;
-                        ctx.wait_ack(&mut rx, Instant::now() + ack_wait).await;
+                        ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
                         CallEnd::Rejected(code)
                     }
                     Then::Answer { hangup_after } => {
@@ -1004,6 +1012,13 @@ async fn run_call(
             .handler_panics
             .fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// `at + d`, saturating: a handler may ask for any duration, and an
+/// overflowing deadline would panic.
+fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86400))
 }
 
 /// Ring until the deadline. True if the caller cancelled first (we then
@@ -1070,7 +1085,7 @@ async fn answer(
     let Some(answered_at) = ctx.send(r).await else {
         return CallEnd::Failed;
     };
-    let deadline = answered_at + hangup_after;
+    let deadline = after(answered_at, hangup_after);
     loop {
         let req = tokio::select! {
             _ = sleep_until(deadline) => break,

@@ -944,7 +944,9 @@ impl Line {
                 })?;
             let attempt_start = tx.sent_at();
             first_sent.get_or_insert(attempt_start);
-            let ring_deadline = attempt_start + ring_timeout;
+            let ring_deadline = attempt_start
+                .checked_add(ring_timeout)
+                .unwrap_or(attempt_start + Duration::from_secs(365 * 86400));
             let mut first_1xx: Option<Instant> = None;
             let mut cancel: Option<ClientTx> = None;
             let mut cancel_status = None;
@@ -1544,12 +1546,23 @@ mod tests {
     #[test]
     fn public_address_from_received_and_rport() {
         let local: SocketAddr = "10.0.0.5:5070".parse().unwrap();
-        let m = |via: &str| crate::sip::parse(format!("SIP/2.0 200 OK\r\nVia: {via}\r\n\r\n").as_bytes()).unwrap();
+        let m = |via: &str| {
+            crate::sip::parse(format!("SIP/2.0 200 OK\r\nVia: {via}\r\n\r\n").as_bytes()).unwrap()
+        };
         let nat = m("SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKx;received=203.0.113.9;rport=61000");
-        assert_eq!(seen_address(&nat, local), Some("203.0.113.9:61000".parse().unwrap()));
+        assert_eq!(
+            seen_address(&nat, local),
+            Some("203.0.113.9:61000".parse().unwrap())
+        );
         let only_received = m("SIP/2.0/UDP 10.0.0.5:5070;received=203.0.113.9;rport");
-        assert_eq!(seen_address(&only_received, local), Some("203.0.113.9:5070".parse().unwrap()));
-        assert_eq!(seen_address(&m("SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKx"), local), None);
+        assert_eq!(
+            seen_address(&only_received, local),
+            Some("203.0.113.9:5070".parse().unwrap())
+        );
+        assert_eq!(
+            seen_address(&m("SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKx"), local),
+            None
+        );
     }
 
     #[test]
