@@ -119,9 +119,7 @@ impl Message {
 
     /// The first value of a header (by canonical name).
     pub fn header(&self, canonical: &str) -> Option<&str> {
-        self.headers_named(canonical)
-            .next()
-            .map(|h| h.value.as_str())
+        self.headers_named(canonical).next().map(|h| h.value.as_str())
     }
 
     /// The CSeq method and number.
@@ -238,13 +236,13 @@ pub fn header_end(buf: &[u8]) -> Option<usize> {
 
 /// Read the Content-Length out of a header block without a full parse
 /// (used by stream framing). Returns Ok(None) when absent.
-pub fn sniff_content_length(head: &[u8]) -> Result<Option<usize>, std::num::ParseIntError> {
+pub fn sniff_content_length(head: &[u8]) -> Result<Option<usize>, ()> {
     let text = String::from_utf8_lossy(head);
     for line in text.lines().skip(1) {
         if let Some((name, value)) = line.split_once(':') {
             let n = name.trim();
             if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l") {
-                return value.trim().parse::<usize>().map(Some);
+                return value.trim().parse::<usize>().map(Some).map_err(|_| ());
             }
         }
     }
@@ -267,10 +265,7 @@ pub enum Frame {
 /// Frame a message on a stream transport (TCP/TLS), where Content-Length is
 /// mandatory (RFC 3261 section 18.3).
 pub fn frame_stream(buf: &[u8]) -> Frame {
-    let ws = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
+    let ws = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
     if ws > 0 {
         return Frame::KeepAlive(ws);
     }
@@ -292,7 +287,7 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
             }
         }
         Ok(None) => Frame::Invalid("no Content-Length on a stream transport"),
-        Err(_) => Frame::Invalid("unreadable Content-Length"),
+        Err(()) => Frame::Invalid("unreadable Content-Length"),
     }
 }
 
@@ -424,9 +419,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let a = parts.next().ok_or_else(bad)?;
     let b = parts.next().ok_or_else(bad)?;
     let c = parts.next().unwrap_or_default();
-    let is_version =
-        |s: &str| s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
-    if is_version(a) {
+    if is_sip_version(a) {
         let code: u16 = b.parse().map_err(|_| bad())?;
         if !(100..=699).contains(&code) {
             return Err(bad());
@@ -438,7 +431,11 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let version = c.trim();
-    if !is_version(version) || a.is_empty() || !a.bytes().all(is_token_byte) || b.is_empty() {
+    if !is_sip_version(version)
+        || a.is_empty()
+        || !a.bytes().all(is_token_byte)
+        || b.is_empty()
+    {
         return Err(bad());
     }
     Ok(StartLine::Request {
@@ -446,6 +443,12 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         uri: b.to_string(),
         version: version.to_string(),
     })
+}
+
+/// `SIP/` and something after it. Compared as bytes: slicing the text at 4
+/// would panic inside a multi-byte character of a garbage first line.
+fn is_sip_version(s: &str) -> bool {
+    s.len() > 4 && s.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/")
 }
 
 /// RFC 3261 `token` characters.
@@ -475,6 +478,32 @@ mod tests {
         let m = parse(b"INVITE sip:b@x SIP/2.0\r\nContent-Length: 1\r\n\r\nabc").unwrap();
         assert_eq!(m.body, b"a");
         assert_eq!(m.trailing, b"bc");
+    }
+
+    #[test]
+    fn garbage_first_lines_are_errors_not_panics() {
+        for junk in [
+            "Rw{\u{fffd}\u{fffd} x y",
+            "ab\u{e9}\u{e9} sip:x SIP/2.0",
+            "INVITE sip:x \u{e9}\u{e9}\u{e9}",
+        ] {
+            assert!(parse(junk.as_bytes()).is_err(), "{junk:?}");
+        }
+        let _ = parse(b"SIP/\xc3\xa9 200 OK\r\n\r\n");
+        // Any bytes at all: an error or a message, never a panic.
+        let mut x: u32 = 1;
+        for len in 0..2000usize {
+            let bytes: Vec<u8> = (0..len % 200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = parse(&bytes);
+            let _ = frame_stream(&bytes);
+        }
     }
 
     #[test]

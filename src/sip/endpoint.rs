@@ -1,0 +1,1229 @@
+//! The endpoint: cidguard's own receiving side, where the test calls land.
+//!
+//! It listens on UDP, TCP and TLS, accepts INVITEs only for its configured
+//! numbers, and asks a [`CallHandler`] what to do with each: hold (ringing)
+//! for an exact time and then reject or answer. Every message of the call is
+//! kept byte for byte with its receive time, transport and source, because
+//! those bytes are the evidence a privacy verdict rests on.
+//!
+//! It is exposed to whatever the PBX or a provider sends, so it is built to
+//! stay up: malformed requests get 400 or are dropped, INVITEs are rate
+//! limited per source, calls, transactions, connections and per-connection
+//! buffers are capped, and a panicking handler costs one call, not the
+//! endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::{self, Account, Transport};
+
+use super::build::{
+    host_port, new_branch, new_tag, parse_via, response_to, sdp, Request, Response,
+};
+use super::header::{parse_name_addr, parse_uri, split_list};
+use super::message::Message;
+use super::transaction::{
+    Dest, IncomingRequest, RequestFilter, Screen, ServerTx, Stack, StackOptions, StackStats,
+};
+use super::transport::{
+    route_source_ip, tls_acceptor, Capture, CapturedMessage, Direction, Flow, Inbound,
+    TransportError, TransportStats,
+};
+use super::uac::{Line, Refresher, RegisterReport, UacError};
+
+/// Methods the endpoint implements (advertised in Allow).
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+/// Methods RFC 3261 and its extensions define that we know but don't
+/// implement: 405 (with Allow) rather than 501.
+const KNOWN_UNSUPPORTED: [&str; 7] = [
+    "REGISTER",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "REFER",
+    "PUBLISH",
+    "PRACK",
+];
+
+/// The headers that can reveal a caller's identity, in the order they are
+/// reported.
+pub const IDENTITY_HEADERS: [&str; 9] = [
+    "From",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+    "Privacy",
+    "Identity",
+    "Diversion",
+    "History-Info",
+    "Contact",
+];
+
+/// What to do with a call for one of our numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Ring (100, 180) for exactly `hold`, measured from the INVITE's
+    /// arrival to the final response leaving, then do `then`.
+    Hold { hold: Duration, then: Then },
+    /// Reject at once (no 180).
+    Reject(u16),
+}
+
+/// What follows the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Send this final status (4xx-6xx).
+    Reject(u16),
+    /// Answer 200 with SDP, and send BYE ourselves if the caller hasn't
+    /// hung up after `hangup_after`.
+    Answer { hangup_after: Duration },
+}
+
+/// A call as it arrives, for the handler to decide on.
+#[derive(Debug, Clone)]
+pub struct IncomingCall {
+    pub call_id: String,
+    /// The configured endpoint number it matched.
+    pub number: String,
+    /// The user part dialled, as received (Request-URI, else To).
+    pub dialled: String,
+    pub request_uri: String,
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub local: SocketAddr,
+    pub received_at: SystemTime,
+    /// The INVITE exactly as received.
+    pub invite: Vec<u8>,
+    pub message: Message,
+    /// Identity-bearing headers, in order: (name as received, value).
+    pub identity: Vec<(String, String)>,
+    /// The RTP socket offered if the call is answered (a media-token check
+    /// reads from it).
+    pub rtp: Arc<UdpSocket>,
+    pub rtp_addr: SocketAddr,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnd {
+    /// We sent this final 4xx-6xx.
+    Rejected(u16),
+    /// The caller cancelled (CANCEL, or BYE on the early dialog) before the
+    /// final response; we sent 487.
+    Cancelled,
+    /// Answered; the caller sent BYE.
+    AnsweredCallerHungUp,
+    /// Answered; we sent BYE after the deadline (with its final status, if any).
+    AnsweredEndpointHungUp { bye_status: Option<u16> },
+    /// The handler panicked or a response could not be sent.
+    Failed,
+}
+
+/// Everything the endpoint saw and did for one call.
+#[derive(Debug, Clone)]
+pub struct FinishedCall {
+    pub call_id: String,
+    pub number: String,
+    pub dialled: String,
+    pub request_uri: String,
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub received_at: SystemTime,
+    pub disposition: Disposition,
+    /// When 180 left, after the INVITE arrived.
+    pub ringing_after: Option<Duration>,
+    /// The final response to the INVITE and when it left, after the INVITE
+    /// arrived (the hold the caller experienced, on our side).
+    pub final_status: Option<u16>,
+    pub final_after: Option<Duration>,
+    pub ack_received: bool,
+    pub ended: CallEnd,
+    pub remote_sdp: Option<Vec<u8>>,
+    /// Every message of the call, received and sent, in order, exactly as
+    /// on the wire (retransmissions absorbed by the transaction excluded).
+    pub messages: Vec<CapturedMessage>,
+}
+
+/// An INVITE for a number that isn't ours (answered 404).
+#[derive(Debug, Clone)]
+pub struct StrayCall {
+    pub call_id: String,
+    pub dialled: String,
+    pub request_uri: String,
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub received_at: SystemTime,
+    pub invite: Vec<u8>,
+    pub identity: Vec<(String, String)>,
+}
+
+/// What the check layer plugs in.
+pub trait CallHandler: Send + Sync + 'static {
+    /// Decide quickly: this runs on the endpoint's request loop.
+    fn on_invite(&self, call: &IncomingCall) -> Disposition;
+    fn on_finished(&self, call: FinishedCall);
+    fn on_stray(&self, _call: &StrayCall) {}
+}
+
+/// Limits and timings; the defaults suit a single PBX sending test calls.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    pub stack: StackOptions,
+    /// Calls in progress at once; more get 503.
+    pub max_calls: usize,
+    /// INVITEs per second from one source address and port, and the burst
+    /// allowed above that rate. Over the limit: 503 with Retry-After.
+    pub invite_rate: f64,
+    pub invite_burst: f64,
+    /// Sources tracked by the rate limiter (oldest forgotten first).
+    pub max_sources: usize,
+    /// After a final response, how long to wait for the ACK before the call
+    /// is reported.
+    pub ack_wait: Duration,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions {
+            stack: StackOptions::default(),
+            max_calls: 64,
+            invite_rate: 10.0,
+            invite_burst: 20.0,
+            max_sources: 4096,
+            ack_wait: Duration::from_secs(4),
+        }
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint.listen: {0}")]
+    Listen(String),
+    #[error("a tls: listener needs endpoint.tls_cert and endpoint.tls_key")]
+    NoTlsFiles,
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Counters, to watch the endpoint and to prove it stays bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub transport: TransportStats,
+    pub stack: StackStats,
+    pub active_calls: usize,
+    pub peak_calls: usize,
+    pub calls: u64,
+    pub stray: u64,
+    pub rate_limited: u64,
+    pub over_capacity: u64,
+    pub handler_panics: u64,
+    pub task_panics: u64,
+    pub rate_limiter_sources: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    active: AtomicUsize,
+    peak: AtomicUsize,
+    calls: AtomicU64,
+    stray: AtomicU64,
+    rate_limited: AtomicU64,
+    over_capacity: AtomicU64,
+    handler_panics: AtomicU64,
+    task_panics: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections here never leave the data half-updated.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running endpoint.
+pub struct EndpointHandle {
+    stack: Stack,
+    addrs: Vec<(Transport, SocketAddr)>,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+    registration: Option<Registration>,
+}
+
+impl std::fmt::Debug for EndpointHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointHandle")
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+impl EndpointHandle {
+    /// Every bound listener (port 0 resolved).
+    pub fn addrs(&self) -> &[(Transport, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The first listener of a transport.
+    pub fn addr(&self, t: Transport) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(tt, _)| *tt == t).map(|(_, a)| *a)
+    }
+
+    /// Successful registration refreshes so far, when registered.
+    pub fn registration_refreshes(&self) -> Option<tokio::sync::watch::Receiver<u32>> {
+        self.registration
+            .as_ref()
+            .and_then(|r| r.refresher.as_ref())
+            .map(|r| r.refreshes())
+    }
+
+    /// The outcome of registering at the provider, when configured.
+    pub fn registration(&self) -> Option<&Result<RegisterReport, UacError>> {
+        self.registration.as_ref().map(|r| &r.result)
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        let c = &self.shared.counters;
+        EndpointStats {
+            transport: self.stack.transports().stats(),
+            stack: self.stack.stats(),
+            active_calls: c.active.load(Ordering::Relaxed),
+            peak_calls: c.peak.load(Ordering::Relaxed),
+            calls: c.calls.load(Ordering::Relaxed),
+            stray: c.stray.load(Ordering::Relaxed),
+            rate_limited: c.rate_limited.load(Ordering::Relaxed),
+            over_capacity: c.over_capacity.load(Ordering::Relaxed),
+            handler_panics: c.handler_panics.load(Ordering::Relaxed),
+            task_panics: c.task_panics.load(Ordering::Relaxed),
+            rate_limiter_sources: lock(&self.shared.limiter.buckets).len(),
+        }
+    }
+
+    /// Unregister (if registered) and stop everything. Calls in progress are
+    /// abandoned without being reported.
+    pub async fn shutdown(mut self) {
+        if let Some(reg) = self.registration.take() {
+            drop(reg.refresher);
+            if let (Some(line), Ok(r)) = (reg.line, reg.result) {
+                if r.registered() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), line.unregister()).await;
+                }
+            }
+        }
+        self.stack.shutdown();
+        self.task.abort();
+    }
+}
+
+/// The endpoint's entry point.
+pub struct Endpoint;
+
+impl Endpoint {
+    /// Bind every configured listener and start answering, with default limits.
+    pub async fn start(
+        cfg: &config::Endpoint,
+        handler: Arc<dyn CallHandler>,
+    ) -> Result<EndpointHandle, EndpointError> {
+        Endpoint::start_with(cfg, handler, EndpointOptions::default()).await
+    }
+
+    pub async fn start_with(
+        cfg: &config::Endpoint,
+        handler: Arc<dyn CallHandler>,
+        opts: EndpointOptions,
+    ) -> Result<EndpointHandle, EndpointError> {
+        let counters = Arc::new(Counters::default());
+        let limiter = Arc::new(Limiter {
+            buckets: Mutex::new(HashMap::new()),
+            rate: opts.invite_rate,
+            burst: opts.invite_burst.max(1.0),
+            max_sources: opts.max_sources.max(1),
+            max_calls: opts.max_calls,
+            counters: counters.clone(),
+        });
+        let (stack, requests) = Stack::new(opts.stack.clone(), Some(limiter.clone()));
+        let mut addrs = Vec::new();
+        for spec in &cfg.listen {
+            let (t, addr) = config::parse_listen(spec).map_err(EndpointError::Listen)?;
+            let bound = match t {
+                Transport::Udp => stack.transports().bind_udp(addr).await,
+                Transport::Tcp => stack.transports().listen_tcp(addr).await,
+                Transport::Tls => {
+                    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+                        stack.shutdown();
+                        return Err(EndpointError::NoTlsFiles);
+                    };
+                    match tls_acceptor(cert, key) {
+                        Ok(acc) => stack.transports().listen_tls(addr, acc).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match bound {
+                Ok(a) => addrs.push((t, a)),
+                Err(e) => {
+                    stack.shutdown();
+                    return Err(e.into());
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            handler,
+            numbers: cfg
+                .numbers
+                .iter()
+                .map(|n| (normalise_number(n), n.clone()))
+                .collect(),
+            calls: Mutex::new(HashMap::new()),
+            opts,
+            counters,
+            limiter,
+            stack: stack.clone(),
+        });
+        let requests = Arc::new(tokio::sync::Mutex::new(requests));
+        let task = {
+            let shared = shared.clone();
+            let counters = shared.counters.clone();
+            super::transaction::spawn_restarting(
+                move || serve(shared.clone(), requests.clone()),
+                move || {
+                    counters.task_panics.fetch_add(1, Ordering::Relaxed);
+                },
+            )
+        };
+        info!(?addrs, "endpoint listening");
+
+        let registration = match &cfg.register {
+            None => None,
+            Some(reg) => Some(register_endpoint(reg, &stack, &addrs).await),
+        };
+        Ok(EndpointHandle {
+            stack,
+            addrs,
+            shared,
+            task,
+            registration,
+        })
+    }
+}
+
+async fn register_endpoint(
+    reg: &config::EndpointRegistration,
+    stack: &Stack,
+    addrs: &[(Transport, SocketAddr)],
+) -> Registration {
+    let account = Account {
+        registrar: reg.registrar.clone(),
+        outbound_proxy: None,
+        transport: reg.transport,
+        username: reg.username.clone(),
+        auth_username: reg.auth_username.clone(),
+        password: reg.password.clone(),
+        from_user: None,
+        from_domain: None,
+        register: true,
+        register_expiry: reg.expiry,
+        dial_prefix: None,
+        ring_timeout: Duration::from_secs(30),
+    };
+    // Register the listener of the registration's transport, so calls to
+    // the DID arrive where we listen.
+    let contact = addrs
+        .iter()
+        .find(|(t, _)| *t == reg.transport)
+        .map(|(_, a)| *a)
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                if let Some(ip) = route_source_ip(a) {
+                    a.set_ip(ip);
+                }
+            }
+            a
+        });
+    let line = match Line::on_stack(&account, stack.clone(), contact).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "endpoint registration not possible");
+            return Registration {
+                line: None,
+                result: Err(e),
+                refresher: None,
+            };
+        }
+    };
+    let result = line.register().await;
+    let refresher = match &result {
+        Ok(r) if r.registered() => {
+            info!(expires = ?r.expires, "endpoint registered");
+            Some(line.spawn_refresher(r.expires.unwrap_or(reg.expiry)))
+        }
+        Ok(r) => {
+            warn!(status = r.status, "endpoint registration refused");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "endpoint registration failed");
+            None
+        }
+    };
+    Registration {
+        line: Some(line),
+        result,
+        refresher,
+    }
+}
+
+/// The endpoint's own registration at a provider.
+struct Registration {
+    line: Option<Line>,
+    result: Result<RegisterReport, UacError>,
+    refresher: Option<Refresher>,
+}
+
+/// Digits of a number with `+`, visual separators and URI parameters
+/// removed; a user part that isn't a number is compared case-insensitively.
+pub fn normalise_number(s: &str) -> String {
+    let s = s.split(';').next().unwrap_or(s).trim();
+    let is_number = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || "+-.() ".contains(c))
+        && s.chars().any(|c| c.is_ascii_digit());
+    if is_number {
+        s.chars().filter(char::is_ascii_digit).collect()
+    } else {
+        s.to_lowercase()
+    }
+}
+
+/// The identity-bearing headers of a message: (name as received, value),
+/// in message order.
+pub fn identity_headers(m: &Message) -> Vec<(String, String)> {
+    m.headers
+        .iter()
+        .filter(|h| {
+            IDENTITY_HEADERS
+                .iter()
+                .any(|n| h.canonical.eq_ignore_ascii_case(n))
+        })
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect()
+}
+
+struct Shared {
+    handler: Arc<dyn CallHandler>,
+    /// (normalised, as configured)
+    numbers: Vec<(String, String)>,
+    calls: Mutex<HashMap<String, mpsc::Sender<IncomingRequest>>>,
+    opts: EndpointOptions,
+    counters: Arc<Counters>,
+    limiter: Arc<Limiter>,
+    stack: Stack,
+}
+
+/// Token buckets per source, and the call cap, applied before any
+/// transaction state is kept for an INVITE.
+struct Limiter {
+    buckets: Mutex<HashMap<SocketAddr, Bucket>>,
+    rate: f64,
+    burst: f64,
+    max_sources: usize,
+    max_calls: usize,
+    counters: Arc<Counters>,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RequestFilter for Limiter {
+    fn screen(&self, req: &Inbound) -> Screen {
+        let m = &req.message;
+        if !m.is_request("INVITE") || has_to_tag(m) {
+            return Screen::Accept;
+        }
+        if self.counters.active.load(Ordering::Relaxed) >= self.max_calls {
+            self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
+            return Screen::Reject {
+                code: 503,
+                retry_after: Some(5),
+            };
+        }
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= self.max_sources && !buckets.contains_key(&req.flow.remote) {
+            // Forget sources that have refilled completely: they owe nothing.
+            let full_after = Duration::from_secs_f64(self.burst / self.rate.max(0.001));
+            buckets.retain(|_, b| now.saturating_duration_since(b.last) < full_after);
+            if buckets.len() >= self.max_sources {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Screen::Drop;
+            }
+        }
+        let b = buckets.entry(req.flow.remote).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
+        let refill = now.saturating_duration_since(b.last).as_secs_f64() * self.rate;
+        b.tokens = (b.tokens + refill).min(self.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Screen::Accept
+        } else {
+            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            // Far over the limit, stop answering at all: a flood must not
+            // turn us into a reflector.
+            if b.tokens < -self.burst {
+                return Screen::Drop;
+            }
+            b.tokens -= 0.1;
+            Screen::Reject {
+                code: 503,
+                retry_after: Some(1),
+            }
+        }
+    }
+}
+
+fn has_to_tag(m: &Message) -> bool {
+    m.header("To")
+        .and_then(|t| parse_name_addr(t).ok())
+        .is_some_and(|na| na.param("tag").is_some())
+}
+
+/// The endpoint's request loop: new calls, in-dialog routing, and the
+/// out-of-dialog methods.
+async fn serve(
+    shared: Arc<Shared>,
+    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<IncomingRequest>>>,
+) {
+    let mut requests = requests.lock().await;
+    let stack = shared.stack.clone();
+    loop {
+        let req = tokio::select! {
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            _ = stack.wait_shutdown() => return,
+        };
+        let m = &req.inbound.message;
+        let method = m.method().unwrap_or_default().to_string();
+        let call_id = m.call_id().unwrap_or_default().to_string();
+        let active = lock(&shared.calls).get(&call_id).cloned();
+        if let Some(call) = active {
+            if method == "INVITE" && !has_to_tag(m) {
+                // Same Call-ID, new INVITE outside the dialog: a merged
+                // request (RFC 3261 section 8.2.2.2).
+                respond(&shared, req, 482, None).await;
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) =
+                call.try_send(req)
+            {
+                respond(&shared, r, 503, None).await;
+            }
+            continue;
+        }
+        if method == "ACK" {
+            continue;
+        }
+        let scheme = parse_uri(m.request_uri().unwrap_or_default()).scheme;
+        if !["sip", "sips", "tel"].contains(&scheme.as_str()) {
+            respond(&shared, req, 416, None).await;
+            continue;
+        }
+        // Option tags we would have to understand (section 8.2.2.3; never
+        // for CANCEL). We implement none.
+        if method != "CANCEL" {
+            let required: Vec<String> = m
+                .headers_named("Require")
+                .flat_map(|h| {
+                    split_list(&h.value)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !required.is_empty() {
+                respond(
+                    &shared,
+                    req,
+                    420,
+                    Some(("Unsupported", required.join(", "))),
+                )
+                .await;
+                continue;
+            }
+        }
+        match method.as_str() {
+            "INVITE" if !has_to_tag(m) => new_call(&shared, req).await,
+            "ACK" => {}
+            "OPTIONS" => {
+                let mut r = response_to(m, 200, Some(&new_tag()));
+                r.push("Allow", ALLOW);
+                r.push("Accept", "application/sdp");
+                r.push("Accept-Language", "en");
+                r.push("Server", stack.user_agent());
+                send(req.tx, r).await;
+            }
+            "INVITE" | "BYE" | "CANCEL" | "UPDATE" | "INFO" => {
+                respond(&shared, req, 481, None).await
+            }
+            m if KNOWN_UNSUPPORTED.contains(&m) => respond(&shared, req, 405, None).await,
+            _ => respond(&shared, req, 501, None).await,
+        }
+    }
+}
+
+async fn send(tx: Option<ServerTx>, r: Response) {
+    if let Some(tx) = tx {
+        if let Err(e) = tx.respond(r).await {
+            debug!(error = %e, "response not sent");
+        }
+    }
+}
+
+async fn respond(shared: &Shared, req: IncomingRequest, code: u16, extra: Option<(&str, String)>) {
+    let mut r = response_to(&req.inbound.message, code, Some(&new_tag()));
+    if code == 405 || code == 501 {
+        r.push("Allow", ALLOW);
+    }
+    if let Some((n, v)) = extra {
+        r.push(n, v);
+    }
+    r.push("Server", shared.stack.user_agent());
+    send(req.tx, r).await;
+}
+
+/// The user part a call was dialled to: the Request-URI's, else the To's.
+fn dialled_user(m: &Message) -> Option<String> {
+    let from_ruri = m.request_uri().map(parse_uri).and_then(|u| u.user);
+    from_ruri.or_else(|| {
+        m.header("To")
+            .and_then(|t| parse_name_addr(t).ok())
+            .and_then(|na| parse_uri(&na.uri).user)
+    })
+}
+
+async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
+    let m = &req.inbound.message;
+    let ruri = m.request_uri().unwrap_or_default().to_string();
+    let dialled = dialled_user(m).unwrap_or_default();
+    let wanted = normalise_number(&dialled);
+    let matched = shared
+        .numbers
+        .iter()
+        .find(|(n, _)| !n.is_empty() && *n == wanted)
+        .map(|(_, orig)| orig.clone());
+    let call_id = m.call_id().unwrap_or_default().to_string();
+    let Some(number) = matched else {
+        shared.counters.stray.fetch_add(1, Ordering::Relaxed);
+        info!(%call_id, %dialled, source = %req.inbound.flow.remote, "stray call (not one of our numbers)");
+        let stray = StrayCall {
+            call_id,
+            dialled,
+            request_uri: ruri,
+            transport: req.inbound.flow.transport,
+            source: req.inbound.flow.remote,
+            received_at: req.inbound.wall,
+            invite: req.inbound.bytes.clone(),
+            identity: identity_headers(m),
+        };
+        if catch_unwind(AssertUnwindSafe(|| shared.handler.on_stray(&stray))).is_err() {
+            shared
+                .counters
+                .handler_panics
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        respond(shared, req, 404, None).await;
+        return;
+    };
+    if shared.counters.active.load(Ordering::Relaxed) >= shared.opts.max_calls {
+        shared
+            .counters
+            .over_capacity
+            .fetch_add(1, Ordering::Relaxed);
+        respond(shared, req, 503, Some(("Retry-After", "5".into()))).await;
+        return;
+    }
+    let flow = req.inbound.flow;
+    let rtp_ip = flow.local.ip();
+    let rtp = match UdpSocket::bind(SocketAddr::new(rtp_ip, 0)).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(%call_id, error = %e, "can't bind an RTP socket");
+            respond(shared, req, 500, None).await;
+            return;
+        }
+    };
+    let mut rtp_addr = rtp
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(rtp_ip, 0));
+    if rtp_addr.ip().is_unspecified() {
+        if let Some(ip) = route_source_ip(flow.remote) {
+            rtp_addr.set_ip(ip);
+        }
+    }
+    let call = IncomingCall {
+        call_id: call_id.clone(),
+        number,
+        dialled,
+        request_uri: ruri,
+        transport: flow.transport,
+        source: flow.remote,
+        local: flow.local,
+        received_at: req.inbound.wall,
+        invite: req.inbound.bytes.clone(),
+        message: m.clone(),
+        identity: identity_headers(m),
+        rtp,
+        rtp_addr,
+    };
+    let disposition = match catch_unwind(AssertUnwindSafe(|| shared.handler.on_invite(&call))) {
+        Ok(d) => d,
+        Err(_) => {
+            shared
+                .counters
+                .handler_panics
+                .fetch_add(1, Ordering::Relaxed);
+            respond(shared, req, 500, None).await;
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(32);
+    lock(&shared.calls).insert(call_id.clone(), tx);
+    let active = shared.counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+    shared.counters.peak.fetch_max(active, Ordering::Relaxed);
+    shared.counters.calls.fetch_add(1, Ordering::Relaxed);
+    info!(%call_id, number = %call.number, source = %call.source, transport = %call.transport, ?disposition, "call arrived");
+
+    let shared2 = shared.clone();
+    let span = info_span!("endpoint_call", %call_id);
+    let task = tokio::spawn(run_call(shared.clone(), req, call, disposition, rx).instrument(span));
+    // Supervise: whatever happens to the call task, the call is removed
+    // and counted, so a panic can't leak a slot.
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                shared2.counters.task_panics.fetch_add(1, Ordering::Relaxed);
+                warn!(%call_id, "call task panicked");
+            }
+        }
+        lock(&shared2.calls).remove(&call_id);
+        shared2.counters.active.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// State of one call on the endpoint.
+struct CallCtx {
+    shared: Arc<Shared>,
+    invite: Inbound,
+    stx: ServerTx,
+    capture: Capture,
+    to_tag: String,
+    contact: String,
+    final_status: Option<u16>,
+    final_after: Option<Duration>,
+    ack_received: bool,
+}
+
+impl CallCtx {
+    async fn send(&mut self, mut r: Response) -> Option<Instant> {
+        if r.code > 100 && r.code < 300 {
+            r.push("Contact", self.contact.clone());
+        }
+        r.push("Server", self.shared.stack.user_agent());
+        let bytes = r.to_bytes();
+        let code = r.code;
+        match self.stx.respond(r).await {
+            Ok(Some(at)) => {
+                self.capture
+                    .record(Direction::Sent, self.stx.flow(), &bytes, at);
+                if code >= 200 {
+                    self.final_status = Some(code);
+                    self.final_after = Some(at.saturating_duration_since(self.invite.at));
+                }
+                Some(at)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(code, error = %e, "response not sent");
+                None
+            }
+        }
+    }
+
+    fn response(&self, code: u16) -> Response {
+        let mut r = response_to(&self.invite.message, code, Some(&self.to_tag));
+        // Responses that create a dialog carry the Record-Route set back, so
+        // the caller's ACK and BYE follow the proxies (section 12.1.1).
+        if (101..300).contains(&code) {
+            for h in self.invite.message.headers_named("Record-Route") {
+                r.push("Record-Route", h.value.clone());
+            }
+        }
+        r
+    }
+
+    /// Answer a request that isn't the INVITE (on its own transaction).
+    async fn answer_other(&self, req: IncomingRequest, code: u16, body: Option<Vec<u8>>) {
+        let Some(tx) = req.tx else { return };
+        let mut r = response_to(&req.inbound.message, code, Some(&self.to_tag));
+        if let Some(b) = body {
+            r.push("Contact", self.contact.clone());
+            r.push("Content-Type", "application/sdp");
+            r.body = b;
+        }
+        r.push("Server", self.shared.stack.user_agent());
+        let bytes = r.to_bytes();
+        match tx.respond(r).await {
+            Ok(Some(at)) => self.capture.record(Direction::Sent, tx.flow(), &bytes, at),
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "response not sent"),
+        }
+    }
+
+    /// Wait (bounded) for the ACK of our final response, recording it and
+    /// answering anything else that arrives meanwhile.
+    async fn wait_ack(&mut self, rx: &mut mpsc::Receiver<IncomingRequest>, deadline: Instant) {
+        while !self.ack_received {
+            let req = tokio::select! {
+                r = rx.recv() => match r { Some(r) => r, None => return },
+                _ = sleep_until(deadline) => return,
+            };
+            self.capture.record_inbound(&req.inbound);
+            if req.inbound.message.is_request("ACK") {
+                self.ack_received = true;
+                self.stx.acked();
+            } else {
+                self.answer_other(req, 481, None).await;
+            }
+        }
+    }
+}
+
+async fn run_call(
+    shared: Arc<Shared>,
+    mut req: IncomingRequest,
+    call: IncomingCall,
+    disposition: Disposition,
+    mut rx: mpsc::Receiver<IncomingRequest>,
+) {
+    let invite = req.inbound.clone();
+    let capture = Capture::new(invite.at);
+    capture.record_inbound(&invite);
+    let Some(stx) = req.tx.take() else { return };
+    let flow = stx.flow();
+    let mut contact_addr = flow.local;
+    if contact_addr.ip().is_unspecified() {
+        if let Some(ip) = route_source_ip(flow.remote) {
+            contact_addr.set_ip(ip);
+        }
+    }
+    let tparam = match flow.transport {
+        Transport::Udp => String::new(),
+        t => format!(";transport={t}"),
+    };
+    let mut ctx = CallCtx {
+        shared: shared.clone(),
+        invite,
+        stx,
+        capture,
+        to_tag: new_tag(),
+        contact: format!("<sip:{}@{}{tparam}>", call.dialled, host_port(contact_addr)),
+        final_status: None,
+        final_after: None,
+        ack_received: false,
+    };
+    let ack_wait = shared.opts.ack_wait;
+    let remote_sdp = (!ctx.invite.message.body.is_empty()).then(|| ctx.invite.message.body.clone());
+    let mut ringing_after = None;
+
+    let r = ctx.response(100);
+    ctx.send(r).await;
+
+    let ended = match disposition {
+        Disposition::Reject(code) => {
+            let r = ctx.response(code);
+            ctx.send(r).await;
+            ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
+            CallEnd::Rejected(code)
+        }
+        Disposition::Hold { hold, then } => {
+            let r = ctx.response(180);
+            if let Some(at) = ctx.send(r).await {
+                ringing_after = Some(at.saturating_duration_since(ctx.invite.at));
+            }
+            let deadline = after(ctx.invite.at, hold);
+            if hold_until(&mut ctx, &mut rx, deadline).await {
+                debug!("caller gave up during the hold");
+                ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
+                CallEnd::Cancelled
+            } else {
+                match then {
+                    Then::Reject(code) => {
+                        let r = ctx.response(code);
+                        ctx.send(r).await;
+                        ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
+                        CallEnd::Rejected(code)
+                    }
+                    Then::Answer { hangup_after } => {
+                        answer(&mut ctx, &mut rx, &call, hangup_after).await
+                    }
+                }
+            }
+        }
+    };
+    info!(status = ?ctx.final_status, after = ?ctx.final_after, ?ended, "call finished");
+    let finished = FinishedCall {
+        call_id: call.call_id.clone(),
+        number: call.number.clone(),
+        dialled: call.dialled.clone(),
+        request_uri: call.request_uri.clone(),
+        transport: call.transport,
+        source: call.source,
+        received_at: call.received_at,
+        disposition,
+        ringing_after,
+        final_status: ctx.final_status,
+        final_after: ctx.final_after,
+        ack_received: ctx.ack_received,
+        ended: if ctx.final_status.is_none() {
+            CallEnd::Failed
+        } else {
+            ended
+        },
+        remote_sdp,
+        messages: ctx.capture.messages(),
+    };
+    if catch_unwind(AssertUnwindSafe(|| shared.handler.on_finished(finished))).is_err() {
+        shared
+            .counters
+            .handler_panics
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `at + d`, saturating: a handler may ask for any duration, and an
+/// overflowing deadline would panic.
+fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86400))
+}
+
+/// Ring until the deadline. True if the caller cancelled first (we then
+/// answered 487).
+async fn hold_until(
+    ctx: &mut CallCtx,
+    rx: &mut mpsc::Receiver<IncomingRequest>,
+    deadline: Instant,
+) -> bool {
+    loop {
+        let req = tokio::select! {
+            _ = sleep_until(deadline) => return false,
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => return false,
+            },
+        };
+        ctx.capture.record_inbound(&req.inbound);
+        let m = &req.inbound.message;
+        match m.method().unwrap_or_default() {
+            "CANCEL" => {
+                // A CANCEL matches the INVITE by its top Via branch (9.2).
+                let branch = |m: &Message| {
+                    m.header("Via")
+                        .and_then(parse_via)
+                        .and_then(|v| v.branch().map(str::to_string))
+                };
+                if branch(m) == branch(&ctx.invite.message) {
+                    ctx.answer_other(req, 200, None).await;
+                    let r = ctx.response(487);
+                    ctx.send(r).await;
+                    return true;
+                }
+                ctx.answer_other(req, 481, None).await;
+            }
+            "BYE" => {
+                // BYE on the early dialog ends it, too.
+                ctx.answer_other(req, 200, None).await;
+                let r = ctx.response(487);
+                ctx.send(r).await;
+                return true;
+            }
+            "ACK" => {}
+            "UPDATE" | "INFO" | "OPTIONS" => ctx.answer_other(req, 200, None).await,
+            _ => ctx.answer_other(req, 481, None).await,
+        }
+    }
+}
+
+/// Answer, keep the call up until the caller's BYE or `hangup_after`, and
+/// hang up ourselves in the latter case.
+async fn answer(
+    ctx: &mut CallCtx,
+    rx: &mut mpsc::Receiver<IncomingRequest>,
+    call: &IncomingCall,
+    hangup_after: Duration,
+) -> CallEnd {
+    let session_id = rand::random::<u32>() as u64;
+    let our_sdp = sdp(call.rtp_addr, session_id);
+    let mut r = ctx.response(200);
+    r.push("Allow", ALLOW);
+    r.push("Content-Type", "application/sdp");
+    r.body = our_sdp.clone();
+    let Some(answered_at) = ctx.send(r).await else {
+        return CallEnd::Failed;
+    };
+    let deadline = after(answered_at, hangup_after);
+    loop {
+        let req = tokio::select! {
+            _ = sleep_until(deadline) => break,
+            r = rx.recv() => match r { Some(r) => r, None => break },
+        };
+        ctx.capture.record_inbound(&req.inbound);
+        let m = &req.inbound.message;
+        match m.method().unwrap_or_default() {
+            "ACK" => {
+                if !ctx.ack_received {
+                    ctx.ack_received = true;
+                    ctx.stx.acked();
+                }
+            }
+            "BYE" => {
+                ctx.answer_other(req, 200, None).await;
+                return CallEnd::AnsweredCallerHungUp;
+            }
+            // A re-INVITE or UPDATE with an offer gets our (unchanged) SDP.
+            "INVITE" | "UPDATE" => {
+                let body = (!req.inbound.message.body.is_empty()).then(|| our_sdp.clone());
+                ctx.answer_other(req, 200, body).await;
+            }
+            "OPTIONS" | "INFO" => ctx.answer_other(req, 200, None).await,
+            "CANCEL" => ctx.answer_other(req, 200, None).await,
+            _ => ctx.answer_other(req, 501, None).await,
+        }
+    }
+    let bye_status = send_bye(ctx, rx).await;
+    CallEnd::AnsweredEndpointHungUp { bye_status }
+}
+
+/// BYE from the callee side: From/To swapped, the Record-Route set in
+/// order, sent back the way the INVITE came (the caller's source address
+/// reaches it through NAT or an SBC, where its Contact may not).
+async fn send_bye(ctx: &mut CallCtx, rx: &mut mpsc::Receiver<IncomingRequest>) -> Option<u16> {
+    let m = &ctx.invite.message;
+    let target = m
+        .header("Contact")
+        .and_then(|c| split_list(c).first().map(|s| s.to_string()))
+        .and_then(|c| parse_name_addr(&c).ok())
+        .map(|na| na.uri)
+        .unwrap_or_else(|| m.request_uri().unwrap_or_default().to_string());
+    let mut flow: Flow = ctx.stx.flow();
+    if flow.local.ip().is_unspecified() {
+        if let Some(ip) = route_source_ip(flow.remote) {
+            flow.local.set_ip(ip);
+        }
+    }
+    let t = match flow.transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
+    };
+    let mut bye = Request::new("BYE", &target);
+    bye.push(
+        "Via",
+        format!(
+            "SIP/2.0/{t} {};rport;branch={}",
+            host_port(flow.local),
+            new_branch()
+        ),
+    );
+    bye.push("Max-Forwards", "70");
+    for h in m.headers_named("Record-Route") {
+        for r in split_list(&h.value) {
+            bye.push("Route", r);
+        }
+    }
+    let to = m.header("To").unwrap_or_default();
+    bye.push("From", format!("{to};tag={}", ctx.to_tag));
+    bye.push("To", m.header("From").unwrap_or_default());
+    bye.push("Call-ID", m.call_id().unwrap_or_default());
+    bye.push("CSeq", "1 BYE");
+    bye.push("User-Agent", ctx.shared.stack.user_agent());
+    // Over UDP the INVITE's source; over a stream its connection.
+    let dest = Dest::Flow(ctx.stx.flow());
+    let mut tx = match ctx
+        .shared
+        .stack
+        .start_client(bye, &dest, Some(ctx.capture.clone()))
+        .await
+    {
+        Ok(tx) => tx,
+        Err(e) => {
+            warn!(error = %e, "BYE not sent");
+            return None;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = tx.recv() => match r {
+                Some(Ok(resp)) => {
+                    let code = resp.message.status().unwrap_or_default();
+                    if code >= 200 {
+                        return Some(code);
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "BYE failed");
+                    return None;
+                }
+                None => return None,
+            },
+            r = rx.recv() => {
+                let Some(req) = r else { continue };
+                ctx.capture.record_inbound(&req.inbound);
+                if req.inbound.message.is_request("ACK") {
+                    ctx.ack_received = true;
+                } else {
+                    ctx.answer_other(req, 200, None).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_normalisation() {
+        assert_eq!(normalise_number("+61 3 7010-0142"), "61370100142");
+        assert_eq!(normalise_number("+61370100142;user=phone"), "61370100142");
+        assert_eq!(normalise_number("(03) 7010.0142"), "0370100142");
+        assert_eq!(normalise_number("CidGuard"), "cidguard");
+        assert_eq!(normalise_number(""), "");
+    }
+
+    #[test]
+    fn identity_headers_in_order() {
+        let m = crate::sip::parse(
+            b"INVITE sip:1@x SIP/2.0\r\nf: <sip:a@b>;tag=1\r\nPrivacy: id\r\nVia: x\r\nP-Asserted-Identity: <tel:+1>\r\nm: <sip:c@d>\r\n\r\n",
+        )
+        .unwrap();
+        let ids = identity_headers(&m);
+        let names: Vec<&str> = ids.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["f", "Privacy", "P-Asserted-Identity", "m"]);
+    }
+}

@@ -1,0 +1,138 @@
+//! Library entry points behind command-line subcommands: test a line's
+//! registration, and listen for calls while reporting who they claim to be
+//! from. The binary only parses arguments and prints.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+
+use crate::config::{self, Account, Transport};
+
+use super::endpoint::{
+    CallHandler, Disposition, Endpoint, EndpointError, EndpointOptions, FinishedCall, IncomingCall,
+    StrayCall, Then,
+};
+use super::uac::{Line, LineOptions, RegisterReport, UacError};
+
+impl fmt::Display for RegisterReport {
+    /// One line for a person: status, lifetime granted, and the PBX's
+    /// product string (which often names its version).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)?;
+        if let Some(e) = self.expires {
+            write!(f, ", registered for {}s", e.as_secs())?;
+        }
+        write!(f, " after {} REGISTER(s)", self.attempts)?;
+        match &self.server {
+            Some(s) => write!(f, "; registrar says it is {s:?}"),
+            None => write!(f, "; registrar sent no Server or User-Agent"),
+        }
+    }
+}
+
+/// Register a line once to check its account, then remove the binding
+/// again so the test leaves nothing behind. Returns the REGISTER's report.
+pub async fn register_line(
+    account: &Account,
+    opts: LineOptions,
+) -> Result<RegisterReport, UacError> {
+    let line = Line::new(account, opts).await?;
+    let report = line.register().await;
+    if let Ok(r) = &report {
+        if r.registered() {
+            if let Err(e) = line.unregister().await {
+                tracing::warn!(error = %e, "could not remove the test registration");
+            }
+        }
+    }
+    line.close();
+    report
+}
+
+/// What a listener reports for each call that arrives.
+#[derive(Debug, Clone)]
+pub struct CallIdentity {
+    pub call_id: String,
+    /// The endpoint number dialled; None for a stray call (answered 404).
+    pub number: Option<String>,
+    pub dialled: String,
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub received_at: SystemTime,
+    /// From, P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID,
+    /// Privacy, Identity, Diversion, History-Info and Contact, as received.
+    pub headers: Vec<(String, String)>,
+}
+
+struct Reporter<F> {
+    report: F,
+    hold_min: Duration,
+    hold_max: Duration,
+    reject_code: u16,
+}
+
+impl<F: Fn(&CallIdentity) + Send + Sync + 'static> CallHandler for Reporter<F> {
+    fn on_invite(&self, call: &IncomingCall) -> Disposition {
+        (self.report)(&CallIdentity {
+            call_id: call.call_id.clone(),
+            number: Some(call.number.clone()),
+            dialled: call.dialled.clone(),
+            transport: call.transport,
+            source: call.source,
+            received_at: call.received_at,
+            headers: call.identity.clone(),
+        });
+        let hold = if self.hold_max > self.hold_min {
+            rand::thread_rng().gen_range(self.hold_min..=self.hold_max)
+        } else {
+            self.hold_min
+        };
+        Disposition::Hold {
+            hold,
+            then: Then::Reject(self.reject_code),
+        }
+    }
+
+    fn on_finished(&self, _call: FinishedCall) {}
+
+    fn on_stray(&self, call: &StrayCall) {
+        (self.report)(&CallIdentity {
+            call_id: call.call_id.clone(),
+            number: None,
+            dialled: call.dialled.clone(),
+            transport: call.transport,
+            source: call.source,
+            received_at: call.received_at,
+            headers: call.identity.clone(),
+        });
+    }
+}
+
+/// Run the endpoint until `shutdown` resolves, reporting each arriving
+/// call's identity headers. Calls ring for a random hold between the
+/// configured bounds and are then rejected with the configured code.
+pub async fn listen<F, S>(
+    cfg: &config::Endpoint,
+    opts: EndpointOptions,
+    report: F,
+    shutdown: S,
+) -> Result<(), EndpointError>
+where
+    F: Fn(&CallIdentity) + Send + Sync + 'static,
+    S: Future<Output = ()>,
+{
+    let handler = Arc::new(Reporter {
+        report,
+        hold_min: cfg.hold_min,
+        hold_max: cfg.hold_max,
+        reject_code: cfg.reject_code,
+    });
+    let handle = Endpoint::start_with(cfg, handler, opts).await?;
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}

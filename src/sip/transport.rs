@@ -1,0 +1,1088 @@
+//! Transports: UDP datagrams, and TCP or TLS streams framed by
+//! Content-Length (RFC 3261 section 18).
+//!
+//! Every inbound message, whatever the socket, is parsed once and handed to
+//! one bounded channel as an [`Inbound`], with its exact bytes, the flow it
+//! came on and when. Sending picks a UDP socket or a connection: an existing
+//! one (responses go back on the connection the request came on, section
+//! 18.2.2), or a new one for a client.
+//!
+//! Nothing grows without bound: the inbound queue drops datagrams when full,
+//! each connection buffers at most one [`MAX_MESSAGE`](super::message::MAX_MESSAGE) plus a read, writes
+//! queue at most a few dozen messages, and the number of connections is
+//! capped. Stream connections we open send RFC 5626 CRLF keep-alive pings;
+//! connections we accept answer them and close when idle.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, trace, warn};
+
+pub use crate::config::Transport;
+
+use super::message::{frame_stream, parse, Frame, Message};
+
+/// Where a message travelled: transport and both ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// A message as it arrived.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The exact bytes received (one datagram, or one framed stream message).
+    pub bytes: Vec<u8>,
+    pub message: Message,
+    pub flow: Flow,
+    /// Monotonic receive time, for durations.
+    pub at: Instant,
+    /// Wall-clock receive time, for reports.
+    pub wall: SystemTime,
+}
+
+/// Where to send a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// Name to verify the TLS certificate against (the host of the URI);
+    /// the IP address is used when None.
+    pub server_name: Option<String>,
+}
+
+/// What a transport failure was doing, and to whom.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("can't listen on {transport}:{addr}: {source}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("can't connect over {transport} to {addr}: {source}")]
+    Connect {
+        transport: Transport,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("timed out connecting over {transport} to {addr}")]
+    ConnectTimeout {
+        transport: Transport,
+        addr: SocketAddr,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake { addr: SocketAddr, source: io::Error },
+    #[error("{0:?} is not a usable TLS server name")]
+    ServerName(String),
+    #[error("no TLS client configuration, so can't reach {0} over TLS")]
+    NoTlsClient(SocketAddr),
+    #[error("sending {len} bytes over {transport} to {addr} failed: {source}")]
+    Send {
+        transport: Transport,
+        addr: SocketAddr,
+        len: usize,
+        source: io::Error,
+    },
+    #[error("no UDP socket to send to {0} from")]
+    NoUdpSocket(SocketAddr),
+    #[error("the {transport} connection to {addr} is closed")]
+    Closed {
+        transport: Transport,
+        addr: SocketAddr,
+    },
+    #[error("the {transport} connection to {addr} is not keeping up; message dropped")]
+    Congested {
+        transport: Transport,
+        addr: SocketAddr,
+    },
+    #[error("at the limit of {0} connections")]
+    TooManyConnections(usize),
+    #[error("TLS file {path}: {reason}")]
+    TlsFile { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    TlsConfig(#[from] rustls::Error),
+    #[error("the transport layer is shut down")]
+    Shutdown,
+}
+
+/// Limits and behaviour of a transport layer.
+#[derive(Clone)]
+pub struct TransportOptions {
+    /// Interval of CRLF keep-alive pings on connections we open.
+    pub keepalive: Option<Duration>,
+    /// Most open TCP and TLS connections (accepted and opened together).
+    pub max_connections: usize,
+    /// Close an accepted connection after this long without a byte.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Inbound messages queued for the transaction layer.
+    pub inbound_queue: usize,
+    /// Needed to open TLS connections.
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            keepalive: Some(Duration::from_secs(30)),
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(5),
+            inbound_queue: 1024,
+            tls_client: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for TransportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportOptions")
+            .field("keepalive", &self.keepalive)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("inbound_queue", &self.inbound_queue)
+            .field("tls_client", &self.tls_client.is_some())
+            .finish()
+    }
+}
+
+/// Counters, for operators and for tests that prove memory stays bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Datagrams or stream messages that didn't parse as SIP.
+    pub garbage: u64,
+    /// Messages dropped because the inbound queue was full.
+    pub queue_full: u64,
+    /// Connections now open, and the most ever open at once.
+    pub connections: usize,
+    pub peak_connections: usize,
+    /// Connections refused at the limit, or closed for a framing error.
+    pub connections_refused: u64,
+    pub connections_closed_bad_framing: u64,
+    /// The largest stream receive buffer ever held, in bytes.
+    pub peak_stream_buffer: usize,
+    pub keepalive_pings_answered: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    garbage: AtomicU64,
+    queue_full: AtomicU64,
+    peak_connections: AtomicUsize,
+    connections_refused: AtomicU64,
+    bad_framing: AtomicU64,
+    peak_stream_buffer: AtomicUsize,
+    pongs: AtomicU64,
+}
+
+struct Conn {
+    id: u64,
+    local: SocketAddr,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// Messages queued for writing on one connection.
+const CONN_WRITE_QUEUE: usize = 64;
+/// Bytes read from a stream at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing stream stays writable after its last message.
+const STREAM_LINGER: Duration = Duration::from_secs(1);
+/// Largest UDP datagram.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// The transport layer: cheap to clone, shut down with [`Transports::shutdown`].
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: TransportOptions,
+    udp: Mutex<Vec<Arc<UdpSocket>>>,
+    conns: Mutex<HashMap<(Transport, SocketAddr), Conn>>,
+    /// Serialises opening connections, so two sends to the same peer share one.
+    connecting: tokio::sync::Mutex<()>,
+    inbound: mpsc::Sender<Inbound>,
+    stats: Stats,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Lock a std mutex, carrying on with the data if a holder panicked: every
+/// critical section here leaves the map consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Transports {
+    /// A transport layer with no sockets yet, and the receiver of everything
+    /// that will arrive on them.
+    pub fn new(opts: TransportOptions) -> (Transports, mpsc::Receiver<Inbound>) {
+        let (tx, rx) = mpsc::channel(opts.inbound_queue.max(1));
+        let (shutdown, _) = watch::channel(false);
+        let t = Transports {
+            inner: Arc::new(Inner {
+                opts,
+                udp: Mutex::new(Vec::new()),
+                conns: Mutex::new(HashMap::new()),
+                connecting: tokio::sync::Mutex::new(()),
+                inbound: tx,
+                stats: Stats::default(),
+                next_id: AtomicU64::new(1),
+                shutdown,
+            }),
+        };
+        (t, rx)
+    }
+
+    /// Stop every socket and connection task.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        lock(&self.inner.udp).clear();
+        lock(&self.inner.conns).clear();
+    }
+
+    fn is_shut_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        let s = &self.inner.stats;
+        TransportStats {
+            messages_in: s.messages_in.load(Ordering::Relaxed),
+            messages_out: s.messages_out.load(Ordering::Relaxed),
+            garbage: s.garbage.load(Ordering::Relaxed),
+            queue_full: s.queue_full.load(Ordering::Relaxed),
+            connections: lock(&self.inner.conns).len(),
+            peak_connections: s.peak_connections.load(Ordering::Relaxed),
+            connections_refused: s.connections_refused.load(Ordering::Relaxed),
+            connections_closed_bad_framing: s.bad_framing.load(Ordering::Relaxed),
+            peak_stream_buffer: s.peak_stream_buffer.load(Ordering::Relaxed),
+            keepalive_pings_answered: s.pongs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bind a UDP socket and start receiving on it.
+    pub async fn bind_udp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        let sock = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind {
+                transport: Transport::Udp,
+                addr,
+                source,
+            })?;
+        self.add_udp(sock).map_err(|source| TransportError::Bind {
+            transport: Transport::Udp,
+            addr,
+            source,
+        })
+    }
+
+    /// Start receiving on a UDP socket the caller bound.
+    pub fn add_udp(&self, sock: UdpSocket) -> io::Result<SocketAddr> {
+        let local = sock.local_addr()?;
+        let sock = Arc::new(sock);
+        lock(&self.inner.udp).push(sock.clone());
+        let this = self.clone();
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                let r = tokio::select! {
+                    r = sock.recv_from(&mut buf) => r,
+                    _ = stop.changed() => break,
+                };
+                match r {
+                    Ok((n, peer)) => {
+                        let flow = Flow {
+                            transport: Transport::Udp,
+                            local,
+                            remote: peer,
+                        };
+                        // Bare CRLFs are keep-alives (or noise): not messages.
+                        if buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                            continue;
+                        }
+                        this.deliver(buf[..n].to_vec(), flow, false).await;
+                    }
+                    Err(e) => {
+                        // An ICMP error from an earlier send surfaces here on
+                        // some systems; it concerns that send, not this socket.
+                        debug!(%local, error = %e, "UDP receive error");
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        });
+        Ok(local)
+    }
+
+    /// Listen for TCP connections.
+    pub async fn listen_tcp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
+        self.listen(addr, Transport::Tcp, None).await
+    }
+
+    /// Listen for TLS connections, with the certificate in `acceptor`.
+    pub async fn listen_tls(
+        &self,
+        addr: SocketAddr,
+        acceptor: TlsAcceptor,
+    ) -> Result<SocketAddr, TransportError> {
+        self.listen(addr, Transport::Tls, Some(acceptor)).await
+    }
+
+    async fn listen(
+        &self,
+        addr: SocketAddr,
+        transport: Transport,
+        acceptor: Option<TlsAcceptor>,
+    ) -> Result<SocketAddr, TransportError> {
+        let bind_err = |source| TransportError::Bind {
+            transport,
+            addr,
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+        let local = listener.local_addr().map_err(bind_err)?;
+        let this = self.clone();
+        let mut stop = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    r = listener.accept() => r,
+                    _ = stop.changed() => break,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off briefly
+                        // rather than spin.
+                        warn!(%local, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if lock(&this.inner.conns).len() >= this.inner.opts.max_connections {
+                    this.inner
+                        .stats
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "connection refused: at the connection limit");
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let flow = Flow {
+                    transport,
+                    local,
+                    remote: peer,
+                };
+                match &acceptor {
+                    None => this.start_stream(stream, flow, true),
+                    Some(acc) => {
+                        // Handshake in its own task so a slow client can't
+                        // stall the accept loop; it holds a slot meanwhile.
+                        let (id, rx) = this.register_conn(flow);
+                        let acc = acc.clone();
+                        let this = this.clone();
+                        tokio::spawn(async move {
+                            let hs = tokio::time::timeout(
+                                this.inner.opts.connect_timeout,
+                                acc.accept(stream),
+                            )
+                            .await;
+                            match hs {
+                                Ok(Ok(tls)) => this.run_stream(tls, flow, id, rx, true).await,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "TLS handshake failed");
+                                    this.unregister_conn(flow, id);
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    this.unregister_conn(flow, id);
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ok(local)
+    }
+
+    fn register_conn(&self, flow: Flow) -> (u64, mpsc::Receiver<Vec<u8>>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_WRITE_QUEUE);
+        let mut conns = lock(&self.inner.conns);
+        conns.insert(
+            (flow.transport, flow.remote),
+            Conn {
+                id,
+                local: flow.local,
+                tx,
+            },
+        );
+        self.inner
+            .stats
+            .peak_connections
+            .fetch_max(conns.len(), Ordering::Relaxed);
+        (id, rx)
+    }
+
+    fn unregister_conn(&self, flow: Flow, id: u64) {
+        let mut conns = lock(&self.inner.conns);
+        if conns
+            .get(&(flow.transport, flow.remote))
+            .is_some_and(|c| c.id == id)
+        {
+            conns.remove(&(flow.transport, flow.remote));
+        }
+    }
+
+    fn start_stream<S>(&self, stream: S, flow: Flow, accepted: bool)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (id, rx) = self.register_conn(flow);
+        let this = self.clone();
+        tokio::spawn(async move { this.run_stream(stream, flow, id, rx, accepted).await });
+    }
+
+    /// Read and write one connection until it closes, fails to frame, idles
+    /// out (accepted ones) or the layer shuts down.
+    async fn run_stream<S>(
+        &self,
+        stream: S,
+        flow: Flow,
+        id: u64,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        accepted: bool,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut stop = self.inner.shutdown.subscribe();
+        let keepalive = if accepted {
+            None
+        } else {
+            self.inner.opts.keepalive
+        };
+        let pong_tx = lock(&self.inner.conns)
+            .get(&(flow.transport, flow.remote))
+            .map(|c| c.tx.clone());
+
+        // The writer is its own task so that, when the reader gives up on
+        // the connection, responses already queued (a 400 to the last
+        // message, say) still go out before the socket closes.
+        let mut wstop = self.inner.shutdown.subscribe();
+        let remote = flow.remote;
+        let writer = tokio::spawn(async move {
+            let period = keepalive.unwrap_or(Duration::from_secs(3600));
+            let mut ping = tokio::time::interval_at(Instant::now() + period, period);
+            loop {
+                let bytes = tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(b) => b,
+                        None => break,
+                    },
+                    _ = ping.tick(), if keepalive.is_some() => b"\r\n\r\n".to_vec(),
+                    _ = wstop.changed() => break,
+                };
+                if let Err(e) = wr.write_all(&bytes).await {
+                    debug!(%remote, error = %e, "stream write failed");
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+
+        // Returns when the last message was handed up, if any.
+        let reader = async {
+            let mut last_delivery: Option<Instant> = None;
+            let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+            let mut chunk = vec![0u8; READ_CHUNK];
+            let idle = if accepted {
+                self.inner.opts.idle_timeout
+            } else {
+                Duration::from_secs(24 * 3600)
+            };
+            loop {
+                // Take every whole message at the front of the buffer.
+                loop {
+                    match frame_stream(&buf) {
+                        Frame::Complete(n) => {
+                            let msg: Vec<u8> = buf.drain(..n).collect();
+                            self.deliver(msg, flow, true).await;
+                            last_delivery = Some(Instant::now());
+                        }
+                        Frame::KeepAlive(n) => {
+                            // A double CRLF is a ping (RFC 5626 section 4.4.1):
+                            // answer with a single CRLF pong.
+                            let ping = buf[..n].windows(4).any(|w| w == b"\r\n\r\n");
+                            buf.drain(..n);
+                            if ping && accepted {
+                                if let Some(tx) = &pong_tx {
+                                    let _ = tx.try_send(b"\r\n".to_vec());
+                                    self.inner.stats.pongs.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Frame::Incomplete if hopeless_start(&buf) => {
+                            // Not SIP at all: don't hold a buffer (and a
+                            // connection slot) waiting for a blank line.
+                            debug!(remote = %flow.remote, "closing stream: not SIP");
+                            self.inner.stats.bad_framing.fetch_add(1, Ordering::Relaxed);
+                            return last_delivery;
+                        }
+                        Frame::Incomplete => break,
+                        Frame::Invalid(why) => {
+                            // Stream framing is lost for good: close
+                            // (RFC 3261 section 18.3).
+                            debug!(remote = %flow.remote, why, "closing stream");
+                            self.inner.stats.bad_framing.fetch_add(1, Ordering::Relaxed);
+                            return last_delivery;
+                        }
+                    }
+                }
+                let n = match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+                    Ok(Ok(0)) | Err(_) => return last_delivery,
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => {
+                        debug!(remote = %flow.remote, error = %e, "stream read failed");
+                        return None;
+                    }
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                self.inner
+                    .stats
+                    .peak_stream_buffer
+                    .fetch_max(buf.len(), Ordering::Relaxed);
+            }
+        };
+
+        let last_delivery = tokio::select! {
+            l = reader => l,
+            _ = stop.changed() => None,
+        };
+        // Responses to what was just handed up are still being made: keep
+        // the connection writable for a moment (RFC 3261 section 18.2.2
+        // wants them on this connection).
+        if let Some(at) = last_delivery {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at + STREAM_LINGER) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Dropping the last senders lets the writer drain and finish.
+        self.unregister_conn(flow, id);
+        drop(pong_tx);
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        trace!(remote = %flow.remote, "connection closed");
+    }
+
+    async fn deliver(&self, bytes: Vec<u8>, flow: Flow, reliable: bool) {
+        // A parser bug must cost one message, not the socket's receive loop.
+        let message = match std::panic::catch_unwind(|| parse(&bytes)) {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                self.inner.stats.garbage.fetch_add(1, Ordering::Relaxed);
+                trace!(remote = %flow.remote, error = %e, "dropped unparseable message");
+                return;
+            }
+            Err(_) => {
+                self.inner.stats.garbage.fetch_add(1, Ordering::Relaxed);
+                warn!(remote = %flow.remote, "the parser panicked; message dropped");
+                return;
+            }
+        };
+        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        let inbound = Inbound {
+            bytes,
+            message,
+            flow,
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        };
+        if reliable {
+            // Back-pressure the connection rather than lose a message the
+            // peer won't retransmit.
+            let _ = self.inner.inbound.send(inbound).await;
+        } else if self.inner.inbound.try_send(inbound).is_err() {
+            self.inner.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Make sure `target` can be reached and say from which local address:
+    /// for UDP the socket's (with an unspecified IP replaced by the one the
+    /// route uses), for TCP/TLS an existing or new connection's.
+    pub async fn connect(&self, target: &Target) -> Result<Flow, TransportError> {
+        if self.is_shut_down() {
+            return Err(TransportError::Shutdown);
+        }
+        match target.transport {
+            Transport::Udp => {
+                let sock = self.udp_socket(target.addr, None)?;
+                let mut local = sock
+                    .local_addr()
+                    .map_err(|_| TransportError::NoUdpSocket(target.addr))?;
+                if local.ip().is_unspecified() {
+                    if let Some(ip) = route_source_ip(target.addr) {
+                        local.set_ip(ip);
+                    }
+                }
+                Ok(Flow {
+                    transport: Transport::Udp,
+                    local,
+                    remote: target.addr,
+                })
+            }
+            Transport::Tcp | Transport::Tls => {
+                let (_, local) = self.stream_conn(target).await?;
+                Ok(Flow {
+                    transport: target.transport,
+                    local,
+                    remote: target.addr,
+                })
+            }
+        }
+    }
+
+    fn udp_socket(
+        &self,
+        dest: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<Arc<UdpSocket>, TransportError> {
+        let socks = lock(&self.inner.udp);
+        let same_family = |s: &&Arc<UdpSocket>| {
+            s.local_addr()
+                .map(|a| a.is_ipv4() == dest.is_ipv4())
+                .unwrap_or(false)
+        };
+        local
+            .and_then(|l| {
+                socks
+                    .iter()
+                    .find(|s| s.local_addr().map(|a| a == l).unwrap_or(false))
+            })
+            .or_else(|| socks.iter().find(same_family))
+            .cloned()
+            .ok_or(TransportError::NoUdpSocket(dest))
+    }
+
+    async fn stream_conn(
+        &self,
+        target: &Target,
+    ) -> Result<(mpsc::Sender<Vec<u8>>, SocketAddr), TransportError> {
+        let key = (target.transport, target.addr);
+        if let Some(c) = lock(&self.inner.conns).get(&key) {
+            return Ok((c.tx.clone(), c.local));
+        }
+        let _guard = self.inner.connecting.lock().await;
+        if let Some(c) = lock(&self.inner.conns).get(&key) {
+            return Ok((c.tx.clone(), c.local));
+        }
+        if lock(&self.inner.conns).len() >= self.inner.opts.max_connections {
+            return Err(TransportError::TooManyConnections(
+                self.inner.opts.max_connections,
+            ));
+        }
+        let (transport, addr) = key;
+        let tcp = tokio::time::timeout(self.inner.opts.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| TransportError::ConnectTimeout { transport, addr })?
+            .map_err(|source| TransportError::Connect {
+                transport,
+                addr,
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().map_err(|source| TransportError::Connect {
+            transport,
+            addr,
+            source,
+        })?;
+        let flow = Flow {
+            transport,
+            local,
+            remote: addr,
+        };
+        match transport {
+            Transport::Tls => {
+                let cfg = self
+                    .inner
+                    .opts
+                    .tls_client
+                    .clone()
+                    .ok_or(TransportError::NoTlsClient(addr))?;
+                let name = match &target.server_name {
+                    Some(n) => ServerName::try_from(n.clone())
+                        .map_err(|_| TransportError::ServerName(n.clone()))?,
+                    None => ServerName::IpAddress(addr.ip().into()),
+                };
+                let tls = tokio::time::timeout(
+                    self.inner.opts.connect_timeout,
+                    TlsConnector::from(cfg).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| TransportError::ConnectTimeout { transport, addr })?
+                .map_err(|source| TransportError::Handshake { addr, source })?;
+                self.start_stream(tls, flow, false);
+            }
+            _ => self.start_stream(tcp, flow, false),
+        }
+        lock(&self.inner.conns)
+            .get(&key)
+            .map(|c| (c.tx.clone(), c.local))
+            .ok_or(TransportError::Closed { transport, addr })
+    }
+
+    /// Send a message to a target, opening a connection if needed.
+    pub async fn send(&self, target: &Target, bytes: &[u8]) -> Result<Flow, TransportError> {
+        let flow = self.connect(target).await?;
+        self.send_on(&flow, bytes).await?;
+        Ok(flow)
+    }
+
+    /// Send on a known flow: for UDP from the socket bound to `flow.local`,
+    /// for streams on the open connection to `flow.remote` (a response goes
+    /// back the way its request came).
+    pub async fn send_on(&self, flow: &Flow, bytes: &[u8]) -> Result<(), TransportError> {
+        if self.is_shut_down() {
+            return Err(TransportError::Shutdown);
+        }
+        let (transport, addr) = (flow.transport, flow.remote);
+        match transport {
+            Transport::Udp => {
+                let sock = self.udp_socket(addr, Some(flow.local))?;
+                sock.send_to(bytes, addr)
+                    .await
+                    .map_err(|source| TransportError::Send {
+                        transport,
+                        addr,
+                        len: bytes.len(),
+                        source,
+                    })?;
+            }
+            Transport::Tcp | Transport::Tls => {
+                let tx = lock(&self.inner.conns)
+                    .get(&(transport, addr))
+                    .map(|c| c.tx.clone())
+                    .ok_or(TransportError::Closed { transport, addr })?;
+                tx.try_send(bytes.to_vec()).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        TransportError::Congested { transport, addr }
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        TransportError::Closed { transport, addr }
+                    }
+                })?;
+            }
+        }
+        self.inner
+            .stats
+            .messages_out
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Longest start line we wait for on a stream.
+const MAX_START_LINE: usize = 8 * 1024;
+
+/// True when the front of a stream buffer can't become a SIP message: its
+/// first line is complete and is neither a request line (ending in a
+/// `SIP/` version) nor a status line, or no line ends within
+/// [`MAX_START_LINE`] bytes.
+fn hopeless_start(buf: &[u8]) -> bool {
+    let head = &buf[..buf.len().min(MAX_START_LINE)];
+    let Some(end) = head.iter().position(|b| *b == b'\n') else {
+        return buf.len() >= MAX_START_LINE;
+    };
+    let line = head[..end].strip_suffix(b"\r").unwrap_or(&head[..end]);
+    let is_sip = |t: &[u8]| t.len() > 4 && t[..4].eq_ignore_ascii_case(b"SIP/");
+    let last = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
+    !(is_sip(line) || (line.contains(&b' ') && is_sip(last)))
+}
+
+/// The local IP the system would send from to reach `dest`, found by
+/// connecting an unbound UDP socket (which sends nothing).
+pub fn route_source_ip(dest: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if dest.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(dest).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+/// How a TLS client checks the server's certificate.
+#[derive(Debug, Clone)]
+pub enum TlsVerify {
+    /// Against these trust anchors (PEM file contents, or the system bundle).
+    Roots(Vec<CertificateDer<'static>>),
+    /// Accept any certificate. Only for tests against self-signed peers:
+    /// the connection is then encrypted but not authenticated.
+    DangerAcceptInvalidCerts,
+}
+
+impl TlsVerify {
+    /// Trust the certificates in a PEM file.
+    pub fn from_pem_file(path: &Path) -> Result<TlsVerify, TransportError> {
+        Ok(TlsVerify::Roots(read_certs(path)?))
+    }
+
+    /// Trust the system's CA bundle (the usual locations on Linux and BSD).
+    pub fn system() -> Result<TlsVerify, TransportError> {
+        const BUNDLES: [&str; 4] = [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+            "/usr/local/share/certs/ca-root-nss.crt",
+        ];
+        for b in BUNDLES {
+            let p = Path::new(b);
+            if p.exists() {
+                return TlsVerify::from_pem_file(p);
+            }
+        }
+        Err(TransportError::TlsFile {
+            path: BUNDLES.join(", "),
+            reason: "no system CA bundle found; configure one".into(),
+        })
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS client configuration.
+pub fn tls_client_config(verify: TlsVerify) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let cfg = match verify {
+        TlsVerify::Roots(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs {
+                roots.add(c)?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        TlsVerify::DangerAcceptInvalidCerts => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// A TLS acceptor with the chain and key from PEM files.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TransportError> {
+    let chain = read_certs(cert)?;
+    let key_err = |reason: String| TransportError::TlsFile {
+        path: key.display().to_string(),
+        reason,
+    };
+    let key_pem = std::fs::read(key).map_err(|e| key_err(e.to_string()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| key_err(e.to_string()))?
+        .ok_or_else(|| key_err("no private key in the file".into()))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let err = |reason: String| TransportError::TlsFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// Skips chain and name checks but still verifies handshake signatures, so
+/// the peer at least holds the key of the certificate it showed.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether a message went out or came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+/// One message as it was on the wire, for evidence.
+#[derive(Debug, Clone)]
+pub struct CapturedMessage {
+    pub direction: Direction,
+    pub wall: SystemTime,
+    /// Time since the capture started (the first INVITE sent or received).
+    pub elapsed: Duration,
+    pub flow: Flow,
+    pub bytes: Vec<u8>,
+}
+
+/// Most messages and bytes one capture keeps: a peer looping re-INVITEs
+/// must not grow a call's evidence without bound.
+const CAPTURE_MAX_MESSAGES: usize = 256;
+const CAPTURE_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// A shared, bounded recorder of the messages of one call or registration.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    inner: Arc<Mutex<CaptureInner>>,
+}
+
+#[derive(Debug)]
+struct CaptureInner {
+    start: Instant,
+    messages: Vec<CapturedMessage>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl Capture {
+    pub fn new(start: Instant) -> Capture {
+        Capture {
+            inner: Arc::new(Mutex::new(CaptureInner {
+                start,
+                messages: Vec::new(),
+                bytes: 0,
+                dropped: 0,
+            })),
+        }
+    }
+
+    pub fn start(&self) -> Instant {
+        lock(&self.inner).start
+    }
+
+    pub fn record(&self, direction: Direction, flow: Flow, bytes: &[u8], at: Instant) {
+        let mut c = lock(&self.inner);
+        if c.messages.len() >= CAPTURE_MAX_MESSAGES || c.bytes + bytes.len() > CAPTURE_MAX_BYTES {
+            c.dropped += 1;
+            return;
+        }
+        let elapsed = at.saturating_duration_since(c.start);
+        c.bytes += bytes.len();
+        c.messages.push(CapturedMessage {
+            direction,
+            wall: SystemTime::now(),
+            elapsed,
+            flow,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    pub fn record_inbound(&self, m: &Inbound) {
+        self.record(Direction::Received, m.flow, &m.bytes, m.at);
+    }
+
+    /// The messages so far, in order.
+    pub fn messages(&self) -> Vec<CapturedMessage> {
+        lock(&self.inner).messages.clone()
+    }
+
+    /// Messages not kept because the capture was full.
+    pub fn dropped(&self) -> usize {
+        lock(&self.inner).dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hopeless_stream_starts() {
+        assert!(!hopeless_start(b"INVITE sip:a@b SIP/2.0\r\nVia: x"));
+        assert!(!hopeless_start(b"SIP/2.0 200 OK\r\n"));
+        assert!(!hopeless_start(b"INVITE sip:a@b SIP/2."));
+        assert!(hopeless_start(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(hopeless_start(b"\x16\x03\x01\x02\x00\x01\n"));
+        assert!(hopeless_start(&[b'a'; MAX_START_LINE]));
+    }
+}
