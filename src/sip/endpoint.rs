@@ -182,7 +182,9 @@ pub struct EndpointOptions {
     /// Calls in progress at once; more get 503.
     pub max_calls: usize,
     /// INVITEs per second from one source address and port, and the burst
-    /// allowed above that rate. Over the limit: 503 with Retry-After.
+    /// allowed above that rate. Over the limit: 503 with Retry-After, and
+    /// silence when far over. Other out-of-dialog requests (OPTIONS...) get
+    /// five times this, and are dropped over it.
     pub invite_rate: f64,
     pub invite_burst: f64,
     /// Sources tracked by the rate limiter (oldest forgotten first).
@@ -303,7 +305,8 @@ impl EndpointHandle {
             over_capacity: c.over_capacity.load(Ordering::Relaxed),
             handler_panics: c.handler_panics.load(Ordering::Relaxed),
             task_panics: c.task_panics.load(Ordering::Relaxed),
-            rate_limiter_sources: lock(&self.shared.limiter.buckets).len(),
+            rate_limiter_sources: self.shared.limiter.invites.len()
+                + self.shared.limiter.others.len(),
         }
     }
 
@@ -342,10 +345,12 @@ impl Endpoint {
     ) -> Result<EndpointHandle, EndpointError> {
         let counters = Arc::new(Counters::default());
         let limiter = Arc::new(Limiter {
-            buckets: Mutex::new(HashMap::new()),
-            rate: opts.invite_rate,
-            burst: opts.invite_burst.max(1.0),
-            max_sources: opts.max_sources.max(1),
+            invites: Buckets::new(opts.invite_rate, opts.invite_burst, opts.max_sources),
+            others: Buckets::new(
+                opts.invite_rate * 5.0,
+                opts.invite_burst * 5.0,
+                opts.max_sources,
+            ),
             max_calls: opts.max_calls,
             counters: counters.clone(),
         });
@@ -529,14 +534,29 @@ struct Shared {
 }
 
 /// Token buckets per source, and the call cap, applied before any
-/// transaction state is kept for an INVITE.
+/// transaction state is kept for a request.
 struct Limiter {
-    buckets: Mutex<HashMap<SocketAddr, Bucket>>,
+    invites: Buckets,
+    /// Out-of-dialog requests other than INVITE (OPTIONS, REGISTER...),
+    /// which also create transactions and so must not flood the table.
+    others: Buckets,
+    max_calls: usize,
+    counters: Arc<Counters>,
+}
+
+/// What a bucket says about one more request.
+enum Take {
+    Allowed,
+    /// Over the limit, by this much debt (in requests).
+    Over(f64),
+}
+
+/// Token buckets keyed by source address and port.
+struct Buckets {
+    map: Mutex<HashMap<SocketAddr, Bucket>>,
     rate: f64,
     burst: f64,
     max_sources: usize,
-    max_calls: usize,
-    counters: Arc<Counters>,
 }
 
 struct Bucket {
@@ -544,31 +564,33 @@ struct Bucket {
     last: Instant,
 }
 
-impl RequestFilter for Limiter {
-    fn screen(&self, req: &Inbound) -> Screen {
-        let m = &req.message;
-        if !m.is_request("INVITE") || has_to_tag(m) {
-            return Screen::Accept;
+impl Buckets {
+    fn new(rate: f64, burst: f64, max_sources: usize) -> Buckets {
+        Buckets {
+            map: Mutex::new(HashMap::new()),
+            rate: rate.max(0.001),
+            burst: burst.max(1.0),
+            max_sources: max_sources.max(1),
         }
-        if self.counters.active.load(Ordering::Relaxed) >= self.max_calls {
-            self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
-            return Screen::Reject {
-                code: 503,
-                retry_after: Some(5),
-            };
-        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Take a token for `src`; None when the table is full of sources.
+    fn take(&self, src: SocketAddr) -> Option<Take> {
         let now = Instant::now();
-        let mut buckets = lock(&self.buckets);
-        if buckets.len() >= self.max_sources && !buckets.contains_key(&req.flow.remote) {
+        let mut map = lock(&self.map);
+        if map.len() >= self.max_sources && !map.contains_key(&src) {
             // Forget sources that have refilled completely: they owe nothing.
-            let full_after = Duration::from_secs_f64(self.burst / self.rate.max(0.001));
-            buckets.retain(|_, b| now.saturating_duration_since(b.last) < full_after);
-            if buckets.len() >= self.max_sources {
-                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                return Screen::Drop;
+            let full_after = Duration::from_secs_f64(self.burst / self.rate);
+            map.retain(|_, b| now.saturating_duration_since(b.last) < full_after);
+            if map.len() >= self.max_sources {
+                return None;
             }
         }
-        let b = buckets.entry(req.flow.remote).or_insert(Bucket {
+        let b = map.entry(src).or_insert(Bucket {
             tokens: self.burst,
             last: now,
         });
@@ -577,18 +599,56 @@ impl RequestFilter for Limiter {
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            Screen::Accept
-        } else {
-            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            // Far over the limit, stop answering at all: a flood must not
-            // turn us into a reflector.
-            if b.tokens < -self.burst {
-                return Screen::Drop;
-            }
+            return Some(Take::Allowed);
+        }
+        // Each refused request deepens the debt a little, so a source that
+        // keeps flooding stays refused; bounded so it can recover.
+        let debt = -b.tokens;
+        if b.tokens > -self.burst {
             b.tokens -= 0.1;
-            Screen::Reject {
+        }
+        Some(Take::Over(debt))
+    }
+}
+
+impl RequestFilter for Limiter {
+    fn screen(&self, req: &Inbound) -> Screen {
+        let m = &req.message;
+        // In-dialog requests and CANCEL belong to calls already admitted.
+        if has_to_tag(m) || m.is_request("CANCEL") {
+            return Screen::Accept;
+        }
+        if !m.is_request("INVITE") {
+            return match self.others.take(req.flow.remote) {
+                Some(Take::Allowed) => Screen::Accept,
+                _ => {
+                    self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    Screen::Drop
+                }
+            };
+        }
+        if self.counters.active.load(Ordering::Relaxed) >= self.max_calls {
+            self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
+            return Screen::Reject {
                 code: 503,
-                retry_after: Some(1),
+                retry_after: Some(5),
+            };
+        }
+        match self.invites.take(req.flow.remote) {
+            Some(Take::Allowed) => Screen::Accept,
+            // Somewhat over the limit: say so. Far over it, or with the
+            // source table full, say nothing: a flood must not turn us
+            // into a reflector.
+            Some(Take::Over(debt)) if debt < self.invites.burst => {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                Screen::Reject {
+                    code: 503,
+                    retry_after: Some(1),
+                }
+            }
+            _ => {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                Screen::Drop
             }
         }
     }
@@ -1206,6 +1266,22 @@ async fn send_bye(ctx: &mut CallCtx, rx: &mut mpsc::Receiver<IncomingRequest>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_buckets() {
+        let b = Buckets::new(1.0, 2.0, 1);
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(matches!(b.take(a), Some(Take::Allowed)));
+        assert!(matches!(b.take(a), Some(Take::Allowed)));
+        assert!(matches!(b.take(a), Some(Take::Over(_))));
+        // A second source while the table is full and the first still owes.
+        assert!(b.take("127.0.0.1:2".parse().unwrap()).is_none());
+        // Debt is bounded by the burst.
+        for _ in 0..1000 {
+            b.take(a);
+        }
+        assert!(matches!(b.take(a), Some(Take::Over(d)) if d <= 2.1));
+    }
 
     #[test]
     fn number_normalisation() {
