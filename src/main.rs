@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use cidguard::check::result::{CheckResult, Trigger};
+use cidguard::check::run::{CheckOptions, Checker};
 use cidguard::config::Config;
 use cidguard::report;
 use cidguard::verdict::{self, Policy};
@@ -44,10 +46,55 @@ enum Command {
         /// The captured message; `-` reads standard input.
         capture: PathBuf,
     },
+    /// Place a real test call from each line through the PBX to the
+    /// endpoint, match it, and judge what arrived.
+    ///
+    /// Exit status: 0 all pass, 1 any fail, 3 none failed but some
+    /// inconclusive, 2 usage or config error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check only these lines (repeat for several); all lines when absent.
+        #[arg(long, short)]
+        line: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Why this check is run ("after FreePBX 17 upgrade"), kept with the result.
+        #[arg(long)]
+        label: Option<String>,
+        /// Where to write each result's evidence (every SIP message,
+        /// credentials redacted). Default: a `cidguard-evidence` folder in the
+        /// system's temporary directory.
+        #[arg(long)]
+        evidence_dir: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// SIP tools for debugging a PBX: the same code the checks use.
+    Sip {
+        #[command(subcommand)]
+        command: SipCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SipCommand {
+    /// Register a line's account once, print the result and the PBX's
+    /// Server/User-Agent, then remove the registration.
+    Register {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        line: String,
+    },
+    /// Run the endpoint and print each arriving call's identity headers
+    /// (calls are held, then rejected). Stop with Ctrl-C.
+    Listen {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -101,7 +148,185 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(&config).map_err(UsageError),
+        Command::Check {
+            config,
+            line,
+            format,
+            label,
+            evidence_dir,
+        } => runtime()?.block_on(check(&config, &line, format, label, evidence_dir)),
+        Command::Sip {
+            command: SipCommand::Register { config, line },
+        } => runtime()?.block_on(sip_register(&config, &line)),
+        Command::Sip {
+            command: SipCommand::Listen { config },
+        } => runtime()?.block_on(sip_listen(&config)),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(UsageError)
+}
+
+async fn check(
+    config: &Path,
+    lines: &[String],
+    format: Format,
+    label: Option<String>,
+    evidence_dir: Option<PathBuf>,
+) -> Result<u8, UsageError> {
+    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
+    for l in lines {
+        if cfg.line(l).is_none() {
+            return Err(UsageError(anyhow::anyhow!(
+                "no line named {l:?} in {} (lines: {})",
+                config.display(),
+                cfg.lines
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let policies = Policy::for_config(&cfg)
+        .context("organisation numbers")
+        .map_err(UsageError)?;
+    let cfg = std::sync::Arc::new(cfg);
+    let checker = Checker::start(cfg.clone(), CheckOptions::default())
+        .await
+        .with_context(|| format!("{}: endpoint", config.display()))
+        .map_err(UsageError)?;
+    let mut results = checker.check_lines(lines, Trigger::Manual { label }).await;
+    checker.shutdown().await;
+    let dir = evidence_dir.unwrap_or_else(|| std::env::temp_dir().join("cidguard-evidence"));
+    for r in &mut results {
+        if r.evidence.is_empty() {
+            continue;
+        }
+        match write_evidence(&dir, r) {
+            Ok(path) => r.evidence_ref = Some(path.display().to_string()),
+            Err(e) => r.notes.push(format!("evidence not saved: {e:#}")),
+        }
+        r.evidence.clear();
+    }
+    match format {
+        Format::Text => {
+            for (i, r) in results.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!(
+                    "{}",
+                    report::human_check(r, policies.iter().find(|p| p.line == r.line))
+                );
+            }
+        }
+        Format::Json => {
+            let out = serde_json::json!({ "results": results });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out)
+                    .context("encoding JSON")
+                    .map_err(UsageError)?
+            );
+        }
+    }
+    Ok(report::combined_exit_code(results.iter().map(|r| &r.outcome)) as u8)
+}
+
+/// Save a result's evidence as JSON, readable only by its owner.
+fn write_evidence(dir: &Path, r: &CheckResult) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp: String = r
+        .started_at
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let path = dir.join(format!("{}-{}.json", stamp, r.line));
+    let body = serde_json::to_vec_pretty(&r.evidence)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, &body)?;
+    Ok(path)
+}
+
+async fn sip_register(config: &Path, line: &str) -> Result<u8, UsageError> {
+    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
+    let Some(l) = cfg.line(line) else {
+        return Err(UsageError(anyhow::anyhow!(
+            "no line named {line:?} in {}",
+            config.display()
+        )));
+    };
+    let Some(account) = &l.account else {
+        return Err(UsageError(anyhow::anyhow!(
+            "{}: line {line:?} has no [line.account] to register",
+            config.display()
+        )));
+    };
+    match cidguard::sip::hooks::register_line(account, Default::default()).await {
+        Ok(r) => {
+            println!("{line}: {r}");
+            Ok(if r.registered() { 0 } else { 1 })
+        }
+        Err(e) => {
+            println!("{line}: registration failed: {e}");
+            Ok(1)
+        }
+    }
+}
+
+async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
+    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
+    let Some(ep) = &cfg.endpoint else {
+        return Err(UsageError(anyhow::anyhow!(
+            "{}: no [endpoint] table",
+            config.display()
+        )));
+    };
+    println!(
+        "listening on {} for calls to {}; Ctrl-C to stop",
+        ep.listen.join(", "),
+        ep.numbers.join(", ")
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    cidguard::sip::hooks::listen(
+        ep,
+        Default::default(),
+        |c| {
+            let to = c.number.as_deref().map_or_else(
+                || format!("{} (stray, answered 404)", c.dialled),
+                str::to_string,
+            );
+            println!(
+                "call {} from {} over {} to {to}",
+                c.call_id, c.source, c.transport
+            );
+            for (name, value) in &c.headers {
+                println!("  {name}: {value}");
+            }
+        },
+        shutdown,
+    )
+    .await
+    .context("endpoint")
+    .map_err(UsageError)?;
+    Ok(0)
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {

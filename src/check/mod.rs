@@ -6,4 +6,5 @@
 
 pub mod matching;
 pub mod result;
+pub mod run;
 pub mod token;

@@ -119,7 +119,9 @@ impl Message {
 
     /// The first value of a header (by canonical name).
     pub fn header(&self, canonical: &str) -> Option<&str> {
-        self.headers_named(canonical).next().map(|h| h.value.as_str())
+        self.headers_named(canonical)
+            .next()
+            .map(|h| h.value.as_str())
     }
 
     /// The CSeq method and number.
@@ -236,13 +238,13 @@ pub fn header_end(buf: &[u8]) -> Option<usize> {
 
 /// Read the Content-Length out of a header block without a full parse
 /// (used by stream framing). Returns Ok(None) when absent.
-pub fn sniff_content_length(head: &[u8]) -> Result<Option<usize>, ()> {
+pub fn sniff_content_length(head: &[u8]) -> Result<Option<usize>, std::num::ParseIntError> {
     let text = String::from_utf8_lossy(head);
     for line in text.lines().skip(1) {
         if let Some((name, value)) = line.split_once(':') {
             let n = name.trim();
             if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l") {
-                return value.trim().parse::<usize>().map(Some).map_err(|_| ());
+                return value.trim().parse::<usize>().map(Some);
             }
         }
     }
@@ -265,7 +267,10 @@ pub enum Frame {
 /// Frame a message on a stream transport (TCP/TLS), where Content-Length is
 /// mandatory (RFC 3261 section 18.3).
 pub fn frame_stream(buf: &[u8]) -> Frame {
-    let ws = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let ws = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     if ws > 0 {
         return Frame::KeepAlive(ws);
     }
@@ -287,7 +292,7 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
             }
         }
         Ok(None) => Frame::Invalid("no Content-Length on a stream transport"),
-        Err(()) => Frame::Invalid("unreadable Content-Length"),
+        Err(_) => Frame::Invalid("unreadable Content-Length"),
     }
 }
 
@@ -431,11 +436,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let version = c.trim();
-    if !is_sip_version(version)
-        || a.is_empty()
-        || !a.bytes().all(is_token_byte)
-        || b.is_empty()
-    {
+    if !is_sip_version(version) || a.is_empty() || !a.bytes().all(is_token_byte) || b.is_empty() {
         return Err(bad());
     }
     Ok(StartLine::Request {
