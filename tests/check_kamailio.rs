@@ -465,3 +465,95 @@ fn number_matching_over_tcp() {
 fn timing_matching_of_two_lines_in_turn_over_udp() {
     matching_mode("udp", "timing");
 }
+
+/// The `cidguard check` command as a user runs it: exit status and JSON.
+#[test]
+fn check_command_prints_results_and_exits_with_the_worst_outcome() {
+    if support::skip_without_peers() {
+        return;
+    }
+    let pbx = Kamailio::start(KamailioOpts::default()).expect("pbx");
+    // The endpoint needs a fixed port the PBX can route to.
+    let port = support::net::free_port().expect("free port");
+    let text = config_text(
+        &pbx,
+        "udp",
+        "timing",
+        &[
+            ("reception", "withheld", "201"),
+            ("outreach", "umbrella", "202"),
+        ],
+        &[org::ENDPOINT_NUMBER],
+    )
+    .replace(
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]",
+        &format!("listen = [\"udp:127.0.0.1:{port}\"]"),
+    );
+    pbx.set_endpoint(
+        org::ENDPOINT_NUMBER,
+        &format!("sip:127.0.0.1:{port};transport=udp"),
+    )
+    .expect("route");
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("cidguard.toml");
+    std::fs::write(&cfg, text).expect("write config");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cidguard"))
+            .arg("check")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--evidence-dir")
+            .arg(dir.path().join("evidence"))
+            .args(args)
+            .output()
+            .expect("run cidguard")
+    };
+
+    pbx.set_rule("202", CallerIdRule::Umbrella).expect("rule");
+    let out = run(&["--label", "after PBX upgrade"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Line \"reception\"")
+            && stdout.contains("Outcome: PASS")
+            && stdout.contains("Evidence: "),
+        "{stdout}"
+    );
+
+    pbx.set_rule("201", CallerIdRule::PaiLeak).expect("rule");
+    let out = run(&["--line", "reception", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = &v["results"][0];
+    assert_eq!(r["line"], "reception");
+    assert_eq!(r["outcome"], "fail");
+    assert_eq!(r["findings"][0]["header"], "P-Asserted-Identity");
+    assert!(
+        r["call"]["final_status"].as_u64().is_some() && r["call"]["call_id"].is_string(),
+        "{r}"
+    );
+    assert!(r["started_at"].is_string() && r["duration_ms"].is_u64());
+    let evidence = std::fs::read_to_string(r["evidence_ref"].as_str().expect("evidence file"))
+        .expect("read evidence");
+    assert!(
+        evidence.contains("INVITE sip:") && !evidence.contains("response=\""),
+        "evidence is saved, credentials redacted"
+    );
+
+    let out = run(&["--line", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    drop(pbx);
+    let out = run(&["--line", "reception"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "PBX down: inconclusive\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -49,6 +49,10 @@ pub struct CallSummary {
     /// the final response.
     pub first_provisional_ms: Option<u64>,
     pub final_response_ms: Option<u64>,
+    /// Microseconds from the very first INVITE (before any auth challenge)
+    /// to the final response: the whole SIP exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_us: Option<u64>,
     /// How the arrival was proved to be this call, or why it couldn't be.
     pub matching: Option<String>,
 }

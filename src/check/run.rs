@@ -27,8 +27,8 @@ use crate::check::result::{redact, CallSummary, CheckResult, EvidenceMessage, Tr
 use crate::check::token;
 use crate::config::{Config, Matching, Transport};
 use crate::sip::endpoint::{
-    normalise_number, CallHandler, Disposition, Endpoint, EndpointHandle, FinishedCall,
-    IncomingCall, StrayCall, Then,
+    normalise_number, CallHandler, Disposition, Endpoint, EndpointHandle, EndpointOptions,
+    FinishedCall, IncomingCall, StrayCall, Then,
 };
 use crate::sip::transport::{CapturedMessage, Direction};
 use crate::sip::uac::{CallOptions, CallReport, Line, LineOptions};
@@ -208,11 +208,18 @@ impl Checker {
             reject_code: ep.reject_code,
             answered_for: opts.answered_for,
         });
-        let endpoint = Endpoint::start(&ep, arbiter.clone()).await?;
         let parallel = match ep.matching {
             Matching::Numbers => ep.numbers.len().max(1),
             Matching::Timing | Matching::Media => 1,
         };
+        // Test calls all come from the PBX (or the carrier's edge): one
+        // source. The flood limit must let a whole parallel sweep through
+        // while still stopping a scanner.
+        let mut eo = EndpointOptions::default();
+        eo.invite_burst = eo.invite_burst.max(2.0 * parallel as f64 + 10.0);
+        eo.invite_rate = eo.invite_rate.max(parallel as f64);
+        eo.max_calls = eo.max_calls.max(2 * parallel + 16);
+        let endpoint = Endpoint::start_with(&ep, arbiter.clone(), eo).await?;
         Ok(Checker {
             policies,
             endpoint,
@@ -383,6 +390,7 @@ impl Checker {
             call_id: Some(report.call_id.clone()),
             first_provisional_ms: report.first_provisional.map(|d| d.as_millis() as u64),
             final_response_ms: Some(report.final_response.as_millis() as u64),
+            exchange_us: Some(report.final_response_since_first.as_micros() as u64),
             matching: None,
         };
         let placed = Placed {
