@@ -49,6 +49,23 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Email alerts.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Send a test email through the configured transport and show the
+    /// SMTP dialogue.
+    ///
+    /// Exit status: 0 accepted by the server, 1 sending failed, 2 config error.
+    Test {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,7 +118,28 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(&config).map_err(UsageError),
+        Command::Alert {
+            command: AlertCommand::Test { config },
+        } => alert_test(&config),
     }
+}
+
+fn alert_test(path: &Path) -> Result<u8, UsageError> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.into()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(UsageError)?;
+    let report = rt
+        .block_on(cidguard::alert::send_test_email(
+            &cfg,
+            path,
+            chrono::Utc::now(),
+        ))
+        .map_err(|e| UsageError(e.into()))?;
+    print!("{}", report.human());
+    Ok(if report.accepted() { 0 } else { 1 })
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
