@@ -208,7 +208,15 @@ fn main() {
                     if r.outcome != Outcome::Pass {
                         eprintln!("unexpected {}: {}", r.outcome, r.summary());
                         if std::env::var_os("CIDGUARD_BENCH_DEBUG").is_some() {
-                            eprintln!("{}", pbx.log().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+                            eprintln!(
+                                "{}",
+                                pbx.log()
+                                    .lines()
+                                    .rev()
+                                    .take(30)
+                                    .collect::<Vec<_>>()
+                                    .join("\n")
+                            );
                         }
                     }
                     if let Some(us) = r.call.exchange_us {

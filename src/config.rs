@@ -25,6 +25,9 @@ pub struct Config {
     pub endpoint: Option<Endpoint>,
     #[serde(rename = "line", default)]
     pub lines: Vec<Line>,
+    /// Email alerts; without this section the daemon sends none.
+    #[serde(default)]
+    pub alerts: Option<Alerts>,
 }
 
 /// Who must never be identified.
@@ -238,6 +241,290 @@ fn default_hold_max() -> Duration {
 }
 fn default_arrival_timeout() -> Duration {
     Duration::from_secs(20)
+}
+
+/// `[alerts]`: who is told, when, and how the email leaves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Addresses that receive every alert.
+    pub recipients: Vec<String>,
+    /// The sender: `cidguard <cidguard@example.org>` or a bare address.
+    pub from: String,
+    /// The dashboard's base URL; each alert links to
+    /// `<dashboard_url>/checks/<id>`. No link when unset.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+    /// Show only the last two digits of the organisation's numbers in
+    /// emails (`+•• • •••• ••42`): mail is forwarded and read on shared
+    /// screens.
+    #[serde(default)]
+    pub mask_numbers: bool,
+    /// Consecutive inconclusive results before a "can't test" alert.
+    #[serde(default = "default_inconclusive_after")]
+    pub inconclusive_after: u32,
+    /// How often to remind while a line keeps failing; `0` for never.
+    #[serde(default = "default_reminder_every", deserialize_with = "de_duration")]
+    pub reminder_every: Duration,
+    /// Tell when a passing line's identity headers change shape.
+    #[serde(default = "default_true")]
+    pub drift: bool,
+    /// Leaks whose confirming re-check passed, within
+    /// `intermittent_window`, that count as an (intermittent) leak: with the
+    /// default 2, a second unconfirmed leak alerts at once. `0` never alerts
+    /// on unconfirmed leaks; `1` alerts on every failed check without
+    /// waiting for the re-check.
+    #[serde(default = "default_intermittent_after")]
+    pub intermittent_after: u32,
+    #[serde(
+        default = "default_intermittent_window",
+        deserialize_with = "de_duration"
+    )]
+    pub intermittent_window: Duration,
+    /// First retry delay after a failed send; doubles up to `retry_max`.
+    #[serde(default = "default_retry_initial", deserialize_with = "de_duration")]
+    pub retry_initial: Duration,
+    #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
+    pub retry_max: Duration,
+    /// Send through an SMTP server...
+    #[serde(default)]
+    pub smtp: Option<Smtp>,
+    /// ...or write `.eml` files to a folder (demo mode, tests).
+    #[serde(default)]
+    pub file: Option<MailFiles>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte, "SMTPS" (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host (port 25).
+    Plain,
+}
+
+impl SmtpSecurity {
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::Plain => 25,
+        }
+    }
+}
+
+impl fmt::Display for SmtpSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SmtpSecurity::Starttls => "STARTTLS",
+            SmtpSecurity::Tls => "implicit TLS",
+            SmtpSecurity::Plain => "plain, unencrypted",
+        })
+    }
+}
+
+/// `[alerts.smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    /// Defaults to 587 (starttls), 465 (tls) or 25 (plain).
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// Log in with this user (AUTH PLAIN or LOGIN) when set.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Extra CA certificates (PEM) to trust for the server, for a relay with
+    /// a private CA. The bundled public roots are trusted as well.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name sent in EHLO; defaults to this host's name.
+    #[serde(default)]
+    pub helo_name: Option<String>,
+    /// Limit for connecting and for each step of the SMTP dialogue.
+    #[serde(default = "default_smtp_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Smtp {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(self.security.default_port())
+    }
+}
+
+/// `[alerts.file]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailFiles {
+    /// Folder the `.eml` files are written to (created when missing).
+    pub dir: PathBuf,
+}
+
+fn default_inconclusive_after() -> u32 {
+    3
+}
+fn default_reminder_every() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_intermittent_after() -> u32 {
+    2
+}
+fn default_intermittent_window() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_smtp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Is this host name or address the local machine? Plain SMTP with a
+/// password is only allowed there: anywhere else the password would cross
+/// the network in clear.
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn alerts_problems(a: &Alerts, bad: &mut dyn FnMut(String, String)) {
+    use lettre::message::Mailbox;
+    if a.recipients.is_empty() {
+        bad(
+            "alerts.recipients".into(),
+            "list at least one address to send alerts to".into(),
+        );
+    }
+    for (i, r) in a.recipients.iter().enumerate() {
+        if let Err(e) = r.parse::<Mailbox>() {
+            bad(
+                format!("alerts.recipients[{i}]"),
+                format!("{r:?} is not an email address: {e}"),
+            );
+        }
+    }
+    if let Err(e) = a.from.parse::<Mailbox>() {
+        bad(
+            "alerts.from".into(),
+            format!(
+                "{:?} is not an email address (write \"cidguard <cidguard@example.org>\"): {e}",
+                a.from
+            ),
+        );
+    }
+    if let Some(u) = &a.dashboard_url {
+        let u = u.trim();
+        let rest = u
+            .strip_prefix("https://")
+            .or_else(|| u.strip_prefix("http://"));
+        if rest.is_none_or(|r| {
+            r.is_empty() || r.contains(char::is_whitespace) || r.contains(['"', '<', '>'])
+        }) {
+            bad(
+                "alerts.dashboard_url".into(),
+                format!("{u:?} is not an http:// or https:// URL"),
+            );
+        }
+    }
+    if a.inconclusive_after == 0 {
+        bad(
+            "alerts.inconclusive_after".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if a.retry_initial.is_zero() {
+        bad(
+            "alerts.retry_initial".into(),
+            "must be more than zero".into(),
+        );
+    }
+    if a.retry_max < a.retry_initial {
+        bad(
+            "alerts.retry_max".into(),
+            "is shorter than alerts.retry_initial".into(),
+        );
+    }
+    match (&a.smtp, &a.file) {
+        (None, None) => bad(
+            "alerts".into(),
+            "say how to send: an [alerts.smtp] table, or [alerts.file] for .eml files".into(),
+        ),
+        (Some(_), Some(_)) => bad(
+            "alerts".into(),
+            "give either [alerts.smtp] or [alerts.file], not both".into(),
+        ),
+        (Some(s), None) => {
+            if s.host.trim().is_empty() || s.host.contains(char::is_whitespace) {
+                bad(
+                    "alerts.smtp.host".into(),
+                    format!("{:?} is not a host name or address", s.host),
+                );
+            }
+            if s.port == Some(0) {
+                bad("alerts.smtp.port".into(), "must not be 0".into());
+            }
+            match (&s.username, &s.password) {
+                (Some(_), None) => bad(
+                    "alerts.smtp.password".into(),
+                    "a username needs a password (prefer { env = \"VAR\" })".into(),
+                ),
+                (None, Some(_)) => bad(
+                    "alerts.smtp.username".into(),
+                    "a password is given but no username".into(),
+                ),
+                (Some(u), Some(p)) => {
+                    if u.trim().is_empty() {
+                        bad("alerts.smtp.username".into(), "must not be empty".into());
+                    }
+                    if let Err(m) = p.check_shape() {
+                        bad("alerts.smtp.password".into(), m);
+                    }
+                    if s.security == SmtpSecurity::Plain && !is_loopback_host(&s.host) {
+                        bad(
+                            "alerts.smtp.security".into(),
+                            format!(
+                                "\"plain\" with a password would send it unencrypted to {:?}; use \"starttls\" or \"tls\" (plain is for a relay on this host)",
+                                s.host
+                            ),
+                        );
+                    }
+                }
+                (None, None) => {}
+            }
+            if let Some(h) = &s.helo_name {
+                if h.trim().is_empty() || h.contains(char::is_whitespace) {
+                    bad(
+                        "alerts.smtp.helo_name".into(),
+                        format!("{h:?} is not a host name"),
+                    );
+                }
+            }
+            if s.timeout.is_zero() {
+                bad(
+                    "alerts.smtp.timeout".into(),
+                    "must be more than zero".into(),
+                );
+            }
+        }
+        (None, Some(f)) => {
+            if f.dir.as_os_str().is_empty() {
+                bad("alerts.file.dir".into(), "must name a folder".into());
+            }
+        }
+    }
 }
 
 /// A secret value. Written in TOML as an inline string, or as a table
@@ -577,6 +864,9 @@ impl Config {
                 }
             }
         }
+        if let Some(a) = &self.alerts {
+            alerts_problems(a, &mut bad);
+        }
         out
     }
 
@@ -622,6 +912,50 @@ mod tests {
             Duration::from_secs(30 * 86400)
         );
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    fn alerts_problems_for(alerts: &str) -> Vec<Problem> {
+        let text = format!(
+            "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[alerts]\n{alerts}\n"
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        cfg.problems()
+    }
+
+    #[test]
+    fn alerts_section_defaults_and_validation() {
+        let ok = alerts_problems_for(
+            "recipients = [\"a@example.org\"]\nfrom = \"cidguard <c@example.org>\"\n[alerts.smtp]\nhost = \"smtp.example.org\"\nusername = \"u\"\npassword = { env = \"SMTP_PW\" }",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let text = "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[alerts]\nrecipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\n[alerts.smtp]\nhost = \"smtp.example.org\"\n";
+        let a = toml::from_str::<Config>(text).unwrap().alerts.unwrap();
+        assert_eq!(a.inconclusive_after, 3);
+        assert_eq!(a.reminder_every, Duration::from_secs(86400));
+        assert!(a.drift && !a.mask_numbers);
+        let smtp = a.smtp.unwrap();
+        assert_eq!((smtp.security, smtp.port()), (SmtpSecurity::Starttls, 587));
+
+        for (alerts, field) in [
+            ("recipients = []\nfrom = \"c@example.org\"\nfile = { dir = \"/tmp\" }", "alerts.recipients"),
+            ("recipients = [\"nope\"]\nfrom = \"c@example.org\"\nfile = { dir = \"/tmp\" }", "alerts.recipients[0]"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c\"\nfile = { dir = \"/tmp\" }", "alerts.from"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"", "alerts"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\ndashboard_url = \"javascript:x\"\nfile = { dir = \"/tmp\" }", "alerts.dashboard_url"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\ninconclusive_after = 0\nfile = { dir = \"/tmp\" }", "alerts.inconclusive_after"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\nretry_initial = \"1h\"\nretry_max = \"1m\"\nfile = { dir = \"/tmp\" }", "alerts.retry_max"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\nfile = { dir = \"/tmp\" }\n[alerts.smtp]\nhost = \"x\"", "alerts"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\n[alerts.smtp]\nhost = \"smtp.example.org\"\nusername = \"u\"", "alerts.smtp.password"),
+            ("recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\n[alerts.smtp]\nhost = \"smtp.example.org\"\nsecurity = \"plain\"\nusername = \"u\"\npassword = \"p\"", "alerts.smtp.security"),
+        ] {
+            let p = alerts_problems_for(alerts);
+            assert!(p.iter().any(|p| p.field == field), "{alerts}: expected {field}, got {p:?}");
+        }
+        // Plain with a password is fine to a relay on this host.
+        let p = alerts_problems_for(
+            "recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\n[alerts.smtp]\nhost = \"127.0.0.1\"\nport = 25\nsecurity = \"plain\"\nusername = \"u\"\npassword = \"p\"",
+        );
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]

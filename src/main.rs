@@ -78,6 +78,23 @@ enum Command {
         #[command(subcommand)]
         command: SipCommand,
     },
+    /// Email alerts.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Send a test email through the configured transport and show the
+    /// SMTP dialogue.
+    ///
+    /// Exit status: 0 accepted by the server, 1 sending failed, 2 config error.
+    Test {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,7 +178,23 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Command::Sip {
             command: SipCommand::Listen { config },
         } => runtime()?.block_on(sip_listen(&config)),
+        Command::Alert {
+            command: AlertCommand::Test { config },
+        } => alert_test(&config),
     }
+}
+
+fn alert_test(path: &Path) -> Result<u8, UsageError> {
+    let cfg = Config::load(path).map_err(|e| UsageError(e.into()))?;
+    let report = runtime()?
+        .block_on(cidguard::alert::send_test_email(
+            &cfg,
+            path,
+            chrono::Utc::now(),
+        ))
+        .map_err(|e| UsageError(e.into()))?;
+    print!("{}", report.human());
+    Ok(if report.accepted() { 0 } else { 1 })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {

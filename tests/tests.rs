@@ -1,4 +1,5 @@
 //! The one integration-test binary: each module tests one area.
+mod alerts;
 mod check_kamailio;
 mod cli;
 mod config_files;

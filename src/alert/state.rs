@@ -1,0 +1,913 @@
+//! When to alert: a pure state machine per line.
+//!
+//! ```text
+//!            fail                        fail (re-check)
+//! Unknown ──────────▶ [pending confirm] ─────────────────▶ Failing ──▶ Leak alert
+//! Passing ──────────▶   RecheckNow      ── pass ──▶ Passing (unconfirmed, counted)
+//!
+//! Failing ── fail, `reminder_every` since last alert ──▶ Reminder
+//! Failing ── pass ──▶ Passing + Resolved
+//! Passing ── pass with a new identity shape ──▶ Drift
+//! any     ── N-th inconclusive in a row ──▶ CantTest (never called a leak)
+//! ```
+//!
+//! Leaks are configuration regressions, not network blips: one immediate
+//! re-check confirms, no waiting for three failures. A leak whose re-check
+//! passed is remembered; a second within `intermittent_window` alerts at
+//! once, because a line that leaks on some calls (one of two trunks) leaks.
+//!
+//! During a maintenance window alerts are held in the line's state (so they
+//! survive a restart with it) and summarised once the window is over.
+//!
+//! The state is persisted by the store as an opaque JSON blob; every field
+//! has a default so blobs written by an older version still load.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::check::result::CheckResult;
+use crate::config::Config;
+use crate::verdict::Outcome;
+
+use super::render::{LastKnown, LeakBasis, RenderSetupError, Renderer, SummaryLine};
+use super::shape::IdentityShape;
+use super::{AlertKind, OutgoingAlert};
+
+/// What the line is known to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineStatus {
+    /// No conclusive result yet.
+    #[default]
+    Unknown,
+    Passing,
+    /// A confirmed leak (or wrong presentation) was alerted.
+    Failing,
+}
+
+/// A failed check waiting for its confirming re-check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingFail {
+    pub check_id: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// An alert held during a maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAlert {
+    pub kind: AlertKind,
+    pub line: String,
+    pub check_id: Option<i64>,
+    pub at: DateTime<Utc>,
+    pub subject: String,
+    /// The full text part for leaks, so the summary can show the findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Held alerts kept per line; older ones are counted, not kept, so a long
+/// window with a flapping line can't grow the state without bound.
+const MAX_HELD: usize = 20;
+/// Recent distinct pass shapes remembered, so a line alternating between
+/// two known shapes (two trunks) does not send a drift email every check.
+const MAX_KNOWN_SHAPES: usize = 4;
+/// Distinct inconclusive reasons kept for the "can't test" email.
+const MAX_REASONS: usize = 3;
+
+/// Everything remembered about one line between results.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LineAlertState {
+    pub status: LineStatus,
+    pub pending_confirm: Option<PendingFail>,
+    /// When the current failure started (first failing check).
+    pub failing_since: Option<DateTime<Utc>>,
+    pub failing_check_id: Option<i64>,
+    /// Summary of the current failure (`number shown in From`).
+    pub failing_summary: Option<String>,
+    /// Last leak, reminder or summary sent about this failure.
+    pub last_notified_at: Option<DateTime<Utc>>,
+    /// Times of failed checks whose re-check passed, within the window.
+    pub unconfirmed_fails: Vec<DateTime<Utc>>,
+    pub inconclusive_run: u32,
+    pub inconclusive_since: Option<DateTime<Utc>>,
+    pub inconclusive_reasons: Vec<String>,
+    /// A "can't test" alert went out for the current inconclusive run.
+    pub cant_test_alerted: bool,
+    pub last_pass_shape: Option<IdentityShape>,
+    pub known_shapes: Vec<IdentityShape>,
+    pub held: Vec<HeldAlert>,
+    pub held_dropped: u32,
+}
+
+impl LineAlertState {
+    fn hold(&mut self, h: HeldAlert) {
+        self.held.push(h);
+        if self.held.len() > MAX_HELD {
+            // Keep the first (what started it) and the latest.
+            self.held.remove(1);
+            self.held_dropped += 1;
+        }
+    }
+
+    fn last_known(&self) -> LastKnown {
+        match (self.status, &self.pending_confirm) {
+            (LineStatus::Failing, _) => LastKnown::Failing {
+                since: self.failing_since.unwrap_or_default(),
+                summary: self.failing_summary.clone().unwrap_or_default(),
+            },
+            (_, Some(p)) => LastKnown::Unconfirmed {
+                at: p.at,
+                check_id: p.check_id,
+            },
+            (LineStatus::Passing, None) => LastKnown::Passing,
+            (LineStatus::Unknown, None) => LastKnown::Unknown,
+        }
+    }
+
+    fn remember_shape(&mut self, shape: IdentityShape) {
+        self.known_shapes.retain(|s| *s != shape);
+        self.known_shapes.push(shape.clone());
+        if self.known_shapes.len() > MAX_KNOWN_SHAPES {
+            self.known_shapes.remove(0);
+        }
+        self.last_pass_shape = Some(shape);
+    }
+
+    fn end_inconclusive_run(&mut self) {
+        self.inconclusive_run = 0;
+        self.inconclusive_since = None;
+        self.inconclusive_reasons.clear();
+        self.cant_test_alerted = false;
+    }
+}
+
+/// What the daemon should do after a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Check this line again at once (`Trigger::Confirm`) to confirm a fail.
+    RecheckNow,
+    /// Enqueue in the outbox.
+    Queue(OutgoingAlert),
+    /// Held for a maintenance window: already kept in the returned state,
+    /// reported so the daemon can log it. Nothing to store.
+    Hold(OutgoingAlert),
+}
+
+/// When and to whom to alert, from `[alerts]`.
+#[derive(Debug, Clone)]
+pub struct AlertPolicy {
+    pub inconclusive_after: u32,
+    /// None: no reminders.
+    pub reminder_every: Option<Duration>,
+    pub drift: bool,
+    /// 0: unconfirmed leaks never alert.
+    pub intermittent_after: u32,
+    pub intermittent_window: Duration,
+    pub render: Renderer,
+}
+
+impl AlertPolicy {
+    /// From a validated config that has an `[alerts]` section. Without one,
+    /// the defaults apply and emails have no recipients: the daemon should
+    /// not run alerting then.
+    pub fn from_config(
+        cfg: &Config,
+        config_path: &std::path::Path,
+    ) -> Result<AlertPolicy, RenderSetupError> {
+        let render = Renderer::from_config(cfg, config_path)?;
+        let a = cfg.alerts.as_ref();
+        Ok(AlertPolicy {
+            inconclusive_after: a.map_or(3, |a| a.inconclusive_after).max(1),
+            reminder_every: a
+                .map_or(Some(Duration::from_secs(86400)), |a| Some(a.reminder_every))
+                .filter(|d| !d.is_zero()),
+            drift: a.is_none_or(|a| a.drift),
+            intermittent_after: a.map_or(2, |a| a.intermittent_after),
+            intermittent_window: a
+                .map_or(Duration::from_secs(7 * 86400), |a| a.intermittent_window),
+            render,
+        })
+    }
+}
+
+/// Where the result says the check started, or `now`.
+fn started(result: &CheckResult, now: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&result.started_at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now)
+}
+
+struct Out<'a> {
+    actions: Vec<Action>,
+    in_maintenance: bool,
+    policy: &'a AlertPolicy,
+    now: DateTime<Utc>,
+}
+
+impl Out<'_> {
+    fn alert(
+        &mut self,
+        s: &mut LineAlertState,
+        kind: AlertKind,
+        line: &str,
+        check_id: i64,
+        email: super::Email,
+    ) {
+        let text = Renderer::held_from(&email, kind);
+        let alert = OutgoingAlert::new(
+            kind,
+            Some(line),
+            Some(check_id),
+            self.policy.render.recipients().to_vec(),
+            email,
+            // One alert of a kind per check: replaying a result (a daemon
+            // restart before the state was stored) can't queue it twice.
+            format!("{}:{line}:{check_id}", kind.as_str()),
+            self.now.timestamp_millis(),
+        );
+        if self.in_maintenance {
+            s.hold(HeldAlert {
+                kind,
+                line: line.to_string(),
+                check_id: Some(check_id),
+                at: self.now,
+                subject: alert.subject.clone(),
+                text,
+            });
+            self.actions.push(Action::Hold(alert));
+        } else {
+            self.actions.push(Action::Queue(alert));
+        }
+    }
+}
+
+/// Fold one check result into a line's state. Pure: the same inputs give
+/// the same state and actions.
+///
+/// `check_id` is the result's history id (it makes dedupe keys and links);
+/// `in_maintenance` says whether `now` is inside a maintenance window.
+pub fn on_result(
+    state: &LineAlertState,
+    result: &CheckResult,
+    check_id: i64,
+    now: DateTime<Utc>,
+    policy: &AlertPolicy,
+    in_maintenance: bool,
+) -> (LineAlertState, Vec<Action>) {
+    let mut s = state.clone();
+    let mut out = Out {
+        actions: Vec::new(),
+        in_maintenance,
+        policy,
+        now,
+    };
+    let line = result.line.as_str();
+
+    // A window ended and nobody summarised what it held (the daemon
+    // normally calls `maintenance_summary` over all lines first): summarise
+    // this line alone rather than keep its alerts forever.
+    if !in_maintenance && !s.held.is_empty() {
+        if let Some(a) = maintenance_summary([(line, &mut s)], now, policy) {
+            out.actions.push(Action::Queue(a));
+        }
+    }
+
+    match result.outcome {
+        Outcome::Fail => on_fail(&mut s, result, check_id, now, &mut out),
+        Outcome::Pass => on_pass(&mut s, result, check_id, now, &mut out),
+        Outcome::Inconclusive => on_inconclusive(&mut s, result, check_id, now, &mut out),
+    }
+    (s, out.actions)
+}
+
+fn on_fail(
+    s: &mut LineAlertState,
+    r: &CheckResult,
+    check_id: i64,
+    now: DateTime<Utc>,
+    out: &mut Out<'_>,
+) {
+    let policy = out.policy;
+    s.end_inconclusive_run();
+    if s.status == LineStatus::Failing {
+        s.failing_summary = Some(r.summary());
+        let since = s.failing_since.unwrap_or(now);
+        let due = match (policy.reminder_every, s.last_notified_at) {
+            (Some(every), Some(last)) => (now - last).to_std().is_ok_and(|d| d >= every),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        // During a window reminders are not held: the summary at its end
+        // says the line is still failing, and reminders resume after it.
+        if due && !out.in_maintenance {
+            if let Some(every) = policy.reminder_every {
+                let email = policy.render.reminder(r, check_id, since, now, every);
+                out.alert(s, AlertKind::Reminder, &r.line, check_id, email);
+                s.last_notified_at = Some(now);
+            }
+        }
+        return;
+    }
+
+    let window =
+        chrono::Duration::from_std(policy.intermittent_window).unwrap_or(chrono::Duration::MAX);
+    s.unconfirmed_fails.retain(|t| now - *t <= window);
+
+    if let Some(p) = s.pending_confirm.take() {
+        // The re-check (or whatever check came next) failed too: confirmed.
+        let since = p.at;
+        s.status = LineStatus::Failing;
+        s.failing_since = Some(since);
+        s.failing_check_id = Some(p.check_id);
+        s.failing_summary = Some(r.summary());
+        s.last_notified_at = Some(now);
+        let email = policy.render.leak(
+            r,
+            check_id,
+            since,
+            &LeakBasis::Confirmed {
+                first_check_id: p.check_id,
+            },
+        );
+        out.alert(s, AlertKind::Leak, &r.line, check_id, email);
+        return;
+    }
+
+    let count = s.unconfirmed_fails.len() as u32 + 1;
+    if policy.intermittent_after > 0 && count >= policy.intermittent_after {
+        // Leaked before within the window although re-checks passed: a
+        // leak that comes and goes is a leak. No re-check this time.
+        let since = s
+            .unconfirmed_fails
+            .first()
+            .copied()
+            .unwrap_or_else(|| started(r, now));
+        s.status = LineStatus::Failing;
+        s.failing_since = Some(since);
+        s.failing_check_id = Some(check_id);
+        s.failing_summary = Some(r.summary());
+        s.last_notified_at = Some(now);
+        s.unconfirmed_fails.clear();
+        let email = policy.render.leak(
+            r,
+            check_id,
+            since,
+            &LeakBasis::Repeated {
+                count,
+                window: policy.intermittent_window,
+            },
+        );
+        out.alert(s, AlertKind::Leak, &r.line, check_id, email);
+        return;
+    }
+
+    s.pending_confirm = Some(PendingFail {
+        check_id,
+        at: started(r, now),
+    });
+    out.actions.push(Action::RecheckNow);
+}
+
+fn on_pass(
+    s: &mut LineAlertState,
+    r: &CheckResult,
+    check_id: i64,
+    now: DateTime<Utc>,
+    out: &mut Out<'_>,
+) {
+    let policy = out.policy;
+    let was_untestable = s.cant_test_alerted;
+    s.end_inconclusive_run();
+    if let Some(p) = s.pending_confirm.take() {
+        // Not confirmed: no alert, but remembered (see intermittent).
+        s.unconfirmed_fails.push(p.at);
+    }
+    let shape = IdentityShape::of(&r.presented);
+
+    if s.status == LineStatus::Failing {
+        let since = s.failing_since.unwrap_or(now);
+        let summary = s.failing_summary.clone().unwrap_or_default();
+        let email = policy
+            .render
+            .resolved(r, check_id, Some((since, summary)), now);
+        out.alert(s, AlertKind::Resolved, &r.line, check_id, email);
+        s.status = LineStatus::Passing;
+        s.failing_since = None;
+        s.failing_check_id = None;
+        s.failing_summary = None;
+        s.last_notified_at = None;
+        s.remember_shape(shape);
+        return;
+    }
+
+    if was_untestable {
+        let email = policy.render.resolved(r, check_id, None, now);
+        out.alert(s, AlertKind::Resolved, &r.line, check_id, email);
+    } else if policy.drift && s.status == LineStatus::Passing {
+        if let Some(before) = s.last_pass_shape.clone() {
+            if before != shape && !s.known_shapes.contains(&shape) {
+                let email = policy.render.drift(r, check_id, &before, &shape);
+                out.alert(s, AlertKind::Drift, &r.line, check_id, email);
+            }
+        }
+    }
+    s.status = LineStatus::Passing;
+    s.remember_shape(shape);
+}
+
+fn on_inconclusive(
+    s: &mut LineAlertState,
+    r: &CheckResult,
+    check_id: i64,
+    now: DateTime<Utc>,
+    out: &mut Out<'_>,
+) {
+    let policy = out.policy;
+    s.inconclusive_run = s.inconclusive_run.saturating_add(1);
+    if s.inconclusive_since.is_none() {
+        s.inconclusive_since = Some(started(r, now));
+    }
+    let reason = r.reason.clone().unwrap_or_else(|| "no reason given".into());
+    s.inconclusive_reasons.retain(|x| *x != reason);
+    s.inconclusive_reasons.push(reason);
+    if s.inconclusive_reasons.len() > MAX_REASONS {
+        s.inconclusive_reasons.remove(0);
+    }
+    // A pending confirmation stays pending: the re-check neither confirmed
+    // nor refuted the failure; the next conclusive result decides.
+    if s.inconclusive_run >= policy.inconclusive_after && !s.cant_test_alerted {
+        s.cant_test_alerted = true;
+        let email = policy.render.cant_test(
+            r,
+            check_id,
+            s.inconclusive_run,
+            s.inconclusive_since.unwrap_or(now),
+            &s.inconclusive_reasons,
+            &s.last_known(),
+        );
+        out.alert(s, AlertKind::CantTest, &r.line, check_id, email);
+    }
+}
+
+/// Summarise and clear what every line held during a maintenance window:
+/// one email for all lines, or None when nothing was held. Call it when no
+/// window is open and any state holds alerts; store the states after the
+/// returned alert is enqueued. The dedupe key depends only on what was
+/// held, so a retry after a crash can't queue a second summary.
+pub fn maintenance_summary<'a>(
+    states: impl IntoIterator<Item = (&'a str, &'a mut LineAlertState)>,
+    now: DateTime<Utc>,
+    policy: &AlertPolicy,
+) -> Option<OutgoingAlert> {
+    let mut lines = Vec::new();
+    let mut ids: Vec<i64> = Vec::new();
+    let mut count = 0usize;
+    for (line, s) in states {
+        if s.held.is_empty() {
+            continue;
+        }
+        let held = std::mem::take(&mut s.held);
+        let dropped = std::mem::take(&mut s.held_dropped);
+        ids.extend(held.iter().filter_map(|h| h.check_id));
+        count += held.len() + dropped as usize;
+        if s.status == LineStatus::Failing {
+            // The summary is this failure's latest notice: reminders count
+            // from here.
+            s.last_notified_at = Some(now);
+        }
+        lines.push(SummaryLine {
+            line: line.to_string(),
+            now: s.last_known(),
+            cant_test: s.cant_test_alerted,
+            held,
+            dropped,
+        });
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let email = policy.render.maintenance_summary(&lines, now);
+    let first = ids.iter().min().copied().unwrap_or(0);
+    let last = ids.iter().max().copied().unwrap_or(0);
+    let single = (lines.len() == 1).then(|| lines[0].line.clone());
+    Some(OutgoingAlert::new(
+        AlertKind::MaintenanceSummary,
+        single.as_deref(),
+        None,
+        policy.render.recipients().to_vec(),
+        email,
+        format!("maintenance-summary:{first}-{last}:{count}"),
+        now.timestamp_millis(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::result::{CallSummary, Trigger};
+    use crate::config::Expect;
+    use crate::verdict::{Finding, Kind, Presented, PresentedIdentity};
+
+    fn policy() -> AlertPolicy {
+        let toml = r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+
+[[line]]
+name = "reception"
+expect = "withheld"
+
+[alerts]
+recipients = ["noc@example.org", "manager@example.org"]
+from = "cidguard <cidguard@example.org>"
+reminder_every = "24h"
+inconclusive_after = 3
+file = { dir = "/tmp/unused" }
+"#;
+        let cfg = Config::from_toml(toml, std::path::Path::new("t.toml")).unwrap();
+        AlertPolicy::from_config(&cfg, std::path::Path::new("/etc/cidguard.toml")).unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn anon(header: &str) -> PresentedIdentity {
+        PresentedIdentity {
+            header: header.into(),
+            display: Some("Anonymous".into()),
+            user: Some("anonymous".into()),
+            host: "anonymous.invalid".into(),
+        }
+    }
+
+    /// Results by name: `pass`, `pass+pai` (another shape), `fail`, `inc`.
+    fn result(kind: &str, at: DateTime<Utc>) -> CheckResult {
+        let (outcome, findings, reason, ids) = match kind {
+            "pass" => (Outcome::Pass, vec![], None, vec![anon("From")]),
+            "pass+pai" => (
+                Outcome::Pass,
+                vec![],
+                None,
+                vec![anon("From"), anon("P-Asserted-Identity")],
+            ),
+            "fail" => (
+                Outcome::Fail,
+                vec![Finding {
+                    header: "From".into(),
+                    value: "<sip:+61370100142@pbx>".into(),
+                    kind: Kind::Number,
+                    shown: true,
+                    detail: "the caller number is the organisation's".into(),
+                    matched: "+61 3 7010 0142".into(),
+                }],
+                None,
+                vec![anon("From")],
+            ),
+            "inc" => (
+                Outcome::Inconclusive,
+                vec![],
+                Some("REGISTER refused: 401 Unauthorized (auth failed)".into()),
+                vec![],
+            ),
+            other => panic!("unknown result kind {other}"),
+        };
+        CheckResult {
+            line: "reception".into(),
+            outcome,
+            expected: Expect::Withheld,
+            findings,
+            reason,
+            notes: vec![],
+            presented: Presented {
+                identity_headers: ids.iter().map(|i| i.header.clone()).collect(),
+                identities: ids,
+                privacy: Some("id".into()),
+            },
+            started_at: crate::check::result::rfc3339(at.into()),
+            duration_ms: 1,
+            call: CallSummary::default(),
+            trigger: Trigger::Schedule,
+            pbx_software: None,
+            evidence_ref: None,
+            evidence: vec![],
+        }
+    }
+
+    /// What one step is expected to produce, in short.
+    fn summarise(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::RecheckNow => "recheck".to_string(),
+                Action::Queue(x) => format!("queue {}", x.kind),
+                Action::Hold(x) => format!("hold {}", x.kind),
+            })
+            .collect()
+    }
+
+    struct Step {
+        /// Hours after t0.
+        hour: i64,
+        result: &'static str,
+        maintenance: bool,
+        expect: &'static [&'static str],
+    }
+
+    const fn st(hour: i64, result: &'static str, expect: &'static [&'static str]) -> Step {
+        Step {
+            hour,
+            result,
+            maintenance: false,
+            expect,
+        }
+    }
+
+    const fn mt(hour: i64, result: &'static str, expect: &'static [&'static str]) -> Step {
+        Step {
+            hour,
+            result,
+            maintenance: true,
+            expect,
+        }
+    }
+
+    fn run(name: &str, steps: &[Step]) -> (LineAlertState, Vec<Vec<Action>>) {
+        let p = policy();
+        let mut s = LineAlertState::default();
+        let mut all = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let now = t0() + chrono::Duration::hours(step.hour);
+            let r = result(step.result, now);
+            let (next, actions) = on_result(&s, &r, 100 + i as i64, now, &p, step.maintenance);
+            assert_eq!(
+                summarise(&actions),
+                step.expect,
+                "{name}: step {i} ({} at +{}h)",
+                step.result,
+                step.hour
+            );
+            // The state must survive the store's JSON round trip unchanged.
+            let json = serde_json::to_string(&next).unwrap();
+            let back: LineAlertState = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, next, "{name}: step {i}: JSON round trip");
+            s = next;
+            all.push(actions);
+        }
+        (s, all)
+    }
+
+    #[test]
+    fn transitions() {
+        let table: &[(&str, &[Step])] = &[
+            (
+                "pass -> fail -> confirmed -> alert",
+                &[
+                    st(0, "pass", &[]),
+                    st(1, "fail", &["recheck"]),
+                    st(1, "fail", &["queue leak"]),
+                ],
+            ),
+            (
+                "unknown -> fail -> confirmed -> alert",
+                &[st(0, "fail", &["recheck"]), st(0, "fail", &["queue leak"])],
+            ),
+            (
+                "fail not confirmed by the re-check: no alert",
+                &[
+                    st(0, "pass", &[]),
+                    st(1, "fail", &["recheck"]),
+                    st(1, "pass", &[]),
+                    st(2, "pass", &[]),
+                ],
+            ),
+            (
+                "a second unconfirmed leak within the window alerts at once",
+                &[
+                    st(0, "pass", &[]),
+                    st(1, "fail", &["recheck"]),
+                    st(1, "pass", &[]),
+                    st(30, "fail", &["queue leak"]),
+                ],
+            ),
+            (
+                "unconfirmed leaks further apart than the window don't add up",
+                &[
+                    st(0, "fail", &["recheck"]),
+                    st(0, "pass", &[]),
+                    st(24 * 8, "fail", &["recheck"]),
+                    st(24 * 8, "pass", &[]),
+                ],
+            ),
+            (
+                "reminders while failing, at the configured interval",
+                &[
+                    st(0, "fail", &["recheck"]),
+                    st(0, "fail", &["queue leak"]),
+                    st(6, "fail", &[]),
+                    st(23, "fail", &[]),
+                    st(24, "fail", &["queue reminder"]),
+                    st(30, "fail", &[]),
+                    st(48, "fail", &["queue reminder"]),
+                ],
+            ),
+            (
+                "resolved when a failing line passes",
+                &[
+                    st(0, "fail", &["recheck"]),
+                    st(0, "fail", &["queue leak"]),
+                    st(5, "pass", &["queue resolved"]),
+                    st(6, "pass", &[]),
+                ],
+            ),
+            (
+                "inconclusive alerts only after three in a row, once",
+                &[
+                    st(0, "pass", &[]),
+                    st(1, "inc", &[]),
+                    st(2, "inc", &[]),
+                    st(3, "inc", &["queue cant-test"]),
+                    st(4, "inc", &[]),
+                    st(5, "pass", &["queue resolved"]),
+                    st(6, "pass", &[]),
+                ],
+            ),
+            (
+                "an inconclusive run broken by a pass starts again",
+                &[
+                    st(1, "inc", &[]),
+                    st(2, "inc", &[]),
+                    st(3, "pass", &[]),
+                    st(4, "inc", &[]),
+                    st(5, "inc", &[]),
+                    st(6, "inc", &["queue cant-test"]),
+                ],
+            ),
+            (
+                "inconclusive while failing: can't test, no reminder, no resolve",
+                &[
+                    st(0, "fail", &["recheck"]),
+                    st(0, "fail", &["queue leak"]),
+                    st(30, "inc", &[]),
+                    st(31, "inc", &[]),
+                    st(32, "inc", &["queue cant-test"]),
+                    st(33, "fail", &["queue reminder"]),
+                ],
+            ),
+            (
+                "inconclusive re-check keeps the failure pending",
+                &[
+                    st(0, "pass", &[]),
+                    st(1, "fail", &["recheck"]),
+                    st(1, "inc", &[]),
+                    st(2, "fail", &["queue leak"]),
+                ],
+            ),
+            (
+                "drift: a passing line's headers change shape, once",
+                &[
+                    st(0, "pass", &[]),
+                    st(1, "pass", &[]),
+                    st(2, "pass+pai", &["queue drift"]),
+                    st(3, "pass+pai", &[]),
+                    st(4, "pass", &[]),
+                    st(5, "pass+pai", &[]),
+                ],
+            ),
+            (
+                "no drift on the first pass or after a resolve",
+                &[
+                    st(0, "pass+pai", &[]),
+                    st(1, "fail", &["recheck"]),
+                    st(1, "fail", &["queue leak"]),
+                    st(2, "pass", &["queue resolved"]),
+                ],
+            ),
+            (
+                "maintenance: held, then one summary; checks and re-checks go on",
+                &[
+                    st(0, "pass", &[]),
+                    mt(1, "fail", &["recheck"]),
+                    mt(1, "fail", &["hold leak"]),
+                    mt(2, "fail", &[]),
+                    mt(30, "fail", &[]),
+                    mt(31, "pass", &["hold resolved"]),
+                    st(32, "pass", &["queue maintenance-summary"]),
+                    st(33, "pass", &[]),
+                ],
+            ),
+            (
+                "maintenance: a leak still open at the end is summarised, reminders resume after",
+                &[
+                    mt(0, "fail", &["recheck"]),
+                    mt(0, "fail", &["hold leak"]),
+                    st(2, "fail", &["queue maintenance-summary"]),
+                    st(20, "fail", &[]),
+                    st(26, "fail", &["queue reminder"]),
+                ],
+            ),
+        ];
+        for (name, steps) in table {
+            run(name, steps);
+        }
+    }
+
+    #[test]
+    fn leak_alert_content_and_dedupe_key() {
+        let (_, actions) = run(
+            "leak",
+            &[
+                st(0, "pass", &[]),
+                st(1, "fail", &["recheck"]),
+                st(1, "fail", &["queue leak"]),
+            ],
+        );
+        let Action::Queue(a) = &actions[2][0] else {
+            panic!("not queued")
+        };
+        assert_eq!(a.dedupe_key, "leak:reception:102");
+        assert_eq!(a.check_id, Some(102));
+        assert_eq!(a.line.as_deref(), Some("reception"));
+        assert_eq!(a.recipients, ["noc@example.org", "manager@example.org"]);
+        assert_eq!(
+            a.subject,
+            "[cidguard] PRIVACY LEAK on line \"reception\": number shown in From"
+        );
+        assert!(
+            a.text.contains("#101") && a.text.contains("#102"),
+            "{}",
+            a.text
+        );
+    }
+
+    #[test]
+    fn cant_test_says_why_and_is_not_a_leak() {
+        let (_, actions) = run(
+            "inc",
+            &[
+                st(0, "inc", &[]),
+                st(1, "inc", &[]),
+                st(2, "inc", &["queue cant-test"]),
+            ],
+        );
+        let Action::Queue(a) = &actions[2][0] else {
+            panic!("not queued")
+        };
+        assert!(a
+            .subject
+            .starts_with("[cidguard] Can't test line \"reception\": REGISTER refused"));
+        assert!(!a.subject.to_lowercase().contains("leak"), "{}", a.subject);
+        assert!(a.text.contains("This is not a leak report"), "{}", a.text);
+        assert!(a.text.contains("refused the line's login"), "{}", a.text);
+    }
+
+    #[test]
+    fn one_summary_for_all_lines_and_a_stable_key() {
+        let p = policy();
+        let mut a = LineAlertState::default();
+        let mut b = LineAlertState::default();
+        let now = t0();
+        for (s, id) in [(&mut a, 1), (&mut b, 2)] {
+            let (n1, _) = on_result(s, &result("fail", now), id * 10, now, &p, true);
+            let (n2, acts) = on_result(&n1, &result("fail", now), id * 10 + 1, now, &p, true);
+            assert_eq!(summarise(&acts), ["hold leak"]);
+            *s = n2;
+        }
+        let (a0, b0) = (a.clone(), b.clone());
+        let later = now + chrono::Duration::hours(3);
+        let sum = maintenance_summary([("reception", &mut a), ("outreach", &mut b)], later, &p)
+            .expect("a summary");
+        assert!(a.held.is_empty() && b.held.is_empty());
+        assert_eq!(sum.kind, AlertKind::MaintenanceSummary);
+        assert!(
+            sum.subject
+                .contains("PRIVACY LEAK on lines \"reception\", \"outreach\""),
+            "{}",
+            sum.subject
+        );
+        assert!(sum.text.contains("STILL LEAKING"), "{}", sum.text);
+        // Replaying from the stored states (a crash before they were
+        // saved) gives the same key: the outbox refuses the duplicate.
+        let (mut a1, mut b1) = (a0, b0);
+        let again = maintenance_summary([("reception", &mut a1), ("outreach", &mut b1)], later, &p)
+            .unwrap();
+        assert_eq!(again.dedupe_key, sum.dedupe_key);
+        // Nothing held, nothing sent.
+        assert!(maintenance_summary([("reception", &mut a)], later, &p).is_none());
+    }
+
+    #[test]
+    fn old_state_blobs_still_load() {
+        let s: LineAlertState = serde_json::from_str(r#"{"status":"failing"}"#).unwrap();
+        assert_eq!(s.status, LineStatus::Failing);
+        let s: LineAlertState = serde_json::from_str("{}").unwrap();
+        assert_eq!(s, LineAlertState::default());
+    }
+}
