@@ -82,11 +82,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// SIPp's exchange on the same path, in milliseconds (median over `calls`).
+/// Seconds since midnight from SIPp's trace separator line
+/// (`----- 2026-11-29\t05:55:12.123456`).
+fn trace_time(sep: &str) -> Option<f64> {
+    let t = sep.split_whitespace().last()?;
+    let mut parts = t.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// SIPp's exchange on the same path, in milliseconds (median over `calls`),
+/// from the microsecond timestamps of its message trace: first INVITE sent
+/// to final response received, per call.
 fn sipp_exchange_ms(pbx: &Kamailio, number: &str, calls: usize) -> Option<f64> {
     let dir = tempfile::tempdir().ok()?;
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/pbx/call-reject.xml");
     let acc = LINES[0];
+    let log = dir.path().join("messages.log");
     let status = Command::new(support::binary("sipp").ok()?)
         .current_dir(dir.path())
         .args([
@@ -116,13 +130,13 @@ fn sipp_exchange_ms(pbx: &Kamailio, number: &str, calls: usize) -> Option<f64> {
             &calls.to_string(),
             "-l",
             "1",
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
+            "-r",
+            "10",
             "-timeout",
             "30s",
             "-timeout_error",
         ])
+        .args(["-trace_msg", "-message_file", log.to_str()?])
         .arg(pbx.udp_addr().to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -131,17 +145,46 @@ fn sipp_exchange_ms(pbx: &Kamailio, number: &str, calls: usize) -> Option<f64> {
     if !status.success() {
         eprintln!("sipp failed: {status}");
     }
-    let rtt = std::fs::read_dir(dir.path())
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().ends_with("_rtt.csv"))?;
-    let text = std::fs::read_to_string(rtt.path()).ok()?;
-    let v: Vec<f64> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(';').nth(1).and_then(|x| x.trim().parse().ok()))
-        .collect();
-    (!v.is_empty()).then(|| median(v))
+    let text = std::fs::read_to_string(log).ok()?;
+    let mut first_invite: std::collections::HashMap<String, f64> = Default::default();
+    let mut out = Vec::new();
+    let mut when = None;
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.starts_with("-----") {
+            when = trace_time(l);
+            continue;
+        }
+        let sent = l.contains(" message sent");
+        let received = l.contains(" message received");
+        if !(sent || received) {
+            continue;
+        }
+        // Skip the blank line to the start line, then find the Call-ID.
+        let mut start = "";
+        let mut call_id = String::new();
+        while let Some(m) = lines.peek() {
+            if m.starts_with("-----") {
+                break;
+            }
+            let m = lines.next().unwrap_or_default();
+            if start.is_empty() && !m.trim().is_empty() {
+                start = m;
+            }
+            if let Some(v) = m.strip_prefix("Call-ID:") {
+                call_id = v.trim().to_string();
+            }
+        }
+        let Some(t) = when else { continue };
+        if sent && start.starts_with("INVITE ") {
+            first_invite.entry(call_id).or_insert(t);
+        } else if received && start.starts_with("SIP/2.0 486") {
+            if let Some(t0) = first_invite.get(&call_id) {
+                out.push((t - t0) * 1000.0);
+            }
+        }
+    }
+    (!out.is_empty()).then(|| median(out))
 }
 
 fn main() {
@@ -200,7 +243,12 @@ fn main() {
             for _ in 0..sweeps {
                 // The endpoint's flood limit refills at about one sweep a
                 // second; real sweeps are minutes apart. Not timed.
-                tokio::time::sleep(Duration::from_millis(25 * n as u64)).await;
+                tokio::time::sleep(Duration::from_millis(if n <= 10 {
+                    110 * n as u64
+                } else {
+                    25 * n as u64
+                }))
+                .await;
                 let t = Instant::now();
                 let rs = checker.check_lines(&[], Trigger::Schedule).await;
                 sweep_ms.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -223,6 +271,9 @@ fn main() {
                         exchange.push(us as f64 / 1000.0);
                     }
                 }
+            }
+            if std::env::var_os("CIDGUARD_BENCH_DEBUG").is_some() {
+                eprintln!("{:?}", checker.endpoint_stats());
             }
             let cpu_per_check = (cpu_time() - cpu0).as_secs_f64() * 1000.0 / (sweeps * n) as f64;
             checker.shutdown().await;

@@ -237,6 +237,11 @@ impl Checker {
         self.endpoint.addr(t)
     }
 
+    /// The endpoint's counters (calls, stray calls, rate-limited INVITEs...).
+    pub fn endpoint_stats(&self) -> crate::sip::endpoint::EndpointStats {
+        self.endpoint.stats()
+    }
+
     /// Check these lines (all when empty), concurrently where the matching
     /// mode allows. Results come back in the order asked.
     pub async fn check_lines(&self, lines: &[String], trigger: Trigger) -> Vec<CheckResult> {
