@@ -25,6 +25,8 @@
 pub mod alert;
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod report;
 pub mod sip;
+pub mod store;
 pub mod verdict;

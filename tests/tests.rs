@@ -2,6 +2,7 @@
 mod cli;
 mod config_files;
 mod peers;
+mod store;
 mod support;
 mod verdict_corpus;
 mod verdict_kamailio;
