@@ -26,6 +26,7 @@ pub mod alert;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod history;
 pub mod report;
 pub mod sip;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one area.
 mod cli;
 mod config_files;
+mod daemon;
 mod peers;
 mod store;
 mod support;
