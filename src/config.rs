@@ -50,7 +50,10 @@ pub struct Daemon {
     #[serde(default = "default_jitter", deserialize_with = "de_duration")]
     pub jitter: Duration,
     /// How long captured messages are kept; verdicts are kept for good.
-    #[serde(default = "default_evidence_retention", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_evidence_retention",
+        deserialize_with = "de_duration"
+    )]
     pub evidence_retention: Duration,
     /// How often each PBX is asked for its software version.
     #[serde(default = "default_pbx_poll", deserialize_with = "de_duration")]

@@ -17,7 +17,11 @@ pub enum Format {
 }
 
 /// Every check of `line` started at or after `since_ms`, oldest first.
-pub fn checks_since(store: &Store, line: &str, since_ms: Option<i64>) -> Result<Vec<StoredCheck>, StoreError> {
+pub fn checks_since(
+    store: &Store,
+    line: &str,
+    since_ms: Option<i64>,
+) -> Result<Vec<StoredCheck>, StoreError> {
     let mut q = CheckQuery::line(line);
     q.since_ms = since_ms;
     q.limit = 1000;
@@ -77,7 +81,10 @@ fn labelled(kind: &str, label: Option<&str>) -> String {
 
 fn local_time(c: &StoredCheck, tz: Tz) -> String {
     match ms_of_rfc3339(&c.result.started_at).and_then(chrono::DateTime::from_timestamp_millis) {
-        Some(t) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        Some(t) => t
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
         None => c.result.started_at.clone(),
     }
 }
@@ -88,7 +95,9 @@ fn text(checks: &[StoredCheck], tz: Tz) -> String {
     if checks.is_empty() {
         return "no checks in this period\n".into();
     }
-    let header = ["ID", "STARTED", "TRIGGER", "OUTCOME", "TOOK", "PBX", "SUMMARY"];
+    let header = [
+        "ID", "STARTED", "TRIGGER", "OUTCOME", "TOOK", "PBX", "SUMMARY",
+    ];
     let rows: Vec<[String; 7]> = checks
         .iter()
         .map(|c| {

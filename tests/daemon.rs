@@ -19,7 +19,7 @@ use cidguard::daemon::{
     self, maintenance, AlertContext, AlertSink, BoxError, CheckRequest, Checker, Clock,
     DaemonError, Deps, Event, FollowUp, PbxProbe, TokioClock,
 };
-use cidguard::store::{StoredCheck, Store};
+use cidguard::store::{Store, StoredCheck};
 use cidguard::verdict::Outcome;
 
 fn utc(h: u32, m: u32) -> DateTime<Utc> {
@@ -39,7 +39,9 @@ fn near(at: DateTime<Utc>, want: DateTime<Utc>) {
 struct L(&'static str, &'static str, Option<&'static str>);
 
 fn config_text(state: &Path, matching: &str, numbers: usize, daemon: &str, lines: &[L]) -> String {
-    let nums: Vec<String> = (0..numbers).map(|i| format!("\"+61 3 9999 00{i:02}\"")).collect();
+    let nums: Vec<String> = (0..numbers)
+        .map(|i| format!("\"+61 3 9999 00{i:02}\""))
+        .collect();
     let mut s = format!(
         r#"
 [organisation]
@@ -60,7 +62,9 @@ jitter = "0s"
         state.display()
     );
     for L(name, registrar, schedule) in lines {
-        s.push_str(&format!("\n[[line]]\nname = \"{name}\"\nexpect = \"withheld\"\n"));
+        s.push_str(&format!(
+            "\n[[line]]\nname = \"{name}\"\nexpect = \"withheld\"\n"
+        ));
         if let Some(sch) = schedule {
             s.push_str(&format!("schedule = \"{sch}\"\n"));
         }
@@ -132,7 +136,8 @@ impl Checker for FakeChecker {
             if !s.slots.insert(req.slot) {
                 s.slot_clash = true;
             }
-            s.calls.push((req.line.clone(), req.trigger.clone(), started));
+            s.calls
+                .push((req.line.clone(), req.trigger.clone(), started));
         }
         let _guard = InFlight(self, req.slot);
         let hold = self
@@ -173,7 +178,11 @@ struct FakeProbe {
 
 #[async_trait]
 impl PbxProbe for FakeProbe {
-    async fn software(&self, registrar: &str, account: &Account) -> Result<Option<String>, BoxError> {
+    async fn software(
+        &self,
+        registrar: &str,
+        account: &Account,
+    ) -> Result<Option<String>, BoxError> {
         assert_eq!(account.registrar, registrar);
         let _ = self.calls.send(registrar.to_string());
         Ok(self.software.lock().unwrap().get(registrar).cloned())
@@ -193,11 +202,16 @@ impl AlertSink for FakeAlerts {
     fn on_result(&self, check: &StoredCheck, ctx: &AlertContext<'_>) -> Vec<FollowUp> {
         // The stored check is the one in the history.
         assert!(ctx.store.check(check.id).unwrap().is_some());
-        self.results
-            .lock()
-            .unwrap()
-            .push((check.id, check.result.line.clone(), ctx.in_maintenance));
-        match (self.confirm_after, check.result.outcome, &check.result.trigger) {
+        self.results.lock().unwrap().push((
+            check.id,
+            check.result.line.clone(),
+            ctx.in_maintenance,
+        ));
+        match (
+            self.confirm_after,
+            check.result.outcome,
+            &check.result.trigger,
+        ) {
             (Some(after), Outcome::Fail, Trigger::Schedule) => vec![FollowUp::Recheck {
                 line: check.result.line.clone(),
                 trigger: Trigger::Confirm,
@@ -327,7 +341,10 @@ impl Harness {
                         return e;
                     }
                 }
-                Ok(None) => panic!("the daemon ended while waiting for {what}; seen {:#?}", self.seen),
+                Ok(None) => panic!(
+                    "the daemon ended while waiting for {what}; seen {:#?}",
+                    self.seen
+                ),
                 Err(_) => panic!("no {what} within {within:?}; seen {:#?}", self.seen),
             }
         }
@@ -339,7 +356,11 @@ impl Harness {
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(e)) => {
-                    assert!(!pred(&e), "unexpected {what}: {e:?} at {}", self.clock.now());
+                    assert!(
+                        !pred(&e),
+                        "unexpected {what}: {e:?} at {}",
+                        self.clock.now()
+                    );
                     self.seen.push(e);
                 }
                 Ok(None) | Err(_) => return,
@@ -349,7 +370,9 @@ impl Harness {
 
     async fn started(&mut self, within: Duration) -> (String, Trigger, usize, DateTime<Utc>) {
         match self
-            .wait("a check", within, |e| matches!(e, Event::CheckStarted { .. }))
+            .wait("a check", within, |e| {
+                matches!(e, Event::CheckStarted { .. })
+            })
             .await
         {
             Event::CheckStarted {
@@ -363,7 +386,9 @@ impl Harness {
 
     async fn recorded(&mut self, within: Duration) -> (i64, String, bool) {
         match self
-            .wait("a recorded check", within, |e| matches!(e, Event::Recorded { .. }))
+            .wait("a recorded check", within, |e| {
+                matches!(e, Event::Recorded { .. })
+            })
             .await
         {
             Event::Recorded {
@@ -410,7 +435,10 @@ async fn scheduled_checks_fire_on_time() {
                 "numbers",
                 2,
                 "",
-                &[L("a", "sip:pbx1", Some("*/15 * * * *")), L("b", "sip:pbx1", Some("0 * * * *"))],
+                &[
+                    L("a", "sip:pbx1", Some("*/15 * * * *")),
+                    L("b", "sip:pbx1", Some("0 * * * *")),
+                ],
             )
         },
         Opts::default(),
@@ -549,7 +577,11 @@ async fn pbx_software_change_checks_that_pbxs_lines_now() {
                 "numbers",
                 3,
                 "pbx_poll = \"1m\"",
-                &[L("a", "sip:pbx1", yearly), L("b", "sip:pbx1", yearly), L("c", "sip:pbx2", yearly)],
+                &[
+                    L("a", "sip:pbx1", yearly),
+                    L("b", "sip:pbx1", yearly),
+                    L("c", "sip:pbx2", yearly),
+                ],
             )
         },
         Opts {
@@ -563,7 +595,9 @@ async fn pbx_software_change_checks_that_pbxs_lines_now() {
     .await;
     // The first poll (at start) only learns the versions.
     for _ in 0..2 {
-        tokio::time::timeout(SECOND, h.probe_calls.recv()).await.unwrap();
+        tokio::time::timeout(SECOND, h.probe_calls.recv())
+            .await
+            .unwrap();
     }
     h.probe
         .software
@@ -594,9 +628,11 @@ async fn pbx_software_change_checks_that_pbxs_lines_now() {
         lines.insert(line);
     }
     assert_eq!(lines, BTreeSet::from(["a".to_string(), "b".to_string()]));
-    h.none_for("check of c", 10 * Duration::from_secs(60), |e| {
-        matches!(e, Event::CheckStarted { line, .. } if line == "c")
-    })
+    h.none_for(
+        "check of c",
+        10 * Duration::from_secs(60),
+        |e| matches!(e, Event::CheckStarted { line, .. } if line == "c"),
+    )
     .await;
     let changes = h.store().pbx_changes(None, 10).unwrap();
     assert_eq!(changes.len(), 1);
@@ -621,22 +657,43 @@ async fn sighup_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     let state = h.state.clone();
     let mut buf = vec![0u8; 4096];
     let mut recv = async || {
-        let n = tokio::time::timeout(SECOND, sock.recv(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(SECOND, sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         String::from_utf8_lossy(&buf[..n]).to_string()
     };
-    assert!(recv().await.starts_with("READY=1\nSTATUS=ready: 1 line scheduled"));
+    assert!(recv()
+        .await
+        .starts_with("READY=1\nSTATUS=ready: 1 line scheduled"));
 
     // Valid: a new line on a ten-minute schedule.
     std::fs::write(
         &h.config_path,
-        config_text(&state, "timing", 1, "", &[L("a", "sip:pbx1", yearly), L("b", "sip:pbx1", Some("*/10 * * * *"))]),
+        config_text(
+            &state,
+            "timing",
+            1,
+            "",
+            &[
+                L("a", "sip:pbx1", yearly),
+                L("b", "sip:pbx1", Some("*/10 * * * *")),
+            ],
+        ),
     )
     .unwrap();
     h.reload.send(()).await.unwrap();
-    let e = h.wait("a reload", SECOND, |e| matches!(e, Event::Reloaded { .. })).await;
-    assert!(matches!(&e, Event::Reloaded { ok: true, message } if message.contains("2 lines")), "{e:?}");
+    let e = h
+        .wait("a reload", SECOND, |e| matches!(e, Event::Reloaded { .. }))
+        .await;
+    assert!(
+        matches!(&e, Event::Reloaded { ok: true, message } if message.contains("2 lines")),
+        "{e:?}"
+    );
     assert_eq!(recv().await, "RELOADING=1");
-    assert!(recv().await.starts_with("READY=1\nSTATUS=configuration reloaded"));
+    assert!(recv()
+        .await
+        .starts_with("READY=1\nSTATUS=configuration reloaded"));
     let (line, _, _, at) = h.started(HOUR).await;
     assert_eq!(line, "b");
     near(at, utc(0, 10));
@@ -644,11 +701,19 @@ async fn sighup_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     // Invalid: refused with the field named; the old config keeps running.
     std::fs::write(
         &h.config_path,
-        config_text(&state, "timing", 1, "time_zone = \"Mars/Olympus\"", &[L("a", "sip:pbx1", yearly)]),
+        config_text(
+            &state,
+            "timing",
+            1,
+            "time_zone = \"Mars/Olympus\"",
+            &[L("a", "sip:pbx1", yearly)],
+        ),
     )
     .unwrap();
     h.reload.send(()).await.unwrap();
-    let e = h.wait("a reload", SECOND, |e| matches!(e, Event::Reloaded { .. })).await;
+    let e = h
+        .wait("a reload", SECOND, |e| matches!(e, Event::Reloaded { .. }))
+        .await;
     assert!(
         matches!(&e, Event::Reloaded { ok: false, message } if message.contains("daemon.time_zone")),
         "{e:?}"
@@ -665,8 +730,13 @@ async fn sighup_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     .unwrap();
     *h.checker.refuse_configure.lock().unwrap() = true;
     h.reload.send(()).await.unwrap();
-    let e = h.wait("a reload", SECOND, |e| matches!(e, Event::Reloaded { .. })).await;
-    assert!(matches!(&e, Event::Reloaded { ok: false, message } if message.contains("address in use")), "{e:?}");
+    let e = h
+        .wait("a reload", SECOND, |e| matches!(e, Event::Reloaded { .. }))
+        .await;
+    assert!(
+        matches!(&e, Event::Reloaded { ok: false, message } if message.contains("address in use")),
+        "{e:?}"
+    );
     let (line, _, _, at) = h.started(HOUR).await;
     assert_eq!(line, "b");
     near(at, utc(0, 30));
@@ -682,14 +752,25 @@ async fn stop_gives_a_grace_period_then_records_interrupted_checks() {
                 "numbers",
                 2,
                 "grace = \"20s\"",
-                &[L("quick", "sip:pbx1", Some("0 * * * *")), L("stuck", "sip:pbx1", Some("0 * * * *"))],
+                &[
+                    L("quick", "sip:pbx1", Some("0 * * * *")),
+                    L("stuck", "sip:pbx1", Some("0 * * * *")),
+                ],
             )
         },
         Opts::default(),
     )
     .await;
-    h.checker.hold.lock().unwrap().insert("quick".into(), Duration::from_secs(10));
-    h.checker.hold.lock().unwrap().insert("stuck".into(), Duration::from_secs(3600));
+    h.checker
+        .hold
+        .lock()
+        .unwrap()
+        .insert("quick".into(), Duration::from_secs(10));
+    h.checker
+        .hold
+        .lock()
+        .unwrap()
+        .insert("stuck".into(), Duration::from_secs(3600));
     h.started(HOUR).await;
     h.started(SECOND).await;
     let stop_at = h.now();
@@ -724,7 +805,11 @@ async fn stop_gives_a_grace_period_then_records_interrupted_checks() {
         utc(0, 5).timestamp_millis(),
         "an interrupted check stays due"
     );
-    assert_eq!(h.alerts.results.lock().unwrap().len(), 1, "only the real result is alerted on");
+    assert_eq!(
+        h.alerts.results.lock().unwrap().len(),
+        1,
+        "only the real result is alerted on"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -761,14 +846,25 @@ async fn maintenance_holds_alerts_but_checks_go_on() {
     near(windows[0].1, utc(1, 0));
     near(windows[1].1, utc(2, 0));
     assert_eq!(*h.alerts.maintenance.lock().unwrap(), [true, false]);
-    let told: Vec<bool> = h.alerts.results.lock().unwrap().iter().map(|r| r.2).collect();
+    let told: Vec<bool> = h
+        .alerts
+        .results
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.2)
+        .collect();
     // Checks at 00:30, 01:00, 01:30, 02:00, 02:30, each taking 5 s.
     assert_eq!(told, [false, true, true, false, false]);
     // A window set through the API counts too.
     let store = h.store();
     let config = Config::load(&h.config_path).unwrap();
     store
-        .add_maintenance(utc(5, 0).timestamp_millis(), utc(6, 0).timestamp_millis(), None)
+        .add_maintenance(
+            utc(5, 0).timestamp_millis(),
+            utc(6, 0).timestamp_millis(),
+            None,
+        )
         .unwrap();
     assert!(maintenance::in_maintenance(&config, &store, utc(5, 30)).unwrap());
     assert!(!maintenance::in_maintenance(&config, &store, utc(6, 0)).unwrap());
@@ -794,7 +890,11 @@ async fn alert_follow_ups_recheck_the_line() {
         },
     )
     .await;
-    h.checker.outcome.lock().unwrap().insert("a".into(), Outcome::Fail);
+    h.checker
+        .outcome
+        .lock()
+        .unwrap()
+        .insert("a".into(), Outcome::Fail);
     let (_, t, _, _) = h.started(HOUR).await;
     assert_eq!(t, Trigger::Schedule);
     let (_, t, _, at) = h.started(HOUR).await;
@@ -810,9 +910,18 @@ async fn notifies_ready_watchdog_and_sweep_status() {
     let path = dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
     let mut h = Harness::start(
-        |s| config_text(s, "numbers", 2, "", &[L("a", "sip:pbx1", None), L("b", "sip:pbx1", None)]),
+        |s| {
+            config_text(
+                s,
+                "numbers",
+                2,
+                "",
+                &[L("a", "sip:pbx1", None), L("b", "sip:pbx1", None)],
+            )
+        },
         Opts {
-            notifier: Notifier::to_socket(path.to_str().unwrap(), Some(Duration::from_secs(30))).unwrap(),
+            notifier: Notifier::to_socket(path.to_str().unwrap(), Some(Duration::from_secs(30)))
+                .unwrap(),
             ..Opts::default()
         },
     )
@@ -822,7 +931,10 @@ async fn notifies_ready_watchdog_and_sweep_status() {
     let mut watchdogs = Vec::new();
     // Until the 01:00 sweep is reported.
     loop {
-        let n = tokio::time::timeout(2 * HOUR, sock.recv(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(2 * HOUR, sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         let m = String::from_utf8_lossy(&buf[..n]).to_string();
         if m == "WATCHDOG=1" {
             watchdogs.push(h.now());
@@ -833,7 +945,12 @@ async fn notifies_ready_watchdog_and_sweep_status() {
             break;
         }
     }
-    assert!(msgs[0].starts_with("READY=1\nSTATUS=ready: 2 lines scheduled; next check 2025-01-01 01:00 UTC"), "{msgs:?}");
+    assert!(
+        msgs[0].starts_with(
+            "READY=1\nSTATUS=ready: 2 lines scheduled; next check 2025-01-01 01:00 UTC"
+        ),
+        "{msgs:?}"
+    );
     assert_eq!(
         msgs.last().unwrap(),
         "STATUS=last sweep 2025-01-01 01:00 UTC: 2 checked, 2 pass, 0 fail, 0 inconclusive; next check 2025-01-01 02:00 UTC"
@@ -841,7 +958,12 @@ async fn notifies_ready_watchdog_and_sweep_status() {
     // Every 15 s (half of WatchdogSec), never more than that apart.
     assert!(watchdogs.len() >= 200, "{}", watchdogs.len());
     for w in watchdogs.windows(2) {
-        assert!(w[1] - w[0] <= chrono::Duration::seconds(16), "{} -> {}", w[0], w[1]);
+        assert!(
+            w[1] - w[0] <= chrono::Duration::seconds(16),
+            "{} -> {}",
+            w[0],
+            w[1]
+        );
     }
     h.stop().await.unwrap();
     let mut rest = Vec::new();
@@ -855,8 +977,13 @@ async fn notifies_ready_watchdog_and_sweep_status() {
 fn notify_reaches_an_abstract_socket() {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let name = format!("cidguard-test-{}-{}", std::process::id(), rand::random::<u32>());
-    let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    let name = format!(
+        "cidguard-test-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let sock =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let n = Notifier::to_socket(&format!("@{name}"), None).unwrap();
     n.status("checking\nREADY=1");
@@ -886,7 +1013,13 @@ async fn a_bad_config_or_state_dir_stops_the_start() {
     std::fs::write(&blocker, "").unwrap();
     std::fs::write(
         &cfg,
-        config_text(&blocker.join("state"), "timing", 1, "", &[L("a", "sip:pbx1", None)]),
+        config_text(
+            &blocker.join("state"),
+            "timing",
+            1,
+            "",
+            &[L("a", "sip:pbx1", None)],
+        ),
     )
     .unwrap();
     let (_tx, rx) = mpsc::channel(1);

@@ -125,7 +125,10 @@ fn listing_filters_and_pages() {
         let at = T0 + i * 3_600_000;
         ids.push(
             store
-                .record_check(&result_at("reception", outcomes[i as usize % 3], at), &rec(at))
+                .record_check(
+                    &result_at("reception", outcomes[i as usize % 3], at),
+                    &rec(at),
+                )
                 .unwrap(),
         );
         store
@@ -184,7 +187,10 @@ fn ratios_and_overview_skip_interrupted_checks() {
         ..rec(now - 60_000)
     };
     store
-        .record_check(&result_at("a", Outcome::Inconclusive, now - 60_000), &interrupted)
+        .record_check(
+            &result_at("a", Outcome::Inconclusive, now - 60_000),
+            &interrupted,
+        )
         .unwrap();
     let ov = store.overview(None, now).unwrap();
     assert_eq!(ov.len(), 1);
@@ -216,9 +222,7 @@ fn evidence_expires_but_verdicts_stay() {
         5
     ];
     let old_id = store.record_check(&old, &rec(T0)).unwrap();
-    let new_id = store
-        .record_check(&old, &rec(T0 + 100 * DAY_MS))
-        .unwrap();
+    let new_id = store.record_check(&old, &rec(T0 + 100 * DAY_MS)).unwrap();
     let cutoff = T0 + 10 * DAY_MS;
     let mut deleted = 0;
     loop {
@@ -232,7 +236,10 @@ fn evidence_expires_but_verdicts_stay() {
     let o = store.check(old_id).unwrap().unwrap();
     assert!(o.evidence_pruned && o.result.evidence.is_empty());
     assert_eq!(o.result.findings.len(), 1);
-    assert_eq!(store.check(new_id).unwrap().unwrap().result.evidence.len(), 5);
+    assert_eq!(
+        store.check(new_id).unwrap().unwrap().result.evidence.len(),
+        5
+    );
 }
 
 fn alert(key: &str, next_ms: i64) -> OutgoingAlert {
@@ -265,10 +272,18 @@ fn outbox_dedupes_retries_and_holds() {
     let a = &due[0];
     assert_eq!(
         (a.kind, a.recipients.clone(), a.dedupe_key.as_str()),
-        (AlertKind::Leak, vec!["ops@example.org".to_string()], "leak:a:1")
+        (
+            AlertKind::Leak,
+            vec!["ops@example.org".to_string()],
+            "leak:a:1"
+        )
     );
     store.mark_failed(a.id, "smtp: 451", T0 + 60_000).unwrap();
-    assert_eq!(store.due(T0 + 59_999, 10).unwrap().len(), 1, "only the second");
+    assert_eq!(
+        store.due(T0 + 59_999, 10).unwrap().len(),
+        1,
+        "only the second"
+    );
     let retry = store.due(T0 + 60_000, 10).unwrap();
     assert_eq!(retry.len(), 2);
     assert_eq!(retry[1].attempts, 1);
@@ -281,14 +296,22 @@ fn outbox_dedupes_retries_and_holds() {
     // Held during maintenance: not due, listed, then summarised.
     assert!(store.hold_alert(&alert("leak:b:3", T0)).unwrap());
     assert!(store.hold_alert(&alert("leak:b:4", T0)).unwrap());
-    assert!(!store.enqueue(&alert("leak:b:3", T0)).unwrap(), "held counts for dedupe");
+    assert!(
+        !store.enqueue(&alert("leak:b:3", T0)).unwrap(),
+        "held counts for dedupe"
+    );
     assert!(store.due(i64::MAX, 10).unwrap().is_empty());
     let held = store.held_alerts().unwrap();
     assert_eq!(held.len(), 2);
     let mut summary = alert("maintenance:1", T0);
     summary.kind = AlertKind::MaintenanceSummary;
     let ids: Vec<i64> = held.iter().map(|a| a.id).collect();
-    assert_eq!(store.release_held(&ids, Release::Summarise(&summary)).unwrap(), 2);
+    assert_eq!(
+        store
+            .release_held(&ids, Release::Summarise(&summary))
+            .unwrap(),
+        2
+    );
     assert!(store.held_alerts().unwrap().is_empty());
     let due = store.due(i64::MAX, 10).unwrap();
     assert_eq!(due.len(), 1);
@@ -304,7 +327,10 @@ fn outbox_dedupes_retries_and_holds() {
 fn pbx_changes_maintenance_alert_state_and_last_runs() {
     let (_dir, store) = temp_store();
     let r = "sip:pbx.example.org";
-    assert_eq!(store.observe_pbx(r, "FreePBX 16", T0).unwrap(), PbxObservation::First);
+    assert_eq!(
+        store.observe_pbx(r, "FreePBX 16", T0).unwrap(),
+        PbxObservation::First
+    );
     assert_eq!(
         store.observe_pbx(r, "FreePBX 16", T0 + 1).unwrap(),
         PbxObservation::Unchanged
@@ -317,15 +343,27 @@ fn pbx_changes_maintenance_alert_state_and_last_runs() {
     let changes = store.pbx_changes(None, 10).unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(
-        (changes[0].from.as_deref(), changes[0].to.as_str(), changes[0].at_ms),
+        (
+            changes[0].from.as_deref(),
+            changes[0].to.as_str(),
+            changes[0].at_ms
+        ),
         (Some("FreePBX 16"), "FreePBX 17", T0 + 2)
     );
     assert_eq!(store.pbx_changes(Some("sip:other"), 10).unwrap().len(), 0);
-    assert_eq!(store.pbx_software(r).unwrap().as_deref(), Some("FreePBX 17"));
+    assert_eq!(
+        store.pbx_software(r).unwrap().as_deref(),
+        Some("FreePBX 17")
+    );
 
-    let id = store.add_maintenance(T0, T0 + 3_600_000, Some("PBX upgrade")).unwrap();
+    let id = store
+        .add_maintenance(T0, T0 + 3_600_000, Some("PBX upgrade"))
+        .unwrap();
     assert_eq!(store.maintenance_windows(T0).unwrap().len(), 1);
-    assert!(store.maintenance_windows(T0 + 3_600_000).unwrap().is_empty());
+    assert!(store
+        .maintenance_windows(T0 + 3_600_000)
+        .unwrap()
+        .is_empty());
     assert!(store.remove_maintenance(id).unwrap());
     assert!(!store.remove_maintenance(id).unwrap());
 
@@ -441,7 +479,12 @@ fn kill_9_mid_write_loses_nothing() {
     let path = dir.path().join("history.sqlite3");
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["store::crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "store::crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CRASH_DB, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

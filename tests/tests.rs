@@ -2,6 +2,8 @@
 mod cli;
 mod config_files;
 mod daemon;
+mod daemon_cli;
+mod deploy;
 mod peers;
 mod store;
 mod support;

@@ -26,7 +26,11 @@ impl Window {
 
 /// Every window that hasn't ended by `now`: configured ones first, then
 /// API-set ones.
-pub fn windows(config: &Config, store: &Store, now: DateTime<Utc>) -> Result<Vec<Window>, StoreError> {
+pub fn windows(
+    config: &Config,
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Vec<Window>, StoreError> {
     let tz = config.daemon.tz();
     let mut out: Vec<Window> = config
         .daemon
@@ -60,7 +64,11 @@ pub fn windows(config: &Config, store: &Store, now: DateTime<Utc>) -> Result<Vec
 }
 
 /// Whether alerts are held at `now`.
-pub fn in_maintenance(config: &Config, store: &Store, now: DateTime<Utc>) -> Result<bool, StoreError> {
+pub fn in_maintenance(
+    config: &Config,
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     Ok(windows(config, store, now)?.iter().any(|w| w.contains(now)))
 }
 

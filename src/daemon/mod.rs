@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 use crate::check::result::{CheckResult, Trigger};
 use crate::config::{Account, Config, ConfigError, Matching};
-use crate::store::{PbxObservation, Record, StoredCheck, Store, StoreError};
+use crate::store::{PbxObservation, Record, Store, StoreError, StoredCheck};
 use crate::verdict::Outcome;
 use notify::Notifier;
 use schedule::Schedule;
@@ -97,8 +97,11 @@ pub trait Checker: Send + Sync + 'static {
 pub trait PbxProbe: Send + Sync + 'static {
     /// `registrar` is as configured; `account` is one of the lines using it
     /// (transport, outbound proxy). None: the PBX answered without saying.
-    async fn software(&self, registrar: &str, account: &Account)
-        -> Result<Option<String>, BoxError>;
+    async fn software(
+        &self,
+        registrar: &str,
+        account: &Account,
+    ) -> Result<Option<String>, BoxError>;
 }
 
 /// What the alert side asks the daemon to do after a result.
@@ -462,7 +465,10 @@ impl Daemon {
         let limit = concurrency_limit(&config);
         Daemon {
             config_path,
-            next_watchdog: deps.notifier.watchdog_interval().map(|i| Instant::now() + i),
+            next_watchdog: deps
+                .notifier
+                .watchdog_interval()
+                .map(|i| Instant::now() + i),
             config,
             store,
             state_dir,
@@ -557,7 +563,10 @@ impl Daemon {
                 tracing::info!(line = %line.name, "no [line.account]: not scheduled (it can still be inspected)");
                 continue;
             }
-            let text = line.schedule.as_deref().unwrap_or(&cfg.daemon.default_schedule);
+            let text = line
+                .schedule
+                .as_deref()
+                .unwrap_or(&cfg.daemon.default_schedule);
             let schedule = match Schedule::parse(text, tz) {
                 Ok(s) => s,
                 // Validation refuses these; never panic on one anyway.
@@ -588,7 +597,9 @@ impl Daemon {
             out.insert(
                 line.name.clone(),
                 LineSchedule {
-                    fire_at: next_slot.checked_add_signed(self.jitter()).unwrap_or(next_slot),
+                    fire_at: next_slot
+                        .checked_add_signed(self.jitter())
+                        .unwrap_or(next_slot),
                     schedule,
                     next_slot,
                 },
@@ -611,7 +622,12 @@ impl Daemon {
             .values()
             .map(|l| l.next_slot)
             .min()
-            .map(|t| format!("; next check {}", t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")))
+            .map(|t| {
+                format!(
+                    "; next check {}",
+                    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+                )
+            })
             .unwrap_or_default()
     }
 
@@ -672,7 +688,9 @@ impl Daemon {
     }
 
     fn ping_watchdog_if_due(&mut self) {
-        if let (Some(next), Some(every)) = (self.next_watchdog, self.deps.notifier.watchdog_interval()) {
+        if let (Some(next), Some(every)) =
+            (self.next_watchdog, self.deps.notifier.watchdog_interval())
+        {
             let now = Instant::now();
             if now >= next {
                 self.deps.notifier.watchdog();
@@ -778,7 +796,8 @@ impl Daemon {
                 .line(&p.line)
                 .map(|l| l.expect)
                 .unwrap_or(crate::config::Expect::Withheld);
-            let span = tracing::info_span!("check", line = %p.line, trigger = trigger_word(&p.trigger));
+            let span =
+                tracing::info_span!("check", line = %p.line, trigger = trigger_word(&p.trigger));
             let line = p.line.clone();
             let trigger = p.trigger.clone();
             let clock = self.deps.clock.clone();
@@ -792,7 +811,10 @@ impl Daemon {
                                 &line,
                                 expected,
                                 SystemTime::now(),
-                                format!("the check did not finish within {} s (daemon.check_timeout)", timeout.as_secs()),
+                                format!(
+                                    "the check did not finish within {} s (daemon.check_timeout)",
+                                    timeout.as_secs()
+                                ),
                                 trigger,
                             );
                             stamp(&mut r, now, clock.now());
@@ -864,7 +886,11 @@ impl Daemon {
 
     /// An inconclusive result for a line whose check gave none.
     fn placeholder_result(&self, line: &str, why: String) -> CheckResult {
-        let started = self.running.get(line).map(|r| r.started).unwrap_or_else(|| self.now());
+        let started = self
+            .running
+            .get(line)
+            .map(|r| r.started)
+            .unwrap_or_else(|| self.now());
         let trigger = self
             .running
             .get(line)
@@ -965,7 +991,11 @@ impl Daemon {
             s.pass,
             s.fail,
             s.inconclusive,
-            if self.in_maintenance { "; maintenance: alerts held" } else { "" },
+            if self.in_maintenance {
+                "; maintenance: alerts held"
+            } else {
+                ""
+            },
             self.next_check_text()
         );
         tracing::info!("{status}");
@@ -1030,13 +1060,22 @@ impl Daemon {
                 for (registrar, account) in pbxs {
                     let probe = probe.clone();
                     set.spawn(async move {
-                        let software =
-                            match tokio::time::timeout(PROBE_TIMEOUT, probe.software(&registrar, &account)).await {
-                                Ok(Ok(s)) => Ok(s),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
-                            };
-                        PbxSeen { registrar, software }
+                        let software = match tokio::time::timeout(
+                            PROBE_TIMEOUT,
+                            probe.software(&registrar, &account),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => Ok(s),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => {
+                                Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
+                            }
+                        };
+                        PbxSeen {
+                            registrar,
+                            software,
+                        }
                     });
                 }
                 while let Some(r) = set.join_next().await {
@@ -1080,7 +1119,11 @@ impl Daemon {
                     .config
                     .lines
                     .iter()
-                    .filter(|l| l.account.as_ref().is_some_and(|a| a.registrar == seen.registrar))
+                    .filter(|l| {
+                        l.account
+                            .as_ref()
+                            .is_some_and(|a| a.registrar == seen.registrar)
+                    })
                     .map(|l| l.name.clone())
                     .collect();
                 for line in lines {
@@ -1116,7 +1159,8 @@ impl Daemon {
                 (true, msg)
             }
             Err(why) => {
-                let msg = format!("reload refused, the previous configuration stays in force: {why}");
+                let msg =
+                    format!("reload refused, the previous configuration stays in force: {why}");
                 tracing::error!("{msg}");
                 (false, msg)
             }
@@ -1220,7 +1264,11 @@ fn stamp(r: &mut CheckResult, started: DateTime<Utc>, now: DateTime<Utc>) {
 
 /// Delete expired evidence every [`PRUNE_EVERY`], in small batches off the
 /// async threads.
-async fn prune_loop(store: Arc<Store>, clock: Arc<dyn Clock>, mut retention: watch::Receiver<Duration>) {
+async fn prune_loop(
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    mut retention: watch::Receiver<Duration>,
+) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

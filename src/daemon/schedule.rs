@@ -143,8 +143,14 @@ mod tests {
         // 2025-10-05 02:00 AEST jumps to 03:00 AEDT: 02:30 doesn't exist.
         let tz = sydney();
         let s = Schedule::parse("30 2 * * *", tz).unwrap();
-        let from = tz.with_ymd_and_hms(2025, 10, 3, 12, 0, 0).unwrap().with_timezone(&Utc);
-        let to = tz.with_ymd_and_hms(2025, 10, 7, 12, 0, 0).unwrap().with_timezone(&Utc);
+        let from = tz
+            .with_ymd_and_hms(2025, 10, 3, 12, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let to = tz
+            .with_ymd_and_hms(2025, 10, 7, 12, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
         let got = local_strings(&runs(&s, from, to), tz);
         assert_eq!(
             got,
@@ -163,8 +169,14 @@ mod tests {
         // 2025-04-06 03:00 AEDT falls back to 02:00 AEST: 02:30 happens twice.
         let tz = sydney();
         let s = Schedule::parse("30 2 * * *", tz).unwrap();
-        let from = tz.with_ymd_and_hms(2025, 4, 4, 12, 0, 0).unwrap().with_timezone(&Utc);
-        let to = tz.with_ymd_and_hms(2025, 4, 8, 12, 0, 0).unwrap().with_timezone(&Utc);
+        let from = tz
+            .with_ymd_and_hms(2025, 4, 4, 12, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let to = tz
+            .with_ymd_and_hms(2025, 4, 8, 12, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
         let got = local_strings(&runs(&s, from, to), tz);
         assert_eq!(
             got,
@@ -196,7 +208,10 @@ mod tests {
     fn six_fields_have_seconds_first() {
         let s = Schedule::parse("15 */10 * * * *", Tz::UTC).unwrap();
         let t = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(s.next_after(t), Some(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 15).unwrap()));
+        assert_eq!(
+            s.next_after(t),
+            Some(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 15).unwrap())
+        );
         assert_eq!(
             s.latest_at_or_before(Utc.with_ymd_and_hms(2025, 1, 1, 0, 12, 0).unwrap()),
             Some(Utc.with_ymd_and_hms(2025, 1, 1, 0, 10, 15).unwrap())
@@ -205,7 +220,15 @@ mod tests {
 
     #[test]
     fn bad_schedules_are_refused() {
-        for bad in ["", "* * *", "61 * * * *", "0 0 31 2 *", "@hourly", "0 0 0 1 1 * 2030", "x * * * *"] {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "0 0 31 2 *",
+            "@hourly",
+            "0 0 0 1 1 * 2030",
+            "x * * * *",
+        ] {
             assert!(Schedule::parse(bad, Tz::UTC).is_err(), "{bad:?} accepted");
         }
         assert!(parse_time_zone("Mars/Olympus").is_err());

@@ -208,7 +208,10 @@ pub enum PbxObservation {
     First,
     Unchanged,
     /// Recorded as a change (its id).
-    Changed { id: i64, from: String },
+    Changed {
+        id: i64,
+        from: String,
+    },
 }
 
 /// A maintenance window set through the API.
@@ -278,15 +281,18 @@ const CHECK_COLUMNS: &str = "id, line, trigger_json, started_at_ms, duration_ms,
      recorded_at_ms, interrupted, evidence_count";
 
 fn check_of_row(row: &Row<'_>) -> rusqlite::Result<(StoredCheck, i64)> {
-    fn json<T: serde::de::DeserializeOwned + Default>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    fn json<T: serde::de::DeserializeOwned + Default>(
+        row: &Row<'_>,
+        i: usize,
+    ) -> rusqlite::Result<T> {
         let s: String = row.get(i)?;
         // A row written by this code always parses; an unreadable field
         // must not hide the rest of the history.
         Ok(serde_json::from_str(&s).unwrap_or_default())
     }
     let id: i64 = row.get(0)?;
-    let trigger: Trigger = serde_json::from_str(&row.get::<_, String>(2)?)
-        .unwrap_or(Trigger::Manual { label: None });
+    let trigger: Trigger =
+        serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Trigger::Manual { label: None });
     let expected: Expect = match row.get::<_, String>(7)?.as_str() {
         "umbrella" => Expect::Umbrella,
         _ => Expect::Withheld,
@@ -518,7 +524,10 @@ impl Store {
         }
         if let Some(o) = q.outcome {
             args.push(outcome_text(o).to_string().into());
-            sql.push_str(&format!(" AND outcome = ?{} AND NOT interrupted", args.len()));
+            sql.push_str(&format!(
+                " AND outcome = ?{} AND NOT interrupted",
+                args.len()
+            ));
         }
         if let Some(c) = q.after {
             args.push(c.started_at_ms.into());
@@ -668,7 +677,12 @@ impl Store {
 
     /// Record what a PBX says it runs; a difference from last time is
     /// stored as a change.
-    pub fn observe_pbx(&self, registrar: &str, software: &str, at_ms: i64) -> Result<PbxObservation> {
+    pub fn observe_pbx(
+        &self,
+        registrar: &str,
+        software: &str,
+        at_ms: i64,
+    ) -> Result<PbxObservation> {
         let what = "recording PBX software";
         let mut conn = self.conn();
         let tx = conn.transaction().ctx(what)?;
@@ -871,4 +885,3 @@ fn create_private_dir(dir: &Path) -> Result<()> {
             source,
         })
 }
-

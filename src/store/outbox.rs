@@ -141,7 +141,10 @@ impl OutboxStore for Store {
             ))
             .ctx(what)?;
         let rows = st
-            .query_map(params![now_ms, limit.min(i64::MAX as usize) as i64], alert_of_row)
+            .query_map(
+                params![now_ms, limit.min(i64::MAX as usize) as i64],
+                alert_of_row,
+            )
             .ctx(what)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .ctx(what);
