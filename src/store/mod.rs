@@ -467,6 +467,20 @@ impl Store {
         if let Some(slot) = rec.slot_ms {
             set_last_slot_in(&tx, &r.line, slot).ctx(what)?;
         }
+        if !rec.interrupted {
+            let (p, f, i) = match r.outcome {
+                Outcome::Pass => (1, 0, 0),
+                Outcome::Fail => (0, 1, 0),
+                Outcome::Inconclusive => (0, 0, 1),
+            };
+            tx.execute(
+                "INSERT INTO daily_counts (line, day, pass, fail, inconclusive) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(line, day) DO UPDATE SET pass = pass + excluded.pass, \
+                 fail = fail + excluded.fail, inconclusive = inconclusive + excluded.inconclusive",
+                params![r.line, started_ms.div_euclid(DAY_MS), p, f, i],
+            )
+            .ctx(what)?;
+        }
         tx.commit().ctx(what)?;
         Ok(id)
     }
@@ -830,33 +844,46 @@ fn latest_in(conn: &Connection, line: &str) -> Result<Option<StoredCheck>> {
     .ctx("reading the latest check")
 }
 
-/// Counts for three periods in one pass over the covering index.
+/// Counts for three periods. Whole UTC days come from `daily_counts`; only
+/// the part of the first day after each period's start is counted from the
+/// checks themselves.
 fn ratios_in(conn: &Connection, line: &str, since: [i64; 3]) -> Result<[Ratio; 3]> {
     let what = "counting outcomes";
-    let oldest = since.iter().copied().min().unwrap_or(0);
-    let mut st = conn
+    let mut out = [Ratio::default(); 3];
+    let mut partial = conn
         .prepare_cached(
-            "SELECT outcome, started_at_ms >= ?2, started_at_ms >= ?3, started_at_ms >= ?4, count(*) \
-             FROM checks WHERE line = ?1 AND started_at_ms >= ?5 AND NOT interrupted \
-             GROUP BY 1, 2, 3, 4",
+            "SELECT outcome, count(*) FROM checks WHERE line = ?1 AND started_at_ms >= ?2 \
+             AND started_at_ms < ?3 AND NOT interrupted GROUP BY outcome",
         )
         .ctx(what)?;
-    let mut out = [Ratio::default(); 3];
-    let mut rows = st
-        .query(params![line, since[0], since[1], since[2], oldest])
+    let mut days = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(pass), 0), coalesce(sum(fail), 0), coalesce(sum(inconclusive), 0) \
+             FROM daily_counts WHERE line = ?1 AND day >= ?2",
+        )
         .ctx(what)?;
-    while let Some(r) = rows.next().ctx(what)? {
-        let outcome = outcome_of(&r.get::<_, String>(0).ctx(what)?);
-        let n = r.get::<_, i64>(4).ctx(what)?.max(0) as u64;
-        for (i, ratio) in out.iter_mut().enumerate() {
-            if r.get::<_, bool>(i + 1).ctx(what)? {
-                match outcome {
-                    Outcome::Pass => ratio.pass += n,
-                    Outcome::Fail => ratio.fail += n,
-                    Outcome::Inconclusive => ratio.inconclusive += n,
-                }
+    for (ratio, since_ms) in out.iter_mut().zip(since) {
+        let first_whole_day =
+            since_ms.div_euclid(DAY_MS) + i64::from(since_ms.rem_euclid(DAY_MS) != 0);
+        let mut rows = partial
+            .query(params![line, since_ms, first_whole_day * DAY_MS])
+            .ctx(what)?;
+        while let Some(r) = rows.next().ctx(what)? {
+            let n = r.get::<_, i64>(1).ctx(what)?.max(0) as u64;
+            match outcome_of(&r.get::<_, String>(0).ctx(what)?) {
+                Outcome::Pass => ratio.pass += n,
+                Outcome::Fail => ratio.fail += n,
+                Outcome::Inconclusive => ratio.inconclusive += n,
             }
         }
+        let (p, f, i): (i64, i64, i64) = days
+            .query_row(params![line, first_whole_day], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .ctx(what)?;
+        ratio.pass += p.max(0) as u64;
+        ratio.fail += f.max(0) as u64;
+        ratio.inconclusive += i.max(0) as u64;
     }
     Ok(out)
 }

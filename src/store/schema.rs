@@ -42,6 +42,18 @@ CREATE TABLE checks (
 CREATE INDEX checks_line_time ON checks (line, started_at_ms, outcome, interrupted);
 CREATE INDEX checks_time ON checks (started_at_ms);
 
+-- Outcome counts per line and UTC day (by start time, interrupted checks
+-- left out), kept with each insert: pass ratios over 90 days read 90 rows
+-- instead of every check.
+CREATE TABLE daily_counts (
+    line            TEXT    NOT NULL,
+    day             INTEGER NOT NULL,
+    pass            INTEGER NOT NULL DEFAULT 0,
+    fail            INTEGER NOT NULL DEFAULT 0,
+    inconclusive    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (line, day)
+) WITHOUT ROWID;
+
 CREATE TABLE evidence (
     id              INTEGER PRIMARY KEY,
     check_id        INTEGER NOT NULL REFERENCES checks (id) ON DELETE CASCADE,
