@@ -1026,3 +1026,59 @@ async fn a_bad_config_or_state_dir_stops_the_start() {
     let r = daemon::run(&cfg, deps(), rx, std::future::pending::<()>()).await;
     assert!(matches!(r, Err(DaemonError::Store(_))), "{r:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn expired_evidence_is_pruned_in_the_background() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().to_path_buf();
+    {
+        let store = Store::open_in(&path.join("state")).unwrap();
+        let mut r = crate::store::result_at("a", Outcome::Fail, utc(0, 0).timestamp_millis());
+        r.evidence = vec![
+            cidguard::check::result::EvidenceMessage {
+                side: "endpoint".into(),
+                direction: "received".into(),
+                at_ms: 0,
+                flow: "udp".into(),
+                text: "INVITE".into(),
+            };
+            3
+        ];
+        let old = (utc(0, 0) - chrono::Duration::days(100)).timestamp_millis();
+        let rec = cidguard::store::Record {
+            recorded_at_ms: old,
+            ..Default::default()
+        };
+        store.record_check(&r, &rec).unwrap();
+        let rec = cidguard::store::Record {
+            recorded_at_ms: utc(0, 0).timestamp_millis(),
+            ..Default::default()
+        };
+        store.record_check(&r, &rec).unwrap();
+    }
+    let mut h = Harness::start(
+        |s| {
+            config_text(
+                s,
+                "timing",
+                1,
+                "evidence_retention = \"30d\"",
+                &[L("a", "sip:pbx1", None)],
+            )
+        },
+        Opts {
+            dir: Some((Some(root), path)),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let pruned = Event::EvidencePruned { messages: 3 };
+    if !h.seen.contains(&pruned) {
+        h.wait("pruning", 10 * SECOND, |e| *e == pruned).await;
+    }
+    let store = h.store();
+    let old = store.check(1).unwrap().unwrap();
+    assert!(old.evidence_pruned && old.result.findings.len() == 1);
+    assert_eq!(store.check(2).unwrap().unwrap().result.evidence.len(), 3);
+    h.stop().await.unwrap();
+}

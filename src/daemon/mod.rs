@@ -54,6 +54,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired evidence is deleted.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long the checker may take to apply a configuration.
+pub const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The loop wakes at least this often, to see wall-clock changes
 /// (suspend, NTP steps) and maintenance windows set through the API.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -257,6 +259,10 @@ pub enum Event {
     MaintenanceChanged {
         active: bool,
     },
+    /// Expired evidence was deleted (how many messages).
+    EvidencePruned {
+        messages: usize,
+    },
     /// Every queued check is done; `status` is what STATUS= says.
     SweepDone {
         status: String,
@@ -343,8 +349,7 @@ pub async fn run(
     let state_dir = config.daemon.state_dir();
     let store = Arc::new(Store::open_in(&state_dir)?);
     tracing::info!("history at {}", store.path().display());
-    deps.checker
-        .configure(&config)
+    configure(deps.checker.as_ref(), &config)
         .await
         .map_err(DaemonError::Checker)?;
     deps.alerts.configure(&store, &config);
@@ -353,6 +358,19 @@ pub async fn run(
     d.main_loop(reload, shutdown).await;
     d.stop().await;
     Ok(())
+}
+
+/// [`Checker::configure`], bounded so a stuck endpoint can't hang the start
+/// or a reload.
+async fn configure(checker: &dyn Checker, config: &Arc<Config>) -> Result<(), BoxError> {
+    match tokio::time::timeout(CONFIGURE_TIMEOUT, checker.configure(config)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the endpoint was not ready within {} s",
+            CONFIGURE_TIMEOUT.as_secs()
+        )
+        .into()),
+    }
 }
 
 /// A check waiting to run.
@@ -534,6 +552,7 @@ impl Daemon {
             self.store.clone(),
             self.deps.clock.clone(),
             self.retention.subscribe(),
+            self.deps.events.clone(),
         )));
         self.update_maintenance(now);
         let status = format!(
@@ -676,7 +695,7 @@ impl Daemon {
             .min();
         if let Some(t) = wall {
             let d = (t - now).to_std().unwrap_or(Duration::ZERO);
-            wake = wake.min(base + d);
+            wake = wake.min(base + d.min(MAX_SLEEP));
         }
         if let Some(w) = self.next_watchdog {
             wake = wake.min(w);
@@ -1177,9 +1196,7 @@ impl Daemon {
                 self.state_dir.display()
             );
         }
-        self.deps
-            .checker
-            .configure(&new)
+        configure(self.deps.checker.as_ref(), &new)
             .await
             .map_err(|e| format!("the checker refused it: {e}"))?;
         self.config = new;
@@ -1268,6 +1285,7 @@ async fn prune_loop(
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     mut retention: watch::Receiver<Duration>,
+    events: Option<mpsc::UnboundedSender<Event>>,
 ) {
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1289,7 +1307,12 @@ async fn prune_loop(
         .await;
         match pruned {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!("deleted {n} evidence messages past retention"),
+            Ok(Ok(n)) => {
+                tracing::info!("deleted {n} evidence messages past retention");
+                if let Some(tx) = &events {
+                    let _ = tx.send(Event::EvidencePruned { messages: n });
+                }
+            }
             Ok(Err(e)) => tracing::error!("pruning evidence: {e}"),
             Err(e) => tracing::error!("pruning evidence: {e}"),
         }
