@@ -28,6 +28,151 @@ pub struct Config {
     /// Email alerts; without this section the daemon sends none.
     #[serde(default)]
     pub alerts: Option<Alerts>,
+    /// `cidguard run`: history, schedules, maintenance. All optional.
+    #[serde(default)]
+    pub daemon: Daemon,
+}
+
+/// The daemon's settings (`[daemon]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    /// Where the history database lives. `$STATE_DIRECTORY` (set by systemd
+    /// from `StateDirectory=`) takes precedence; see [`Daemon::state_dir`].
+    #[serde(default = "default_state_dir", rename = "state_dir")]
+    pub configured_state_dir: PathBuf,
+    /// IANA time zone the schedules and maintenance times are read in.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Cron schedule for lines without their own (5 fields, or 6 with
+    /// seconds first).
+    #[serde(default = "default_schedule")]
+    pub default_schedule: String,
+    /// Each scheduled check starts at a random delay up to this long after
+    /// its time, so lines (and several sites) don't all call at once.
+    #[serde(default = "default_jitter", deserialize_with = "de_duration")]
+    pub jitter: Duration,
+    /// How long captured messages are kept; verdicts are kept for good.
+    #[serde(
+        default = "default_evidence_retention",
+        deserialize_with = "de_duration"
+    )]
+    pub evidence_retention: Duration,
+    /// How often each PBX is asked for its software version.
+    #[serde(default = "default_pbx_poll", deserialize_with = "de_duration")]
+    pub pbx_poll: Duration,
+    /// On stop, how long checks in progress may take to finish before they
+    /// are recorded as interrupted.
+    #[serde(default = "default_grace", deserialize_with = "de_duration")]
+    pub grace: Duration,
+    /// A check still running after this long is abandoned and recorded as
+    /// inconclusive, so one stuck call can't stop the others.
+    #[serde(default = "default_check_timeout", deserialize_with = "de_duration")]
+    pub check_timeout: Duration,
+    /// Planned work on the phone system: checks still run and are recorded,
+    /// alerts are held until the window ends.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+impl Default for Daemon {
+    fn default() -> Daemon {
+        Daemon {
+            configured_state_dir: default_state_dir(),
+            time_zone: default_time_zone(),
+            default_schedule: default_schedule(),
+            jitter: default_jitter(),
+            evidence_retention: default_evidence_retention(),
+            pbx_poll: default_pbx_poll(),
+            grace: default_grace(),
+            check_timeout: default_check_timeout(),
+            maintenance: Vec::new(),
+        }
+    }
+}
+
+impl Daemon {
+    /// The state directory: the first entry of `$STATE_DIRECTORY` when
+    /// systemd sets it, else `state_dir` from the file.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir_with(std::env::var_os("STATE_DIRECTORY"))
+    }
+
+    /// [`Daemon::state_dir`] with the environment value given.
+    pub fn state_dir_with(&self, env: Option<std::ffi::OsString>) -> PathBuf {
+        // systemd joins several StateDirectory= entries with ':'.
+        env.and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next())
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| self.configured_state_dir.clone())
+    }
+
+    /// The configured time zone (UTC if it can't be read; `problems()`
+    /// reports that).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        crate::daemon::schedule::parse_time_zone(&self.time_zone).unwrap_or(chrono_tz::Tz::UTC)
+    }
+}
+
+/// A planned maintenance window. Times are RFC 3339 with an offset
+/// (`2025-06-01T22:00:00+10:00`) or local to `daemon.time_zone`
+/// (`2025-06-01 22:00`), quoted or as TOML date-times.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    #[serde(deserialize_with = "de_time_text")]
+    pub start: String,
+    #[serde(deserialize_with = "de_time_text")]
+    pub end: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl MaintenanceWindow {
+    /// The window as UTC instants, reading local times in `tz`.
+    pub fn resolve(
+        &self,
+        tz: chrono_tz::Tz,
+    ) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), String> {
+        Ok((parse_time(&self.start, tz)?, parse_time(&self.end, tz)?))
+    }
+}
+
+/// Read a date-time: RFC 3339 with an offset, or a local time in `tz`
+/// (`2025-06-01 22:00`, `2025-06-01T22:00:00`). A local time in a DST gap
+/// is refused; one that happens twice means the earlier.
+pub fn parse_time(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::TimeZone;
+    let t = text.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&chrono::Utc));
+    }
+    let naive = ["%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(t, f).ok())
+        .ok_or_else(|| {
+            format!("{t:?} is not a date and time (write \"2025-06-01 22:00\" or \"2025-06-01T22:00:00+10:00\")")
+        })?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok_or_else(|| format!("{t:?} does not exist in {tz} (a daylight saving gap)"))
+}
+
+fn de_time_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::Text(s) => s,
+        Raw::Toml(t) => t.to_string(),
+    })
 }
 
 /// Who must never be identified.
@@ -92,6 +237,9 @@ pub struct Line {
     /// inspected but not called.
     #[serde(default)]
     pub account: Option<Account>,
+    /// Cron schedule for this line (`daemon.default_schedule` when absent).
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 /// SIP transport.
@@ -241,6 +389,30 @@ fn default_hold_max() -> Duration {
 }
 fn default_arrival_timeout() -> Duration {
     Duration::from_secs(20)
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/cidguard")
+}
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+fn default_schedule() -> String {
+    "0 * * * *".into()
+}
+fn default_jitter() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_evidence_retention() -> Duration {
+    Duration::from_secs(90 * 86400)
+}
+fn default_pbx_poll() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(180)
 }
 
 /// `[alerts]`: who is told, when, and how the email leaves.
@@ -714,6 +886,7 @@ impl Config {
     pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |field: String, message: String| out.push(Problem { field, message });
+        let tz = crate::daemon::schedule::parse_time_zone(&self.daemon.time_zone);
         let org = &self.organisation;
         if org.name.trim().is_empty() {
             bad("organisation.name".into(), "must not be empty".into());
@@ -820,6 +993,11 @@ impl Config {
                     bad(f("account.ring_timeout"), "must be more than zero".into());
                 }
             }
+            if let (Some(s), Ok(tz)) = (&line.schedule, &tz) {
+                if let Err(e) = crate::daemon::schedule::Schedule::parse(s, *tz) {
+                    bad(f("schedule"), e.to_string());
+                }
+            }
         }
         if let Some(ep) = &self.endpoint {
             if ep.numbers.is_empty() {
@@ -866,6 +1044,45 @@ impl Config {
         }
         if let Some(a) = &self.alerts {
             alerts_problems(a, &mut bad);
+        }
+        let d = &self.daemon;
+        if d.configured_state_dir.as_os_str().is_empty() {
+            bad("daemon.state_dir".into(), "must name a directory".into());
+        }
+        match &tz {
+            Err(m) => bad("daemon.time_zone".into(), m.clone()),
+            Ok(tz) => {
+                if let Err(e) = crate::daemon::schedule::Schedule::parse(&d.default_schedule, *tz) {
+                    bad("daemon.default_schedule".into(), e.to_string());
+                }
+                for (i, w) in d.maintenance.iter().enumerate() {
+                    let start = parse_time(&w.start, *tz);
+                    let end = parse_time(&w.end, *tz);
+                    if let Err(m) = &start {
+                        bad(format!("daemon.maintenance[{i}].start"), m.clone());
+                    }
+                    if let Err(m) = &end {
+                        bad(format!("daemon.maintenance[{i}].end"), m.clone());
+                    }
+                    if let (Ok(s), Ok(e)) = (start, end) {
+                        if e <= s {
+                            bad(
+                                format!("daemon.maintenance[{i}].end"),
+                                "must be after start".into(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (name, v) in [
+            ("pbx_poll", d.pbx_poll),
+            ("check_timeout", d.check_timeout),
+            ("evidence_retention", d.evidence_retention),
+        ] {
+            if v.is_zero() {
+                bad(format!("daemon.{name}"), "must be more than zero".into());
+            }
         }
         out
     }

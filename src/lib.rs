@@ -20,11 +20,20 @@
 //! - [`sip`]: the wire format (our own tolerant parser), and the user agents.
 //! - [`verdict`]: the pure engine: `judge(policy, raw bytes) -> Verdict`.
 //! - [`report`]: human and JSON output, exit codes.
+//! - [`daemon`]: `cidguard run`: schedules, catch-up, PBX change checks,
+//!   maintenance, systemd integration; the checker, PBX probe and alert
+//!   side plug in through its traits.
+//! - [`store`]: the history (SQLite): checks, evidence, PBX changes, the
+//!   alert outbox, maintenance windows, alert state, last run times.
+//! - [`history`]: `cidguard history` output (text, JSON, CSV).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
 pub mod check;
 pub mod config;
+pub mod daemon;
+pub mod history;
 pub mod report;
 pub mod sip;
+pub mod store;
 pub mod verdict;

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -83,6 +84,35 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
+    /// Run the daemon: check every line on its schedule and record the
+    /// results (a systemd service; SIGHUP reloads the config, SIGTERM stops).
+    ///
+    /// Exit status: 0 after a clean stop, 1 if it could not run, 2 config error.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show a line's recorded checks.
+    ///
+    /// Exit status: 0, 1 if the history can't be read, 2 usage or config error.
+    History {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        line: String,
+        /// Only checks started within this long before now (`30d`, `12h`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = HistoryFormat::Text)]
+        format: HistoryFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum HistoryFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -134,8 +164,13 @@ enum Format {
 struct UsageError(anyhow::Error);
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // The daemon logs what it does; one-shot commands only warnings.
+    init_tracing(if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(UsageError(e)) => {
@@ -145,12 +180,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CIDGUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour codes in the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -181,6 +219,13 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Command::Alert {
             command: AlertCommand::Test { config },
         } => alert_test(&config),
+        Command::Run { config } => run_daemon(&config),
+        Command::History {
+            config,
+            line,
+            since,
+            format,
+        } => history(&config, &line, since.as_deref(), format),
     }
 }
 
@@ -359,6 +404,90 @@ async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
     .await
     .context("endpoint")
     .map_err(UsageError)?;
+    Ok(0)
+}
+
+/// Print a runtime failure and exit 1 (not a usage error).
+fn failed(e: impl std::fmt::Display) -> Result<u8, UsageError> {
+    eprintln!("cidguard: {e}");
+    Ok(1)
+}
+
+fn run_daemon(config: &Path) -> Result<u8, UsageError> {
+    use cidguard::daemon::{self, DaemonError, Deps, NoAlerts, NoProbe, UnavailableChecker};
+    // Refuse a bad config before anything starts, with status 2.
+    Config::load(config).map_err(|e| UsageError(e.into()))?;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failed(format!("can't start the runtime: {e}")),
+    };
+    let outcome = rt.block_on(async {
+        let (reload, stop) = daemon::unix_signals()?;
+        // The SIP checker, PBX probe and alerting plug in here as they land.
+        let deps = Deps::new(
+            Arc::new(UnavailableChecker),
+            Arc::new(NoProbe),
+            Arc::new(NoAlerts),
+        );
+        daemon::run(config, deps, reload, stop).await
+    });
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(DaemonError::Config(e)) => Err(UsageError(e.into())),
+        Err(e) => failed(e),
+    }
+}
+
+fn history(
+    config: &Path,
+    line: &str,
+    since: Option<&str>,
+    format: HistoryFormat,
+) -> Result<u8, UsageError> {
+    use cidguard::store::Store;
+    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
+    let since_ms = match since {
+        Some(s) => {
+            let d = cidguard::config::parse_duration(s)
+                .map_err(|e| UsageError(anyhow::anyhow!("--since: {e}")))?;
+            let d = chrono::Duration::from_std(d)
+                .map_err(|_| UsageError(anyhow::anyhow!("--since: {s:?} is out of range")))?;
+            Some((chrono::Utc::now() - d).timestamp_millis())
+        }
+        None => None,
+    };
+    let path = cfg.daemon.state_dir().join(Store::FILE_NAME);
+    let store = match Store::open_existing(&path) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    if cfg.line(line).is_none() && !store.lines().unwrap_or_default().iter().any(|l| l == line) {
+        return Err(UsageError(anyhow::anyhow!(
+            "no line named {line:?} in the config or the history (lines: {})",
+            cfg.lines
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let checks = match cidguard::history::checks_since(&store, line, since_ms) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let format = match format {
+        HistoryFormat::Text => cidguard::history::Format::Text,
+        HistoryFormat::Json => cidguard::history::Format::Json,
+        HistoryFormat::Csv => cidguard::history::Format::Csv,
+    };
+    print!(
+        "{}",
+        cidguard::history::render(&checks, format, cfg.daemon.tz())
+    );
     Ok(0)
 }
 

@@ -120,3 +120,100 @@ fn secrets_come_from_env_or_file() {
     assert_eq!(secret.reveal().unwrap(), "s3cret");
     assert!(!format!("{cfg:?}").contains("s3cret"));
 }
+
+const LINE: &str = "[[line]]\nname = \"a\"\nexpect = \"withheld\"\n";
+
+#[test]
+fn daemon_section_defaults() {
+    let cfg = check(&format!("{ORG}{LINE}")).unwrap();
+    let d = &cfg.daemon;
+    assert_eq!(d.configured_state_dir, Path::new("/var/lib/cidguard"));
+    assert_eq!(d.time_zone, "UTC");
+    assert_eq!(d.default_schedule, "0 * * * *");
+    assert_eq!(d.jitter, std::time::Duration::from_secs(30));
+    assert_eq!(
+        d.evidence_retention,
+        std::time::Duration::from_secs(90 * 86400)
+    );
+    assert_eq!(d.pbx_poll, std::time::Duration::from_secs(300));
+    assert_eq!(d.grace, std::time::Duration::from_secs(20));
+    assert!(d.maintenance.is_empty());
+    assert!(cfg.lines[0].schedule.is_none());
+}
+
+#[test]
+fn daemon_section_is_read_and_validated() {
+    let text = format!(
+        r#"{ORG}
+[daemon]
+state_dir = "/srv/cidguard"
+time_zone = "Australia/Sydney"
+default_schedule = "30 2 * * *"
+jitter = "2m"
+evidence_retention = "30d"
+pbx_poll = 60
+grace = "45s"
+
+[[daemon.maintenance]]
+start = "2025-06-01 22:00"
+end = 2025-06-02T02:00:00+10:00
+reason = "PBX upgrade"
+
+{LINE}schedule = "0 */15 * * * *"
+"#
+    );
+    let cfg = check(&text).unwrap();
+    let d = &cfg.daemon;
+    assert_eq!(d.tz(), chrono_tz::Australia::Sydney);
+    assert_eq!(d.jitter, std::time::Duration::from_secs(120));
+    assert_eq!(d.pbx_poll, std::time::Duration::from_secs(60));
+    assert_eq!(cfg.lines[0].schedule.as_deref(), Some("0 */15 * * * *"));
+    let (start, end) = d.maintenance[0].resolve(d.tz()).unwrap();
+    // 22:00 in Sydney in June (AEST, +10) is 12:00 UTC.
+    assert_eq!(start.to_rfc3339(), "2025-06-01T12:00:00+00:00");
+    assert_eq!(end.to_rfc3339(), "2025-06-01T16:00:00+00:00");
+    // $STATE_DIRECTORY (systemd) wins over the file.
+    assert_eq!(d.state_dir_with(None), Path::new("/srv/cidguard"));
+    assert_eq!(
+        d.state_dir_with(Some("/var/lib/cidguard:/var/lib/other".into())),
+        Path::new("/var/lib/cidguard")
+    );
+
+    let daemon = |body: &str| format!("{ORG}[daemon]\n{body}\n{LINE}");
+    assert_eq!(
+        field_of(&daemon("time_zone = \"Mars/Olympus\"")),
+        "daemon.time_zone"
+    );
+    assert_eq!(
+        field_of(&daemon("default_schedule = \"every hour\"")),
+        "daemon.default_schedule"
+    );
+    assert_eq!(field_of(&daemon("pbx_poll = \"0s\"")), "daemon.pbx_poll");
+    assert_eq!(
+        field_of(&daemon(
+            "[[daemon.maintenance]]\nstart = \"2025-06-02 02:00\"\nend = \"2025-06-01 22:00\""
+        )),
+        "daemon.maintenance[0].end"
+    );
+    assert_eq!(
+        field_of(&daemon(
+            "[[daemon.maintenance]]\nstart = \"tonight\"\nend = \"2025-06-01 22:00\""
+        )),
+        "daemon.maintenance[0].start"
+    );
+    // A local time that doesn't exist (Sydney's spring-forward gap).
+    assert_eq!(
+        field_of(&daemon(
+            "time_zone = \"Australia/Sydney\"\n[[daemon.maintenance]]\nstart = \"2025-10-05 02:30\"\nend = \"2025-10-05 04:00\""
+        )),
+        "daemon.maintenance[0].start"
+    );
+    assert_eq!(
+        field_of(&format!("{ORG}{LINE}schedule = \"61 * * * *\"\n")),
+        "line[0] (a).schedule"
+    );
+    let e = check(&daemon("jitter = \"soon\"")).unwrap_err();
+    assert!(e.to_string().contains("soon"), "{e}");
+    let e = check(&daemon("statedir = \"/x\"")).unwrap_err();
+    assert!(e.to_string().contains("statedir"), "{e}");
+}

@@ -1,0 +1,1320 @@
+//! `cidguard run`: the daemon. It checks every line on its cron schedule,
+//! catches up on checks missed while it was down, re-checks every line on a
+//! PBX whose software changed, records every result in the history, hands
+//! each stored result to the alert side, and behaves as a systemd service
+//! (readiness, watchdog, status, reload on SIGHUP, clean stop on SIGTERM).
+//!
+//! The parts built elsewhere plug in through [`Deps`]:
+//!
+//! ```text
+//!            schedule / catch-up / PBX change / alert follow-ups
+//!                                   │
+//!                              queue of checks ──▶ Checker::check (≤ slots in flight)
+//!                                                        │ CheckResult
+//!                         Store::record_check ◀──────────┘
+//!                                   │ StoredCheck
+//!                         AlertSink::on_result ──▶ follow-ups (recheck now / later)
+//! ```
+//!
+//! Everything runs on one task that owns the state; checks and PBX probes
+//! run as their own tasks and report back. Every wait is bounded: a check by
+//! `daemon.check_timeout`, a probe by [`PROBE_TIMEOUT`], a stop by
+//! `daemon.grace`. Wall-clock time comes from a [`Clock`], so tests can run
+//! the daemon on tokio's paused time.
+
+pub mod maintenance;
+pub mod notify;
+pub mod schedule;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::check::result::{CheckResult, Trigger};
+use crate::config::{Account, Config, ConfigError, Matching};
+use crate::store::{PbxObservation, Record, Store, StoreError, StoredCheck};
+use crate::verdict::Outcome;
+use notify::Notifier;
+use schedule::Schedule;
+
+/// Errors from the parts plugged into the daemon.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long one PBX software probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often expired evidence is deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long the checker may take to apply a configuration.
+pub const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The loop wakes at least this often, to see wall-clock changes
+/// (suspend, NTP steps) and maintenance windows set through the API.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// One check to run.
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    /// The configuration in force when the check started.
+    pub config: Arc<Config>,
+    pub line: String,
+    pub trigger: Trigger,
+    /// The check's place among those in flight, `0..limit` where the limit
+    /// comes from `endpoint.matching` (1 for `timing` and `media`, the
+    /// number of endpoint numbers for `numbers`). No two checks in flight
+    /// share a slot, so with `numbers` matching the check dials
+    /// `endpoint.numbers[slot]`.
+    pub slot: usize,
+}
+
+/// Places test calls and judges them (the SIP side implements it).
+#[async_trait]
+pub trait Checker: Send + Sync + 'static {
+    /// Bring up the receiving side for this configuration (bind the
+    /// endpoint's listeners, register). Called before the daemon reports
+    /// ready, and again with each new configuration on reload; an error
+    /// there refuses the new configuration, so this should either apply it
+    /// fully or leave the previous one running.
+    async fn configure(&self, config: &Arc<Config>) -> Result<(), BoxError>;
+
+    /// Check one line. The daemon runs up to the matching mode's limit of
+    /// these at once and records each result as soon as it returns; a check
+    /// that can't be judged returns an inconclusive result, not an error.
+    /// The future may be dropped (timeout, stop): the call must then be
+    /// torn down by its drop.
+    async fn check(&self, request: CheckRequest) -> CheckResult;
+}
+
+/// Asks a PBX what software it runs (the SIP side implements it with
+/// OPTIONS, reading Server / User-Agent).
+#[async_trait]
+pub trait PbxProbe: Send + Sync + 'static {
+    /// `registrar` is as configured; `account` is one of the lines using it
+    /// (transport, outbound proxy). None: the PBX answered without saying.
+    async fn software(
+        &self,
+        registrar: &str,
+        account: &Account,
+    ) -> Result<Option<String>, BoxError>;
+}
+
+/// What the alert side asks the daemon to do after a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Check the line again after `after` (zero: now), e.g. to confirm a
+    /// new failure with `Trigger::Confirm`.
+    Recheck {
+        line: String,
+        trigger: Trigger,
+        after: Duration,
+    },
+}
+
+/// What the alert side is told along with a result.
+pub struct AlertContext<'a> {
+    pub store: &'a Arc<Store>,
+    pub config: &'a Arc<Config>,
+    pub now: DateTime<Utc>,
+    /// Alerts are being held (a maintenance window is open).
+    pub in_maintenance: bool,
+}
+
+/// Receives every stored result (the alert side implements it). Called on
+/// the daemon's task: keep it quick (state machine and outbox writes; the
+/// sending happens elsewhere).
+pub trait AlertSink: Send + Sync + 'static {
+    /// The history is open and this configuration is in force: at start
+    /// (before ready) and after each accepted reload. A place to start a
+    /// sender task on the store.
+    fn configure(&self, _store: &Arc<Store>, _config: &Arc<Config>) {}
+
+    /// A check was stored with id `check.id`.
+    fn on_result(&self, check: &StoredCheck, ctx: &AlertContext<'_>) -> Vec<FollowUp>;
+
+    /// A maintenance window opened (`active`) or closed: the moment to
+    /// summarise the alerts held (`Store::held_alerts`, `Store::release_held`).
+    fn maintenance_changed(&self, _active: bool, _ctx: &AlertContext<'_>) {}
+}
+
+/// Alerts off: results are only recorded.
+#[derive(Debug, Default)]
+pub struct NoAlerts;
+
+impl AlertSink for NoAlerts {
+    fn on_result(&self, _check: &StoredCheck, _ctx: &AlertContext<'_>) -> Vec<FollowUp> {
+        Vec::new()
+    }
+}
+
+/// No PBX probing: software is never known, so never changes.
+#[derive(Debug, Default)]
+pub struct NoProbe;
+
+#[async_trait]
+impl PbxProbe for NoProbe {
+    async fn software(&self, _r: &str, _a: &Account) -> Result<Option<String>, BoxError> {
+        Ok(None)
+    }
+}
+
+/// Stands in until the SIP side's checker is wired in: every check is
+/// recorded as inconclusive, saying why.
+#[derive(Debug, Default)]
+pub struct UnavailableChecker;
+
+#[async_trait]
+impl Checker for UnavailableChecker {
+    async fn configure(&self, _config: &Arc<Config>) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn check(&self, req: CheckRequest) -> CheckResult {
+        let expected = req
+            .config
+            .line(&req.line)
+            .map(|l| l.expect)
+            .unwrap_or(crate::config::Expect::Withheld);
+        CheckResult::inconclusive(
+            &req.line,
+            expected,
+            SystemTime::now(),
+            "this build of cidguard can't place test calls yet".into(),
+            req.trigger,
+        )
+    }
+}
+
+/// Wall-clock time, for schedules and records.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A wall clock that follows tokio's clock from a given start, so paused
+/// time (tests) moves schedules too.
+#[derive(Debug)]
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base: DateTime<Utc>) -> TokioClock {
+        TokioClock {
+            base,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.base + chrono_dur(self.start.elapsed())
+    }
+}
+
+/// What the daemon did, for observers (tests, and later the dashboard's
+/// live view).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// History open, checker configured, READY=1 sent.
+    Ready,
+    CheckStarted {
+        line: String,
+        trigger: Trigger,
+        slot: usize,
+    },
+    Recorded {
+        id: i64,
+        line: String,
+        trigger: Trigger,
+        outcome: Outcome,
+        interrupted: bool,
+    },
+    PbxChanged {
+        registrar: String,
+        from: String,
+        to: String,
+    },
+    Reloaded {
+        ok: bool,
+        message: String,
+    },
+    MaintenanceChanged {
+        active: bool,
+    },
+    /// Expired evidence was deleted (how many messages).
+    EvidencePruned {
+        messages: usize,
+    },
+    /// Every queued check is done; `status` is what STATUS= says.
+    SweepDone {
+        status: String,
+    },
+    Stopped,
+}
+
+/// The parts the daemon is built from.
+pub struct Deps {
+    pub checker: Arc<dyn Checker>,
+    pub probe: Arc<dyn PbxProbe>,
+    pub alerts: Arc<dyn AlertSink>,
+    pub clock: Arc<dyn Clock>,
+    pub notifier: Notifier,
+    /// Where to report [`Event`]s, if anyone listens.
+    pub events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl Deps {
+    /// The given parts with the system clock and systemd notification
+    /// from the environment.
+    pub fn new(
+        checker: Arc<dyn Checker>,
+        probe: Arc<dyn PbxProbe>,
+        alerts: Arc<dyn AlertSink>,
+    ) -> Deps {
+        Deps {
+            checker,
+            probe,
+            alerts,
+            clock: Arc::new(SystemClock),
+            notifier: Notifier::from_env(),
+            events: None,
+        }
+    }
+}
+
+/// Why the daemon could not start (once running, problems are logged and
+/// it carries on).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("can't start checking: {0}")]
+    Checker(BoxError),
+    #[error("can't listen for signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// SIGHUP as a stream of reload requests, and SIGTERM or SIGINT as the
+/// stop request, for [`run`].
+pub fn unix_signals() -> Result<(mpsc::Receiver<()>, impl Future<Output = ()>), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // A reload already pending covers this one too.
+            let _ = tx.try_send(());
+        }
+    });
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    Ok((rx, stop))
+}
+
+/// Run the daemon until `shutdown` completes. Each message on `reload`
+/// re-reads `config_path`. Returns Ok after a clean stop.
+pub async fn run(
+    config_path: &Path,
+    deps: Deps,
+    reload: mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let state_dir = config.daemon.state_dir();
+    let store = Arc::new(Store::open_in(&state_dir)?);
+    tracing::info!("history at {}", store.path().display());
+    configure(deps.checker.as_ref(), &config)
+        .await
+        .map_err(DaemonError::Checker)?;
+    deps.alerts.configure(&store, &config);
+    let mut d = Daemon::new(config_path.to_path_buf(), config, store, state_dir, deps);
+    d.start()?;
+    d.main_loop(reload, shutdown).await;
+    d.stop().await;
+    Ok(())
+}
+
+/// [`Checker::configure`], bounded so a stuck endpoint can't hang the start
+/// or a reload.
+async fn configure(checker: &dyn Checker, config: &Arc<Config>) -> Result<(), BoxError> {
+    match tokio::time::timeout(CONFIGURE_TIMEOUT, checker.configure(config)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the endpoint was not ready within {} s",
+            CONFIGURE_TIMEOUT.as_secs()
+        )
+        .into()),
+    }
+}
+
+/// A check waiting to run.
+#[derive(Debug, Clone)]
+struct Pending {
+    line: String,
+    trigger: Trigger,
+    /// The scheduled time it runs for (scheduled and catch-up checks).
+    slot_ms: Option<i64>,
+}
+
+/// A check in flight.
+#[derive(Debug)]
+struct Running {
+    trigger: Trigger,
+    slot_ms: Option<i64>,
+    slot: usize,
+    started: DateTime<Utc>,
+    task: Id,
+}
+
+/// What a check task hands back.
+struct Done {
+    line: String,
+    result: CheckResult,
+}
+
+/// A line's place in the schedule.
+#[derive(Debug)]
+struct LineSchedule {
+    schedule: Schedule,
+    /// The next cron occurrence.
+    next_slot: DateTime<Utc>,
+    /// When it is started: the occurrence plus random jitter.
+    fire_at: DateTime<Utc>,
+}
+
+/// Outcome counts of the checks since the queue was last empty.
+#[derive(Debug, Default)]
+struct Sweep {
+    started: Option<DateTime<Utc>>,
+    pass: u32,
+    fail: u32,
+    inconclusive: u32,
+}
+
+/// What a PBX probe task reports.
+struct PbxSeen {
+    registrar: String,
+    software: Result<Option<String>, String>,
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Arc<Config>,
+    store: Arc<Store>,
+    state_dir: PathBuf,
+    deps: Deps,
+    lines: BTreeMap<String, LineSchedule>,
+    queue: VecDeque<Pending>,
+    delayed: Vec<(DateTime<Utc>, Pending)>,
+    running: HashMap<String, Running>,
+    free_slots: BTreeSet<usize>,
+    limit: usize,
+    tasks: JoinSet<Done>,
+    sweep: Sweep,
+    in_maintenance: bool,
+    maintenance_next: Option<DateTime<Utc>>,
+    next_watchdog: Option<Instant>,
+    next_poll: Instant,
+    polling: bool,
+    pbx_tx: mpsc::Sender<PbxSeen>,
+    pbx_rx: mpsc::Receiver<PbxSeen>,
+    retention: watch::Sender<Duration>,
+    pruner: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The number of checks that may be in flight for a configuration.
+pub fn concurrency_limit(config: &Config) -> usize {
+    match &config.endpoint {
+        Some(ep) if ep.matching == Matching::Numbers => ep.numbers.len().max(1),
+        _ => 1,
+    }
+}
+
+fn trigger_word(t: &Trigger) -> &'static str {
+    match t {
+        Trigger::Schedule => "schedule",
+        Trigger::Manual { .. } => "manual",
+        Trigger::PbxChange { .. } => "pbx-change",
+        Trigger::Confirm => "confirm",
+        Trigger::Api { .. } => "api",
+    }
+}
+
+impl Daemon {
+    fn new(
+        config_path: PathBuf,
+        config: Arc<Config>,
+        store: Arc<Store>,
+        state_dir: PathBuf,
+        deps: Deps,
+    ) -> Daemon {
+        let (pbx_tx, pbx_rx) = mpsc::channel(64);
+        let (retention, _) = watch::channel(config.daemon.evidence_retention);
+        let limit = concurrency_limit(&config);
+        Daemon {
+            config_path,
+            next_watchdog: deps
+                .notifier
+                .watchdog_interval()
+                .map(|i| Instant::now() + i),
+            config,
+            store,
+            state_dir,
+            deps,
+            lines: BTreeMap::new(),
+            queue: VecDeque::new(),
+            delayed: Vec::new(),
+            running: HashMap::new(),
+            free_slots: (0..limit).collect(),
+            limit,
+            tasks: JoinSet::new(),
+            sweep: Sweep::default(),
+            in_maintenance: false,
+            maintenance_next: None,
+            next_poll: Instant::now(),
+            polling: false,
+            pbx_tx,
+            pbx_rx,
+            retention,
+            pruner: None,
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.deps.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.deps.clock.now()
+    }
+
+    /// Schedules, catch-up, the pruner, READY=1.
+    fn start(&mut self) -> Result<(), DaemonError> {
+        let now = self.now();
+        let last = self.store.last_slots()?;
+        self.lines = self.build_schedules(now, None);
+        for (name, ls) in &self.lines {
+            match last.get(name) {
+                Some(&last_ms) => {
+                    // Due while the daemon was down: run once, soon, for
+                    // the latest missed occurrence.
+                    if let Some(missed) = ls.schedule.latest_at_or_before(now) {
+                        if missed.timestamp_millis() > last_ms {
+                            tracing::info!(
+                                line = %name,
+                                "a scheduled check was due at {missed} while cidguard was not running; checking now"
+                            );
+                            self.queue.push_back(Pending {
+                                line: name.clone(),
+                                trigger: Trigger::Schedule,
+                                slot_ms: Some(missed.timestamp_millis()),
+                            });
+                        }
+                    }
+                }
+                // First sight of the line: count downtime from now on.
+                None => self.store.set_last_slot(name, now.timestamp_millis())?,
+            }
+        }
+        self.pruner = Some(tokio::spawn(prune_loop(
+            self.store.clone(),
+            self.deps.clock.clone(),
+            self.retention.subscribe(),
+            self.deps.events.clone(),
+        )));
+        self.update_maintenance(now);
+        let status = format!(
+            "ready: {} line{} scheduled{}",
+            self.lines.len(),
+            if self.lines.len() == 1 { "" } else { "s" },
+            self.next_check_text()
+        );
+        tracing::info!("{status}");
+        self.deps.notifier.ready(&status);
+        self.emit(Event::Ready);
+        Ok(())
+    }
+
+    /// Schedules for every callable line, keeping the next occurrence of
+    /// lines whose schedule didn't change (`old`).
+    fn build_schedules(
+        &self,
+        now: DateTime<Utc>,
+        old: Option<&BTreeMap<String, LineSchedule>>,
+    ) -> BTreeMap<String, LineSchedule> {
+        let cfg = &self.config;
+        let tz = cfg.daemon.tz();
+        let mut out = BTreeMap::new();
+        for line in &cfg.lines {
+            if line.account.is_none() {
+                tracing::info!(line = %line.name, "no [line.account]: not scheduled (it can still be inspected)");
+                continue;
+            }
+            let text = line
+                .schedule
+                .as_deref()
+                .unwrap_or(&cfg.daemon.default_schedule);
+            let schedule = match Schedule::parse(text, tz) {
+                Ok(s) => s,
+                // Validation refuses these; never panic on one anyway.
+                Err(e) => {
+                    tracing::error!(line = %line.name, "not scheduled: {e}");
+                    continue;
+                }
+            };
+            if let Some(prev) = old.and_then(|o| o.get(&line.name)) {
+                if prev.schedule.as_str() == schedule.as_str()
+                    && prev.schedule.time_zone() == schedule.time_zone()
+                {
+                    out.insert(
+                        line.name.clone(),
+                        LineSchedule {
+                            schedule,
+                            next_slot: prev.next_slot,
+                            fire_at: prev.fire_at,
+                        },
+                    );
+                    continue;
+                }
+            }
+            let Some(next_slot) = schedule.next_after(now) else {
+                tracing::error!(line = %line.name, "schedule {schedule} has no next occurrence");
+                continue;
+            };
+            out.insert(
+                line.name.clone(),
+                LineSchedule {
+                    fire_at: next_slot
+                        .checked_add_signed(self.jitter())
+                        .unwrap_or(next_slot),
+                    schedule,
+                    next_slot,
+                },
+            );
+        }
+        out
+    }
+
+    fn jitter(&self) -> chrono::Duration {
+        let max = self.config.daemon.jitter.as_millis().min(i64::MAX as u128) as i64;
+        if max == 0 {
+            return chrono::Duration::zero();
+        }
+        chrono::Duration::milliseconds(rand::thread_rng().gen_range(0..=max))
+    }
+
+    fn next_check_text(&self) -> String {
+        let tz = self.config.daemon.tz();
+        self.lines
+            .values()
+            .map(|l| l.next_slot)
+            .min()
+            .map(|t| {
+                format!(
+                    "; next check {}",
+                    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    async fn main_loop(
+        &mut self,
+        mut reload: mpsc::Receiver<()>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut reload_open = true;
+        loop {
+            let now = self.now();
+            self.fire_due(now);
+            self.update_maintenance(now);
+            self.start_poll_if_due();
+            self.dispatch();
+            self.finish_sweep_if_idle();
+            self.ping_watchdog_if_due();
+            let wake = self.next_wake(now);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                r = reload.recv(), if reload_open => match r {
+                    Some(()) => self.reload().await,
+                    None => reload_open = false,
+                },
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finish(joined);
+                }
+                Some(seen) = self.pbx_rx.recv() => self.on_pbx(seen),
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// When the loop must wake up next.
+    fn next_wake(&self, now: DateTime<Utc>) -> Instant {
+        let base = Instant::now();
+        let mut wake = base + MAX_SLEEP;
+        let wall = self
+            .lines
+            .values()
+            .map(|l| l.fire_at)
+            .chain(self.delayed.iter().map(|(t, _)| *t))
+            .chain(self.maintenance_next)
+            .min();
+        if let Some(t) = wall {
+            let d = (t - now).to_std().unwrap_or(Duration::ZERO);
+            wake = wake.min(base + d.min(MAX_SLEEP));
+        }
+        if let Some(w) = self.next_watchdog {
+            wake = wake.min(w);
+        }
+        if !self.polling {
+            wake = wake.min(self.next_poll);
+        }
+        wake
+    }
+
+    fn ping_watchdog_if_due(&mut self) {
+        if let (Some(next), Some(every)) =
+            (self.next_watchdog, self.deps.notifier.watchdog_interval())
+        {
+            let now = Instant::now();
+            if now >= next {
+                self.deps.notifier.watchdog();
+                self.next_watchdog = Some(now + every);
+            }
+        }
+    }
+
+    /// Queue scheduled checks and delayed re-checks that are due.
+    fn fire_due(&mut self, now: DateTime<Utc>) {
+        let due: Vec<String> = self
+            .lines
+            .iter()
+            .filter(|(_, ls)| ls.fire_at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut fired = Vec::new();
+        for name in due {
+            let jitter = self.jitter();
+            let Some(ls) = self.lines.get_mut(&name) else {
+                continue;
+            };
+            fired.push(Pending {
+                line: name,
+                trigger: Trigger::Schedule,
+                slot_ms: Some(ls.next_slot.timestamp_millis()),
+            });
+            // After a long stall (suspend), skip to the future rather than
+            // run every missed occurrence.
+            let mut next = ls.schedule.next_after(ls.next_slot);
+            if next.is_some_and(|n| n <= now) {
+                next = ls.schedule.next_after(now);
+            }
+            // None is unreachable for validated schedules; park the line.
+            let next = next.unwrap_or(DateTime::<Utc>::MAX_UTC);
+            ls.next_slot = next;
+            ls.fire_at = next.checked_add_signed(jitter).unwrap_or(next);
+        }
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = later;
+        for p in fired.into_iter().chain(ready.into_iter().map(|(_, p)| p)) {
+            self.enqueue(p);
+        }
+    }
+
+    /// Add a check to the queue, merging with one for the same line that
+    /// hasn't started: a more specific trigger wins, and the later slot.
+    fn enqueue(&mut self, p: Pending) {
+        if !self.lines.contains_key(&p.line) {
+            tracing::warn!(line = %p.line, "not checked: no such callable line in the configuration");
+            return;
+        }
+        if let Some(q) = self.queue.iter_mut().find(|q| q.line == p.line) {
+            if q.trigger == Trigger::Schedule && p.trigger != Trigger::Schedule {
+                q.trigger = p.trigger;
+            }
+            q.slot_ms = q.slot_ms.max(p.slot_ms);
+            return;
+        }
+        // A PBX change or confirmation goes before routine checks.
+        if p.trigger != Trigger::Schedule {
+            let at = self
+                .queue
+                .iter()
+                .position(|q| q.trigger == Trigger::Schedule)
+                .unwrap_or(self.queue.len());
+            self.queue.insert(at, p);
+        } else {
+            self.queue.push_back(p);
+        }
+    }
+
+    /// Start queued checks while slots are free.
+    fn dispatch(&mut self) {
+        while !self.free_slots.is_empty() {
+            let Some(pos) = self
+                .queue
+                .iter()
+                .position(|p| !self.running.contains_key(&p.line))
+            else {
+                return;
+            };
+            let Some(p) = self.queue.remove(pos) else {
+                return;
+            };
+            let Some(slot) = self.free_slots.pop_first() else {
+                return;
+            };
+            let now = self.now();
+            self.sweep.started.get_or_insert(now);
+            let req = CheckRequest {
+                config: self.config.clone(),
+                line: p.line.clone(),
+                trigger: p.trigger.clone(),
+                slot,
+            };
+            let checker = self.deps.checker.clone();
+            let timeout = self.config.daemon.check_timeout;
+            let expected = self
+                .config
+                .line(&p.line)
+                .map(|l| l.expect)
+                .unwrap_or(crate::config::Expect::Withheld);
+            let span =
+                tracing::info_span!("check", line = %p.line, trigger = trigger_word(&p.trigger));
+            let line = p.line.clone();
+            let trigger = p.trigger.clone();
+            let clock = self.deps.clock.clone();
+            let handle = self.tasks.spawn(
+                async move {
+                    tracing::info!("started");
+                    let result = match tokio::time::timeout(timeout, checker.check(req)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            let mut r = CheckResult::inconclusive(
+                                &line,
+                                expected,
+                                SystemTime::now(),
+                                format!(
+                                    "the check did not finish within {} s (daemon.check_timeout)",
+                                    timeout.as_secs()
+                                ),
+                                trigger,
+                            );
+                            stamp(&mut r, now, clock.now());
+                            r
+                        }
+                    };
+                    tracing::info!(outcome = %result.outcome, "{}", result.summary());
+                    Done { line, result }
+                }
+                .instrument(span),
+            );
+            self.running.insert(
+                p.line.clone(),
+                Running {
+                    trigger: p.trigger.clone(),
+                    slot_ms: p.slot_ms,
+                    slot,
+                    started: now,
+                    task: handle.id(),
+                },
+            );
+            self.emit(Event::CheckStarted {
+                line: p.line,
+                trigger: p.trigger,
+                slot,
+            });
+        }
+    }
+
+    /// A check task ended: record its result.
+    fn finish(&mut self, joined: Result<(Id, Done), JoinError>) {
+        let (line, mut result) = match joined {
+            Ok((_, done)) => (done.line, done.result),
+            Err(e) => {
+                let Some(line) = self
+                    .running
+                    .iter()
+                    .find(|(_, r)| r.task == e.id())
+                    .map(|(l, _)| l.clone())
+                else {
+                    return;
+                };
+                let why = if e.is_panic() {
+                    "the check failed unexpectedly (a bug: see the log)".to_string()
+                } else {
+                    "the check was cancelled".to_string()
+                };
+                tracing::error!(line = %line, "check task ended without a result: {e}");
+                let r = self.placeholder_result(&line, why);
+                (line, r)
+            }
+        };
+        let Some(run) = self.running.remove(&line) else {
+            return;
+        };
+        if run.slot < self.limit {
+            self.free_slots.insert(run.slot);
+        }
+        // The daemon's view of what was checked and why is authoritative.
+        result.line = line.clone();
+        result.trigger = run.trigger.clone();
+        match result.outcome {
+            Outcome::Pass => self.sweep.pass += 1,
+            Outcome::Fail => self.sweep.fail += 1,
+            Outcome::Inconclusive => self.sweep.inconclusive += 1,
+        }
+        self.record(result, run.slot_ms, false);
+    }
+
+    /// An inconclusive result for a line whose check gave none.
+    fn placeholder_result(&self, line: &str, why: String) -> CheckResult {
+        let started = self
+            .running
+            .get(line)
+            .map(|r| r.started)
+            .unwrap_or_else(|| self.now());
+        let trigger = self
+            .running
+            .get(line)
+            .map(|r| r.trigger.clone())
+            .unwrap_or(Trigger::Schedule);
+        let expected = self
+            .config
+            .line(line)
+            .map(|l| l.expect)
+            .unwrap_or(crate::config::Expect::Withheld);
+        let mut r = CheckResult::inconclusive(line, expected, SystemTime::now(), why, trigger);
+        stamp(&mut r, started, self.now());
+        r
+    }
+
+    /// Store a result and hand it to the alert side.
+    fn record(&mut self, result: CheckResult, slot_ms: Option<i64>, interrupted: bool) {
+        let now = self.now();
+        let rec = Record {
+            recorded_at_ms: now.timestamp_millis(),
+            interrupted,
+            // An interrupted check didn't happen: leave its slot due, so it
+            // is caught up after the restart.
+            slot_ms: if interrupted { None } else { slot_ms },
+        };
+        let id = match self.store.record_check(&result, &rec) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(line = %result.line, "the result could not be stored: {e}");
+                self.deps
+                    .notifier
+                    .status(&format!("error: can't write the history: {e}"));
+                return;
+            }
+        };
+        let recorded = Event::Recorded {
+            id,
+            line: result.line.clone(),
+            trigger: result.trigger.clone(),
+            outcome: result.outcome,
+            interrupted,
+        };
+        if interrupted {
+            // Not a verdict on the line: nothing to alert on.
+            self.emit(recorded);
+            return;
+        }
+        let mut stored = StoredCheck {
+            id,
+            recorded_at_ms: rec.recorded_at_ms,
+            interrupted,
+            evidence_pruned: false,
+            result,
+        };
+        stored.result.evidence_ref = Some(id.to_string());
+        let ctx = AlertContext {
+            store: &self.store,
+            config: &self.config,
+            now,
+            in_maintenance: self.in_maintenance,
+        };
+        for f in self.deps.alerts.on_result(&stored, &ctx) {
+            match f {
+                FollowUp::Recheck {
+                    line,
+                    trigger,
+                    after,
+                } => {
+                    let p = Pending {
+                        line,
+                        trigger,
+                        slot_ms: None,
+                    };
+                    if after.is_zero() {
+                        self.enqueue(p);
+                    } else {
+                        self.delayed.push((now + chrono_dur(after), p));
+                    }
+                }
+            }
+        }
+        self.emit(recorded);
+    }
+
+    fn finish_sweep_if_idle(&mut self) {
+        if !self.queue.is_empty() || !self.running.is_empty() {
+            return;
+        }
+        let Some(started) = self.sweep.started else {
+            return;
+        };
+        let s = std::mem::take(&mut self.sweep);
+        let tz = self.config.daemon.tz();
+        let n = s.pass + s.fail + s.inconclusive;
+        let status = format!(
+            "last sweep {}: {n} checked, {} pass, {} fail, {} inconclusive{}{}",
+            started.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+            s.pass,
+            s.fail,
+            s.inconclusive,
+            if self.in_maintenance {
+                "; maintenance: alerts held"
+            } else {
+                ""
+            },
+            self.next_check_text()
+        );
+        tracing::info!("{status}");
+        self.deps.notifier.status(&status);
+        self.emit(Event::SweepDone { status });
+    }
+
+    fn update_maintenance(&mut self, now: DateTime<Utc>) {
+        let windows = match maintenance::windows(&self.config, &self.store, now) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("can't read maintenance windows: {e}");
+                return;
+            }
+        };
+        self.maintenance_next = maintenance::next_boundary(&windows, now);
+        let active = windows.iter().any(|w| w.contains(now));
+        if active != self.in_maintenance {
+            self.in_maintenance = active;
+            if active {
+                tracing::info!("maintenance window open: checks go on, alerts are held");
+            } else {
+                tracing::info!("maintenance window closed: alerts resume");
+            }
+            let ctx = AlertContext {
+                store: &self.store,
+                config: &self.config,
+                now,
+                in_maintenance: active,
+            };
+            self.deps.alerts.maintenance_changed(active, &ctx);
+            self.emit(Event::MaintenanceChanged { active });
+        }
+    }
+
+    /// Distinct PBXs, each with one of its lines' accounts.
+    fn pbxs(&self) -> BTreeMap<String, Account> {
+        let mut out = BTreeMap::new();
+        for l in &self.config.lines {
+            if let Some(a) = &l.account {
+                out.entry(a.registrar.clone()).or_insert_with(|| a.clone());
+            }
+        }
+        out
+    }
+
+    fn start_poll_if_due(&mut self) {
+        if self.polling || Instant::now() < self.next_poll {
+            return;
+        }
+        self.next_poll = Instant::now() + self.config.daemon.pbx_poll;
+        let pbxs = self.pbxs();
+        if pbxs.is_empty() {
+            return;
+        }
+        self.polling = true;
+        let probe = self.deps.probe.clone();
+        let tx = self.pbx_tx.clone();
+        tokio::spawn(
+            async move {
+                let mut set = JoinSet::new();
+                for (registrar, account) in pbxs {
+                    let probe = probe.clone();
+                    set.spawn(async move {
+                        let software = match tokio::time::timeout(
+                            PROBE_TIMEOUT,
+                            probe.software(&registrar, &account),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => Ok(s),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => {
+                                Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
+                            }
+                        };
+                        PbxSeen {
+                            registrar,
+                            software,
+                        }
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    if let Ok(seen) = r {
+                        let _ = tx.send(seen).await;
+                    }
+                }
+                // An empty report marks the end of this poll.
+                let _ = tx
+                    .send(PbxSeen {
+                        registrar: String::new(),
+                        software: Ok(None),
+                    })
+                    .await;
+            }
+            .instrument(tracing::info_span!("pbx-poll")),
+        );
+    }
+
+    fn on_pbx(&mut self, seen: PbxSeen) {
+        if seen.registrar.is_empty() {
+            self.polling = false;
+            return;
+        }
+        let software = match seen.software {
+            Ok(Some(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(pbx = %seen.registrar, "can't ask the PBX for its software: {e}");
+                return;
+            }
+        };
+        let now = self.now();
+        match self
+            .store
+            .observe_pbx(&seen.registrar, &software, now.timestamp_millis())
+        {
+            Ok(PbxObservation::Changed { from, .. }) => {
+                tracing::warn!(pbx = %seen.registrar, "PBX software changed from {from:?} to {software:?}: checking its lines now");
+                let lines: Vec<String> = self
+                    .config
+                    .lines
+                    .iter()
+                    .filter(|l| {
+                        l.account
+                            .as_ref()
+                            .is_some_and(|a| a.registrar == seen.registrar)
+                    })
+                    .map(|l| l.name.clone())
+                    .collect();
+                for line in lines {
+                    self.enqueue(Pending {
+                        line,
+                        trigger: Trigger::PbxChange {
+                            from: Some(from.clone()),
+                            to: software.clone(),
+                        },
+                        slot_ms: None,
+                    });
+                }
+                self.emit(Event::PbxChanged {
+                    registrar: seen.registrar,
+                    from,
+                    to: software,
+                });
+            }
+            Ok(PbxObservation::First) => {
+                tracing::info!(pbx = %seen.registrar, "PBX runs {software:?}");
+            }
+            Ok(PbxObservation::Unchanged) => {}
+            Err(e) => tracing::error!("can't record PBX software: {e}"),
+        }
+    }
+
+    /// Re-read the config; keep the running one if the new one is refused.
+    async fn reload(&mut self) {
+        self.deps.notifier.reloading();
+        let (ok, message) = match self.try_reload().await {
+            Ok(msg) => {
+                tracing::info!("{msg}");
+                (true, msg)
+            }
+            Err(why) => {
+                let msg =
+                    format!("reload refused, the previous configuration stays in force: {why}");
+                tracing::error!("{msg}");
+                (false, msg)
+            }
+        };
+        self.deps.notifier.ready(&message);
+        self.emit(Event::Reloaded { ok, message });
+    }
+
+    async fn try_reload(&mut self) -> Result<String, String> {
+        let new = Arc::new(Config::load(&self.config_path).map_err(|e| e.to_string())?);
+        if new.daemon.state_dir() != self.state_dir {
+            tracing::warn!(
+                "daemon.state_dir changed; the history stays at {} until restart",
+                self.state_dir.display()
+            );
+        }
+        configure(self.deps.checker.as_ref(), &new)
+            .await
+            .map_err(|e| format!("the checker refused it: {e}"))?;
+        self.config = new;
+        let now = self.now();
+        let old = std::mem::take(&mut self.lines);
+        self.lines = self.build_schedules(now, Some(&old));
+        for name in self.lines.keys() {
+            if !old.contains_key(name) {
+                if let Err(e) = self.store.set_last_slot(name, now.timestamp_millis()) {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+        let lines = &self.lines;
+        self.queue.retain(|p| lines.contains_key(&p.line));
+        self.delayed.retain(|(_, p)| lines.contains_key(&p.line));
+        self.limit = concurrency_limit(&self.config);
+        let busy: BTreeSet<usize> = self.running.values().map(|r| r.slot).collect();
+        self.free_slots = (0..self.limit).filter(|s| !busy.contains(s)).collect();
+        let _ = self.retention.send(self.config.daemon.evidence_retention);
+        self.deps.alerts.configure(&self.store, &self.config);
+        self.update_maintenance(now);
+        Ok(format!(
+            "configuration reloaded: {} line{} scheduled{}",
+            self.lines.len(),
+            if self.lines.len() == 1 { "" } else { "s" },
+            self.next_check_text()
+        ))
+    }
+
+    /// No new checks; give those in flight `daemon.grace` to finish, then
+    /// record the rest as interrupted.
+    async fn stop(&mut self) {
+        self.deps.notifier.stopping();
+        tracing::info!(
+            "stopping: {} check{} in progress",
+            self.running.len(),
+            if self.running.len() == 1 { "" } else { "s" }
+        );
+        self.queue.clear();
+        self.delayed.clear();
+        let deadline = Instant::now() + self.config.daemon.grace;
+        while !self.tasks.is_empty() {
+            // Keep the watchdog fed while waiting.
+            let until = match self.deps.notifier.watchdog_interval() {
+                Some(i) => deadline.min(Instant::now() + i),
+                None => deadline,
+            };
+            match tokio::time::timeout_at(until, self.tasks.join_next_with_id()).await {
+                Ok(Some(j)) => self.finish(j),
+                Ok(None) => break,
+                Err(_) if Instant::now() < deadline => self.deps.notifier.watchdog(),
+                Err(_) => break,
+            }
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let left: Vec<String> = self.running.keys().cloned().collect();
+        for line in left {
+            let r = self.placeholder_result(
+                &line,
+                "interrupted: cidguard stopped before the check finished".into(),
+            );
+            tracing::warn!(line = %line, "check interrupted by the stop");
+            if let Some(run) = self.running.remove(&line) {
+                self.record(r, run.slot_ms, true);
+            }
+        }
+        if let Some(p) = self.pruner.take() {
+            p.abort();
+        }
+        tracing::info!("stopped");
+        self.emit(Event::Stopped);
+    }
+}
+
+/// Put the daemon's clock times on a result it made itself.
+fn stamp(r: &mut CheckResult, started: DateTime<Utc>, now: DateTime<Utc>) {
+    r.started_at = started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    r.duration_ms = (now - started).num_milliseconds().max(0) as u64;
+}
+
+/// Delete expired evidence every [`PRUNE_EVERY`], in small batches off the
+/// async threads.
+async fn prune_loop(
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    mut retention: watch::Receiver<Duration>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let keep = *retention.borrow_and_update();
+        let before = (clock.now() - chrono_dur(keep)).timestamp_millis();
+        let store = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let mut total = 0usize;
+            loop {
+                match store.prune_evidence(before, 500) {
+                    Ok(0) => return Ok(total),
+                    Ok(n) => total += n,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        match pruned {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!("deleted {n} evidence messages past retention");
+                if let Some(tx) = &events {
+                    let _ = tx.send(Event::EvidencePruned { messages: n });
+                }
+            }
+            Ok(Err(e)) => tracing::error!("pruning evidence: {e}"),
+            Err(e) => tracing::error!("pruning evidence: {e}"),
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! The history database: round trips, queries, retention, the outbox,
+//! migrations, and surviving `kill -9` mid-write.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cidguard::alert::{AlertKind, OutboxStore, OutgoingAlert};
+use cidguard::check::result::{CallSummary, CheckResult, EvidenceMessage, Trigger};
+use cidguard::config::Expect;
+use cidguard::store::{
+    schema, CheckQuery, PbxObservation, Record, Release, Store, StoreError, DAY_MS,
+};
+use cidguard::verdict::{Finding, Kind, Outcome, Presented, PresentedIdentity};
+use sha2::Digest;
+
+/// 2025-01-01T00:00:00Z
+pub const T0: i64 = 1_735_689_600_000;
+
+pub fn result_at(line: &str, outcome: Outcome, at_ms: i64) -> CheckResult {
+    let findings = if outcome == Outcome::Fail {
+        vec![Finding {
+            header: "P-Asserted-Identity".into(),
+            value: "<sip:+61370100142@pbx.example.org>".into(),
+            kind: Kind::Number,
+            shown: true,
+            detail: "the organisation's number".into(),
+            matched: "+61 3 7010 0142".into(),
+        }]
+    } else {
+        Vec::new()
+    };
+    CheckResult {
+        line: line.into(),
+        outcome,
+        expected: Expect::Withheld,
+        findings,
+        reason: (outcome == Outcome::Inconclusive).then(|| "no call arrived".to_string()),
+        notes: vec!["Privacy: id".into()],
+        presented: Presented {
+            identities: vec![PresentedIdentity {
+                header: "From".into(),
+                display: Some("Anonymous".into()),
+                user: Some("anonymous".into()),
+                host: "anonymous.invalid".into(),
+            }],
+            privacy: Some("id".into()),
+            identity_headers: vec!["From".into()],
+        },
+        started_at: cidguard::store::rfc3339_of_ms(at_ms),
+        duration_ms: 4200,
+        call: CallSummary {
+            final_status: Some(486),
+            final_reason: Some("Busy Here".into()),
+            call_id: Some("abc@127.0.0.1".into()),
+            first_provisional_ms: Some(30),
+            final_response_ms: Some(4100),
+            matching: Some("timing".into()),
+        },
+        trigger: Trigger::Schedule,
+        pbx_software: Some("FreePBX 17".into()),
+        evidence_ref: None,
+        evidence: Vec::new(),
+    }
+}
+
+fn rec(at_ms: i64) -> Record {
+    Record {
+        recorded_at_ms: at_ms,
+        ..Record::default()
+    }
+}
+
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_in(&dir.path().join("state")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_check_round_trips_with_redacted_evidence() {
+    let (_dir, store) = temp_store();
+    let mut r = result_at("reception", Outcome::Fail, T0);
+    r.trigger = Trigger::PbxChange {
+        from: Some("FreePBX 16".into()),
+        to: "FreePBX 17".into(),
+    };
+    r.evidence = vec![EvidenceMessage {
+        side: "line".into(),
+        direction: "sent".into(),
+        at_ms: T0 as u64,
+        flow: "udp 127.0.0.1:5060 -> 127.0.0.1:5080".into(),
+        // A producer that forgot to redact: the store must not keep it.
+        text: "INVITE sip:1@x SIP/2.0\r\nAuthorization: Digest username=\"201\", realm=\"pbx\", nonce=\"n\", response=\"deadbeefcafe\"\r\n\r\n".into(),
+    }];
+    let id = store.record_check(&r, &rec(T0 + 5000)).unwrap();
+    let got = store.check(id).unwrap().unwrap();
+    assert_eq!(got.id, id);
+    assert!(!got.interrupted && !got.evidence_pruned);
+    assert_eq!(got.result.evidence.len(), 1);
+    let text = &got.result.evidence[0].text;
+    assert!(
+        !text.contains("deadbeefcafe") && text.contains("username=\"201\""),
+        "{text}"
+    );
+    let mut want = r.clone();
+    want.evidence_ref = Some(id.to_string());
+    want.evidence = got.result.evidence.clone();
+    assert_eq!(got.result, want);
+    assert!(store.check(id + 1).unwrap().is_none());
+    let latest = store.latest("reception").unwrap().unwrap();
+    assert_eq!(latest.id, id);
+    assert!(
+        latest.result.evidence.is_empty(),
+        "listings leave evidence out"
+    );
+}
+
+#[test]
+fn listing_filters_and_pages() {
+    let (_dir, store) = temp_store();
+    let outcomes = [Outcome::Pass, Outcome::Fail, Outcome::Inconclusive];
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let at = T0 + i * 3_600_000;
+        ids.push(
+            store
+                .record_check(
+                    &result_at("reception", outcomes[i as usize % 3], at),
+                    &rec(at),
+                )
+                .unwrap(),
+        );
+        store
+            .record_check(&result_at("outreach", Outcome::Pass, at), &rec(at))
+            .unwrap();
+    }
+    // Pages of 7, newest first, following the cursor, give every check once.
+    let mut seen = Vec::new();
+    let mut q = CheckQuery::line("reception");
+    q.limit = 7;
+    loop {
+        let page = store.checks(&q).unwrap();
+        assert!(page.checks.len() <= 7);
+        seen.extend(page.checks.iter().map(|c| c.id));
+        match page.next {
+            Some(c) => q.after = Some(c),
+            None => break,
+        }
+    }
+    let mut want = ids.clone();
+    want.reverse();
+    assert_eq!(seen, want);
+    // Time range and outcome.
+    let mut q = CheckQuery::line("reception");
+    q.since_ms = Some(T0 + 3 * 3_600_000);
+    q.until_ms = Some(T0 + 12 * 3_600_000);
+    q.outcome = Some(Outcome::Fail);
+    let page = store.checks(&q).unwrap();
+    let hours: Vec<i64> = page
+        .checks
+        .iter()
+        .map(|c| (cidguard::store::ms_of_rfc3339(&c.result.started_at).unwrap() - T0) / 3_600_000)
+        .collect();
+    assert_eq!(hours, [10, 7, 4]);
+    assert!(page.next.is_none());
+    assert_eq!(store.lines().unwrap(), ["outreach", "reception"]);
+}
+
+#[test]
+fn ratios_and_overview_skip_interrupted_checks() {
+    let (_dir, store) = temp_store();
+    // Mid-day, so each period starts part-way through a day.
+    let now = T0 + 100 * DAY_MS + 5 * 3_600_000 + 37 * 60_000;
+    // Two days ago: pass; eight days ago: fail; 100 days ago: fail (outside);
+    // just inside and just outside the 7 days.
+    for (age, o) in [
+        (2 * DAY_MS, Outcome::Pass),
+        (8 * DAY_MS, Outcome::Fail),
+        (100 * DAY_MS, Outcome::Fail),
+        (3_600_000, Outcome::Pass),
+        (7 * DAY_MS, Outcome::Inconclusive),
+        (7 * DAY_MS + 1, Outcome::Fail),
+    ] {
+        store
+            .record_check(&result_at("a", o, now - age), &rec(now - age))
+            .unwrap();
+    }
+    let interrupted = Record {
+        interrupted: true,
+        ..rec(now - 60_000)
+    };
+    store
+        .record_check(
+            &result_at("a", Outcome::Inconclusive, now - 60_000),
+            &interrupted,
+        )
+        .unwrap();
+    let ov = store.overview(None, now).unwrap();
+    assert_eq!(ov.len(), 1);
+    assert_eq!((ov[0].day.pass, ov[0].day.total()), (1, 1));
+    assert_eq!(
+        (ov[0].week.pass, ov[0].week.fail, ov[0].week.inconclusive),
+        (2, 0, 1)
+    );
+    assert_eq!((ov[0].quarter.pass, ov[0].quarter.fail), (2, 2));
+    assert_eq!(ov[0].quarter.pass_ratio(), Some(2.0 / 5.0));
+    assert!(ov[0].latest.as_ref().unwrap().interrupted);
+    // A configured line with no history yet is still listed.
+    let ov = store
+        .overview(Some(&["a".to_string(), "new".to_string()]), now)
+        .unwrap();
+    assert!(ov[1].latest.is_none() && ov[1].quarter.pass_ratio().is_none());
+    assert_eq!(store.ratio("a", now - 7 * DAY_MS).unwrap().total(), 3);
+    assert_eq!(store.ratio("a", now - 200 * DAY_MS).unwrap().total(), 6);
+}
+
+#[test]
+fn evidence_expires_but_verdicts_stay() {
+    let (_dir, store) = temp_store();
+    let mut old = result_at("a", Outcome::Fail, T0);
+    old.evidence = vec![
+        EvidenceMessage {
+            side: "endpoint".into(),
+            direction: "received".into(),
+            at_ms: T0 as u64,
+            flow: "udp".into(),
+            text: "INVITE".into(),
+        };
+        5
+    ];
+    let old_id = store.record_check(&old, &rec(T0)).unwrap();
+    let new_id = store.record_check(&old, &rec(T0 + 100 * DAY_MS)).unwrap();
+    let cutoff = T0 + 10 * DAY_MS;
+    let mut deleted = 0;
+    loop {
+        let n = store.prune_evidence(cutoff, 2).unwrap();
+        if n == 0 {
+            break;
+        }
+        deleted += n;
+    }
+    assert_eq!(deleted, 5);
+    let o = store.check(old_id).unwrap().unwrap();
+    assert!(o.evidence_pruned && o.result.evidence.is_empty());
+    assert_eq!(o.result.findings.len(), 1);
+    assert_eq!(
+        store.check(new_id).unwrap().unwrap().result.evidence.len(),
+        5
+    );
+}
+
+fn alert(key: &str, next_ms: i64) -> OutgoingAlert {
+    OutgoingAlert {
+        id: 0,
+        kind: AlertKind::Leak,
+        line: Some("reception".into()),
+        check_id: Some(1),
+        recipients: vec!["ops@example.org".into()],
+        subject: format!("subject {key}"),
+        text: "text".into(),
+        html: "<p>html</p>".into(),
+        dedupe_key: key.into(),
+        attempts: 0,
+        created_at_ms: T0,
+        next_attempt_at_ms: next_ms,
+        last_error: None,
+    }
+}
+
+#[test]
+fn outbox_dedupes_retries_and_holds() {
+    let (_dir, store) = temp_store();
+    assert!(store.enqueue(&alert("leak:a:1", T0)).unwrap());
+    assert!(!store.enqueue(&alert("leak:a:1", T0)).unwrap(), "dedupe");
+    assert!(store.enqueue(&alert("leak:a:2", T0 + 10)).unwrap());
+    assert_eq!(store.pending().unwrap(), 2);
+    let due = store.due(T0, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    let a = &due[0];
+    assert_eq!(
+        (a.kind, a.recipients.clone(), a.dedupe_key.as_str()),
+        (
+            AlertKind::Leak,
+            vec!["ops@example.org".to_string()],
+            "leak:a:1"
+        )
+    );
+    store.mark_failed(a.id, "smtp: 451", T0 + 60_000).unwrap();
+    assert_eq!(
+        store.due(T0 + 59_999, 10).unwrap().len(),
+        1,
+        "only the second"
+    );
+    let retry = store.due(T0 + 60_000, 10).unwrap();
+    assert_eq!(retry.len(), 2);
+    assert_eq!(retry[1].attempts, 1);
+    assert_eq!(retry[1].last_error.as_deref(), Some("smtp: 451"));
+    store.mark_sent(retry[0].id, T0 + 60_001).unwrap();
+    store.mark_sent(retry[1].id, T0 + 60_001).unwrap();
+    assert_eq!(store.pending().unwrap(), 0);
+    assert!(store.due(i64::MAX, 10).unwrap().is_empty());
+
+    // Held during maintenance: not due, listed, then summarised.
+    assert!(store.hold_alert(&alert("leak:b:3", T0)).unwrap());
+    assert!(store.hold_alert(&alert("leak:b:4", T0)).unwrap());
+    assert!(
+        !store.enqueue(&alert("leak:b:3", T0)).unwrap(),
+        "held counts for dedupe"
+    );
+    assert!(store.due(i64::MAX, 10).unwrap().is_empty());
+    let held = store.held_alerts().unwrap();
+    assert_eq!(held.len(), 2);
+    let mut summary = alert("maintenance:1", T0);
+    summary.kind = AlertKind::MaintenanceSummary;
+    let ids: Vec<i64> = held.iter().map(|a| a.id).collect();
+    assert_eq!(
+        store
+            .release_held(&ids, Release::Summarise(&summary))
+            .unwrap(),
+        2
+    );
+    assert!(store.held_alerts().unwrap().is_empty());
+    let due = store.due(i64::MAX, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].kind, AlertKind::MaintenanceSummary);
+    // Or sent one by one.
+    assert!(store.hold_alert(&alert("leak:c:5", T0)).unwrap());
+    let ids: Vec<i64> = store.held_alerts().unwrap().iter().map(|a| a.id).collect();
+    store.release_held(&ids, Release::SendEach).unwrap();
+    assert_eq!(store.pending().unwrap(), 2);
+}
+
+#[test]
+fn pbx_changes_maintenance_alert_state_and_last_runs() {
+    let (_dir, store) = temp_store();
+    let r = "sip:pbx.example.org";
+    assert_eq!(
+        store.observe_pbx(r, "FreePBX 16", T0).unwrap(),
+        PbxObservation::First
+    );
+    assert_eq!(
+        store.observe_pbx(r, "FreePBX 16", T0 + 1).unwrap(),
+        PbxObservation::Unchanged
+    );
+    assert!(matches!(
+        store.observe_pbx(r, "FreePBX 17", T0 + 2).unwrap(),
+        PbxObservation::Changed { from, .. } if from == "FreePBX 16"
+    ));
+    store.observe_pbx("sip:other", "Asterisk", T0 + 3).unwrap();
+    let changes = store.pbx_changes(None, 10).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (
+            changes[0].from.as_deref(),
+            changes[0].to.as_str(),
+            changes[0].at_ms
+        ),
+        (Some("FreePBX 16"), "FreePBX 17", T0 + 2)
+    );
+    assert_eq!(store.pbx_changes(Some("sip:other"), 10).unwrap().len(), 0);
+    assert_eq!(
+        store.pbx_software(r).unwrap().as_deref(),
+        Some("FreePBX 17")
+    );
+
+    let id = store
+        .add_maintenance(T0, T0 + 3_600_000, Some("PBX upgrade"))
+        .unwrap();
+    assert_eq!(store.maintenance_windows(T0).unwrap().len(), 1);
+    assert!(store
+        .maintenance_windows(T0 + 3_600_000)
+        .unwrap()
+        .is_empty());
+    assert!(store.remove_maintenance(id).unwrap());
+    assert!(!store.remove_maintenance(id).unwrap());
+
+    assert!(store.alert_state("a").unwrap().is_none());
+    let state = serde_json::json!({"state": "failing", "since": 3});
+    store.set_alert_state("a", &state, T0).unwrap();
+    assert_eq!(store.alert_state("a").unwrap(), Some(state));
+
+    store.set_last_slot("a", T0 + 10).unwrap();
+    store.set_last_slot("a", T0).unwrap();
+    let r = result_at("b", Outcome::Pass, T0);
+    store
+        .record_check(
+            &r,
+            &Record {
+                slot_ms: Some(T0 + 7),
+                ..rec(T0)
+            },
+        )
+        .unwrap();
+    let slots = store.last_slots().unwrap();
+    assert_eq!(slots.get("a"), Some(&(T0 + 10)), "never moves backwards");
+    assert_eq!(slots.get("b"), Some(&(T0 + 7)));
+}
+
+#[test]
+fn migrations_are_forward_only_and_pinned() {
+    // Migration 1 is released: its text must never change. A schema change
+    // is a new migration appended to the list.
+    let hash = hex(&sha2::Sha256::digest(schema::MIGRATIONS[0].as_bytes()));
+    assert_eq!(
+        hash, "44451f63984c6b32744823692ebd8307c168b3ed579b53d0847e5fd6c6b8bd51",
+        "migration 1 was edited; add a new migration instead"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.sqlite3");
+    // A database made by the first release, with data in it...
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO last_runs (line, slot_ms) VALUES ('old', 42)",
+            [],
+        )
+        .unwrap();
+    }
+    // ...opens, is brought to the current version, and keeps its data.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), schema::current_version());
+    assert_eq!(store.last_slots().unwrap().get("old"), Some(&42));
+    drop(store);
+    // Opening again changes nothing.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), schema::current_version());
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    drop(store);
+    // A database from a newer cidguard is refused, not written to.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", schema::current_version() + 1)
+            .unwrap();
+    }
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::TooNew { found, .. }) if found == schema::current_version() + 1
+    ));
+    // Readers never create a database.
+    let missing = dir.path().join("missing.sqlite3");
+    assert!(matches!(
+        Store::open_existing(&missing),
+        Err(StoreError::Missing { .. })
+    ));
+    assert!(!missing.exists());
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const CRASH_DB: &str = "CIDGUARD_TEST_CRASH_DB";
+
+/// The child half of `kill_9_mid_write_loses_nothing`: writes results in a
+/// loop, printing each id once `record_check` has returned it. Does nothing
+/// when run as a normal test.
+#[test]
+fn crash_child() {
+    let Some(path) = std::env::var_os(CRASH_DB) else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&path)).unwrap();
+    let mut r = result_at("crash", Outcome::Fail, T0);
+    r.evidence = vec![
+        EvidenceMessage {
+            side: "line".into(),
+            direction: "sent".into(),
+            at_ms: T0 as u64,
+            flow: "udp".into(),
+            text: "INVITE sip:x SIP/2.0\r\n".repeat(40),
+        };
+        8
+    ];
+    // Bounded, in case the parent dies without killing us.
+    for i in 0..200_000 {
+        let id = store.record_check(&r, &rec(T0 + i)).unwrap();
+        println!("id={id}");
+    }
+}
+
+#[test]
+fn kill_9_mid_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.sqlite3");
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "store::crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_DB, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(id) = line.strip_prefix("id=") {
+                    if tx.send(id.parse::<i64>().unwrap()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        // Kill at a different point each round, while it is writing.
+        let want = 50 + round * 37;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ids = Vec::new();
+        while ids.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("child wrote {} results, then {e}", ids.len());
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Ids printed after the count was reached were committed too.
+        while let Ok(id) = rx.recv_timeout(Duration::from_millis(200)) {
+            ids.push(id);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+        for id in &ids {
+            let c = store
+                .check(*id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: committed check {id} lost"));
+            assert_eq!(c.result.evidence.len(), 8);
+        }
+    }
+}
+
+/// 100 lines × a year of hourly checks (876,000 rows): the dashboard's
+/// overview (latest check and 24 h / 7 d / 90 d pass counts per line) must
+/// stay well under 100 ms. Ignored by default (building the database takes
+/// a while); run with `cargo test --release --test tests -- --ignored overview`.
+#[test]
+#[ignore]
+fn overview_is_fast_on_a_year_of_hourly_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.sqlite3");
+    let lines: Vec<String> = (0..100).map(|i| format!("line-{i:03}")).collect();
+    let hours = 365 * 24;
+    let now = T0 + hours * 3_600_000;
+    let built = Instant::now();
+    {
+        let store = Store::open(&path).unwrap();
+        drop(store);
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "synchronous", "OFF").unwrap();
+        let tx = conn.transaction().unwrap();
+        let sample = result_at("x", Outcome::Fail, T0);
+        let presented = serde_json::to_string(&sample.presented).unwrap();
+        let findings = serde_json::to_string(&sample.findings).unwrap();
+        let call = serde_json::to_string(&sample.call).unwrap();
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT INTO checks (line, trigger_kind, trigger_json, started_at_ms, duration_ms, outcome, \
+                     expected, presented_json, findings_json, notes_json, call_json, pbx_software, summary, \
+                     recorded_at_ms) VALUES (?1, 'schedule', '{\"kind\":\"schedule\"}', ?2, 4200, ?3, 'withheld', \
+                     ?4, ?5, '[]', ?6, 'FreePBX 17', 'identity withheld as expected', ?2)",
+                )
+                .unwrap();
+            for h in 0..hours {
+                for (i, line) in lines.iter().enumerate() {
+                    let outcome = if (h + i as i64) % 97 == 0 {
+                        "fail"
+                    } else {
+                        "pass"
+                    };
+                    let f = if outcome == "fail" {
+                        findings.as_str()
+                    } else {
+                        "[]"
+                    };
+                    st.execute(rusqlite::params![
+                        line,
+                        T0 + h * 3_600_000 + i as i64 * 1000,
+                        outcome,
+                        presented,
+                        f,
+                        call
+                    ])
+                    .unwrap();
+                }
+            }
+        }
+        // The rows were written directly: derive the daily counts as
+        // record_check keeps them.
+        tx.execute_batch(
+            "INSERT INTO daily_counts (line, day, pass, fail, inconclusive) \
+             SELECT line, started_at_ms / 86400000, sum(outcome = 'pass'), sum(outcome = 'fail'), \
+             sum(outcome = 'inconclusive') FROM checks WHERE NOT interrupted GROUP BY 1, 2",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    eprintln!("built {} rows in {:?}", hours * 100, built.elapsed());
+    let store = Store::open(&path).unwrap();
+    // Warm the cache as a running dashboard would have it.
+    store.overview(Some(&lines), now).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let ov = store.overview(Some(&lines), now).unwrap();
+        times.push(t.elapsed());
+        assert_eq!(ov.len(), 100);
+        assert_eq!(ov[0].day.total(), 24);
+        assert_eq!(ov[0].quarter.total(), 90 * 24);
+    }
+    let t = Instant::now();
+    let ov = store.overview(None, now).unwrap();
+    let discovered = t.elapsed();
+    assert_eq!(ov.len(), 100);
+    let t = Instant::now();
+    let mut q = CheckQuery::line("line-042");
+    q.outcome = Some(Outcome::Fail);
+    q.limit = 50;
+    let page = store.checks(&q).unwrap();
+    let listing = t.elapsed();
+    assert!(!page.checks.is_empty());
+    times.sort();
+    eprintln!(
+        "overview of 100 lines: median {:?} (min {:?}, max {:?}); with lines from the index {:?}; a line's failures, 50 per page: {:?}",
+        times[2], times[0], times[4], discovered, listing
+    );
+    assert!(times[2] < Duration::from_millis(100), "{times:?}");
+}
