@@ -55,6 +55,7 @@ pub fn result_at(line: &str, outcome: Outcome, at_ms: i64) -> CheckResult {
             call_id: Some("abc@127.0.0.1".into()),
             first_provisional_ms: Some(30),
             final_response_ms: Some(4100),
+            exchange_us: Some(4_100_000),
             matching: Some("timing".into()),
         },
         trigger: Trigger::Schedule,
