@@ -570,6 +570,31 @@ impl Line {
             .map(str::to_string)
     }
 
+    /// Ask the PBX who it is: an OPTIONS to the registrar, out of any
+    /// dialog. Returns the final status and the Server (or User-Agent)
+    /// header; an auth challenge still names the software, so it is not
+    /// answered.
+    pub async fn options(&self) -> Result<(u16, Option<String>), UacError> {
+        let capture = Capture::new(Instant::now());
+        let flow = self.connect().await?;
+        let uri = format!("sip:{}", self.inner.registrar.uri_part());
+        let from = format!("sip:{}@{}", self.inner.username, self.inner.domain);
+        let mut req = Request::new("OPTIONS", &uri);
+        req.push("Via", self.via(&flow, &new_branch()));
+        req.push("Max-Forwards", "70");
+        if let Some(r) = &self.inner.proxy_route {
+            req.push("Route", r.clone());
+        }
+        req.push("From", format!("<{from}>;tag={}", new_tag()));
+        req.push("To", format!("<{uri}>"));
+        req.push("Call-ID", new_call_id());
+        req.push("CSeq", "1 OPTIONS");
+        req.push("User-Agent", self.inner.stack.user_agent());
+        req.push("Accept", "application/sdp");
+        let resp = self.final_response(req, &capture, &flow).await?;
+        Ok((resp.message.status().unwrap_or_default(), Self::server_of(&resp.message)))
+    }
+
     /// Register for the account's configured lifetime.
     pub async fn register(&self) -> Result<RegisterReport, UacError> {
         self.register_for(self.inner.register_expiry).await
