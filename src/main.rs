@@ -414,7 +414,8 @@ fn failed(e: impl std::fmt::Display) -> Result<u8, UsageError> {
 }
 
 fn run_daemon(config: &Path) -> Result<u8, UsageError> {
-    use cidguard::daemon::{self, DaemonError, Deps, NoAlerts, NoProbe, UnavailableChecker};
+    use cidguard::daemon::wiring::{EmailAlerts, OptionsProbe, SipChecker};
+    use cidguard::daemon::{self, DaemonError, Deps};
     // Refuse a bad config before anything starts, with status 2.
     Config::load(config).map_err(|e| UsageError(e.into()))?;
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -427,11 +428,10 @@ fn run_daemon(config: &Path) -> Result<u8, UsageError> {
     };
     let outcome = rt.block_on(async {
         let (reload, stop) = daemon::unix_signals()?;
-        // The SIP checker, PBX probe and alerting plug in here as they land.
         let deps = Deps::new(
-            Arc::new(UnavailableChecker),
-            Arc::new(NoProbe),
-            Arc::new(NoAlerts),
+            Arc::new(SipChecker::new()),
+            Arc::new(OptionsProbe),
+            Arc::new(EmailAlerts::new(config)),
         );
         daemon::run(config, deps, reload, stop).await
     });

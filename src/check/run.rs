@@ -43,6 +43,15 @@ pub enum CheckError {
     Endpoint(#[from] crate::sip::endpoint::EndpointError),
     #[error("organisation numbers: {0}")]
     Numbers(#[from] crate::verdict::numbers::NumberError),
+    #[error("the [endpoint] settings changed: restart cidguard to apply them")]
+    EndpointChanged,
+}
+
+fn compile(cfg: &Config) -> Result<HashMap<String, Policy>, CheckError> {
+    Ok(Policy::for_config(cfg)?
+        .into_iter()
+        .map(|p| (p.line.clone(), p))
+        .collect())
 }
 
 /// Tunables that tests and benchmarks change; the config gives the rest.
@@ -180,10 +189,15 @@ fn spawn_token_reader(
     });
 }
 
+/// The configuration in force and the policies compiled from it.
+struct Current {
+    cfg: Arc<Config>,
+    policies: Arc<HashMap<String, Policy>>,
+}
+
 /// Runs checks for a config; owns the endpoint.
 pub struct Checker {
-    cfg: Arc<Config>,
-    policies: HashMap<String, Policy>,
+    current: std::sync::RwLock<Current>,
     endpoint: EndpointHandle,
     arbiter: Arc<Arbiter>,
     /// Calls in flight at once: 1 for timing and media matching, the number
@@ -199,10 +213,7 @@ impl Checker {
     /// Start the endpoint and get ready to check.
     pub async fn start(cfg: Arc<Config>, opts: CheckOptions) -> Result<Checker, CheckError> {
         let ep = cfg.endpoint.clone().ok_or(CheckError::NoEndpoint)?;
-        let policies = Policy::for_config(&cfg)?
-            .into_iter()
-            .map(|p| (p.line.clone(), p))
-            .collect();
+        let policies = compile(&cfg)?;
         let arbiter = Arc::new(Arbiter {
             windows: Mutex::new(HashMap::new()),
             reject_code: ep.reject_code,
@@ -221,15 +232,36 @@ impl Checker {
         eo.max_calls = eo.max_calls.max(2 * parallel + 16);
         let endpoint = Endpoint::start_with(&ep, arbiter.clone(), eo).await?;
         Ok(Checker {
-            policies,
+            current: std::sync::RwLock::new(Current {
+                cfg: cfg.clone(),
+                policies: Arc::new(policies),
+            }),
             endpoint,
             arbiter,
             gate: Arc::new(Semaphore::new(parallel)),
             free_numbers: Mutex::new(ep.numbers.iter().rev().cloned().collect()),
             recent_holds: Mutex::new(Vec::new()),
             opts,
-            cfg,
         })
+    }
+
+    fn current(&self) -> (Arc<Config>, Arc<HashMap<String, Policy>>) {
+        let c = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (c.cfg.clone(), c.policies.clone())
+    }
+
+    /// Take a new configuration (a reload). The endpoint keeps running, so
+    /// its settings must not change: that needs a restart, and the new
+    /// configuration is refused (the old one stays in force).
+    pub fn reconfigure(&self, cfg: Arc<Config>) -> Result<(), CheckError> {
+        let (old, _) = self.current();
+        if format!("{:?}", old.endpoint) != format!("{:?}", cfg.endpoint) {
+            return Err(CheckError::EndpointChanged);
+        }
+        let policies = Arc::new(compile(&cfg)?);
+        let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *c = Current { cfg, policies };
+        Ok(())
     }
 
     /// Where the endpoint listens (tests point the PBX here).
@@ -246,7 +278,7 @@ impl Checker {
     /// mode allows. Results come back in the order asked.
     pub async fn check_lines(&self, lines: &[String], trigger: Trigger) -> Vec<CheckResult> {
         let names: Vec<String> = if lines.is_empty() {
-            self.cfg.lines.iter().map(|l| l.name.clone()).collect()
+            self.current().0.lines.iter().map(|l| l.name.clone()).collect()
         } else {
             lines.to_vec()
         };
@@ -262,7 +294,8 @@ impl Checker {
 
     async fn check_line_inner(&self, name: &str, trigger: Trigger) -> CheckResult {
         let started = SystemTime::now();
-        let Some(policy) = self.policies.get(name) else {
+        let (cfg, policies) = self.current();
+        let Some(policy) = policies.get(name) else {
             return CheckResult::inconclusive(
                 name,
                 crate::config::Expect::Withheld,
@@ -274,7 +307,7 @@ impl Checker {
         let inconclusive = |reason: String, trigger: Trigger| {
             CheckResult::inconclusive(name, policy.expect, started, reason, trigger)
         };
-        let Some(line_cfg) = self.cfg.line(name) else {
+        let Some(line_cfg) = cfg.line(name) else {
             return inconclusive(format!("no line named {name:?} in the config"), trigger);
         };
         let Some(account) = &line_cfg.account else {
@@ -283,7 +316,7 @@ impl Checker {
                 trigger,
             );
         };
-        let Some(ep) = &self.cfg.endpoint else {
+        let Some(ep) = &cfg.endpoint else {
             return inconclusive("no [endpoint] configured".into(), trigger);
         };
 

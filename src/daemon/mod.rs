@@ -25,6 +25,7 @@
 pub mod maintenance;
 pub mod notify;
 pub mod schedule;
+pub mod wiring;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
