@@ -4,7 +4,7 @@
 //! alert exactly once, and `cidguard alert test` reports what happened.
 
 mod memory;
-mod server;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

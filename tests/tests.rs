@@ -5,6 +5,7 @@ mod cli;
 mod config_files;
 mod daemon;
 mod daemon_cli;
+mod daemon_e2e;
 mod deploy;
 mod peers;
 mod sip_ua;

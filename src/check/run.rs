@@ -278,7 +278,12 @@ impl Checker {
     /// mode allows. Results come back in the order asked.
     pub async fn check_lines(&self, lines: &[String], trigger: Trigger) -> Vec<CheckResult> {
         let names: Vec<String> = if lines.is_empty() {
-            self.current().0.lines.iter().map(|l| l.name.clone()).collect()
+            self.current()
+                .0
+                .lines
+                .iter()
+                .map(|l| l.name.clone())
+                .collect()
         } else {
             lines.to_vec()
         };

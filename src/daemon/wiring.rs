@@ -40,13 +40,16 @@ impl Checker for SipChecker {
         if config.endpoint.is_none() {
             // Nothing to receive test calls: run anyway, so the history and
             // the alerts say plainly that lines can't be tested.
-            warn!("no [endpoint] in the config: every check will be inconclusive until one is added");
+            warn!(
+                "no [endpoint] in the config: every check will be inconclusive until one is added"
+            );
             return Ok(());
         }
         match inner.as_ref() {
             Some(c) => c.reconfigure(config.clone())?,
             None => {
-                let c = Arc::new(run::Checker::start(config.clone(), CheckOptions::default()).await?);
+                let c =
+                    Arc::new(run::Checker::start(config.clone(), CheckOptions::default()).await?);
                 *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
                 *inner = Some(c);
             }
@@ -59,7 +62,11 @@ impl Checker for SipChecker {
         match checker {
             Some(c) => c.check_line(&req.line, req.trigger).await,
             None => {
-                let expect = req.config.line(&req.line).map(|l| l.expect).unwrap_or(crate::config::Expect::Withheld);
+                let expect = req
+                    .config
+                    .line(&req.line)
+                    .map(|l| l.expect)
+                    .unwrap_or(crate::config::Expect::Withheld);
                 CheckResult::inconclusive(
                     &req.line,
                     expect,
@@ -78,7 +85,11 @@ pub struct OptionsProbe;
 
 #[async_trait]
 impl PbxProbe for OptionsProbe {
-    async fn software(&self, _registrar: &str, account: &Account) -> Result<Option<String>, BoxError> {
+    async fn software(
+        &self,
+        _registrar: &str,
+        account: &Account,
+    ) -> Result<Option<String>, BoxError> {
         let line = Line::new(account, LineOptions::default()).await?;
         let r = line.options().await;
         line.close();
@@ -108,7 +119,10 @@ impl EmailAlerts {
     }
 
     fn policy(&self) -> Option<Arc<AlertPolicy>> {
-        self.policy.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn load_state(store: &Store, line: &str) -> LineAlertState {
@@ -151,7 +165,12 @@ impl EmailAlerts {
 impl AlertSink for EmailAlerts {
     fn configure(&self, store: &Arc<Store>, config: &Arc<Config>) {
         // Stop the sender of the previous configuration, if any.
-        if let Some(stop) = self.sender_stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(stop) = self
+            .sender_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             stop.notify_one();
         }
         let Some(alerts) = &config.alerts else {
@@ -179,7 +198,8 @@ impl AlertSink for EmailAlerts {
         opts.wake = self.wake.clone();
         let store = store.clone();
         tokio::spawn(async move {
-            let stats = alert::run_sender(store, mailer, opts, async move { stop.notified().await }).await;
+            let stats =
+                alert::run_sender(store, mailer, opts, async move { stop.notified().await }).await;
             info!(?stats, "alert sender stopped");
         });
     }
@@ -190,7 +210,14 @@ impl AlertSink for EmailAlerts {
         };
         let line = check.result.line.clone();
         let state = Self::load_state(ctx.store, &line);
-        let (next, actions) = alert::on_result(&state, &check.result, check.id, ctx.now, &policy, ctx.in_maintenance);
+        let (next, actions) = alert::on_result(
+            &state,
+            &check.result,
+            check.id,
+            ctx.now,
+            &policy,
+            ctx.in_maintenance,
+        );
         Self::save_state(ctx.store, &line, &next, ctx.now.timestamp_millis());
         let mut follow = Vec::new();
         for a in actions {
@@ -214,9 +241,15 @@ impl AlertSink for EmailAlerts {
         }
         let Some(policy) = self.policy() else { return };
         let lines: Vec<String> = ctx.config.lines.iter().map(|l| l.name.clone()).collect();
-        let mut states: HashMap<String, LineAlertState> =
-            lines.iter().map(|l| (l.clone(), Self::load_state(ctx.store, l))).collect();
-        let summary = alert::maintenance_summary(states.iter_mut().map(|(k, v)| (k.as_str(), v)), ctx.now, &policy);
+        let mut states: HashMap<String, LineAlertState> = lines
+            .iter()
+            .map(|l| (l.clone(), Self::load_state(ctx.store, l)))
+            .collect();
+        let summary = alert::maintenance_summary(
+            states.iter_mut().map(|(k, v)| (k.as_str(), v)),
+            ctx.now,
+            &policy,
+        );
         if let Some(a) = summary {
             self.queue(ctx.store, &a);
             for (line, s) in &states {
