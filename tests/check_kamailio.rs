@@ -526,6 +526,14 @@ fn check_command_prints_results_and_exits_with_the_worst_outcome() {
     );
 
     pbx.set_rule("201", CallerIdRule::PaiLeak).expect("rule");
+    let text = run(&["--line", "reception"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Outcome: FAIL")
+            && text.contains("Matched: the endpoint held the call")
+            && text.contains("P-Asserted-Identity"),
+        "{text}"
+    );
     let out = run(&["--line", "reception", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
