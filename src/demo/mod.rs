@@ -174,10 +174,36 @@ impl Checker for ReportingChecker {
             line: r.line.clone(),
             trigger: r.trigger.clone(),
             outcome: r.outcome,
-            summary: r.summary(),
+            summary: console_summary(&r),
         });
         r
     }
+}
+
+/// The result's summary, plus what a passing call presented: a newcomer
+/// should see that "pass" means "Anonymous" or the umbrella agency arrived.
+fn console_summary(r: &CheckResult) -> String {
+    if r.outcome != crate::verdict::Outcome::Pass {
+        return r.summary();
+    }
+    let what = match r.expected {
+        Expect::Umbrella => "umbrella identity as expected".to_string(),
+        _ => r.summary(),
+    };
+    let from = r
+        .presented
+        .identities
+        .iter()
+        .find(|i| i.header == "From")
+        .map(|i| format!("; From {i}"))
+        .unwrap_or_default();
+    let privacy = r
+        .presented
+        .privacy
+        .as_ref()
+        .map(|p| format!(", Privacy: {p}"))
+        .unwrap_or_default();
+    format!("{what}{from}{privacy}")
 }
 
 /// The files and addresses of one demo run.
@@ -519,5 +545,47 @@ pub async fn run(
     match daemon_result {
         Ok(r) => r.map_err(DemoError::from),
         Err(e) => Err(DemoError::Join(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_for_every() {
+        assert_eq!(
+            schedule_for(Duration::from_secs(2)).unwrap(),
+            "*/2 * * * * *"
+        );
+        assert_eq!(
+            schedule_for(Duration::from_secs(120)).unwrap(),
+            "0 */2 * * * *"
+        );
+        for bad in [0, 61, 3600] {
+            assert!(schedule_for(Duration::from_secs(bad)).is_err(), "{bad}");
+        }
+        assert!(schedule_for(Duration::from_millis(1500)).is_err());
+    }
+
+    #[test]
+    fn the_built_in_config_has_every_placeholder_and_line() {
+        for p in [
+            PBX_PLACEHOLDER,
+            ENDPOINT_PLACEHOLDER,
+            MAIL_PLACEHOLDER,
+            STATE_PLACEHOLDER,
+            SCHEDULE_PLACEHOLDER,
+        ] {
+            assert!(DEMO_CONFIG.contains(p), "{p}");
+        }
+        let cfg = Config::from_toml(DEMO_CONFIG, Path::new("demo.toml")).unwrap();
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        for (line, _) in RULES {
+            username(&cfg, line).unwrap();
+        }
+        let ids = identities(&cfg);
+        assert_eq!(ids.org_number, "+61370100142");
+        assert_eq!(ids.umbrella_number, "+61290000000");
     }
 }
