@@ -32,6 +32,7 @@ pub mod alert;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod history;
 pub mod report;
 pub mod sip;

@@ -92,6 +92,32 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Try cidguard with nothing else installed: a demo PBX, the endpoint
+    /// and the daemon, all on 127.0.0.1, checking three lines (one withheld,
+    /// one umbrella, one leaking) and writing alert emails to a folder.
+    ///
+    /// Keys while it runs: f + Enter makes the withheld line leak, r
+    /// restores, q quits (Ctrl-C too). Exit status: 0 after a clean stop.
+    Demo {
+        /// How often each line is checked (`15s`, `2s`, `1m`).
+        #[arg(long, default_value = "15s")]
+        every: String,
+        /// Stop by itself after this long (`60s`, `5m`).
+        #[arg(long = "for")]
+        run_for: Option<String>,
+        /// Keep the demo's config, history and mail here instead of a new
+        /// temporary folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Write a commented starter config to fill in (never overwrites).
+    ///
+    /// Exit status: 0 written, 1 the file exists or can't be written.
+    Init {
+        /// Where to write it.
+        #[arg(long, short, default_value = "cidguard.toml")]
+        output: PathBuf,
+    },
     /// Show a line's recorded checks.
     ///
     /// Exit status: 0, 1 if the history can't be read, 2 usage or config error.
@@ -194,6 +220,12 @@ fn init_tracing(default: &str) {
 
 fn run(cli: Cli) -> Result<u8, UsageError> {
     match cli.command {
+        Command::Demo {
+            every,
+            run_for,
+            dir,
+        } => run_demo(&every, run_for.as_deref(), dir),
+        Command::Init { output } => init(&output),
         Command::Inspect {
             config,
             line,
@@ -440,6 +472,76 @@ fn run_daemon(config: &Path) -> Result<u8, UsageError> {
         Err(DaemonError::Config(e)) => Err(UsageError(e.into())),
         Err(e) => failed(e),
     }
+}
+
+fn run_demo(every: &str, run_for: Option<&str>, dir: Option<PathBuf>) -> Result<u8, UsageError> {
+    use cidguard::config::parse_duration;
+    use cidguard::demo;
+    let every = parse_duration(every).map_err(|e| UsageError(anyhow::anyhow!("--every: {e}")))?;
+    demo::schedule_for(every).map_err(|e| UsageError(e.into()))?;
+    let run_for = run_for
+        .map(|s| parse_duration(s).map_err(|e| UsageError(anyhow::anyhow!("--for: {e}"))))
+        .transpose()?;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failed(format!("can't start the runtime: {e}")),
+    };
+    let outcome = rt.block_on(async {
+        let shutdown = async {
+            // Without a Ctrl-C handler the demo just runs to --for or q.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        demo::run(
+            demo::Options {
+                every,
+                run_for,
+                dir,
+            },
+            demo::stdin_commands(),
+            shutdown,
+        )
+        .await
+    });
+    // The stdin thread may still be blocked on a read: don't wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(e) => failed(e),
+    }
+}
+
+/// The starter config: the example, whose placeholders say what to change.
+fn init(output: &Path) -> Result<u8, UsageError> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(output);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return failed(format!(
+                "{} already exists; not overwriting it (choose another with --output)",
+                output.display()
+            ))
+        }
+        Err(e) => return failed(format!("can't create {}: {e}", output.display())),
+    };
+    if let Err(e) = file.write_all(EXAMPLE_CONFIG.as_bytes()) {
+        return failed(format!("can't write {}: {e}", output.display()));
+    }
+    println!("wrote {}", output.display());
+    println!(
+        "Fill in your organisation, lines, accounts and endpoint, then: cidguard config check --config {}",
+        output.display()
+    );
+    Ok(0)
 }
 
 fn history(

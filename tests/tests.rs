@@ -6,6 +6,7 @@ mod config_files;
 mod daemon;
 mod daemon_cli;
 mod daemon_e2e;
+mod demo;
 mod deploy;
 mod peers;
 mod sip_ua;
