@@ -741,7 +741,10 @@ fn dashboard_problems(d: &Dashboard, bad: &mut dyn FnMut(String, String)) {
     if d.listen.parse::<std::net::SocketAddr>().is_err() {
         bad(
             "dashboard.listen".into(),
-            format!("{:?} is not an address and port, e.g. \"127.0.0.1:8080\"", d.listen),
+            format!(
+                "{:?} is not an address and port, e.g. \"127.0.0.1:8080\"",
+                d.listen
+            ),
         );
     }
     match &d.token {

@@ -13,3 +13,4 @@ mod support;
 mod verdict_corpus;
 mod verdict_kamailio;
 mod verdict_props;
+mod web;

@@ -592,7 +592,10 @@ impl Line {
         req.push("User-Agent", self.inner.stack.user_agent());
         req.push("Accept", "application/sdp");
         let resp = self.final_response(req, &capture, &flow).await?;
-        Ok((resp.message.status().unwrap_or_default(), Self::server_of(&resp.message)))
+        Ok((
+            resp.message.status().unwrap_or_default(),
+            Self::server_of(&resp.message),
+        ))
     }
 
     /// Register for the account's configured lifetime.

@@ -233,10 +233,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 
 /// With `read_auth`, every request but `/healthz` needs the token.
 async fn read_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if st.inner.read_auth
-        && req.uri().path() != "/healthz"
-        && !bearer_ok(&st, req.headers())
-    {
+    if st.inner.read_auth && req.uri().path() != "/healthz" && !bearer_ok(&st, req.headers()) {
         return WebError::Unauthorized.into_response();
     }
     next.run(req).await
@@ -351,7 +348,12 @@ async fn run_results(st: &AppState, id: u64) -> WebResult<(RunInfo, Vec<(String,
                 .checks
                 .iter()
                 .rev()
-                .find(|c| matches!(c.result.trigger, Trigger::Api { .. } | Trigger::Manual { .. }))
+                .find(|c| {
+                    matches!(
+                        c.result.trigger,
+                        Trigger::Api { .. } | Trigger::Manual { .. }
+                    )
+                })
                 .map(|c| c.id);
             out.push((line, id));
         }
@@ -378,7 +380,10 @@ async fn run_form(
 ) -> WebResult<Response> {
     authorise_change(&st, &headers, f.token.as_deref())?;
     let lines = f.line.filter(|l| !l.is_empty()).into_iter().collect();
-    let label = f.label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty());
+    let label = f
+        .label
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty());
     let info = start_run(&st, lines, Trigger::Manual { label }).await?;
     Ok(Redirect::to(&format!("/runs/{}", info.id)).into_response())
 }
@@ -427,7 +432,12 @@ async fn api_run_status(State(st): State<AppState>, Path(id): Path<u64>) -> WebR
 // ----- JSON API -----------------------------------------------------------
 
 fn configured_lines(st: &AppState) -> Vec<String> {
-    st.inner.config.lines.iter().map(|l| l.name.clone()).collect()
+    st.inner
+        .config
+        .lines
+        .iter()
+        .map(|l| l.name.clone())
+        .collect()
 }
 
 fn state_word(c: Option<&crate::store::StoredCheck>) -> &'static str {
@@ -497,7 +507,9 @@ fn parse_outcome(s: &str) -> WebResult<Outcome> {
 
 fn parse_time_param(name: &str, s: &str) -> WebResult<i64> {
     crate::store::ms_of_rfc3339(s).ok_or_else(|| {
-        WebError::BadRequest(format!("{name} {s:?}: expected RFC 3339, e.g. 2025-01-31T00:00:00Z"))
+        WebError::BadRequest(format!(
+            "{name} {s:?}: expected RFC 3339, e.g. 2025-01-31T00:00:00Z"
+        ))
     })
 }
 
@@ -510,8 +522,16 @@ async fn api_line_checks(
         return Err(WebError::NotFound);
     }
     let mut q = CheckQuery::line(&name);
-    q.since_ms = p.since.as_deref().map(|s| parse_time_param("since", s)).transpose()?;
-    q.until_ms = p.until.as_deref().map(|s| parse_time_param("until", s)).transpose()?;
+    q.since_ms = p
+        .since
+        .as_deref()
+        .map(|s| parse_time_param("since", s))
+        .transpose()?;
+    q.until_ms = p
+        .until
+        .as_deref()
+        .map(|s| parse_time_param("until", s))
+        .transpose()?;
     q.outcome = p.outcome.as_deref().map(parse_outcome).transpose()?;
     q.limit = p.limit.unwrap_or(100).clamp(1, 1000);
     q.after = p.cursor.as_deref().map(parse_cursor).transpose()?;
@@ -529,14 +549,18 @@ fn parse_id(s: &str) -> WebResult<i64> {
 
 async fn api_check(State(st): State<AppState>, Path(id): Path<String>) -> WebResult<Response> {
     let id = parse_id(&id)?;
-    let c = db(&st, move |s| s.check(id)).await?.ok_or(WebError::NotFound)?;
+    let c = db(&st, move |s| s.check(id))
+        .await?
+        .ok_or(WebError::NotFound)?;
     Ok(Json(c).into_response())
 }
 
 async fn evidence_json(State(st): State<AppState>, Path(id): Path<String>) -> WebResult<Response> {
     let id = parse_id(&id)?;
     // Evidence was redacted when stored; nothing here can add credentials.
-    let c = db(&st, move |s| s.check(id)).await?.ok_or(WebError::NotFound)?;
+    let c = db(&st, move |s| s.check(id))
+        .await?
+        .ok_or(WebError::NotFound)?;
     let mut r = Json(c).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"cidguard-check-{id}.json\""
@@ -552,7 +576,10 @@ async fn api_status(State(st): State<AppState>) -> WebResult<Response> {
     let words: Vec<&str> = ov.iter().map(|o| state_word(o.latest.as_ref())).collect();
     let status = if words.contains(&"fail") {
         "failing"
-    } else if words.iter().any(|w| *w == "inconclusive" || *w == "unchecked") {
+    } else if words
+        .iter()
+        .any(|w| *w == "inconclusive" || *w == "unchecked")
+    {
         "inconclusive"
     } else {
         "ok"
@@ -595,7 +622,10 @@ async fn api_add_maintenance(
         return Err(WebError::BadRequest("end must be after start".into()));
     }
     let reason = b.reason;
-    let id = db(&st, move |s| s.add_maintenance(start, end, reason.as_deref())).await?;
+    let id = db(&st, move |s| {
+        s.add_maintenance(start, end, reason.as_deref())
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }
 
@@ -617,7 +647,9 @@ async fn api_remove_maintenance(
 
 /// A Prometheus label value: backslash, quote and newline escaped.
 fn label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
@@ -636,7 +668,10 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
     })
     .await?;
     let mut m = String::new();
-    let _ = writeln!(m, "# HELP cidguard_line_state The line's current state (1 for the state it is in).");
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_line_state The line's current state (1 for the state it is in)."
+    );
     let _ = writeln!(m, "# TYPE cidguard_line_state gauge");
     for o in &ov {
         let now = state_word(o.latest.as_ref());
@@ -649,7 +684,10 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
             );
         }
     }
-    let _ = writeln!(m, "# HELP cidguard_check_duration_seconds How long the line's latest check took.");
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_check_duration_seconds How long the line's latest check took."
+    );
     let _ = writeln!(m, "# TYPE cidguard_check_duration_seconds gauge");
     for o in &ov {
         if let Some(c) = &o.latest {
@@ -661,10 +699,17 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
             );
         }
     }
-    let _ = writeln!(m, "# HELP cidguard_checks_total Checks recorded, by outcome.");
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_checks_total Checks recorded, by outcome."
+    );
     let _ = writeln!(m, "# TYPE cidguard_checks_total counter");
     for (o, t) in ov.iter().zip(&totals) {
-        for (word, n) in [("pass", t.pass), ("fail", t.fail), ("inconclusive", t.inconclusive)] {
+        for (word, n) in [
+            ("pass", t.pass),
+            ("fail", t.fail),
+            ("inconclusive", t.inconclusive),
+        ] {
             let _ = writeln!(
                 m,
                 "cidguard_checks_total{{line=\"{}\",outcome=\"{word}\"}} {n}",
@@ -672,10 +717,16 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
             );
         }
     }
-    let _ = writeln!(m, "# HELP cidguard_alert_outbox_pending Alerts waiting to be sent.");
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_alert_outbox_pending Alerts waiting to be sent."
+    );
     let _ = writeln!(m, "# TYPE cidguard_alert_outbox_pending gauge");
     let _ = writeln!(m, "cidguard_alert_outbox_pending {pending}");
-    let _ = writeln!(m, "# HELP cidguard_pbx_last_change_timestamp_seconds When the PBX's software last changed.");
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_pbx_last_change_timestamp_seconds When the PBX's software last changed."
+    );
     let _ = writeln!(m, "# TYPE cidguard_pbx_last_change_timestamp_seconds gauge");
     let mut latest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for c in &changes {
@@ -715,7 +766,10 @@ impl Server {
         let _ = self.stop.send(true);
         let task = self.task;
         tokio::pin!(task);
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
             tracing::warn!("dashboard: requests still open after the grace period; closing");
             task.abort();
         }

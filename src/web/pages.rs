@@ -260,7 +260,9 @@ pub async fn line(
 
 pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebResult<Response> {
     let id = parse_id(&id)?;
-    let c = db(&st, move |s| s.check(id)).await?.ok_or(WebError::NotFound)?;
+    let c = db(&st, move |s| s.check(id))
+        .await?
+        .ok_or(WebError::NotFound)?;
     let r = &c.result;
     let mut b = String::new();
     let _ = write!(
@@ -277,7 +279,9 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         let _ = write!(b, "<p>Why inconclusive: {}</p>", esc(reason));
     }
     if c.interrupted {
-        b.push_str("<p>The daemon stopped before this check finished; it says nothing about the line.</p>");
+        b.push_str(
+            "<p>The daemon stopped before this check finished; it says nothing about the line.</p>",
+        );
     }
     b.push_str("<h2>Findings</h2>");
     if r.findings.is_empty() {
@@ -285,7 +289,8 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
     } else {
         b.push_str("<ul>");
         for f in &r.findings {
-            let _ = write!(
+            let _ =
+                write!(
                 b,
                 "<li><strong>{}</strong> in <code>{}</code>{}: {}<br>value: <code>{}</code></li>",
                 esc(&format!("{:?}", f.kind)),
@@ -297,7 +302,12 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         }
         b.push_str("</ul>");
     }
-    let expected = match st.inner.config.line(&r.line).and_then(|l| l.umbrella.as_ref()) {
+    let expected = match st
+        .inner
+        .config
+        .line(&r.line)
+        .and_then(|l| l.umbrella.as_ref())
+    {
         Some(u) => format!("{} (umbrella: {})", r.expected, esc(&u.name)),
         None => format!("{} (no number, no name)", r.expected),
     };
@@ -305,13 +315,23 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         .presented
         .identities
         .iter()
-        .map(|i| format!("<li><code>{}</code>: {}</li>", esc(&i.header), esc(&i.to_string())))
+        .map(|i| {
+            format!(
+                "<li><code>{}</code>: {}</li>",
+                esc(&i.header),
+                esc(&i.to_string())
+            )
+        })
         .collect();
     let _ = write!(
         b,
         "<div class=\"cols\"><section><h2>Expected</h2><p>{expected}</p></section>\
 <section><h2>Presented</h2><ul>{}</ul><p>Privacy: {}</p></section></div>",
-        if presented.is_empty() { "<li>nothing</li>".to_string() } else { presented.join("") },
+        if presented.is_empty() {
+            "<li>nothing</li>".to_string()
+        } else {
+            presented.join("")
+        },
         esc(r.presented.privacy.as_deref().unwrap_or("(none)"))
     );
     b.push_str("<h2>Call ladder</h2>");
@@ -331,7 +351,11 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td><a href=\"#m{i}\">{}</a></td></tr>",
                 e.at_ms.saturating_sub(t0),
                 esc(&e.side),
-                if e.direction == "sent" { "→ sent" } else { "← received" },
+                if e.direction == "sent" {
+                    "→ sent"
+                } else {
+                    "← received"
+                },
                 esc(first)
             );
         }
@@ -359,7 +383,10 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
     Ok(Html(page(&format!("Check {id}"), "", &b)).into_response())
 }
 
-pub async fn run_progress(State(st): State<AppState>, Path(id): Path<String>) -> WebResult<Response> {
+pub async fn run_progress(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> WebResult<Response> {
     let id: u64 = id.parse().map_err(|_| WebError::NotFound)?;
     let (info, found) = run_results(&st, id).await?;
     let done = found.iter().all(|(_, c)| c.is_some());
@@ -371,7 +398,11 @@ pub async fn run_progress(State(st): State<AppState>, Path(id): Path<String>) ->
     for (line, c) in &found {
         match c {
             Some(cid) => {
-                let _ = write!(b, "<li>{}: <a href=\"/checks/{cid}\">result</a></li>", esc(line));
+                let _ = write!(
+                    b,
+                    "<li>{}: <a href=\"/checks/{cid}\">result</a></li>",
+                    esc(line)
+                );
             }
             None => {
                 let _ = write!(b, "<li>{}: waiting…</li>", esc(line));
