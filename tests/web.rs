@@ -584,3 +584,116 @@ async fn render_is_fast_on_a_year_of_hourly_checks() {
         println!("{uri}: {:?} per render", t.elapsed() / runs);
     }
 }
+
+/// One HTTP/1.1 request over a real socket; returns the whole response.
+async fn http(addr: std::net::SocketAddr, req: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_the_dashboard_and_runs_checks_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free loopback port for the dashboard.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[organisation]\nname = \"Safe Haven\"\nregion = \"AU\"\n\
+[daemon]\nstate_dir = \"{}\"\njitter = \"0s\"\n\
+[dashboard]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n\
+[[line]]\nname = \"refuge\"\nexpect = \"withheld\"\nschedule = \"0 0 1 1 *\"\n\
+[line.account]\nregistrar = \"sip:127.0.0.1:5999\"\nusername = \"201\"\npassword = \"s3cret\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let deps = cidguard::daemon::Deps {
+        checker: Arc::new(cidguard::daemon::UnavailableChecker),
+        probe: Arc::new(cidguard::daemon::NoProbe),
+        alerts: Arc::new(cidguard::daemon::NoAlerts),
+        clock: Arc::new(cidguard::daemon::SystemClock),
+        notifier: cidguard::daemon::notify::Notifier::disabled(),
+        events: None,
+        runs: None,
+    };
+    let (_reload_tx, reload) = mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(async move {
+        cidguard::daemon::run(&cfg, deps, reload, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the dashboard never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = r#"{"lines":["refuge"],"label":"smoke"}"#;
+    let r = http(
+        addr,
+        format!(
+            "POST /api/v1/checks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\
+Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+    let poll = r
+        .split("\"poll\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let check = loop {
+        let r = http(
+            addr,
+            format!("GET {poll} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        let json = &r[r.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        if v["done"] == true {
+            break v["checks"][0]["check"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no result: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r = http(
+        addr,
+        format!("GET /api/v1/checks/{check} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        r.contains("\"kind\":\"api\"") && r.contains("\"label\":\"smoke\""),
+        "{r}"
+    );
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still listening after stop"
+    );
+}
