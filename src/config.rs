@@ -1219,6 +1219,45 @@ mod tests {
         cfg.problems()
     }
 
+    fn dashboard_problems_for(section: &str) -> Vec<String> {
+        let text = format!(
+            "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[dashboard]\n{section}\n"
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        cfg.problems().into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn dashboard_section_defaults_and_validation() {
+        let text = "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[dashboard]\n";
+        let cfg: Config = toml::from_str(text).unwrap();
+        let d = cfg.dashboard.unwrap();
+        assert_eq!(d.listen, "127.0.0.1:8080");
+        assert!(!d.read_auth && d.token.is_none());
+        assert!(dashboard_problems_for("").is_empty());
+        assert_eq!(
+            dashboard_problems_for("listen = \"nowhere\""),
+            ["dashboard.listen"]
+        );
+        assert_eq!(
+            dashboard_problems_for("token = \"short\""),
+            ["dashboard.token"]
+        );
+        assert_eq!(
+            dashboard_problems_for("read_auth = true"),
+            ["dashboard.read_auth"]
+        );
+        assert_eq!(
+            dashboard_problems_for("public_url = \"cidguard.example.org\""),
+            ["dashboard.public_url"]
+        );
+        let text = "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[dashboard]\nport = 1\n";
+        assert!(
+            toml::from_str::<Config>(text).is_err(),
+            "unknown fields refused"
+        );
+    }
+
     #[test]
     fn alerts_section_defaults_and_validation() {
         let ok = alerts_problems_for(
