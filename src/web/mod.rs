@@ -56,6 +56,12 @@ pub const ROUTES: &[&str] = &[
 
 /// How long a run-now request waits for the daemon to accept it.
 const RUN_ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Run-now requests remembered for their progress pages; the oldest are
+/// forgotten first, so a busy API can't grow memory without bound.
+const RUNS_KEPT: usize = 1000;
+/// Longest label kept with a run-now request.
+const LABEL_MAX: usize = 200;
+
 /// How long a stopping server may take to finish requests in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -128,6 +134,9 @@ struct Inner {
     token: Option<String>,
     read_auth: bool,
     runs_tx: Option<mpsc::Sender<RunRequest>>,
+    /// `scheme://host[:port]` of `public_url`: requests a proxy forwards
+    /// carry this origin while the Host header names the backend.
+    public_origin: Option<String>,
     runs: Mutex<HashMap<u64, RunInfo>>,
     next_run: AtomicU64,
 }
@@ -151,6 +160,12 @@ impl AppState {
                 token,
                 read_auth: dash.read_auth,
                 runs_tx,
+                public_origin: dash.public_url.as_deref().map(|u| {
+                    let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
+                    let host = rest.split('/').next().unwrap_or("");
+                    let scheme = u.split_once("://").map(|(s, _)| s).unwrap_or("https");
+                    format!("{scheme}://{host}")
+                }),
                 runs: Mutex::new(HashMap::new()),
                 next_run: AtomicU64::new(1),
             }),
@@ -259,7 +274,7 @@ fn bearer_ok(st: &AppState, headers: &HeaderMap) -> bool {
 
 /// Refuse a state change a browser was made to send from another site:
 /// the Fetch metadata or the Origin header say where it came from.
-fn same_origin(headers: &HeaderMap) -> WebResult<()> {
+fn same_origin(st: &AppState, headers: &HeaderMap) -> WebResult<()> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if !matches!(site, "same-origin" | "none") {
             return Err(WebError::CrossSite);
@@ -271,7 +286,8 @@ fn same_origin(headers: &HeaderMap) -> WebResult<()> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
-        if origin == "null" || origin_host != host {
+        let public = st.inner.public_origin.as_deref() == Some(origin);
+        if origin == "null" || (origin_host != host && !public) {
             return Err(WebError::CrossSite);
         }
     }
@@ -280,7 +296,7 @@ fn same_origin(headers: &HeaderMap) -> WebResult<()> {
 
 /// A state change: same site, and the token (header or form field).
 fn authorise_change(st: &AppState, headers: &HeaderMap, form_token: Option<&str>) -> WebResult<()> {
-    same_origin(headers)?;
+    same_origin(st, headers)?;
     let Some(expected) = &st.inner.token else {
         return Err(WebError::Unauthorized);
     };
@@ -300,6 +316,14 @@ async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebRe
         ));
     };
     let label = trigger.label().map(str::to_string);
+    if label
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > LABEL_MAX)
+    {
+        return Err(WebError::BadRequest(format!(
+            "label: at most {LABEL_MAX} characters"
+        )));
+    }
     let requested_at_ms = now_ms();
     let (reply, answer) = oneshot::channel();
     let req = RunRequest {
@@ -325,7 +349,15 @@ async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebRe
         label,
         requested_at_ms,
     };
-    st.runs().insert(id, info.clone());
+    {
+        let mut runs = st.runs();
+        if runs.len() >= RUNS_KEPT {
+            if let Some(oldest) = runs.keys().min().copied() {
+                runs.remove(&oldest);
+            }
+        }
+        runs.insert(id, info.clone());
+    }
     Ok(info)
 }
 

@@ -173,11 +173,19 @@ pub async fn line(
     let mut q = CheckQuery::line(&name);
     q.limit = PAGE_SIZE;
     q.after = p.cursor.as_deref().map(parse_cursor).transpose()?;
-    let n = name.clone();
+    // Only the changes of this line's own PBX.
+    let registrar = st
+        .inner
+        .config
+        .line(&name)
+        .and_then(|l| l.account.as_ref())
+        .map(|a| a.registrar.clone());
     let (pg, changes) = db(&st, move |s| {
         let pg = s.checks(&q)?;
-        let changes = s.pbx_changes(None, 20)?;
-        let _ = &n;
+        let changes = match registrar {
+            Some(r) => s.pbx_changes(Some(&r), 20)?,
+            None => Vec::new(),
+        };
         Ok((pg, changes))
     })
     .await?;
