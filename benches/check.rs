@@ -157,7 +157,10 @@ fn sipp_exchange_ms(pbx: &Kamailio, number: &str, calls: usize) -> Option<f64> {
     let text = std::fs::read_to_string(&log).ok()?;
     if std::env::var_os("CIDGUARD_BENCH_DEBUG").is_some() {
         let kept = dir.keep();
-        eprintln!("SIPp message log kept: {}", kept.join("messages.log").display());
+        eprintln!(
+            "SIPp message log kept: {}",
+            kept.join("messages.log").display()
+        );
     }
     let mut first_invite: std::collections::HashMap<String, f64> = Default::default();
     let mut finished: std::collections::HashSet<String> = Default::default();
@@ -268,9 +271,8 @@ fn main() {
             // refill one sweep's worth of INVITEs before each sweep keeps
             // every sweep inside the limit (real sweeps are minutes apart).
             // The wait is not timed.
-            let refill = Duration::from_secs_f64(
-                1.1 * n as f64 / EndpointOptions::default().invite_rate,
-            );
+            let refill =
+                Duration::from_secs_f64(1.1 * n as f64 / EndpointOptions::default().invite_rate);
             // Warm up (first-call allocations, Kamailio's first auth).
             tokio::time::sleep(refill).await;
             let _ = checker.check_lines(&[], Trigger::Schedule).await;

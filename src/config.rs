@@ -31,6 +31,44 @@ pub struct Config {
     /// `cidguard run`: history, schedules, maintenance. All optional.
     #[serde(default)]
     pub daemon: Daemon,
+    /// The web dashboard and JSON API, served by `cidguard run` when present.
+    #[serde(default)]
+    pub dashboard: Option<Dashboard>,
+}
+
+/// The dashboard's settings (`[dashboard]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dashboard {
+    /// Address to listen on. Loopback by default: the pages name lines and
+    /// show captured calls, so exposing them is a deliberate choice.
+    #[serde(default = "default_dashboard_listen")]
+    pub listen: String,
+    /// Bearer token needed for anything that changes state (run-now,
+    /// maintenance windows); without it those are refused.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// When true, reading pages and the API needs the token too.
+    #[serde(default)]
+    pub read_auth: bool,
+    /// The address people reach the dashboard at (behind a proxy), for links.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+impl Default for Dashboard {
+    fn default() -> Dashboard {
+        Dashboard {
+            listen: default_dashboard_listen(),
+            token: None,
+            read_auth: false,
+            public_url: None,
+        }
+    }
+}
+
+fn default_dashboard_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 
 /// The daemon's settings (`[daemon]`).
@@ -699,6 +737,45 @@ fn alerts_problems(a: &Alerts, bad: &mut dyn FnMut(String, String)) {
     }
 }
 
+fn dashboard_problems(d: &Dashboard, bad: &mut dyn FnMut(String, String)) {
+    if d.listen.parse::<std::net::SocketAddr>().is_err() {
+        bad(
+            "dashboard.listen".into(),
+            format!(
+                "{:?} is not an address and port, e.g. \"127.0.0.1:8080\"",
+                d.listen
+            ),
+        );
+    }
+    match &d.token {
+        Some(t) => {
+            if let Err(m) = t.check_shape() {
+                bad("dashboard.token".into(), m);
+            } else if let Secret::Inline(s) = t {
+                if s.trim().len() < 16 {
+                    bad(
+                        "dashboard.token".into(),
+                        "must be at least 16 characters (a random string)".into(),
+                    );
+                }
+            }
+        }
+        None if d.read_auth => bad(
+            "dashboard.read_auth".into(),
+            "needs dashboard.token: reading would require a token that isn't set".into(),
+        ),
+        None => {}
+    }
+    if let Some(u) = &d.public_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            bad(
+                "dashboard.public_url".into(),
+                format!("{u:?} must start with http:// or https://"),
+            );
+        }
+    }
+}
+
 /// A secret value. Written in TOML as an inline string, or as a table
 /// `{ env = "VAR" }`, `{ file = "/path" }` or `{ credential = "name" }`
 /// (a systemd credential, read from `$CREDENTIALS_DIRECTORY/name`).
@@ -886,6 +963,9 @@ impl Config {
     pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |field: String, message: String| out.push(Problem { field, message });
+        if let Some(d) = &self.dashboard {
+            dashboard_problems(d, &mut bad);
+        }
         let tz = crate::daemon::schedule::parse_time_zone(&self.daemon.time_zone);
         let org = &self.organisation;
         if org.name.trim().is_empty() {
@@ -1137,6 +1217,45 @@ mod tests {
         );
         let cfg: Config = toml::from_str(&text).unwrap();
         cfg.problems()
+    }
+
+    fn dashboard_problems_for(section: &str) -> Vec<String> {
+        let text = format!(
+            "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[dashboard]\n{section}\n"
+        );
+        let cfg: Config = toml::from_str(&text).unwrap();
+        cfg.problems().into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn dashboard_section_defaults_and_validation() {
+        let text = "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[dashboard]\n";
+        let cfg: Config = toml::from_str(text).unwrap();
+        let d = cfg.dashboard.unwrap();
+        assert_eq!(d.listen, "127.0.0.1:8080");
+        assert!(!d.read_auth && d.token.is_none());
+        assert!(dashboard_problems_for("").is_empty());
+        assert_eq!(
+            dashboard_problems_for("listen = \"nowhere\""),
+            ["dashboard.listen"]
+        );
+        assert_eq!(
+            dashboard_problems_for("token = \"short\""),
+            ["dashboard.token"]
+        );
+        assert_eq!(
+            dashboard_problems_for("read_auth = true"),
+            ["dashboard.read_auth"]
+        );
+        assert_eq!(
+            dashboard_problems_for("public_url = \"cidguard.example.org\""),
+            ["dashboard.public_url"]
+        );
+        let text = "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[dashboard]\nport = 1\n";
+        assert!(
+            toml::from_str::<Config>(text).is_err(),
+            "unknown fields refused"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! - [`store`]: the history (SQLite): checks, evidence, PBX changes, the
 //!   alert outbox, maintenance windows, alert state, last run times.
 //! - [`history`]: `cidguard history` output (text, JSON, CSV).
+//! - [`web`]: the dashboard, JSON API and metrics served by `cidguard run`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
@@ -38,3 +39,4 @@ pub mod report;
 pub mod sip;
 pub mod store;
 pub mod verdict;
+pub mod web;

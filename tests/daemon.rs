@@ -296,6 +296,7 @@ impl Harness {
             clock: clock.clone(),
             notifier: o.notifier,
             events: Some(ev_tx),
+            runs: None,
         };
         let (reload, reload_rx) = mpsc::channel(4);
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -1004,6 +1005,7 @@ async fn a_bad_config_or_state_dir_stops_the_start() {
         clock: Arc::new(daemon::SystemClock),
         notifier: Notifier::disabled(),
         events: None,
+        runs: None,
     };
     let (_tx, rx) = mpsc::channel(1);
     let r = daemon::run(&cfg, deps(), rx, std::future::pending::<()>()).await;

@@ -15,3 +15,4 @@ mod support;
 mod verdict_corpus;
 mod verdict_kamailio;
 mod verdict_props;
+mod web;

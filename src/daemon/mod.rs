@@ -280,6 +280,20 @@ pub struct Deps {
     pub notifier: Notifier,
     /// Where to report [`Event`]s, if anyone listens.
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    /// Run-now requests (from the dashboard and API). None: `run` creates
+    /// the channel itself when the config has a `[dashboard]` section.
+    pub runs: Option<mpsc::Receiver<RunRequest>>,
+}
+
+/// Ask the daemon to check lines now.
+#[derive(Debug)]
+pub struct RunRequest {
+    /// Lines to check; empty means every scheduled line.
+    pub lines: Vec<String>,
+    /// `Trigger::Api` or `Trigger::Manual`, with the label.
+    pub trigger: Trigger,
+    /// The lines queued, or why none were.
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
 }
 
 impl Deps {
@@ -297,6 +311,7 @@ impl Deps {
             clock: Arc::new(SystemClock),
             notifier: Notifier::from_env(),
             events: None,
+            runs: None,
         }
     }
 }
@@ -313,6 +328,8 @@ pub enum DaemonError {
     Checker(BoxError),
     #[error("can't listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error("can't start the dashboard: {0}")]
+    Dashboard(String),
 }
 
 /// SIGHUP as a stream of reload requests, and SIGTERM or SIGINT as the
@@ -354,11 +371,37 @@ pub async fn run(
         .await
         .map_err(DaemonError::Checker)?;
     deps.alerts.configure(&store, &config);
+    let mut deps = deps;
+    let server = match &config.dashboard {
+        Some(dash) if deps.runs.is_none() => {
+            let (tx, rx) = mpsc::channel(16);
+            deps.runs = Some(rx);
+            let state = crate::web::AppState::new(store.clone(), config.clone(), dash, Some(tx))
+                .map_err(DaemonError::Dashboard)?;
+            Some(
+                crate::web::serve(state, &dash.listen)
+                    .await
+                    .map_err(DaemonError::Dashboard)?,
+            )
+        }
+        _ => None,
+    };
     let mut d = Daemon::new(config_path.to_path_buf(), config, store, state_dir, deps);
     d.start()?;
     d.main_loop(reload, shutdown).await;
     d.stop().await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
     Ok(())
+}
+
+/// The next run-now request, or never when there is no channel.
+async fn next_run(runs: &mut Option<mpsc::Receiver<RunRequest>>) -> Option<RunRequest> {
+    match runs {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// [`Checker::configure`], bounded so a stuck endpoint can't hang the start
@@ -658,6 +701,7 @@ impl Daemon {
     ) {
         tokio::pin!(shutdown);
         let mut reload_open = true;
+        let mut runs = self.deps.runs.take();
         loop {
             let now = self.now();
             self.fire_due(now);
@@ -678,6 +722,11 @@ impl Daemon {
                     self.finish(joined);
                 }
                 Some(seen) = self.pbx_rx.recv() => self.on_pbx(seen),
+                r = next_run(&mut runs) => match r {
+                    Some(req) => self.on_run_request(req),
+                    // The dashboard is gone: stop listening, don't spin.
+                    None => runs = None,
+                },
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -756,6 +805,43 @@ impl Daemon {
         for p in fired.into_iter().chain(ready.into_iter().map(|(_, p)| p)) {
             self.enqueue(p);
         }
+    }
+
+    /// Queue checks asked for through the dashboard or API.
+    fn on_run_request(&mut self, req: RunRequest) {
+        let lines: Vec<String> = if req.lines.is_empty() {
+            self.lines.keys().cloned().collect()
+        } else {
+            req.lines
+        };
+        let unknown: Vec<&String> = lines
+            .iter()
+            .filter(|l| !self.lines.contains_key(*l))
+            .collect();
+        let answer = if !unknown.is_empty() {
+            Err(format!(
+                "not a scheduled line: {}",
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else if lines.is_empty() {
+            Err("no lines are scheduled".into())
+        } else {
+            for line in &lines {
+                tracing::info!(line = %line, trigger = trigger_word(&req.trigger), "check asked for");
+                self.enqueue(Pending {
+                    line: line.clone(),
+                    trigger: req.trigger.clone(),
+                    slot_ms: None,
+                });
+            }
+            Ok(lines)
+        };
+        // The asker may have given up waiting: nothing to do then.
+        let _ = req.reply.send(answer);
     }
 
     /// Add a check to the queue, merging with one for the same line that

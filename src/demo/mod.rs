@@ -275,6 +275,15 @@ fn prepare(opts: &Options, pbx_addr: SocketAddr, endpoint: SocketAddr) -> Result
         SCHEDULE_PLACEHOLDER,
         &format!("default_schedule = \"{}\"", schedule_for(opts.every)?),
     )?;
+    // The dashboard on a free loopback port, with a token for run-now that
+    // is printed with its address (a demo has nothing to protect).
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(DemoError::Port)?;
+    let token = crate::check::token::random_token(20);
+    text.push_str(&format!(
+        "\n# Added by the demo: the dashboard on a free port.\n[dashboard]\nlisten = \"{web}\"\ntoken = \"{token}\"\n"
+    ));
     let config_path = dir.join("cidguard-demo.toml");
     std::fs::write(&config_path, &text).map_err(|source| DemoError::Folder {
         path: config_path.clone(),
@@ -363,8 +372,10 @@ fn new_emails(mail: &Path, seen: &mut BTreeSet<PathBuf>) -> Vec<PathBuf> {
 /// is not part of this build yet; once the daemon serves a `[dashboard]`
 /// section, this is where the demo learns its address and prints it, so a
 /// URL is only ever printed when something answers there.
-fn dashboard_url(_cfg: &Config) -> Option<String> {
-    None
+fn dashboard_url(cfg: &Config) -> Option<String> {
+    cfg.dashboard
+        .as_ref()
+        .map(|d| format!("http://{}/", d.listen))
 }
 
 /// Run the demo until `shutdown`, `q`, or `opts.run_for`.
@@ -403,7 +414,7 @@ pub async fn run(
     println!("  history      {}", cfg.daemon.state_dir().display());
     println!("  mail folder  {}", setup.mail.display());
     if let Some(url) = dashboard_url(cfg) {
-        println!("  dashboard: {url}");
+        println!("  dashboard    {url}  (run-now token: see [dashboard] in the config above)");
     }
     println!("  lines:");
     for (line, user, rule) in &initial {

@@ -1,0 +1,136 @@
+//! HTML building blocks: escaping, highlighting, the page frame.
+
+/// Escape text for HTML element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escape `text` and wrap every occurrence of any of `needles` in `<mark>`.
+/// Ranges are found on the raw text and merged first, so escaping never
+/// splits a mark and no raw text reaches the page.
+pub fn highlight(text: &str, needles: &[&str]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for n in needles.iter().filter(|n| !n.is_empty()) {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(n) {
+            let start = from + i;
+            ranges.push((start, start + n.len()));
+            from = start + n.len();
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (s, e) in ranges {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut at = 0;
+    for (s, e) in merged {
+        out.push_str(&esc(&text[at..s]));
+        out.push_str("<mark>");
+        out.push_str(&esc(&text[s..e]));
+        out.push_str("</mark>");
+        at = e;
+    }
+    out.push_str(&esc(&text[at..]));
+    out
+}
+
+/// Word, icon and CSS class for a state: colour is never the only signal.
+pub fn badge(state: &str) -> String {
+    let (icon, word) = match state {
+        "pass" => ("✓", "Pass"),
+        "fail" => ("✗", "FAIL"),
+        "inconclusive" => ("?", "Inconclusive"),
+        _ => ("–", "Not yet checked"),
+    };
+    format!(
+        "<span class=\"badge {}\"><span aria-hidden=\"true\">{icon}</span> {word}</span>",
+        esc(state)
+    )
+}
+
+const CSS: &str = "
+body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#111;background:#fff}
+header,main{padding:0.5rem 1rem;max-width:70rem;margin:auto}
+header{border-bottom:1px solid #ccc}
+a{color:#0645ad}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:0.3rem 0.5rem;border-bottom:1px solid #ddd;vertical-align:top}
+.badge{display:inline-block;padding:0 0.4rem;border-radius:0.3rem;font-weight:bold;border:1px solid}
+.pass{background:#e6f4ea;color:#0b5323}
+.fail{background:#fde7e9;color:#8a0010}
+.inconclusive{background:#fff4ce;color:#5c4400}
+.unchecked{background:#eee;color:#333}
+.bar{display:flex;gap:1px;flex-wrap:wrap}
+.bar a{display:inline-block;width:0.7rem;height:1.2rem;text-decoration:none;font-size:0.6rem;text-align:center;border:1px solid #888}
+pre{white-space:pre-wrap;word-break:break-all;background:#f6f6f6;padding:0.5rem;font-size:0.85rem}
+mark{background:#ffd400;color:#000;outline:2px solid #8a0010}
+.cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(16rem,1fr));gap:1rem}
+form{margin:1rem 0;padding:0.5rem;border:1px solid #ccc}
+label{display:block;margin:0.3rem 0}
+input,button{font:inherit;padding:0.3rem}
+@media (max-width:40rem){.wide{display:none}}
+";
+
+/// The page frame around `body`; `head_extra` goes in `<head>` (the
+/// progress page's refresh).
+pub fn page(title: &str, head_extra: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{head_extra}\
+<title>{t} – cidguard</title><style>{CSS}</style></head><body>\
+<header><a href=\"/\">cidguard</a> · caller-ID privacy checks</header><main>\
+<h1>{t}</h1>{body}</main></body></html>\n",
+        t = esc(title)
+    )
+}
+
+/// The run-now form; `line` None checks every line.
+pub fn run_form(line: Option<&str>) -> String {
+    let hidden = line
+        .map(|l| format!("<input type=\"hidden\" name=\"line\" value=\"{}\">", esc(l)))
+        .unwrap_or_default();
+    let what = match line {
+        Some(l) => format!("Check {} now", esc(l)),
+        None => "Check every line now".to_string(),
+    };
+    format!(
+        "<form method=\"post\" action=\"/run\"><h2>{what}</h2>{hidden}\
+<label for=\"label\">Why (kept with the result, e.g. \"after PBX upgrade\")</label>\
+<input id=\"label\" name=\"label\" maxlength=\"200\">\
+<label for=\"token\">Dashboard token</label>\
+<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
+<p><button type=\"submit\">Run check</button></p></form>"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highlights_inside_escaped_text() {
+        let h = highlight("From: \"<script>\" <sip:+613@x>", &["<script>", "+613"]);
+        assert_eq!(
+            h,
+            "From: &quot;<mark>&lt;script&gt;</mark>&quot; &lt;sip:<mark>+613</mark>@x&gt;"
+        );
+        // Overlapping needles make one mark.
+        assert_eq!(highlight("abcd", &["abc", "bcd"]), "<mark>abcd</mark>");
+    }
+}

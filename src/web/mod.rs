@@ -1,0 +1,834 @@
+//! The dashboard, JSON API and metrics, served by `cidguard run` when the
+//! config has a `[dashboard]` section.
+//!
+//! Pages are rendered on the server as plain HTML with inline CSS, so they
+//! work without JavaScript and with a strict Content-Security-Policy.
+//! Everything that came from a SIP message is hostile input: every value is
+//! escaped through [`html::esc`] before it reaches a page.
+//!
+//! Reading is open unless `read_auth` is set; anything that changes state
+//! needs the token (a bearer header or a form field) and is refused from
+//! other sites, so a page elsewhere can't make a browser run checks.
+
+pub mod html;
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{delete, get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::check::result::Trigger;
+use crate::config::{Config, Dashboard};
+use crate::daemon::RunRequest;
+use crate::store::{CheckQuery, Cursor, Store, StoreError};
+use crate::verdict::Outcome;
+
+/// Every route the app serves; the OpenAPI document must list the API ones
+/// (a test holds both to each other).
+pub const ROUTES: &[&str] = &[
+    "/",
+    "/lines/{name}",
+    "/checks/{id}",
+    "/checks/{id}/evidence.json",
+    "/run",
+    "/runs/{id}",
+    "/metrics",
+    "/healthz",
+    "/api/v1/lines",
+    "/api/v1/lines/{name}/checks",
+    "/api/v1/checks",
+    "/api/v1/checks/{id}",
+    "/api/v1/runs/{id}",
+    "/api/v1/status",
+    "/api/v1/maintenance",
+    "/api/v1/maintenance/{id}",
+];
+
+/// How long a run-now request waits for the daemon to accept it.
+const RUN_ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Run-now requests remembered for their progress pages; the oldest are
+/// forgotten first, so a busy API can't grow memory without bound.
+const RUNS_KEPT: usize = 1000;
+/// Longest label kept with a run-now request.
+const LABEL_MAX: usize = 200;
+
+/// How long a stopping server may take to finish requests in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a request failed. User errors (bad input, auth) are answered and not
+/// logged as internal problems.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a valid token is required")]
+    Unauthorized,
+    #[error("refused: the request came from another site")]
+    CrossSite,
+    #[error("run-now is not available: {0}")]
+    Unavailable(String),
+    #[error("history: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Unauthorized => StatusCode::UNAUTHORIZED,
+            WebError::CrossSite => StatusCode::FORBIDDEN,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Store(_) | WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("dashboard: {self}");
+            // Details stay in the log: they may name files.
+            "internal error (see the cidguard log)".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+type WebResult<T> = Result<T, WebError>;
+
+/// A run-now request as the dashboard remembers it, to show its progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub id: u64,
+    pub lines: Vec<String>,
+    pub label: Option<String>,
+    pub requested_at_ms: i64,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    config: Arc<Config>,
+    token: Option<String>,
+    read_auth: bool,
+    runs_tx: Option<mpsc::Sender<RunRequest>>,
+    /// `scheme://host[:port]` of `public_url`: requests a proxy forwards
+    /// carry this origin while the Host header names the backend.
+    public_origin: Option<String>,
+    runs: Mutex<HashMap<u64, RunInfo>>,
+    next_run: AtomicU64,
+}
+
+impl AppState {
+    /// The token is read here, once, so a missing secret stops the start.
+    pub fn new(
+        store: Arc<Store>,
+        config: Arc<Config>,
+        dash: &Dashboard,
+        runs_tx: Option<mpsc::Sender<RunRequest>>,
+    ) -> Result<AppState, String> {
+        let token = match &dash.token {
+            Some(t) => Some(t.reveal().map_err(|e| format!("dashboard.token: {e}"))?),
+            None => None,
+        };
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                token,
+                read_auth: dash.read_auth,
+                runs_tx,
+                public_origin: dash.public_url.as_deref().map(|u| {
+                    let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
+                    let host = rest.split('/').next().unwrap_or("");
+                    let scheme = u.split_once("://").map(|(s, _)| s).unwrap_or("https");
+                    format!("{scheme}://{host}")
+                }),
+                runs: Mutex::new(HashMap::new()),
+                next_run: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunInfo>> {
+        self.inner.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Run a store call off the async threads (SQLite blocks).
+async fn db<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> WebResult<T> {
+    let store = st.inner.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(WebError::from)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The router; serving is separate so tests can call it directly.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/lines/{name}", get(pages::line))
+        .route("/checks/{id}", get(pages::check))
+        .route("/checks/{id}/evidence.json", get(evidence_json))
+        .route("/run", post(run_form))
+        .route("/runs/{id}", get(pages::run_progress))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/lines", get(api_lines))
+        .route("/api/v1/lines/{name}/checks", get(api_line_checks))
+        .route("/api/v1/checks", post(api_run))
+        .route("/api/v1/checks/{id}", get(api_check))
+        .route("/api/v1/runs/{id}", get(api_run_status))
+        .route("/api/v1/status", get(api_status))
+        .route(
+            "/api/v1/maintenance",
+            get(api_maintenance).post(api_add_maintenance),
+        )
+        .route("/api/v1/maintenance/{id}", delete(api_remove_maintenance))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_guard,
+        ))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Headers on every response, errors included.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// With `read_auth`, every request but `/healthz` needs the token.
+async fn read_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if st.inner.read_auth && req.uri().path() != "/healthz" && !bearer_ok(&st, req.headers()) {
+        return WebError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+/// Compare without stopping at the first difference, so timing doesn't
+/// reveal how much of a guess was right.
+fn token_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer_ok(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &st.inner.token else {
+        return false;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| token_eq(t.trim(), expected))
+}
+
+/// Refuse a state change a browser was made to send from another site:
+/// the Fetch metadata or the Origin header say where it came from.
+fn same_origin(st: &AppState, headers: &HeaderMap) -> WebResult<()> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(WebError::CrossSite);
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+        let public = st.inner.public_origin.as_deref() == Some(origin);
+        if origin == "null" || (origin_host != host && !public) {
+            return Err(WebError::CrossSite);
+        }
+    }
+    Ok(())
+}
+
+/// A state change: same site, and the token (header or form field).
+fn authorise_change(st: &AppState, headers: &HeaderMap, form_token: Option<&str>) -> WebResult<()> {
+    same_origin(st, headers)?;
+    let Some(expected) = &st.inner.token else {
+        return Err(WebError::Unauthorized);
+    };
+    if bearer_ok(st, headers) || form_token.is_some_and(|t| token_eq(t.trim(), expected)) {
+        Ok(())
+    } else {
+        Err(WebError::Unauthorized)
+    }
+}
+
+// ----- run now ------------------------------------------------------------
+
+async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebResult<RunInfo> {
+    let Some(tx) = &st.inner.runs_tx else {
+        return Err(WebError::Unavailable(
+            "the daemon is not running this dashboard".into(),
+        ));
+    };
+    let label = trigger.label().map(str::to_string);
+    if label
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > LABEL_MAX)
+    {
+        return Err(WebError::BadRequest(format!(
+            "label: at most {LABEL_MAX} characters"
+        )));
+    }
+    let requested_at_ms = now_ms();
+    let (reply, answer) = oneshot::channel();
+    let req = RunRequest {
+        lines,
+        trigger,
+        reply,
+    };
+    let accepted = tokio::time::timeout(RUN_ACCEPT_TIMEOUT, async {
+        tx.send(req)
+            .await
+            .map_err(|_| WebError::Unavailable("the daemon is stopping".into()))?;
+        answer
+            .await
+            .map_err(|_| WebError::Unavailable("the daemon is stopping".into()))
+    })
+    .await
+    .map_err(|_| WebError::Unavailable("the daemon did not answer in time".into()))??;
+    let lines = accepted.map_err(WebError::BadRequest)?;
+    let id = st.inner.next_run.fetch_add(1, Ordering::Relaxed);
+    let info = RunInfo {
+        id,
+        lines,
+        label,
+        requested_at_ms,
+    };
+    {
+        let mut runs = st.runs();
+        if runs.len() >= RUNS_KEPT {
+            if let Some(oldest) = runs.keys().min().copied() {
+                runs.remove(&oldest);
+            }
+        }
+        runs.insert(id, info.clone());
+    }
+    Ok(info)
+}
+
+/// Each line of a run with the id of its result once recorded: the first
+/// check of the line started since the request with a run-now trigger.
+async fn run_results(st: &AppState, id: u64) -> WebResult<(RunInfo, Vec<(String, Option<i64>)>)> {
+    let info = st.runs().get(&id).cloned().ok_or(WebError::NotFound)?;
+    let lines = info.lines.clone();
+    // A check may start a little before its result's stamp; allow for
+    // clocks read on different tasks.
+    let since = info.requested_at_ms - 1000;
+    let found = db(st, move |s| {
+        let mut out = Vec::new();
+        for line in lines {
+            let mut q = CheckQuery::line(&line);
+            q.since_ms = Some(since);
+            q.limit = 50;
+            let page = s.checks(&q)?;
+            let id = page
+                .checks
+                .iter()
+                .rev()
+                .find(|c| {
+                    matches!(
+                        c.result.trigger,
+                        Trigger::Api { .. } | Trigger::Manual { .. }
+                    )
+                })
+                .map(|c| c.id);
+            out.push((line, id));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok((info, found))
+}
+
+#[derive(Deserialize)]
+struct RunForm {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    line: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+async fn run_form(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RunForm>,
+) -> WebResult<Response> {
+    authorise_change(&st, &headers, f.token.as_deref())?;
+    let lines = f.line.filter(|l| !l.is_empty()).into_iter().collect();
+    let label = f
+        .label
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty());
+    let info = start_run(&st, lines, Trigger::Manual { label }).await?;
+    Ok(Redirect::to(&format!("/runs/{}", info.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct RunBody {
+    #[serde(default)]
+    lines: Vec<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+async fn api_run(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<RunBody>>,
+) -> WebResult<Response> {
+    authorise_change(&st, &headers, None)?;
+    let Some(Json(b)) = body else {
+        return Err(WebError::BadRequest(
+            "expected a JSON body {\"lines\": [...], \"label\": \"...\"}".into(),
+        ));
+    };
+    let info = start_run(&st, b.lines, Trigger::Api { label: b.label }).await?;
+    let poll = format!("/api/v1/runs/{}", info.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run": info.id, "lines": info.lines, "poll": poll })),
+    )
+        .into_response())
+}
+
+async fn api_run_status(State(st): State<AppState>, Path(id): Path<u64>) -> WebResult<Response> {
+    let (info, found) = run_results(&st, id).await?;
+    let done = found.iter().all(|(_, c)| c.is_some());
+    let checks: Vec<_> = found
+        .iter()
+        .map(|(l, c)| serde_json::json!({ "line": l, "check": c }))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "run": info.id, "label": info.label, "done": done, "checks": checks
+    }))
+    .into_response())
+}
+
+// ----- JSON API -----------------------------------------------------------
+
+fn configured_lines(st: &AppState) -> Vec<String> {
+    st.inner
+        .config
+        .lines
+        .iter()
+        .map(|l| l.name.clone())
+        .collect()
+}
+
+fn state_word(c: Option<&crate::store::StoredCheck>) -> &'static str {
+    match c {
+        None => "unchecked",
+        Some(c) if c.interrupted => "inconclusive",
+        Some(c) => match c.result.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Inconclusive => "inconclusive",
+        },
+    }
+}
+
+async fn api_lines(State(st): State<AppState>) -> WebResult<Response> {
+    let names = configured_lines(&st);
+    let ov = db(&st, move |s| s.overview(Some(&names), now_ms())).await?;
+    let lines: Vec<_> = ov
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "line": o.line,
+                "state": state_word(o.latest.as_ref()),
+                "expected": st.inner.config.line(&o.line).map(|l| l.expect.to_string()),
+                "last_check": o.latest.as_ref().map(|c| c.id),
+                "last_checked_at": o.latest.as_ref().map(|c| c.result.started_at.clone()),
+                "summary": o.latest.as_ref().map(|c| c.result.summary()),
+                "ratio": { "day": o.day, "week": o.week, "quarter": o.quarter },
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "lines": lines })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ChecksParams {
+    since: Option<String>,
+    until: Option<String>,
+    outcome: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub(crate) fn parse_cursor(s: &str) -> WebResult<Cursor> {
+    let bad = || WebError::BadRequest(format!("cursor {s:?} is not one this API gave"));
+    let (a, b) = s.split_once('.').ok_or_else(bad)?;
+    Ok(Cursor {
+        started_at_ms: a.parse().map_err(|_| bad())?,
+        id: b.parse().map_err(|_| bad())?,
+    })
+}
+
+pub(crate) fn cursor_text(c: &Cursor) -> String {
+    format!("{}.{}", c.started_at_ms, c.id)
+}
+
+fn parse_outcome(s: &str) -> WebResult<Outcome> {
+    match s {
+        "pass" => Ok(Outcome::Pass),
+        "fail" => Ok(Outcome::Fail),
+        "inconclusive" => Ok(Outcome::Inconclusive),
+        _ => Err(WebError::BadRequest(format!(
+            "outcome {s:?}: expected pass, fail or inconclusive"
+        ))),
+    }
+}
+
+fn parse_time_param(name: &str, s: &str) -> WebResult<i64> {
+    crate::store::ms_of_rfc3339(s).ok_or_else(|| {
+        WebError::BadRequest(format!(
+            "{name} {s:?}: expected RFC 3339, e.g. 2025-01-31T00:00:00Z"
+        ))
+    })
+}
+
+async fn api_line_checks(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<ChecksParams>,
+) -> WebResult<Response> {
+    if st.inner.config.line(&name).is_none() {
+        return Err(WebError::NotFound);
+    }
+    let mut q = CheckQuery::line(&name);
+    q.since_ms = p
+        .since
+        .as_deref()
+        .map(|s| parse_time_param("since", s))
+        .transpose()?;
+    q.until_ms = p
+        .until
+        .as_deref()
+        .map(|s| parse_time_param("until", s))
+        .transpose()?;
+    q.outcome = p.outcome.as_deref().map(parse_outcome).transpose()?;
+    q.limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    q.after = p.cursor.as_deref().map(parse_cursor).transpose()?;
+    let page = db(&st, move |s| s.checks(&q)).await?;
+    Ok(Json(serde_json::json!({
+        "checks": page.checks,
+        "next_cursor": page.next.as_ref().map(cursor_text),
+    }))
+    .into_response())
+}
+
+fn parse_id(s: &str) -> WebResult<i64> {
+    s.parse().map_err(|_| WebError::NotFound)
+}
+
+async fn api_check(State(st): State<AppState>, Path(id): Path<String>) -> WebResult<Response> {
+    let id = parse_id(&id)?;
+    let c = db(&st, move |s| s.check(id))
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(Json(c).into_response())
+}
+
+async fn evidence_json(State(st): State<AppState>, Path(id): Path<String>) -> WebResult<Response> {
+    let id = parse_id(&id)?;
+    // Evidence was redacted when stored; nothing here can add credentials.
+    let c = db(&st, move |s| s.check(id))
+        .await?
+        .ok_or(WebError::NotFound)?;
+    let mut r = Json(c).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"cidguard-check-{id}.json\""
+    )) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+async fn api_status(State(st): State<AppState>) -> WebResult<Response> {
+    let names = configured_lines(&st);
+    let ov = db(&st, move |s| s.overview(Some(&names), now_ms())).await?;
+    let words: Vec<&str> = ov.iter().map(|o| state_word(o.latest.as_ref())).collect();
+    let status = if words.contains(&"fail") {
+        "failing"
+    } else if words
+        .iter()
+        .any(|w| *w == "inconclusive" || *w == "unchecked")
+    {
+        "inconclusive"
+    } else {
+        "ok"
+    };
+    let failing: Vec<&str> = ov
+        .iter()
+        .filter(|o| state_word(o.latest.as_ref()) == "fail")
+        .map(|o| o.line.as_str())
+        .collect();
+    Ok(Json(serde_json::json!({ "status": status, "failing": failing })).into_response())
+}
+
+async fn api_maintenance(State(st): State<AppState>) -> WebResult<Response> {
+    let w = db(&st, |s| s.maintenance_windows(now_ms())).await?;
+    Ok(Json(serde_json::json!({ "windows": w })).into_response())
+}
+
+#[derive(Deserialize)]
+struct WindowBody {
+    start: String,
+    end: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn api_add_maintenance(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<WindowBody>>,
+) -> WebResult<Response> {
+    authorise_change(&st, &headers, None)?;
+    let Some(Json(b)) = body else {
+        return Err(WebError::BadRequest(
+            "expected a JSON body {\"start\": \"RFC 3339\", \"end\": \"RFC 3339\", \"reason\": \"...\"}".into(),
+        ));
+    };
+    let start = parse_time_param("start", &b.start)?;
+    let end = parse_time_param("end", &b.end)?;
+    if end <= start {
+        return Err(WebError::BadRequest("end must be after start".into()));
+    }
+    let reason = b.reason;
+    let id = db(&st, move |s| {
+        s.add_maintenance(start, end, reason.as_deref())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+}
+
+async fn api_remove_maintenance(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> WebResult<Response> {
+    authorise_change(&st, &headers, None)?;
+    let id = parse_id(&id)?;
+    if db(&st, move |s| s.remove_maintenance(id)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(WebError::NotFound)
+    }
+}
+
+// ----- metrics ------------------------------------------------------------
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
+    use crate::alert::OutboxStore;
+    use std::fmt::Write;
+    let names = configured_lines(&st);
+    let (ov, totals, pending, changes) = db(&st, move |s| {
+        let ov = s.overview(Some(&names), now_ms())?;
+        let totals = names
+            .iter()
+            .map(|n| s.ratio(n, i64::MIN / 2))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pending = OutboxStore::pending(s)?;
+        let changes = s.pbx_changes(None, 1000)?;
+        Ok((ov, totals, pending, changes))
+    })
+    .await?;
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_line_state The line's current state (1 for the state it is in)."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_line_state gauge");
+    for o in &ov {
+        let now = state_word(o.latest.as_ref());
+        for s in ["pass", "fail", "inconclusive", "unchecked"] {
+            let _ = writeln!(
+                m,
+                "cidguard_line_state{{line=\"{}\",state=\"{s}\"}} {}",
+                label(&o.line),
+                u8::from(s == now)
+            );
+        }
+    }
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_check_duration_seconds How long the line's latest check took."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_check_duration_seconds gauge");
+    for o in &ov {
+        if let Some(c) = &o.latest {
+            let _ = writeln!(
+                m,
+                "cidguard_check_duration_seconds{{line=\"{}\"}} {}",
+                label(&o.line),
+                c.result.duration_ms as f64 / 1000.0
+            );
+        }
+    }
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_checks_total Checks recorded, by outcome."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_checks_total counter");
+    for (o, t) in ov.iter().zip(&totals) {
+        for (word, n) in [
+            ("pass", t.pass),
+            ("fail", t.fail),
+            ("inconclusive", t.inconclusive),
+        ] {
+            let _ = writeln!(
+                m,
+                "cidguard_checks_total{{line=\"{}\",outcome=\"{word}\"}} {n}",
+                label(&o.line)
+            );
+        }
+    }
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_alert_outbox_pending Alerts waiting to be sent."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_alert_outbox_pending gauge");
+    let _ = writeln!(m, "cidguard_alert_outbox_pending {pending}");
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_pbx_last_change_timestamp_seconds When the PBX's software last changed."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_pbx_last_change_timestamp_seconds gauge");
+    let mut latest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for c in &changes {
+        let e = latest.entry(c.registrar.as_str()).or_insert(c.at_ms);
+        *e = (*e).max(c.at_ms);
+    }
+    for (r, at) in latest {
+        let _ = writeln!(
+            m,
+            "cidguard_pbx_last_change_timestamp_seconds{{registrar=\"{}\"}} {}",
+            label(r),
+            at / 1000
+        );
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        m,
+    )
+        .into_response())
+}
+
+// ----- serving ------------------------------------------------------------
+
+/// A running server; [`Server::stop`] ends it gracefully.
+pub struct Server {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Stop accepting, let requests in progress finish (bounded).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let task = self.task;
+        tokio::pin!(task);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("dashboard: requests still open after the grace period; closing");
+            task.abort();
+        }
+    }
+}
+
+/// Bind `listen` and serve the app until stopped.
+pub async fn serve(state: AppState, listen: &str) -> Result<Server, String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("can't listen on {listen}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("can't listen on {listen}: {e}"))?;
+    tracing::info!("dashboard at http://{addr}/");
+    let (stop, mut stopped) = watch::channel(false);
+    let router = app(state);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("dashboard stopped: {e}");
+        }
+    });
+    Ok(Server { stop, task, addr })
+}
