@@ -22,7 +22,7 @@
 //! endpoint's counters.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::path::Path;
