@@ -1,5 +1,6 @@
 //! The `cidguard` command. Thin: parse arguments, call the library, print,
 //! exit with the documented status.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
