@@ -64,6 +64,11 @@ enum Command {
         /// Why this check is run ("after FreePBX 17 upgrade"), kept with the result.
         #[arg(long)]
         label: Option<String>,
+        /// Run here even if a daemon for this config is running (by default
+        /// the daemon is asked to run the checks, so the results land in its
+        /// history, alerts and dashboard).
+        #[arg(long)]
+        standalone: bool,
         /// Where to write each result's evidence (every SIP message,
         /// credentials redacted). Default: a `cidguard-evidence` folder in the
         /// system's temporary directory.
@@ -241,8 +246,16 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
             line,
             format,
             label,
+            standalone,
             evidence_dir,
-        } => runtime()?.block_on(check(&config, &line, format, label, evidence_dir)),
+        } => runtime()?.block_on(check(
+            &config,
+            &line,
+            format,
+            label,
+            standalone,
+            evidence_dir,
+        )),
         Command::Sip {
             command: SipCommand::Register { config, line },
         } => runtime()?.block_on(sip_register(&config, &line)),
@@ -288,6 +301,7 @@ async fn check(
     lines: &[String],
     format: Format,
     label: Option<String>,
+    standalone: bool,
     evidence_dir: Option<PathBuf>,
 ) -> Result<u8, UsageError> {
     let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
@@ -307,13 +321,35 @@ async fn check(
     let policies = Policy::for_config(&cfg)
         .context("organisation numbers")
         .map_err(UsageError)?;
-    let cfg = std::sync::Arc::new(cfg);
-    let checker = Checker::start(cfg.clone(), CheckOptions::default())
+    let from_daemon = if standalone {
+        None
+    } else {
+        cidguard::web::client::check_via_daemon(
+            &cfg,
+            lines,
+            label.clone(),
+            std::time::Duration::from_secs(600),
+        )
         .await
-        .with_context(|| format!("{}: endpoint", config.display()))
-        .map_err(UsageError)?;
-    let mut results = checker.check_lines(lines, Trigger::Manual { label }).await;
-    checker.shutdown().await;
+        .context("asking the running daemon (use --standalone to check here instead)")
+        .map_err(UsageError)?
+    };
+    let mut results = match from_daemon {
+        Some(r) => {
+            eprintln!("cidguard: the running daemon ran the checks; results are in its history");
+            r
+        }
+        None => {
+            let cfg = std::sync::Arc::new(cfg.clone());
+            let checker = Checker::start(cfg, CheckOptions::default())
+                .await
+                .with_context(|| format!("{}: endpoint", config.display()))
+                .map_err(UsageError)?;
+            let r = checker.check_lines(lines, Trigger::Manual { label }).await;
+            checker.shutdown().await;
+            r
+        }
+    };
     let dir = evidence_dir.unwrap_or_else(|| std::env::temp_dir().join("cidguard-evidence"));
     for r in &mut results {
         if r.evidence.is_empty() {

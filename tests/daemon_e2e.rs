@@ -231,3 +231,126 @@ password = "{password}"
         "the SIP password never reaches the log"
     );
 }
+
+/// After a PBX change IT runs `cidguard check`: with the daemon running, the
+/// daemon runs the check (so it lands in the history), and the command
+/// prints the same output and exit status as a standalone check.
+#[test]
+fn check_hands_its_run_to_the_running_daemon() {
+    if support::skip_without_peers() {
+        return;
+    }
+    let pbx = Kamailio::start(KamailioOpts::default()).expect("pbx");
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let sip_port = free_port().expect("port");
+    let web_port = free_port().expect("port");
+    pbx.set_endpoint(
+        org::ENDPOINT_NUMBER,
+        &format!("sip:127.0.0.1:{sip_port};transport=udp"),
+    )
+    .expect("route");
+    let line = support::Line::get("201");
+    let cfg = format!(
+        r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+
+[endpoint]
+listen = ["udp:127.0.0.1:{sip_port}"]
+numbers = ["{number}"]
+hold_min = "200ms"
+hold_max = "500ms"
+
+[daemon]
+state_dir = "{state}"
+default_schedule = "0 0 3 1 1 *"
+
+[dashboard]
+listen = "127.0.0.1:{web_port}"
+token = "a-long-enough-test-token"
+
+[[line]]
+name = "reception"
+expect = "withheld"
+[line.account]
+registrar = "sip:{pbx}"
+username = "{user}"
+password = "{password}"
+"#,
+        number = org::ENDPOINT_NUMBER,
+        state = state.display(),
+        pbx = pbx.udp_addr(),
+        user = line.username,
+        password = line.password,
+    );
+    let cfg_path = dir.path().join("cidguard.toml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_cidguard"))
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cidguard run"),
+    );
+    poll_until(Duration::from_secs(20), "the daemon's dashboard", || {
+        Ok(std::net::TcpStream::connect(("127.0.0.1", web_port))
+            .ok()
+            .map(|_| ()))
+    })
+    .expect("daemon up");
+    let check = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cidguard"))
+            .args(["check", "--config"])
+            .arg(&cfg_path)
+            .args(args)
+            .output()
+            .expect("cidguard check")
+    };
+    let out = check(&[
+        "--line",
+        "reception",
+        "--label",
+        "after PBX upgrade",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daemon ran the checks"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["results"][0]["outcome"], "pass", "{v}");
+    assert!(
+        v["results"][0]["evidence_ref"]
+            .as_str()
+            .unwrap_or("")
+            .contains("history"),
+        "{v}"
+    );
+    let recorded = checks(&state);
+    assert!(
+        recorded
+            .iter()
+            .any(|c| c.result.trigger.label() == Some("after PBX upgrade")),
+        "the check is in the daemon's history with its label"
+    );
+
+    pbx.set_rule(line.username, CallerIdRule::PaiLeak)
+        .expect("rule");
+    let out = check(&["--line", "reception"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("P-Asserted-Identity"));
+}
