@@ -17,6 +17,25 @@ use crate::support::{self, org, poll_until, CallerIdRule, Kamailio, KamailioOpts
 
 struct Daemon(Child);
 
+impl Daemon {
+    /// Write `config` into `dir` and start `cidguard run` on it, logging to
+    /// `dir/daemon.log`.
+    fn start(dir: &Path, config: &str) -> (Daemon, std::path::PathBuf) {
+        let cfg_path = dir.join("cidguard.toml");
+        std::fs::write(&cfg_path, config).expect("config");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_cidguard"))
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .env("CIDGUARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start cidguard run");
+        (Daemon(child), cfg_path)
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -99,20 +118,7 @@ password = "{password}"
         user = line.username,
         password = line.password,
     );
-    let cfg_path = dir.path().join("cidguard.toml");
-    std::fs::write(&cfg_path, cfg).expect("config");
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_cidguard"))
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .env("CIDGUARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("daemon.log")).expect("log"),
-            ))
-            .spawn()
-            .expect("start cidguard run"),
-    );
+    let (daemon, _cfg_path) = Daemon::start(dir.path(), &cfg);
     let log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
 
     // On schedule: passing checks are recorded.
@@ -286,17 +292,7 @@ password = "{password}"
         user = line.username,
         password = line.password,
     );
-    let cfg_path = dir.path().join("cidguard.toml");
-    std::fs::write(&cfg_path, cfg).expect("config");
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_cidguard"))
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start cidguard run"),
-    );
+    let (_daemon, cfg_path) = Daemon::start(dir.path(), &cfg);
     poll_until(Duration::from_secs(20), "the daemon's dashboard", || {
         Ok(std::net::TcpStream::connect(("127.0.0.1", web_port))
             .ok()

@@ -288,7 +288,7 @@ impl Checker {
             lines.to_vec()
         };
         let futs = names.iter().map(|n| self.check_line(n, trigger.clone()));
-        futures_join_all(futs).await
+        futures_util::future::join_all(futs).await
     }
 
     /// Check one line. Never fails: problems are inconclusive results.
@@ -676,29 +676,4 @@ fn endpoint_evidence(seen: &[Seen]) -> Vec<EvidenceMessage> {
         }
     }
     out
-}
-
-/// Await every future, concurrently, keeping their order.
-async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futs.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                out[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }

@@ -166,8 +166,24 @@ impl PbxProbe for NoProbe {
     }
 }
 
-/// Stands in until the SIP side's checker is wired in: every check is
-/// recorded as inconclusive, saying why.
+/// An inconclusive result for a request that can't be checked at all.
+pub fn uncheckable(req: CheckRequest, reason: &str) -> CheckResult {
+    let expected = req
+        .config
+        .line(&req.line)
+        .map(|l| l.expect)
+        .unwrap_or(crate::config::Expect::Withheld);
+    CheckResult::inconclusive(
+        &req.line,
+        expected,
+        SystemTime::now(),
+        reason.into(),
+        req.trigger,
+    )
+}
+
+/// For tests and a build without SIP: every check is recorded as
+/// inconclusive, saying why.
 #[derive(Debug, Default)]
 pub struct UnavailableChecker;
 
@@ -177,18 +193,7 @@ impl Checker for UnavailableChecker {
         Ok(())
     }
     async fn check(&self, req: CheckRequest) -> CheckResult {
-        let expected = req
-            .config
-            .line(&req.line)
-            .map(|l| l.expect)
-            .unwrap_or(crate::config::Expect::Withheld);
-        CheckResult::inconclusive(
-            &req.line,
-            expected,
-            SystemTime::now(),
-            "this build of cidguard can't place test calls yet".into(),
-            req.trigger,
-        )
+        uncheckable(req, "this build of cidguard can't place test calls yet")
     }
 }
 

@@ -61,20 +61,10 @@ impl Checker for SipChecker {
         let checker = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match checker {
             Some(c) => c.check_line(&req.line, req.trigger).await,
-            None => {
-                let expect = req
-                    .config
-                    .line(&req.line)
-                    .map(|l| l.expect)
-                    .unwrap_or(crate::config::Expect::Withheld);
-                CheckResult::inconclusive(
-                    &req.line,
-                    expect,
-                    std::time::SystemTime::now(),
-                    "cidguard's endpoint is not running: add an [endpoint] table so test calls have somewhere to arrive".into(),
-                    req.trigger,
-                )
-            }
+            None => super::uncheckable(
+                req,
+                "cidguard's endpoint is not running: add an [endpoint] table so test calls have somewhere to arrive",
+            ),
         }
     }
 }
