@@ -297,6 +297,7 @@ impl Harness {
             notifier: o.notifier,
             events: Some(ev_tx),
             runs: None,
+            demo: None,
         };
         let (reload, reload_rx) = mpsc::channel(4);
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -1006,6 +1007,7 @@ async fn a_bad_config_or_state_dir_stops_the_start() {
         notifier: Notifier::disabled(),
         events: None,
         runs: None,
+        demo: None,
     };
     let (_tx, rx) = mpsc::channel(1);
     let r = daemon::run(&cfg, deps(), rx, std::future::pending::<()>()).await;

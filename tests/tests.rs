@@ -1,5 +1,6 @@
 //! The one integration-test binary: each module tests one area.
 mod alerts;
+mod browser;
 mod check_kamailio;
 mod cli;
 mod config_files;

@@ -642,6 +642,7 @@ async fn the_daemon_serves_the_dashboard_and_runs_checks_asked_for() {
         notifier: cidguard::daemon::notify::Notifier::disabled(),
         events: None,
         runs: None,
+        demo: None,
     };
     let (_reload_tx, reload) = mpsc::channel(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

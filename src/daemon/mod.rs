@@ -288,6 +288,8 @@ pub struct Deps {
     /// Run-now requests (from the dashboard and API). None: `run` creates
     /// the channel itself when the config has a `[dashboard]` section.
     pub runs: Option<mpsc::Receiver<RunRequest>>,
+    /// `cidguard demo`'s PBX rule switch, shown on its dashboard.
+    pub demo: Option<crate::web::DemoHook>,
 }
 
 /// Ask the daemon to check lines now.
@@ -317,6 +319,7 @@ impl Deps {
             notifier: Notifier::from_env(),
             events: None,
             runs: None,
+            demo: None,
         }
     }
 }
@@ -383,6 +386,9 @@ pub async fn run(
             deps.runs = Some(rx);
             let state = crate::web::AppState::new(store.clone(), config.clone(), dash, Some(tx))
                 .map_err(DaemonError::Dashboard)?;
+            if let Some(hook) = deps.demo.clone() {
+                state.set_demo(hook);
+            }
             Some(
                 crate::web::serve(state, &dash.listen)
                     .await

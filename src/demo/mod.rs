@@ -46,7 +46,7 @@ const RULES: &[(&str, Rule)] = &[
     ("intake", Rule::Leak),
 ];
 /// The line that `f` makes leak and `r` restores.
-const FLIP_LINE: &str = "reception";
+pub const FLIP_LINE: &str = "reception";
 
 /// How long the daemon gets to stop before the demo gives up on it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -378,6 +378,26 @@ fn dashboard_url(cfg: &Config) -> Option<String> {
         .map(|d| format!("http://{}/", d.listen))
 }
 
+/// Flip or restore the demo PBX's rules, and say so on the console.
+fn apply(c: Command, pbx: &DemoPbx, flip_user: &str, initial: &[(&str, String, Rule)], from: &str) {
+    match c {
+        Command::Flip => {
+            pbx.set_rule(flip_user, Rule::Leak);
+            println!(
+                "{}  PBX rule for {FLIP_LINE} is now \"leak\" (from the {from}): its next check should fail",
+                now()
+            );
+        }
+        Command::Restore => {
+            for (_, user, rule) in initial {
+                pbx.set_rule(user, *rule);
+            }
+            println!("{}  PBX rules restored (from the {from})", now());
+        }
+        Command::Quit => {}
+    }
+}
+
 /// Run the demo until `shutdown`, `q`, or `opts.run_for`.
 pub async fn run(
     opts: Options,
@@ -414,7 +434,14 @@ pub async fn run(
     println!("  history      {}", cfg.daemon.state_dir().display());
     println!("  mail folder  {}", setup.mail.display());
     if let Some(url) = dashboard_url(cfg) {
-        println!("  dashboard    {url}  (run-now token: see [dashboard] in the config above)");
+        let token = cfg
+            .dashboard
+            .as_ref()
+            .and_then(|d| d.token.as_ref())
+            .and_then(|t| t.reveal().ok())
+            .unwrap_or_default();
+        // A demo token guards nothing real, so it is printed for pasting.
+        println!("  dashboard    {url}  (token for run-now and the demo switch: {token})");
     }
     println!("  lines:");
     for (line, user, rule) in &initial {
@@ -428,7 +455,7 @@ pub async fn run(
         );
     }
     println!(
-        "  every line is checked every {} s; keys: f + Enter = make {FLIP_LINE} leak, r = restore, q = quit",
+        "  every line is checked every {} s; keys: f + Enter = make {FLIP_LINE} leak, r = restore, q = quit (or use the dashboard)",
         opts.every.as_secs()
     );
 
@@ -443,6 +470,15 @@ pub async fn run(
         Arc::new(EmailAlerts::new(&setup.config_path)),
     );
     deps.events = Some(event_tx);
+    // The dashboard's demo controls send the same commands as the keys.
+    let (web_tx, mut web_commands) = mpsc::unbounded_channel();
+    deps.demo = Some(Arc::new(move |a: crate::web::DemoAction| {
+        let c = match a {
+            crate::web::DemoAction::Leak => Command::Flip,
+            crate::web::DemoAction::Restore => Command::Restore,
+        };
+        let _ = web_tx.send(c);
+    }));
     // A demo is not a systemd service, even when started from one.
     deps.notifier = daemon::notify::Notifier::disabled();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -495,17 +531,9 @@ pub async fn run(
                     println!("{}  stopping (q)", now());
                     break;
                 }
-                Some(Command::Flip) => {
-                    pbx.set_rule(&flip_user, Rule::Leak);
-                    println!("{}  PBX rule for {FLIP_LINE} is now \"leak\": its next check should fail", now());
-                }
-                Some(Command::Restore) => {
-                    for (_, user, rule) in &initial {
-                        pbx.set_rule(user, *rule);
-                    }
-                    println!("{}  PBX rules restored", now());
-                }
+                Some(c) => apply(c, &pbx, &flip_user, &initial, "key"),
             },
+            Some(c) = web_commands.recv() => apply(c, &pbx, &flip_user, &initial, "dashboard"),
             _ = poll.tick() => {
                 for p in new_emails(&setup.mail, &mut seen) {
                     let subject = subject_of(&p).unwrap_or_default();

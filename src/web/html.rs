@@ -84,6 +84,7 @@ mark{background:#ffd400;color:#000;outline:2px solid #8a0010}
 form{margin:1rem 0;padding:0.5rem;border:1px solid #ccc}
 label{display:block;margin:0.3rem 0}
 input,button{font:inherit;padding:0.3rem}
+.notice{border:2px solid #0645ad;padding:0.5rem}
 @media (max-width:40rem){.wide{display:none}}
 ";
 
@@ -116,6 +117,20 @@ pub fn run_form(line: Option<&str>) -> String {
 <label for=\"token\">Dashboard token</label>\
 <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
 <p><button type=\"submit\">Run check</button></p></form>"
+    )
+}
+
+/// `cidguard demo`'s switch for its PBX's caller-ID rules.
+pub fn demo_form(line: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/demo\"><h2>Demo: change the demo PBX</h2>\
+<p>Make the demo PBX send {l}'s number and name, as a careless update might, \
+then run a check (or wait for the next one) and watch it fail and the alert go out.</p>\
+<label for=\"demo-token\">Dashboard token</label>\
+<input id=\"demo-token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
+<p><button type=\"submit\" name=\"action\" value=\"leak\">Make {l} leak</button> \
+<button type=\"submit\" name=\"action\" value=\"restore\">Put every rule back</button></p></form>",
+        l = esc(line)
     )
 }
 

@@ -53,6 +53,7 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/status",
     "/api/v1/maintenance",
     "/api/v1/maintenance/{id}",
+    "/demo",
 ];
 
 /// How long a run-now request waits for the daemon to accept it.
@@ -140,7 +141,21 @@ struct Inner {
     public_origin: Option<String>,
     runs: Mutex<HashMap<u64, RunInfo>>,
     next_run: AtomicU64,
+    /// `cidguard demo` only: its PBX rule switch.
+    demo: std::sync::OnceLock<DemoHook>,
 }
+
+/// What the demo's controls on the overview can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoAction {
+    /// Make the demo's withheld line leak.
+    Leak,
+    /// Put every demo PBX rule back.
+    Restore,
+}
+
+/// `cidguard demo` hands the dashboard this to flip its PBX's rules.
+pub type DemoHook = Arc<dyn Fn(DemoAction) + Send + Sync>;
 
 impl AppState {
     /// The token is read here, once, so a missing secret stops the start.
@@ -169,8 +184,15 @@ impl AppState {
                 }),
                 runs: Mutex::new(HashMap::new()),
                 next_run: AtomicU64::new(1),
+                demo: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Show the demo's rule switch on the overview (only `cidguard demo`
+    /// does this; a real daemon never has one).
+    pub fn set_demo(&self, hook: DemoHook) {
+        let _ = self.inner.demo.set(hook);
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunInfo>> {
@@ -216,6 +238,7 @@ pub fn app(state: AppState) -> Router {
             get(api_maintenance).post(api_add_maintenance),
         )
         .route("/api/v1/maintenance/{id}", delete(api_remove_maintenance))
+        .route("/demo", post(demo_form))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_guard,
@@ -240,7 +263,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -273,13 +296,18 @@ fn bearer_ok(st: &AppState, headers: &HeaderMap) -> bool {
         .is_some_and(|t| token_eq(t.trim(), expected))
 }
 
-/// Refuse a state change a browser was made to send from another site:
-/// the Fetch metadata or the Origin header say where it came from.
+/// Refuse a state change a browser was made to send from another site.
+/// Fetch metadata (`Sec-Fetch-Site`), which every current browser sends,
+/// decides; only without it is the Origin header compared with the host.
+/// (A browser may send `Origin: null` for its own same-origin form under
+/// some referrer policies, so Origin alone can't be trusted to tell.)
 fn same_origin(st: &AppState, headers: &HeaderMap) -> WebResult<()> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return Err(WebError::CrossSite);
-        }
+        return if matches!(site, "same-origin" | "none") {
+            Ok(())
+        } else {
+            Err(WebError::CrossSite)
+        };
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers
@@ -420,6 +448,40 @@ async fn run_form(
         .filter(|l| !l.is_empty());
     let info = start_run(&st, lines, Trigger::Manual { label }).await?;
     Ok(Redirect::to(&format!("/runs/{}", info.id)).into_response())
+}
+
+#[derive(Deserialize)]
+struct DemoForm {
+    #[serde(default)]
+    token: Option<String>,
+    action: String,
+}
+
+/// The demo's rule switch: same protection as any state change.
+async fn demo_form(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<DemoForm>,
+) -> WebResult<Response> {
+    let Some(hook) = st.inner.demo.get() else {
+        return Err(WebError::NotFound);
+    };
+    authorise_change(&st, &headers, f.token.as_deref())?;
+    let action = match f.action.as_str() {
+        "leak" => DemoAction::Leak,
+        "restore" => DemoAction::Restore,
+        other => {
+            return Err(WebError::BadRequest(format!(
+                "action {other:?}: expected leak or restore"
+            )))
+        }
+    };
+    hook(action);
+    let done = match action {
+        DemoAction::Leak => "leak",
+        DemoAction::Restore => "restore",
+    };
+    Ok(Redirect::to(&format!("/?demo={done}")).into_response())
 }
 
 #[derive(Deserialize)]

@@ -68,7 +68,16 @@ fn bar(checks: &[StoredCheck]) -> String {
     s
 }
 
-pub async fn overview(State(st): State<AppState>) -> WebResult<Response> {
+#[derive(Deserialize)]
+pub struct OverviewParams {
+    /// What the demo switch just did, to say so.
+    demo: Option<String>,
+}
+
+pub async fn overview(
+    State(st): State<AppState>,
+    Query(p): Query<OverviewParams>,
+) -> WebResult<Response> {
     let names = configured_lines(&st);
     let (ov, bars, changes) = db(&st, move |s| {
         let ov = s.overview(Some(&names), now_ms())?;
@@ -128,7 +137,21 @@ pub async fn overview(State(st): State<AppState>) -> WebResult<Response> {
     }
     // Failing lines first, then the rest in configured order.
     rows.sort_by_key(|(rank, _)| *rank);
-    let mut body = String::from(
+    let mut body = String::new();
+    if st.inner.demo.get().is_some() {
+        match p.demo.as_deref() {
+            Some("leak") => body.push_str(&format!(
+                "<p class=\"notice\" role=\"status\">The demo PBX now sends {}'s number and name. \
+Its next check should fail and an alert go out.</p>",
+                crate::demo::FLIP_LINE
+            )),
+            Some("restore") => body.push_str(
+                "<p class=\"notice\" role=\"status\">The demo PBX's rules are back as they were.</p>",
+            ),
+            _ => {}
+        }
+    }
+    body.push_str(
         "<table><caption>Lines, failing first</caption><thead><tr><th>Line</th><th>State</th>\
 <th>Expected</th><th>Last check</th><th class=\"wide\">Recent checks</th><th>Pass 24 h</th>\
 <th class=\"wide\">7 days</th><th class=\"wide\">90 days</th></tr></thead><tbody>",
@@ -154,6 +177,9 @@ pub async fn overview(State(st): State<AppState>) -> WebResult<Response> {
         body.push_str("</tbody></table>");
     }
     body.push_str(&run_form(None));
+    if st.inner.demo.get().is_some() {
+        body.push_str(&super::html::demo_form(crate::demo::FLIP_LINE));
+    }
     Ok(Html(page("Overview", "", &body)).into_response())
 }
 

@@ -22,6 +22,7 @@ pub mod net;
 pub mod sip;
 pub mod sipp;
 pub mod tls;
+pub mod webdriver;
 
 #[allow(unused_imports)] // The API for other test modules.
 pub use kamailio::{CallerIdRule, Kamailio, KamailioOpts, Line, LINES};
@@ -123,8 +124,24 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     })
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A tool a test needs that is not a SIP peer: its path, or None (skip,
+/// with a notice) outside CI when it is missing. Under CI a missing tool
+/// fails the test, naming the Debian package and the install script.
+pub fn require_tool(name: &str, package: &str, script: &str) -> Option<PathBuf> {
+    if let Some(p) = find_binary(name) {
+        return Some(p);
+    }
+    let what = format!("{name} not found (Debian package {package}; run {script})");
+    if in_ci() {
+        panic!("missing under CI: {what}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
+    None
 }
 
 /// Looks in PATH and, because the PBX daemon and its control tool are
@@ -187,6 +204,11 @@ impl Group {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The child's piped standard output, once.
+    pub(crate) fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// Exit status if the main process has ended (reaps it).
