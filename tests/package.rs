@@ -272,6 +272,30 @@ fn deb_builds_installs_into_a_scratch_root_and_checks_the_example() {
     assert!(unit_text.contains("ConditionPathExists=/etc/cidguard/cidguard.toml"));
     if scripts_ran {
         installed_state(&root);
+        // An upgrade (postinst configure <old version>) keeps it all: the
+        // same user, the administrator's /etc/cidguard, the unit enabled.
+        std::fs::set_permissions(
+            root.join("etc/cidguard"),
+            std::fs::Permissions::from_mode(0o710),
+        )
+        .unwrap();
+        let mut cmd = dpkg_in(&root);
+        cmd.arg("--install").arg(&deb);
+        ok(
+            run(cmd, work.path(), Duration::from_secs(120)),
+            "dpkg --install (again)",
+        );
+        let mode = root.join("etc/cidguard").metadata().unwrap().mode() & 0o7777;
+        assert_eq!(
+            mode, 0o710,
+            "postinst changed the administrator's /etc/cidguard"
+        );
+        std::fs::set_permissions(
+            root.join("etc/cidguard"),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        installed_state(&root);
     }
 
     // The installed binary checks the installed example.
@@ -283,7 +307,8 @@ fn deb_builds_installs_into_a_scratch_root_and_checks_the_example() {
         "cidguard config check",
     );
     assert!(
-        summary.contains("Organisation: Eastside Women's Refuge")
+        summary.starts_with(&format!("{}: OK\n", example.display()))
+            && summary.contains("Organisation: Eastside Women's Refuge")
             && summary.contains("Lines (2):")
             && summary.contains("reception")
             && summary.contains("outreach"),
