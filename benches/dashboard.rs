@@ -171,7 +171,8 @@ fn result(i: usize, h: i64, start_ms: i64, last_week_from: i64) -> (CheckResult,
         outcome,
         expected: Expect::Withheld,
         findings,
-        reason: (outcome == Outcome::Inconclusive).then(|| "no call arrived at the endpoint".into()),
+        reason: (outcome == Outcome::Inconclusive)
+            .then(|| "no call arrived at the endpoint".into()),
         notes: vec!["Privacy: id".into()],
         presented: Presented {
             identities: vec![PresentedIdentity {
@@ -337,7 +338,9 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("store_totals", |b| b.iter(|| store.totals().expect("totals")));
+    g.bench_function("store_totals", |b| {
+        b.iter(|| store.totals().expect("totals"))
+    });
     g.finish();
 }
 
