@@ -941,61 +941,64 @@ fn latest_in(conn: &Connection, line: &str) -> Result<Option<StoredCheck>> {
     .ctx("reading the latest check")
 }
 
-/// Counts for three periods. Whole UTC days come from `daily_counts` (one
-/// read of the line's days for all three); only the part of the first day
-/// after each period's start is counted from the checks themselves.
+/// Counts for three periods, in one statement. Whole UTC days come from
+/// `daily_counts`; only the part of the first day after each period's
+/// start is counted from the checks themselves (through the line's time
+/// index, at most a day of rows).
 fn ratios_in(conn: &Connection, line: &str, since: [i64; 3]) -> Result<[Ratio; 3]> {
     let what = "counting outcomes";
     let mut out = [Ratio::default(); 3];
     let first_whole_day =
         since.map(|s| s.div_euclid(DAY_MS) + i64::from(s.rem_euclid(DAY_MS) != 0));
-    let earliest = first_whole_day.iter().copied().min().unwrap_or(0);
-    let mut days = conn
-        .prepare_cached(
-            "SELECT \
-               coalesce(sum(CASE WHEN day >= ?2 THEN pass END), 0), \
-               coalesce(sum(CASE WHEN day >= ?2 THEN fail END), 0), \
-               coalesce(sum(CASE WHEN day >= ?2 THEN inconclusive END), 0), \
-               coalesce(sum(CASE WHEN day >= ?3 THEN pass END), 0), \
-               coalesce(sum(CASE WHEN day >= ?3 THEN fail END), 0), \
-               coalesce(sum(CASE WHEN day >= ?3 THEN inconclusive END), 0), \
-               coalesce(sum(CASE WHEN day >= ?4 THEN pass END), 0), \
-               coalesce(sum(CASE WHEN day >= ?4 THEN fail END), 0), \
-               coalesce(sum(CASE WHEN day >= ?4 THEN inconclusive END), 0) \
-             FROM daily_counts WHERE line = ?1 AND day >= ?5",
+    let partial = |n: usize| {
+        format!(
+            "SELECT {k}, coalesce(sum(outcome = 'pass'), 0), coalesce(sum(outcome = 'fail'), 0), \
+             coalesce(sum(outcome = 'inconclusive'), 0) FROM checks WHERE line = ?1 \
+             AND started_at_ms >= ?{a} AND started_at_ms < ?{b} AND NOT interrupted",
+            k = n,
+            a = 2 + 2 * n,
+            b = 3 + 2 * n
         )
-        .ctx(what)?;
-    let [a, b, c] = first_whole_day;
-    let whole: [i64; 9] = days
-        .query_row(params![line, a, b, c, earliest], |r| {
-            let mut v = [0i64; 9];
-            for (i, x) in v.iter_mut().enumerate() {
-                *x = r.get(i)?;
-            }
-            Ok(v)
-        })
-        .ctx(what)?;
-    let mut partial = conn
-        .prepare_cached(
-            "SELECT outcome, count(*) FROM checks WHERE line = ?1 AND started_at_ms >= ?2 \
-             AND started_at_ms < ?3 AND NOT interrupted GROUP BY outcome",
+    };
+    let whole = |n: usize| {
+        format!(
+            "SELECT {k}, coalesce(sum(pass), 0), coalesce(sum(fail), 0), \
+             coalesce(sum(inconclusive), 0) FROM daily_counts WHERE line = ?1 AND day >= ?{d}",
+            k = n,
+            d = 8 + n
         )
+    };
+    let sql = [
+        partial(0),
+        partial(1),
+        partial(2),
+        whole(0),
+        whole(1),
+        whole(2),
+    ]
+    .join(" UNION ALL ");
+    let mut st = conn.prepare_cached(&sql).ctx(what)?;
+    let [d0, d1, d2] = first_whole_day;
+    let mut rows = st
+        .query(params![
+            line,
+            since[0],
+            d0 * DAY_MS,
+            since[1],
+            d1 * DAY_MS,
+            since[2],
+            d2 * DAY_MS,
+            d0,
+            d1,
+            d2
+        ])
         .ctx(what)?;
-    for (k, (ratio, since_ms)) in out.iter_mut().zip(since).enumerate() {
-        let mut rows = partial
-            .query(params![line, since_ms, first_whole_day[k] * DAY_MS])
-            .ctx(what)?;
-        while let Some(r) = rows.next().ctx(what)? {
-            let n = r.get::<_, i64>(1).ctx(what)?.max(0) as u64;
-            match outcome_of(&r.get::<_, String>(0).ctx(what)?) {
-                Outcome::Pass => ratio.pass += n,
-                Outcome::Fail => ratio.fail += n,
-                Outcome::Inconclusive => ratio.inconclusive += n,
-            }
-        }
-        ratio.pass += whole[3 * k].max(0) as u64;
-        ratio.fail += whole[3 * k + 1].max(0) as u64;
-        ratio.inconclusive += whole[3 * k + 2].max(0) as u64;
+    while let Some(r) = rows.next().ctx(what)? {
+        let k = r.get::<_, i64>(0).ctx(what)?.rem_euclid(3) as usize;
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64).ctx(what);
+        out[k].pass += n(1)?;
+        out[k].fail += n(2)?;
+        out[k].inconclusive += n(3)?;
     }
     Ok(out)
 }
