@@ -639,3 +639,68 @@ fn overview_is_fast_on_a_year_of_hourly_checks() {
     );
     assert!(times[2] < Duration::from_millis(100), "{times:?}");
 }
+
+#[test]
+fn a_batch_stores_what_one_by_one_stores() {
+    let (_d1, one) = temp_store();
+    let (_d2, batch) = temp_store();
+    let mut checks = Vec::new();
+    for i in 0..30i64 {
+        let o = match i % 5 {
+            0 => Outcome::Fail,
+            1 => Outcome::Inconclusive,
+            _ => Outcome::Pass,
+        };
+        let at = T0 + i * 3 * 3_600_000;
+        let mut r = result_at(if i % 2 == 0 { "a" } else { "b" }, o, at);
+        if i == 0 {
+            r.evidence = vec![EvidenceMessage {
+                side: "line".into(),
+                direction: "sent".into(),
+                at_ms: at as u64,
+                flow: "udp".into(),
+                text: "INVITE sip:x SIP/2.0\r\nAuthorization: Digest username=\"1\", response=\"secret\"\r\n\r\n".into(),
+            }];
+        }
+        let rc = Record {
+            recorded_at_ms: at,
+            interrupted: i == 27,
+            slot_ms: Some(at),
+        };
+        checks.push((r, rc));
+    }
+    for (r, rc) in &checks {
+        one.record_check(r, rc).unwrap();
+    }
+    let ids = batch
+        .record_checks(checks.iter().map(|(r, rc)| (r, rc)))
+        .unwrap();
+    assert_eq!(ids.len(), 30);
+    let now = T0 + 4 * DAY_MS;
+    let lines = ["a".to_string(), "b".to_string()];
+    let (x, y) = (
+        one.overview(Some(&lines), now).unwrap(),
+        batch.overview(Some(&lines), now).unwrap(),
+    );
+    for (x, y) in x.iter().zip(&y) {
+        assert_eq!((x.day, x.week, x.quarter), (y.day, y.week, y.quarter));
+        assert_eq!(x.latest, y.latest);
+    }
+    assert_eq!(one.totals().unwrap(), batch.totals().unwrap());
+    assert_eq!(one.last_slots().unwrap(), batch.last_slots().unwrap());
+    // Interrupted checks are not counted; all-time totals match the ratio.
+    let t = batch.totals().unwrap();
+    assert_eq!(t["a"], batch.ratio("a", i64::MIN / 2).unwrap());
+    assert_eq!(t["a"].total() + t["b"].total(), 29);
+    // Evidence redacted on the batch path too.
+    let c = batch.check(ids[0]).unwrap().unwrap();
+    assert!(!c.result.evidence[0].text.contains("secret"));
+    // Marks: newest first, from the index.
+    let marks = batch.recent_marks("b", 3).unwrap();
+    let page = batch.checks(&CheckQuery::line("b")).unwrap();
+    assert_eq!(
+        marks.iter().map(|m| m.id).collect::<Vec<_>>(),
+        page.checks.iter().take(3).map(|c| c.id).collect::<Vec<_>>()
+    );
+    assert!(marks.iter().any(|m| m.interrupted));
+}

@@ -206,6 +206,143 @@ async fn pages_escape_hostile_values_and_highlight_them() {
 }
 
 #[tokio::test]
+async fn check_page_explains_findings_and_draws_the_ladder() {
+    let f = Fixture::new(&["refuge"], false);
+    let t = now() - 3_600_000;
+    let mut r = hostile_result(t);
+    r.findings.push(Finding {
+        header: "P-Asserted-Identity".into(),
+        value: "<sip:+61370100142@pbx>".into(),
+        kind: Kind::Number,
+        shown: true,
+        detail: "the organisation's number".into(),
+        matched: "03 7010 0142".into(),
+    });
+    // The endpoint's 486 and the line's INVITE, captured out of time order.
+    r.evidence.insert(
+        0,
+        EvidenceMessage {
+            side: "line".into(),
+            direction: "sent".into(),
+            at_ms: t as u64 - 10,
+            flow: "udp 127.0.0.1:5062 -> 127.0.0.1:5060".into(),
+            text: "INVITE sip:+61399990000@pbx SIP/2.0\r\n\r\n".into(),
+        },
+    );
+    r.evidence.push(EvidenceMessage {
+        side: "endpoint".into(),
+        direction: "sent".into(),
+        at_ms: t as u64 + 20,
+        flow: "udp 127.0.0.1:5080 -> 127.0.0.1:5060".into(),
+        text: "SIP/2.0 486 <script>x</script>\r\n\r\n".into(),
+    });
+    let id = f
+        .store
+        .record_check(
+            &r,
+            &Record {
+                recorded_at_ms: t,
+                ..Record::default()
+            },
+        )
+        .unwrap();
+    let app = app(f.state(None));
+    let (s, _, body) = get(&app, &format!("/checks/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    // Plain language, keeping the header name and the value.
+    assert!(
+        body.contains(
+            "The organisation's number <strong>03 7010 0142</strong> is in \
+<code>P-Asserted-Identity</code>, which phones show when Privacy is missing."
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<code>&lt;sip:+61370100142@pbx&gt;</code>"));
+    assert!(
+        body.contains(
+            "The organisation's name <strong>“&lt;script&gt;alert(1)&lt;/script&gt;”</strong>"
+        ) || body
+            .contains("is in <code>From</code>, which the phone being called shows as the caller"),
+        "{body}"
+    );
+    // The ladder: three parties, text arrows, time order, links to messages.
+    let ladder =
+        &body[body.find("class=\"ladder\"").unwrap()..body.find("<h2>Messages</h2>").unwrap()];
+    assert!(ladder.contains("<caption>") && ladder.contains("<th scope=\"col\">Endpoint</th>"));
+    let row = |needle: &str| {
+        ladder
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {ladder}"))
+    };
+    let invite_out = row("<a href=\"#m0\">INVITE</a><span class=\"vh\"> (line to PBX)</span> ──→");
+    let invite_in =
+        row("<a href=\"#m1\">INVITE</a><span class=\"vh\"> (PBX to endpoint)</span> ──→");
+    let busy_ep = row("←── <a href=\"#m3\">486 &lt;script&gt;x&lt;/script&gt;</a><span class=\"vh\"> (endpoint to PBX)</span>");
+    let busy_line =
+        row("←── <a href=\"#m2\">486 Busy Here</a><span class=\"vh\"> (PBX to line)</span>");
+    assert!(invite_out < invite_in && invite_in < busy_ep && busy_ep < busy_line);
+    assert!(
+        ladder.contains("<td>0</td>") && ladder.contains("<td>50</td>"),
+        "{ladder}"
+    );
+    assert!(!body.contains("<script>"), "{body}");
+    // Every message still has its anchor, its marks and the download link.
+    for i in 0..4 {
+        assert!(body.contains(&format!("id=\"m{i}\"")));
+    }
+    assert!(body.contains("<pre>INVITE sip:x SIP/2.0\r\nFrom: &quot;<mark>"));
+    assert!(body.contains(&format!("href=\"/checks/{id}/evidence.json\" download")));
+}
+
+#[tokio::test]
+async fn overview_and_api_say_when_each_line_is_next_checked() {
+    let mut f = Fixture::new(&["refuge"], false);
+    let text = format!(
+        "[organisation]\nname = \"Safe Haven\"\nregion = \"AU\"\n\
+[daemon]\ntime_zone = \"Australia/Sydney\"\ndefault_schedule = \"0 * * * *\"\n\
+[[daemon.maintenance]]\nstart = \"2020-01-01T00:00:00Z\"\nend = \"2099-01-01T00:00:00Z\"\nreason = \"move\"\n\
+[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\
+[[line]]\nname = \"refuge\"\nexpect = \"withheld\"\nschedule = \"30 2 * * *\"\n\
+[line.account]\nregistrar = \"sip:127.0.0.1:5999\"\nusername = \"201\"\npassword = \"s3cret\"\n\
+[[line]]\nname = \"inspect-only\"\nexpect = \"withheld\"\n"
+    );
+    f.cfg = Arc::new(Config::from_toml(&text, Path::new("web.toml")).unwrap());
+    let app = app(f.state(None));
+    let (s, _, body) = get(&app, "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("<th>Next check</th>"), "{body}");
+    // 02:30 in Sydney, shown in the daemon's zone with the UTC instant.
+    assert!(body.contains(" 02:30 AE"), "{body}");
+    assert!(body.contains("<time datetime=\""));
+    assert!(body.contains("not scheduled"), "{body}");
+    assert!(
+        body.contains("alerts held (maintenance until 2099-01-01"),
+        "{body}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&get(&app, "/api/v1/lines").await.2).unwrap();
+    let at = v["lines"][0]["next_check_at"].as_str().unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    let left = at.timestamp_millis() - now();
+    assert!(left > 0 && left <= DAY_MS + 3_600_000, "{at}");
+    assert_eq!(
+        at.with_timezone(&chrono_tz::Australia::Sydney)
+            .format("%H:%M")
+            .to_string(),
+        "02:30"
+    );
+    assert!(v["lines"][1]["next_check_at"].is_null());
+    // Every field the API gives is documented.
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
+    for key in v["lines"][0].as_object().unwrap().keys() {
+        assert!(
+            doc.contains(&format!("                        {key}: ")),
+            "/api/v1/lines field {key} is not in docs/openapi.yaml"
+        );
+    }
+}
+
+#[tokio::test]
 async fn api_pages_through_checks_and_reports_status() {
     let f = Fixture::new(&["refuge", "helpline"], false);
     let t0 = now() - 10 * 3_600_000;
@@ -420,6 +557,7 @@ async fn run_now_goes_to_the_daemon_and_the_progress_page_follows_it() {
         body.contains("http-equiv=\"refresh\"") && body.contains("waiting"),
         "{body}"
     );
+    assert!(body.contains("0 of 1 lines checked"), "{body}");
     let mut r = result_at("refuge", Outcome::Pass, now());
     r.trigger = trigger;
     let id = f
@@ -435,6 +573,11 @@ async fn run_now_goes_to_the_daemon_and_the_progress_page_follows_it() {
     let (_, _, body) = get(&app, &progress).await;
     assert!(!body.contains("http-equiv=\"refresh\""), "{body}");
     assert!(body.contains(&format!("/checks/{id}")));
+    assert!(body.contains("label: “after upgrade”"), "{body}");
+    assert!(
+        body.contains("✓</span> Pass") && body.contains("identity withheld as expected"),
+        "outcome and summary shown: {body}"
+    );
     let (_, _, body) = get(&app, &progress.replace("/runs/", "/api/v1/runs/")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["done"], true);

@@ -181,6 +181,15 @@ impl Ratio {
     }
 }
 
+/// A check reduced to what a history bar shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckMark {
+    pub id: i64,
+    pub started_at_ms: i64,
+    pub outcome: Outcome,
+    pub interrupted: bool,
+}
+
 /// One line on the dashboard's overview.
 #[derive(Debug, Clone, Serialize)]
 pub struct LineOverview {
@@ -374,6 +383,10 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // 16 MB of page cache (the default is 2 MB): the dashboard's
+        // overview touches every line's index and newest rows.
+        conn.pragma_update(None, "cache_size", -16_000)
+            .map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -412,77 +425,30 @@ impl Store {
     /// Evidence text is redacted again here, whatever the producer did.
     pub fn record_check(&self, r: &CheckResult, rec: &Record) -> Result<i64> {
         let what = "recording a check";
-        let started_ms = ms_of_rfc3339(&r.started_at).unwrap_or(rec.recorded_at_ms);
         let mut conn = self.conn();
         let tx = conn.transaction().ctx(what)?;
-        tx.execute(
-            "INSERT INTO checks (line, trigger_kind, trigger_label, trigger_json, started_at_ms, \
-             duration_ms, outcome, reason, expected, presented_json, findings_json, notes_json, \
-             call_json, pbx_software, summary, recorded_at_ms, interrupted, evidence_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            params![
-                r.line,
-                trigger_kind(&r.trigger),
-                trigger_label(&r.trigger),
-                serde_json::to_string(&r.trigger).ctx(what)?,
-                started_ms,
-                r.duration_ms.min(i64::MAX as u64) as i64,
-                outcome_text(r.outcome),
-                r.reason,
-                r.expected.to_string(),
-                serde_json::to_string(&r.presented).ctx(what)?,
-                serde_json::to_string(&r.findings).ctx(what)?,
-                serde_json::to_string(&r.notes).ctx(what)?,
-                serde_json::to_string(&r.call).ctx(what)?,
-                r.pbx_software,
-                r.summary(),
-                rec.recorded_at_ms,
-                rec.interrupted,
-                r.evidence.len() as i64,
-            ],
-        )
-        .ctx(what)?;
-        let id = tx.last_insert_rowid();
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO evidence (check_id, seq, side, direction, at_ms, flow, text, recorded_at_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .ctx(what)?;
-            for (seq, m) in r.evidence.iter().enumerate() {
-                ins.execute(params![
-                    id,
-                    seq as i64,
-                    m.side,
-                    m.direction,
-                    m.at_ms.min(i64::MAX as u64) as i64,
-                    m.flow,
-                    redact(m.text.as_bytes()),
-                    rec.recorded_at_ms,
-                ])
-                .ctx(what)?;
-            }
-        }
-        if let Some(slot) = rec.slot_ms {
-            set_last_slot_in(&tx, &r.line, slot).ctx(what)?;
-        }
-        if !rec.interrupted {
-            let (p, f, i) = match r.outcome {
-                Outcome::Pass => (1, 0, 0),
-                Outcome::Fail => (0, 1, 0),
-                Outcome::Inconclusive => (0, 0, 1),
-            };
-            tx.execute(
-                "INSERT INTO daily_counts (line, day, pass, fail, inconclusive) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT(line, day) DO UPDATE SET pass = pass + excluded.pass, \
-                 fail = fail + excluded.fail, inconclusive = inconclusive + excluded.inconclusive",
-                params![r.line, started_ms.div_euclid(DAY_MS), p, f, i],
-            )
-            .ctx(what)?;
-        }
+        let id = insert_check_in(&tx, r, rec)?;
         tx.commit().ctx(what)?;
         Ok(id)
+    }
+
+    /// Store many checks in one transaction (an import, or filling a
+    /// history for a benchmark): the same rows as [`Store::record_check`]
+    /// one by one, with one commit. Returns their ids in order; on an error
+    /// nothing is stored.
+    pub fn record_checks<'a, I>(&self, checks: I) -> Result<Vec<i64>>
+    where
+        I: IntoIterator<Item = (&'a CheckResult, &'a Record)>,
+    {
+        let what = "recording checks in a batch";
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(what)?;
+        let ids = checks
+            .into_iter()
+            .map(|(r, rec)| insert_check_in(&tx, r, rec))
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().ctx(what)?;
+        Ok(ids)
     }
 
     /// One check with its evidence.
@@ -610,6 +576,61 @@ impl Store {
     pub fn ratio(&self, line: &str, since_ms: i64) -> Result<Ratio> {
         let conn = self.conn();
         Ok(ratios_in(&conn, line, [since_ms, since_ms, since_ms])?[0])
+    }
+
+    /// A line's newest `n` checks as marks (id, start, outcome), newest
+    /// first: read from the line's time index alone, without the stored
+    /// JSON, for the overview's history bars.
+    pub fn recent_marks(&self, line: &str, n: usize) -> Result<Vec<CheckMark>> {
+        let what = "listing recent outcomes";
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, started_at_ms, outcome, interrupted FROM checks WHERE line = ?1 \
+                 ORDER BY started_at_ms DESC, id DESC LIMIT ?2",
+            )
+            .ctx(what)?;
+        let rows = st
+            .query_map(params![line, n.min(10_000) as i64], |r| {
+                Ok(CheckMark {
+                    id: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    outcome: outcome_of(&r.get::<_, String>(2)?),
+                    interrupted: r.get(3)?,
+                })
+            })
+            .ctx(what)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(what);
+        rows
+    }
+
+    /// Every check ever counted, per line with history, from the daily
+    /// counts in one grouped read (interrupted checks are not counted).
+    pub fn totals(&self) -> Result<HashMap<String, Ratio>> {
+        let what = "counting all outcomes";
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT line, sum(pass), sum(fail), sum(inconclusive) FROM daily_counts GROUP BY line",
+            )
+            .ctx(what)?;
+        let rows = st
+            .query_map([], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Ratio {
+                        pass: n(1)?,
+                        fail: n(2)?,
+                        inconclusive: n(3)?,
+                    },
+                ))
+            })
+            .ctx(what)?
+            .collect::<rusqlite::Result<HashMap<_, _>>>()
+            .ctx(what);
+        rows
     }
 
     /// The dashboard's overview: each line's latest check and its pass
@@ -835,6 +856,82 @@ impl Store {
     }
 }
 
+/// Insert one check, its evidence, its last slot and its day's counts
+/// inside the caller's transaction.
+fn insert_check_in(tx: &Connection, r: &CheckResult, rec: &Record) -> Result<i64> {
+    let what = "recording a check";
+    let started_ms = ms_of_rfc3339(&r.started_at).unwrap_or(rec.recorded_at_ms);
+    tx.prepare_cached(
+        "INSERT INTO checks (line, trigger_kind, trigger_label, trigger_json, started_at_ms, \
+         duration_ms, outcome, reason, expected, presented_json, findings_json, notes_json, \
+         call_json, pbx_software, summary, recorded_at_ms, interrupted, evidence_count) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )
+    .ctx(what)?
+    .execute(params![
+        r.line,
+        trigger_kind(&r.trigger),
+        trigger_label(&r.trigger),
+        serde_json::to_string(&r.trigger).ctx(what)?,
+        started_ms,
+        r.duration_ms.min(i64::MAX as u64) as i64,
+        outcome_text(r.outcome),
+        r.reason,
+        r.expected.to_string(),
+        serde_json::to_string(&r.presented).ctx(what)?,
+        serde_json::to_string(&r.findings).ctx(what)?,
+        serde_json::to_string(&r.notes).ctx(what)?,
+        serde_json::to_string(&r.call).ctx(what)?,
+        r.pbx_software,
+        r.summary(),
+        rec.recorded_at_ms,
+        rec.interrupted,
+        r.evidence.len() as i64,
+    ])
+    .ctx(what)?;
+    let id = tx.last_insert_rowid();
+    if !r.evidence.is_empty() {
+        let mut ins = tx
+            .prepare_cached(
+                "INSERT INTO evidence (check_id, seq, side, direction, at_ms, flow, text, recorded_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .ctx(what)?;
+        for (seq, m) in r.evidence.iter().enumerate() {
+            ins.execute(params![
+                id,
+                seq as i64,
+                m.side,
+                m.direction,
+                m.at_ms.min(i64::MAX as u64) as i64,
+                m.flow,
+                redact(m.text.as_bytes()),
+                rec.recorded_at_ms,
+            ])
+            .ctx(what)?;
+        }
+    }
+    if let Some(slot) = rec.slot_ms {
+        set_last_slot_in(tx, &r.line, slot).ctx(what)?;
+    }
+    if !rec.interrupted {
+        let (p, f, i) = match r.outcome {
+            Outcome::Pass => (1, 0, 0),
+            Outcome::Fail => (0, 1, 0),
+            Outcome::Inconclusive => (0, 0, 1),
+        };
+        tx.prepare_cached(
+            "INSERT INTO daily_counts (line, day, pass, fail, inconclusive) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(line, day) DO UPDATE SET pass = pass + excluded.pass, \
+             fail = fail + excluded.fail, inconclusive = inconclusive + excluded.inconclusive",
+        )
+        .ctx(what)?
+        .execute(params![r.line, started_ms.div_euclid(DAY_MS), p, f, i])
+        .ctx(what)?;
+    }
+    Ok(id)
+}
+
 fn latest_in(conn: &Connection, line: &str) -> Result<Option<StoredCheck>> {
     conn.prepare_cached(&format!(
         "SELECT {CHECK_COLUMNS} FROM checks WHERE line = ?1 ORDER BY started_at_ms DESC, id DESC LIMIT 1"
@@ -844,46 +941,64 @@ fn latest_in(conn: &Connection, line: &str) -> Result<Option<StoredCheck>> {
     .ctx("reading the latest check")
 }
 
-/// Counts for three periods. Whole UTC days come from `daily_counts`; only
-/// the part of the first day after each period's start is counted from the
-/// checks themselves.
+/// Counts for three periods, in one statement. Whole UTC days come from
+/// `daily_counts`; only the part of the first day after each period's
+/// start is counted from the checks themselves (through the line's time
+/// index, at most a day of rows).
 fn ratios_in(conn: &Connection, line: &str, since: [i64; 3]) -> Result<[Ratio; 3]> {
     let what = "counting outcomes";
     let mut out = [Ratio::default(); 3];
-    let mut partial = conn
-        .prepare_cached(
-            "SELECT outcome, count(*) FROM checks WHERE line = ?1 AND started_at_ms >= ?2 \
-             AND started_at_ms < ?3 AND NOT interrupted GROUP BY outcome",
+    let first_whole_day =
+        since.map(|s| s.div_euclid(DAY_MS) + i64::from(s.rem_euclid(DAY_MS) != 0));
+    let partial = |n: usize| {
+        format!(
+            "SELECT {k}, coalesce(sum(outcome = 'pass'), 0), coalesce(sum(outcome = 'fail'), 0), \
+             coalesce(sum(outcome = 'inconclusive'), 0) FROM checks WHERE line = ?1 \
+             AND started_at_ms >= ?{a} AND started_at_ms < ?{b} AND NOT interrupted",
+            k = n,
+            a = 2 + 2 * n,
+            b = 3 + 2 * n
         )
-        .ctx(what)?;
-    let mut days = conn
-        .prepare_cached(
-            "SELECT coalesce(sum(pass), 0), coalesce(sum(fail), 0), coalesce(sum(inconclusive), 0) \
-             FROM daily_counts WHERE line = ?1 AND day >= ?2",
+    };
+    let whole = |n: usize| {
+        format!(
+            "SELECT {k}, coalesce(sum(pass), 0), coalesce(sum(fail), 0), \
+             coalesce(sum(inconclusive), 0) FROM daily_counts WHERE line = ?1 AND day >= ?{d}",
+            k = n,
+            d = 8 + n
         )
+    };
+    let sql = [
+        partial(0),
+        partial(1),
+        partial(2),
+        whole(0),
+        whole(1),
+        whole(2),
+    ]
+    .join(" UNION ALL ");
+    let mut st = conn.prepare_cached(&sql).ctx(what)?;
+    let [d0, d1, d2] = first_whole_day;
+    let mut rows = st
+        .query(params![
+            line,
+            since[0],
+            d0 * DAY_MS,
+            since[1],
+            d1 * DAY_MS,
+            since[2],
+            d2 * DAY_MS,
+            d0,
+            d1,
+            d2
+        ])
         .ctx(what)?;
-    for (ratio, since_ms) in out.iter_mut().zip(since) {
-        let first_whole_day =
-            since_ms.div_euclid(DAY_MS) + i64::from(since_ms.rem_euclid(DAY_MS) != 0);
-        let mut rows = partial
-            .query(params![line, since_ms, first_whole_day * DAY_MS])
-            .ctx(what)?;
-        while let Some(r) = rows.next().ctx(what)? {
-            let n = r.get::<_, i64>(1).ctx(what)?.max(0) as u64;
-            match outcome_of(&r.get::<_, String>(0).ctx(what)?) {
-                Outcome::Pass => ratio.pass += n,
-                Outcome::Fail => ratio.fail += n,
-                Outcome::Inconclusive => ratio.inconclusive += n,
-            }
-        }
-        let (p, f, i): (i64, i64, i64) = days
-            .query_row(params![line, first_whole_day], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .ctx(what)?;
-        ratio.pass += p.max(0) as u64;
-        ratio.fail += f.max(0) as u64;
-        ratio.inconclusive += i.max(0) as u64;
+    while let Some(r) = rows.next().ctx(what)? {
+        let k = r.get::<_, i64>(0).ctx(what)?.rem_euclid(3) as usize;
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64).ctx(what);
+        out[k].pass += n(1)?;
+        out[k].fail += n(2)?;
+        out[k].inconclusive += n(3)?;
     }
     Ok(out)
 }

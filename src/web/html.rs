@@ -85,7 +85,22 @@ form{margin:1rem 0;padding:0.5rem;border:1px solid #ccc}
 label{display:block;margin:0.3rem 0}
 input,button{font:inherit;padding:0.3rem}
 .notice{border:2px solid #0645ad;padding:0.5rem}
-@media (max-width:40rem){.wide{display:none}}
+.scroll{overflow-x:auto}
+.ladder{width:auto;min-width:100%}
+.ladder td{white-space:nowrap}
+.ladder td:first-child{text-align:right;font-variant-numeric:tabular-nums}
+.ladder .to-r{text-align:left;border-left:2px solid #555}
+.ladder .to-l{text-align:right;border-right:2px solid #555}
+.ladder a{font-weight:bold}
+caption{text-align:left;font-size:0.9rem;padding:0.3rem 0}
+.findings li{margin-bottom:0.6rem}
+.vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+@media (max-width:40rem){.wide{display:none}
+header,main{padding:0.4rem}
+th,td{padding:0.2rem 0.3rem}
+.ladder{font-size:0.85rem}
+.ladder td{white-space:normal}
+pre{font-size:0.75rem}}
 ";
 
 /// The page frame around `body`; `head_extra` goes in `<head>` (the

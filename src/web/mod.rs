@@ -28,10 +28,13 @@ use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use chrono::{DateTime, Utc};
+
 use crate::check::result::Trigger;
 use crate::config::{Config, Dashboard};
+use crate::daemon::schedule::Schedule;
 use crate::daemon::RunRequest;
-use crate::store::{CheckQuery, Cursor, Store, StoreError};
+use crate::store::{CheckQuery, Cursor, Store, StoreError, StoredCheck};
 use crate::verdict::Outcome;
 
 /// Every route the app serves; the OpenAPI document must list the API ones
@@ -143,6 +146,9 @@ struct Inner {
     next_run: AtomicU64,
     /// `cidguard demo` only: its PBX rule switch.
     demo: std::sync::OnceLock<DemoHook>,
+    /// Each scheduled line's schedule, as the daemon builds them: lines
+    /// without an account are not called, so not scheduled.
+    schedules: HashMap<String, Schedule>,
 }
 
 /// What the demo's controls on the overview can ask for.
@@ -169,6 +175,20 @@ impl AppState {
             Some(t) => Some(t.reveal().map_err(|e| format!("dashboard.token: {e}"))?),
             None => None,
         };
+        let tz = config.daemon.tz();
+        let schedules = config
+            .lines
+            .iter()
+            .filter(|l| l.account.is_some())
+            .filter_map(|l| {
+                let text = l
+                    .schedule
+                    .as_deref()
+                    .unwrap_or(&config.daemon.default_schedule);
+                // Validation refuses a bad schedule; the daemon skips one too.
+                Schedule::parse(text, tz).ok().map(|s| (l.name.clone(), s))
+            })
+            .collect();
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
@@ -185,6 +205,7 @@ impl AppState {
                 runs: Mutex::new(HashMap::new()),
                 next_run: AtomicU64::new(1),
                 demo: std::sync::OnceLock::new(),
+                schedules,
             }),
         })
     }
@@ -198,6 +219,24 @@ impl AppState {
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunInfo>> {
         self.inner.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// When a line's schedule next fires after `now` (the daemon adds its
+    /// jitter); None for a line that is not scheduled.
+    pub(crate) fn next_check(&self, line: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.inner.schedules.get(line)?.next_after(now)
+    }
+}
+
+/// The maintenance window `now` is in, if any (configured or set through
+/// the API). Checks still run in a window; alerts are held.
+fn active_window(
+    config: &Config,
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Option<crate::daemon::maintenance::Window>, StoreError> {
+    Ok(crate::daemon::maintenance::windows(config, store, now)?
+        .into_iter()
+        .find(|w| w.contains(now)))
 }
 
 /// Run a store call off the async threads (SQLite blocks).
@@ -392,7 +431,10 @@ async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebRe
 
 /// Each line of a run with the id of its result once recorded: the first
 /// check of the line started since the request with a run-now trigger.
-async fn run_results(st: &AppState, id: u64) -> WebResult<(RunInfo, Vec<(String, Option<i64>)>)> {
+async fn run_results(
+    st: &AppState,
+    id: u64,
+) -> WebResult<(RunInfo, Vec<(String, Option<StoredCheck>)>)> {
     let info = st.runs().get(&id).cloned().ok_or(WebError::NotFound)?;
     let lines = info.lines.clone();
     // The daemon starts a run's checks after the request was taken, on the
@@ -406,18 +448,13 @@ async fn run_results(st: &AppState, id: u64) -> WebResult<(RunInfo, Vec<(String,
             q.since_ms = Some(since);
             q.limit = 50;
             let page = s.checks(&q)?;
-            let id = page
-                .checks
-                .iter()
-                .rev()
-                .find(|c| {
-                    matches!(
-                        c.result.trigger,
-                        Trigger::Api { .. } | Trigger::Manual { .. }
-                    )
-                })
-                .map(|c| c.id);
-            out.push((line, id));
+            let found = page.checks.into_iter().rev().find(|c| {
+                matches!(
+                    c.result.trigger,
+                    Trigger::Api { .. } | Trigger::Manual { .. }
+                )
+            });
+            out.push((line, found));
         }
         Ok(out)
     })
@@ -517,7 +554,7 @@ async fn api_run_status(State(st): State<AppState>, Path(id): Path<u64>) -> WebR
     let done = found.iter().all(|(_, c)| c.is_some());
     let checks: Vec<_> = found
         .iter()
-        .map(|(l, c)| serde_json::json!({ "line": l, "check": c }))
+        .map(|(l, c)| serde_json::json!({ "line": l, "check": c.as_ref().map(|c| c.id) }))
         .collect();
     Ok(Json(serde_json::json!({
         "run": info.id, "label": info.label, "done": done, "checks": checks
@@ -536,7 +573,7 @@ fn configured_lines(st: &AppState) -> Vec<String> {
         .collect()
 }
 
-fn state_word(c: Option<&crate::store::StoredCheck>) -> &'static str {
+fn state_word(c: Option<&StoredCheck>) -> &'static str {
     match c {
         None => "unchecked",
         Some(c) if c.interrupted => "inconclusive",
@@ -550,7 +587,11 @@ fn state_word(c: Option<&crate::store::StoredCheck>) -> &'static str {
 
 async fn api_lines(State(st): State<AppState>) -> WebResult<Response> {
     let names = configured_lines(&st);
-    let ov = db(&st, move |s| s.overview(Some(&names), now_ms())).await?;
+    let now = Utc::now();
+    let ov = db(&st, move |s| {
+        s.overview(Some(&names), now.timestamp_millis())
+    })
+    .await?;
     let lines: Vec<_> = ov
         .iter()
         .map(|o| {
@@ -562,6 +603,9 @@ async fn api_lines(State(st): State<AppState>) -> WebResult<Response> {
                 "last_checked_at": o.latest.as_ref().map(|c| c.result.started_at.clone()),
                 "summary": o.latest.as_ref().map(|c| c.result.summary()),
                 "ratio": { "day": o.day, "week": o.week, "quarter": o.quarter },
+                "next_check_at": st
+                    .next_check(&o.line, now)
+                    .map(|t| crate::store::rfc3339_of_ms(t.timestamp_millis())),
             })
         })
         .collect();
@@ -754,10 +798,12 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
     let names = configured_lines(&st);
     let (ov, totals, pending, changes) = db(&st, move |s| {
         let ov = s.overview(Some(&names), now_ms())?;
-        let totals = names
+        // All-time counts: one grouped read of the daily counts.
+        let mut all = s.totals()?;
+        let totals: Vec<_> = names
             .iter()
-            .map(|n| s.ratio(n, i64::MIN / 2))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|n| all.remove(n).unwrap_or_default())
+            .collect();
         let pending = OutboxStore::pending(s)?;
         let changes = s.pbx_changes(None, 1000)?;
         Ok((ov, totals, pending, changes))

@@ -6,13 +6,17 @@ use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
+use chrono::{DateTime, Utc};
+
 use super::html::{badge, esc, highlight, page, run_form};
 use super::{
-    configured_lines, cursor_text, db, now_ms, parse_cursor, parse_id, run_results, state_word,
-    AppState, WebError, WebResult,
+    active_window, configured_lines, cursor_text, db, parse_cursor, parse_id, run_results,
+    state_word, AppState, WebError, WebResult,
 };
-use crate::check::result::Trigger;
-use crate::store::{rfc3339_of_ms, CheckQuery, Ratio, StoredCheck};
+use crate::check::result::{EvidenceMessage, Trigger};
+use crate::daemon::maintenance::Window;
+use crate::store::{rfc3339_of_ms, CheckMark, CheckQuery, Ratio, StoredCheck};
+use crate::verdict::{Finding, Kind, Outcome};
 
 /// Cells in a line's history bar on the overview.
 const BAR_CELLS: usize = 30;
@@ -46,25 +50,77 @@ fn check_state(c: &StoredCheck) -> &'static str {
     state_word(Some(c))
 }
 
-fn bar(checks: &[StoredCheck]) -> String {
+fn mark_state(m: &CheckMark) -> &'static str {
+    match (m.interrupted, m.outcome) {
+        (true, _) | (false, Outcome::Inconclusive) => "inconclusive",
+        (false, Outcome::Pass) => "pass",
+        (false, Outcome::Fail) => "fail",
+    }
+}
+
+fn bar(marks: &[CheckMark]) -> String {
     let mut s = String::from("<div class=\"bar\" role=\"list\">");
     // Oldest first, so time runs left to right.
-    for c in checks.iter().rev() {
-        let st = check_state(c);
+    for m in marks.iter().rev() {
+        let st = mark_state(m);
         let icon = match st {
             "pass" => "✓",
             "fail" => "✗",
             _ => "?",
         };
+        let at = rfc3339_of_ms(m.started_at_ms);
         let _ = write!(
             s,
-            "<a role=\"listitem\" class=\"{st}\" href=\"/checks/{}\" title=\"{} {st}\" aria-label=\"{} {st}\">{icon}</a>",
-            c.id,
-            esc(&c.result.started_at),
-            esc(&c.result.started_at)
+            "<a role=\"listitem\" class=\"{st}\" href=\"/checks/{}\" title=\"{at} {st}\" aria-label=\"{at} {st}\">{icon}</a>",
+            m.id,
         );
     }
     s.push_str("</div>");
+    s
+}
+
+/// "in 25 min", "in 3 h", "in 2 days".
+fn from_now(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let mins = (t - now).num_minutes().max(0);
+    if mins < 1 {
+        "in under a minute".into()
+    } else if mins < 90 {
+        format!("in {mins} min")
+    } else if mins < 48 * 60 {
+        format!("in {} h", (mins + 30) / 60)
+    } else {
+        format!("in {} days", (mins + 720) / (24 * 60))
+    }
+}
+
+/// The overview's "next check" cell: the schedule's next time in the
+/// daemon's time zone, and whether alerts are held for maintenance.
+fn next_check_cell(
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    window: Option<&Window>,
+) -> String {
+    let mut s = match next {
+        Some(t) => format!(
+            "<time datetime=\"{}\">{}</time><br><small>{}</small>",
+            esc(&rfc3339_of_ms(t.timestamp_millis())),
+            esc(&t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()),
+            esc(&from_now(t, now))
+        ),
+        None => "not scheduled <small>(no account)</small>".into(),
+    };
+    if let Some(w) = window {
+        let _ = write!(
+            s,
+            "<br><small>alerts held (maintenance until {})</small>",
+            esc(&w
+                .end
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M %Z")
+                .to_string())
+        );
+    }
     s
 }
 
@@ -79,18 +135,20 @@ pub async fn overview(
     Query(p): Query<OverviewParams>,
 ) -> WebResult<Response> {
     let names = configured_lines(&st);
-    let (ov, bars, changes) = db(&st, move |s| {
-        let ov = s.overview(Some(&names), now_ms())?;
-        let mut bars = Vec::with_capacity(names.len());
-        for n in &names {
-            let mut q = CheckQuery::line(n);
-            q.limit = BAR_CELLS;
-            bars.push(s.checks(&q)?.checks);
-        }
+    let now = Utc::now();
+    let config = st.inner.config.clone();
+    let (ov, bars, changes, window) = db(&st, move |s| {
+        let ov = s.overview(Some(&names), now.timestamp_millis())?;
+        let bars = names
+            .iter()
+            .map(|n| s.recent_marks(n, BAR_CELLS))
+            .collect::<Result<Vec<_>, _>>()?;
         let changes = s.pbx_changes(None, 20)?;
-        Ok((ov, bars, changes))
+        let window = active_window(&config, s, now)?;
+        Ok((ov, bars, changes, window))
     })
     .await?;
+    let tz = st.inner.config.daemon.tz();
     let mut rows: Vec<(usize, String)> = Vec::new();
     for (o, checks) in ov.iter().zip(&bars) {
         let state = state_word(o.latest.as_ref());
@@ -125,8 +183,9 @@ pub async fn overview(
             rank,
             format!(
                 "<tr><td><a href=\"/lines/{n}\">{n}</a></td><td>{}</td><td>{expected}</td><td>{last}</td>\
-<td class=\"wide\">{}</td><td>{}</td><td class=\"wide\">{}</td><td class=\"wide\">{}</td></tr>",
+<td>{}</td><td class=\"wide\">{}</td><td>{}</td><td class=\"wide\">{}</td><td class=\"wide\">{}</td></tr>",
                 badge(state),
+                next_check_cell(st.next_check(&o.line, now), now, tz, window.as_ref()),
                 bar(checks),
                 pct(&o.day),
                 pct(&o.week),
@@ -153,7 +212,7 @@ Its next check should fail and an alert go out.</p>",
     }
     body.push_str(
         "<table><caption>Lines, failing first</caption><thead><tr><th>Line</th><th>State</th>\
-<th>Expected</th><th>Last check</th><th class=\"wide\">Recent checks</th><th>Pass 24 h</th>\
+<th>Expected</th><th>Last check</th><th>Next check</th><th class=\"wide\">Recent checks</th><th>Pass 24 h</th>\
 <th class=\"wide\">7 days</th><th class=\"wide\">90 days</th></tr></thead><tbody>",
     );
     for (_, r) in rows {
@@ -321,15 +380,13 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
     if r.findings.is_empty() {
         b.push_str("<p>Nothing identifying was found.</p>");
     } else {
-        b.push_str("<ul>");
+        b.push_str("<ul class=\"findings\">");
         for f in &r.findings {
-            let _ =
-                write!(
+            let _ = write!(
                 b,
-                "<li><strong>{}</strong> in <code>{}</code>{}: {}<br>value: <code>{}</code></li>",
-                esc(&format!("{:?}", f.kind)),
-                esc(&f.header),
-                if f.shown { " (shown to the person called)" } else { "" },
+                "<li><p>{}</p><p><small>{}: {}</small><br>value: <code>{}</code></p></li>",
+                finding_sentence(f),
+                esc(&f.kind.to_string()),
                 esc(&f.detail),
                 esc(&f.value)
             );
@@ -376,24 +433,8 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
             "<p>No messages were captured.</p>"
         });
     } else {
-        let t0 = r.evidence.iter().map(|e| e.at_ms).min().unwrap_or(0);
-        b.push_str("<table><thead><tr><th>+ms</th><th>Side</th><th>Direction</th><th>Message</th></tr></thead><tbody>");
-        for (i, e) in r.evidence.iter().enumerate() {
-            let first = e.text.lines().next().unwrap_or("");
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td><a href=\"#m{i}\">{}</a></td></tr>",
-                e.at_ms.saturating_sub(t0),
-                esc(&e.side),
-                if e.direction == "sent" {
-                    "→ sent"
-                } else {
-                    "← received"
-                },
-                esc(first)
-            );
-        }
-        b.push_str("</tbody></table><h2>Messages</h2>");
+        b.push_str(&ladder(&r.evidence));
+        b.push_str("<h2>Messages</h2>");
         let needles: Vec<&str> = r
             .findings
             .iter()
@@ -402,7 +443,8 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         for (i, e) in r.evidence.iter().enumerate() {
             let _ = write!(
                 b,
-                "<h3 id=\"m{i}\">{} {} · {}</h3><pre>{}</pre>",
+                "<h3 id=\"m{i}\">{} · {} {} · {}</h3><pre>{}</pre>",
+                esc(&message_label(&e.text)),
                 esc(&e.side),
                 esc(&e.direction),
                 esc(&e.flow),
@@ -425,25 +467,44 @@ pub async fn run_progress(
     let (info, found) = run_results(&st, id).await?;
     let done = found.iter().all(|(_, c)| c.is_some());
     let mut b = String::new();
-    if let Some(l) = &info.label {
-        let _ = write!(b, "<p>Label: “{}”</p>", esc(l));
-    }
-    b.push_str("<ul>");
+    let _ = write!(
+        b,
+        "<p>Requested {}{}</p>",
+        esc(&rfc3339_of_ms(info.requested_at_ms)),
+        match &info.label {
+            Some(l) => format!(" · label: “{}”", esc(l)),
+            None => " · no label".into(),
+        }
+    );
+    let finished = found.iter().filter(|(_, c)| c.is_some()).count();
+    let _ = write!(
+        b,
+        "<p>{finished} of {} lines checked.</p><table><caption>Lines in this run</caption>\
+<thead><tr><th>Line</th><th>State</th><th>Result</th></tr></thead><tbody>",
+        found.len()
+    );
     for (line, c) in &found {
         match c {
-            Some(cid) => {
+            Some(c) => {
                 let _ = write!(
                     b,
-                    "<li>{}: <a href=\"/checks/{cid}\">result</a></li>",
-                    esc(line)
+                    "<tr><td>{}</td><td>{}</td><td><a href=\"/checks/{}\">{}</a></td></tr>",
+                    esc(line),
+                    badge(check_state(c)),
+                    c.id,
+                    esc(&c.result.summary())
                 );
             }
             None => {
-                let _ = write!(b, "<li>{}: waiting…</li>", esc(line));
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td><span class=\"badge unchecked\"><span aria-hidden=\"true\">…</span> Running</span></td><td>waiting…</td></tr>",
+                    esc(line)
+                );
             }
         }
     }
-    b.push_str("</ul>");
+    b.push_str("</tbody></table>");
     let head = if done {
         b.push_str("<p>All done.</p>");
         ""
@@ -452,4 +513,198 @@ pub async fn run_progress(
         "<meta http-equiv=\"refresh\" content=\"3\">"
     };
     Ok(Html(page(&format!("Run {id}"), head, &b)).into_response())
+}
+
+/// Where a header is seen, in words: why its finding matters.
+fn where_shown(header: &str, shown: bool) -> &'static str {
+    match header.to_ascii_lowercase().as_str() {
+        "from" => "which the phone being called shows as the caller",
+        "p-asserted-identity" => "which phones show when Privacy is missing",
+        "p-preferred-identity" => {
+            "which the next network may turn into the caller that phones show"
+        }
+        "remote-party-id" => "which many phones and carriers show as the caller",
+        "contact" => "which the called side can see and call back",
+        "sdp" => "the call's media description, which the called side can read",
+        _ if shown => "which is shown to the person called",
+        _ => "which isn't usually shown, but travels with the call to the person called",
+    }
+}
+
+/// A finding in plain language (HTML; every value escaped): what was found,
+/// in which header, and why that header matters.
+pub(crate) fn finding_sentence(f: &Finding) -> String {
+    let header = format!("<code>{}</code>", esc(&f.header));
+    let place = where_shown(&f.header, f.shown);
+    match f.kind {
+        Kind::Number => format!(
+            "The organisation's number <strong>{}</strong> is in {header}, {place}.",
+            esc(&f.matched)
+        ),
+        Kind::Name => format!(
+            "The organisation's name <strong>“{}”</strong> is in {header}, {place}.",
+            esc(&f.matched)
+        ),
+        Kind::Host => format!(
+            "The organisation's address <strong>{}</strong> is in {header}, {place}; it points to the organisation.",
+            esc(&f.matched)
+        ),
+        Kind::Presentation if f.matched.is_empty() => format!(
+            "{header} does not present what this line should present, {place}."
+        ),
+        Kind::Presentation => format!(
+            "{header} presents <strong>“{}”</strong>, which this line should not present, {place}.",
+            esc(&f.matched)
+        ),
+    }
+}
+
+/// A message's ladder label: the request method, or the status code and
+/// reason (raw text: escape it).
+pub(crate) fn message_label(text: &str) -> String {
+    let first = text.lines().next().unwrap_or("").trim();
+    if let Some(status) = first.strip_prefix("SIP/2.0 ") {
+        return status.chars().take(60).collect();
+    }
+    match first.split_whitespace().next() {
+        Some(method) if first.ends_with("SIP/2.0") => method.chars().take(30).collect(),
+        _ => first.chars().take(60).collect(),
+    }
+}
+
+/// Which way a captured message went between the three parties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hop {
+    LineToPbx,
+    PbxToLine,
+    PbxToEndpoint,
+    EndpointToPbx,
+}
+
+pub(crate) fn hop(e: &EvidenceMessage) -> Hop {
+    let sent = e.direction == "sent";
+    match (e.side == "endpoint", sent) {
+        (false, true) => Hop::LineToPbx,
+        (false, false) => Hop::PbxToLine,
+        (true, false) => Hop::PbxToEndpoint,
+        (true, true) => Hop::EndpointToPbx,
+    }
+}
+
+/// The call as a ladder between Line, PBX and Endpoint, in time order:
+/// one row per message, the arrow written as text, each linking to the
+/// message below.
+pub(crate) fn ladder(evidence: &[EvidenceMessage]) -> String {
+    let t0 = evidence.iter().map(|e| e.at_ms).min().unwrap_or(0);
+    let mut order: Vec<usize> = (0..evidence.len()).collect();
+    // Stable: messages captured in the same millisecond keep their order.
+    order.sort_by_key(|&i| evidence[i].at_ms);
+    let mut b = String::from(
+        "<div class=\"scroll\"><table class=\"ladder\"><caption>Every message of the call in time order. \
+Arrows point from sender to receiver: the line calls through the PBX to cidguard's endpoint.</caption>\
+<thead><tr><th scope=\"col\">+ms</th><th scope=\"col\">Line</th><th scope=\"col\">PBX</th>\
+<th scope=\"col\">Endpoint</th></tr></thead><tbody>",
+    );
+    for i in order {
+        let e = &evidence[i];
+        let h = hop(e);
+        let words = match h {
+            Hop::LineToPbx => "line to PBX",
+            Hop::PbxToLine => "PBX to line",
+            Hop::PbxToEndpoint => "PBX to endpoint",
+            Hop::EndpointToPbx => "endpoint to PBX",
+        };
+        let link = format!(
+            "<a href=\"#m{i}\">{}</a><span class=\"vh\"> ({words})</span>",
+            esc(&message_label(&e.text))
+        );
+        let cells = match h {
+            Hop::LineToPbx => format!("<td colspan=\"2\" class=\"to-r\">{link} ──→</td><td></td>"),
+            Hop::PbxToLine => format!("<td colspan=\"2\" class=\"to-l\">←── {link}</td><td></td>"),
+            Hop::PbxToEndpoint => {
+                format!("<td></td><td colspan=\"2\" class=\"to-r\">{link} ──→</td>")
+            }
+            Hop::EndpointToPbx => {
+                format!("<td></td><td colspan=\"2\" class=\"to-l\">←── {link}</td>")
+            }
+        };
+        let _ = write!(b, "<tr><td>{}</td>{cells}</tr>", e.at_ms.saturating_sub(t0));
+    }
+    b.push_str("</tbody></table></div>");
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(side: &str, direction: &str, at_ms: u64, text: &str) -> EvidenceMessage {
+        EvidenceMessage {
+            side: side.into(),
+            direction: direction.into(),
+            at_ms,
+            flow: "udp".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn findings_read_as_sentences_with_header_and_value_escaped() {
+        let f = Finding {
+            header: "P-Asserted-Identity".into(),
+            value: "<sip:+441632960123@pbx>".into(),
+            kind: Kind::Number,
+            shown: true,
+            detail: "x".into(),
+            matched: "01632 960123".into(),
+        };
+        assert_eq!(
+            finding_sentence(&f),
+            "The organisation's number <strong>01632 960123</strong> is in \
+<code>P-Asserted-Identity</code>, which phones show when Privacy is missing."
+        );
+        let hostile = Finding {
+            header: "X-<b>".into(),
+            kind: Kind::Name,
+            shown: false,
+            matched: "<script>".into(),
+            ..f
+        };
+        let s = finding_sentence(&hostile);
+        assert!(!s.contains("<script>") && !s.contains("<b>"), "{s}");
+        assert!(
+            s.contains("&lt;script&gt;") && s.contains("isn't usually shown"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn ladder_is_in_time_order_with_text_arrows() {
+        let ev = vec![
+            msg("line", "sent", 1000, "INVITE sip:a SIP/2.0\r\n\r\n"),
+            msg("line", "received", 1050, "SIP/2.0 486 Busy Here\r\n\r\n"),
+            msg("endpoint", "received", 1010, "INVITE sip:b SIP/2.0\r\n\r\n"),
+            msg("endpoint", "sent", 1040, "SIP/2.0 <i>486</i> Busy\r\n\r\n"),
+        ];
+        let l = ladder(&ev);
+        let at = |s: &str| l.find(s).unwrap_or_else(|| panic!("{s} missing in {l}"));
+        // Time order, with each message's own anchor.
+        assert!(at("#m0") < at("#m2") && at("#m2") < at("#m3") && at("#m3") < at("#m1"));
+        assert!(
+            l.contains("<a href=\"#m0\">INVITE</a><span class=\"vh\"> (line to PBX)</span> ──→")
+        );
+        assert!(l.contains("←── <a href=\"#m1\">486 Busy Here</a>"));
+        assert!(l.contains("<td></td><td colspan=\"2\" class=\"to-r\"><a href=\"#m2\">INVITE</a>"));
+        assert!(l.contains("(endpoint to PBX)"));
+        assert!(l.contains("<td>40</td>") && l.contains("<td>0</td>"));
+        assert!(!l.contains("<i>"), "escaped: {l}");
+        assert!(l.contains("<th scope=\"col\">Line</th><th scope=\"col\">PBX</th>"));
+    }
+
+    #[test]
+    fn labels_are_methods_or_statuses() {
+        assert_eq!(message_label("ACK sip:x SIP/2.0\r\n"), "ACK");
+        assert_eq!(message_label("SIP/2.0 180 Ringing\r\n"), "180 Ringing");
+        assert_eq!(message_label("garbage"), "garbage");
+    }
 }
