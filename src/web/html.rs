@@ -96,6 +96,10 @@ caption{text-align:left;font-size:0.9rem;padding:0.3rem 0}
 .findings li{margin-bottom:0.6rem}
 .vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 @media (max-width:40rem){.wide{display:none}
+.lines thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+.lines tr{display:block;border-bottom:2px solid #ccc;padding:0.3rem 0}
+.lines td{display:block;border:0;padding:0.1rem 0.3rem}
+.lines td[data-label]::before{content:attr(data-label) \": \";font-weight:bold}
 header,main{padding:0.4rem}
 th,td{padding:0.2rem 0.3rem}
 .ladder{font-size:0.85rem}

@@ -79,6 +79,44 @@ fn bar(marks: &[CheckMark]) -> String {
     s
 }
 
+/// An RFC 3339 time from the history as a `<time>` in the daemon's time
+/// zone, to the second; the stored text as it is if it doesn't parse.
+fn local_time(rfc3339: &str, tz: chrono_tz::Tz) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => format!(
+            "<time datetime=\"{}\">{}</time>",
+            esc(rfc3339),
+            esc(&t
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string())
+        ),
+        Err(_) => esc(rfc3339),
+    }
+}
+
+/// What to highlight in a message for the findings: the configured entry a
+/// finding matched, if it appears as written; else the presented text the
+/// finding's sentence quotes (`the caller number "+61370100142"`), if it is
+/// in the message; else the whole header value.
+fn leak_needles<'a>(findings: &'a [crate::verdict::Finding], text: &str) -> Vec<&'a str> {
+    findings
+        .iter()
+        .map(|f| {
+            if !f.matched.is_empty() && text.contains(f.matched.as_str()) {
+                return f.matched.as_str();
+            }
+            let quoted = f.detail.split('"').skip(1).step_by(2);
+            for q in quoted {
+                if q.chars().count() >= 3 && f.value.contains(q) && text.contains(q) {
+                    return q;
+                }
+            }
+            f.value.as_str()
+        })
+        .collect()
+}
+
 /// "in 25 min", "in 3 h", "in 2 days".
 fn from_now(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let mins = (t - now).num_minutes().max(0);
@@ -174,7 +212,7 @@ pub async fn overview(
                 format!(
                     "<a href=\"/checks/{}\">{}</a><br><small>{}</small>",
                     c.id,
-                    esc(&c.result.started_at),
+                    local_time(&c.result.started_at, tz),
                     esc(&c.result.summary())
                 )
             })
@@ -182,8 +220,11 @@ pub async fn overview(
         rows.push((
             rank,
             format!(
-                "<tr><td><a href=\"/lines/{n}\">{n}</a></td><td>{}</td><td>{expected}</td><td>{last}</td>\
-<td>{}</td><td class=\"wide\">{}</td><td>{}</td><td class=\"wide\">{}</td><td class=\"wide\">{}</td></tr>",
+                "<tr><td data-label=\"Line\"><a href=\"/lines/{n}\">{n}</a></td><td data-label=\"State\">{}</td>\
+<td data-label=\"Expected\">{expected}</td><td data-label=\"Last check\">{last}</td>\
+<td data-label=\"Next check\">{}</td><td class=\"wide\" data-label=\"Recent checks\">{}</td>\
+<td data-label=\"Pass 24 h\">{}</td><td class=\"wide\" data-label=\"7 days\">{}</td>\
+<td class=\"wide\" data-label=\"90 days\">{}</td></tr>",
                 badge(state),
                 next_check_cell(st.next_check(&o.line, now), now, tz, window.as_ref()),
                 bar(checks),
@@ -211,7 +252,7 @@ Its next check should fail and an alert go out.</p>",
         }
     }
     body.push_str(
-        "<table><caption>Lines, failing first</caption><thead><tr><th>Line</th><th>State</th>\
+        "<table class=\"lines\"><caption>Lines, failing first</caption><thead><tr><th>Line</th><th>State</th>\
 <th>Expected</th><th>Last check</th><th>Next check</th><th class=\"wide\">Recent checks</th><th>Pass 24 h</th>\
 <th class=\"wide\">7 days</th><th class=\"wide\">90 days</th></tr></thead><tbody>",
     );
@@ -434,13 +475,18 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         });
     } else {
         b.push_str(&ladder(&r.evidence));
-        b.push_str("<h2>Messages</h2>");
-        let needles: Vec<&str> = r
-            .findings
-            .iter()
-            .flat_map(|f| [f.value.as_str(), f.matched.as_str()])
-            .collect();
+        b.push_str(
+            "<h2>Messages</h2><p>Highlighted: what each finding names, in the messages \
+that arrived at cidguard's endpoint (the INVITE there is what was judged).</p>",
+        );
         for (i, e) in r.evidence.iter().enumerate() {
+            // Only what arrived is evidence of a leak: the line's own
+            // messages and the endpoint's answers (which echo From) are not.
+            let needles: Vec<&str> = if e.side == "endpoint" && e.direction == "received" {
+                leak_needles(&r.findings, &e.text)
+            } else {
+                Vec::new()
+            };
             let _ = write!(
                 b,
                 "<h3 id=\"m{i}\">{} · {} {} · {}</h3><pre>{}</pre>",

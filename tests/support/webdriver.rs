@@ -123,7 +123,9 @@ impl Browser {
             if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
                 break (i, String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase());
             }
-            let n = s.read(&mut buf).with_context(|| format!("{method} {path}"))?;
+            let n = s
+                .read(&mut buf)
+                .with_context(|| format!("{method} {path}"))?;
             if n == 0 {
                 bail!("chromedriver closed the connection answering {method} {path}");
             }
@@ -143,7 +145,9 @@ impl Browser {
             }
         };
         while !complete(&raw) {
-            let n = s.read(&mut buf).with_context(|| format!("{method} {path}"))?;
+            let n = s
+                .read(&mut buf)
+                .with_context(|| format!("{method} {path}"))?;
             if n == 0 {
                 break;
             }
@@ -179,7 +183,11 @@ impl Browser {
     }
 
     pub fn url(&self) -> Result<String> {
-        Ok(self.cmd("GET", "/url", None)?.as_str().unwrap_or("").to_string())
+        Ok(self
+            .cmd("GET", "/url", None)?
+            .as_str()
+            .unwrap_or("")
+            .to_string())
     }
 
     pub fn title(&self) -> Result<String> {
@@ -217,10 +225,12 @@ impl Browser {
 
     /// The first element matching a CSS selector.
     pub fn find(&self, css: &str) -> Result<Element> {
-        self.find_all(css)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow!("no element matches {css:?} on {}", self.url().unwrap_or_default()))
+        self.find_all(css)?.into_iter().next().ok_or_else(|| {
+            anyhow!(
+                "no element matches {css:?} on {}",
+                self.url().unwrap_or_default()
+            )
+        })
     }
 
     /// Wait until an element matching `css` is on the page, reloading the
@@ -311,9 +321,17 @@ impl Browser {
             .unwrap_or(h);
         // The window's frame takes some of its height from the page.
         let tall = (page + 150).clamp(h, 8000);
-        self.cmd("POST", "/window/rect", Some(json!({ "width": w, "height": tall })))?;
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": w, "height": tall })),
+        )?;
         let shot = self.save_png("/screenshot", path);
-        self.cmd("POST", "/window/rect", Some(json!({ "width": w, "height": h })))?;
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": w, "height": h })),
+        )?;
         shot
     }
 
