@@ -162,6 +162,7 @@ fn result(i: usize, h: i64, start_ms: i64, last_week_from: i64) -> (CheckResult,
     let trigger = if h % (24 * 30) == 100 {
         Trigger::Manual {
             label: Some("after PBX upgrade".into()),
+            run: None,
         }
     } else {
         Trigger::Schedule

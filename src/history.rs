@@ -67,8 +67,8 @@ fn trigger_text(c: &StoredCheck) -> String {
             "pbx-change ({} -> {to})",
             from.as_deref().unwrap_or("unknown")
         ),
-        Trigger::Manual { label } => labelled("manual", label.as_deref()),
-        Trigger::Api { label } => labelled("api", label.as_deref()),
+        Trigger::Manual { label, .. } => labelled("manual", label.as_deref()),
+        Trigger::Api { label, .. } => labelled("api", label.as_deref()),
     }
 }
 
@@ -193,8 +193,8 @@ fn csv(checks: &[StoredCheck]) -> String {
             Trigger::Schedule => ("schedule", None),
             Trigger::Confirm => ("confirm", None),
             Trigger::PbxChange { to, .. } => ("pbx-change", Some(to.as_str())),
-            Trigger::Manual { label } => ("manual", label.as_deref()),
-            Trigger::Api { label } => ("api", label.as_deref()),
+            Trigger::Manual { label, .. } => ("manual", label.as_deref()),
+            Trigger::Api { label, .. } => ("api", label.as_deref()),
         };
         let fields = [
             c.id.to_string(),

@@ -345,7 +345,9 @@ async fn check(
                 .await
                 .with_context(|| format!("{}: endpoint", config.display()))
                 .map_err(UsageError)?;
-            let r = checker.check_lines(lines, Trigger::Manual { label }).await;
+            let r = checker
+                .check_lines(lines, Trigger::Manual { label, run: None })
+                .await;
             checker.shutdown().await;
             r
         }

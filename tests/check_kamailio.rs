@@ -141,7 +141,13 @@ fn every_rule(transport: &str) {
             s.pbx.set_rule("201", rule).expect("rule");
             let r = s
                 .checker
-                .check_line("reception", Trigger::Manual { label: None })
+                .check_line(
+                    "reception",
+                    Trigger::Manual {
+                        label: None,
+                        run: None,
+                    },
+                )
                 .await;
             let ok = match rule {
                 CallerIdRule::Withheld => r.outcome == Outcome::Pass,

@@ -537,11 +537,11 @@ async fn run_now_goes_to_the_daemon_and_the_progress_page_follows_it() {
             .unwrap()
             .unwrap();
         assert_eq!(req.lines, vec!["refuge".to_string()]);
-        assert_eq!(
-            req.trigger,
-            Trigger::Manual {
-                label: Some("after upgrade".into())
-            }
+        // The run's id travels with the check, so its result is found by id.
+        assert!(
+            matches!(&req.trigger, Trigger::Manual { label: Some(l), run: Some(_) } if l == "after upgrade"),
+            "{:?}",
+            req.trigger
         );
         req.reply.send(Ok(req.lines.clone())).unwrap();
         req.trigger
@@ -566,6 +566,22 @@ async fn run_now_goes_to_the_daemon_and_the_progress_page_follows_it() {
         "{body}"
     );
     assert!(body.contains("0 of 1 lines checked"), "{body}");
+    let Trigger::Manual { run: Some(run), .. } = trigger else {
+        panic!("{trigger:?}")
+    };
+    assert!(progress.ends_with(&format!("/runs/{run}")), "{progress}");
+    // Another run's check of the same line, started before this one was
+    // asked for, is not this run's result.
+    let mut other = result_at("refuge", Outcome::Fail, now() - 60_000);
+    other.trigger = Trigger::Manual {
+        label: None,
+        run: Some(run + 1),
+    };
+    f.store.record_check(&other, &Record::default()).unwrap();
+    assert!(get(&app, &progress)
+        .await
+        .2
+        .contains("0 of 1 lines checked"));
     let mut r = result_at("refuge", Outcome::Pass, now());
     r.trigger = trigger;
     let id = f

@@ -754,12 +754,12 @@ fn hint(reason: &str) -> Option<&'static str> {
 fn trigger_text(t: &Trigger) -> String {
     match t {
         Trigger::Schedule => "scheduled".into(),
-        Trigger::Manual { label: None } => "run by hand".into(),
-        Trigger::Manual { label: Some(l) } => format!("run by hand: {l}"),
+        Trigger::Manual { label: None, .. } => "run by hand".into(),
+        Trigger::Manual { label: Some(l), .. } => format!("run by hand: {l}"),
         Trigger::PbxChange { to, .. } => format!("PBX software changed to {to}"),
         Trigger::Confirm => "re-check to confirm a failure".into(),
-        Trigger::Api { label: None } => "through the API".into(),
-        Trigger::Api { label: Some(l) } => format!("through the API: {l}"),
+        Trigger::Api { label: None, .. } => "through the API".into(),
+        Trigger::Api { label: Some(l), .. } => format!("through the API: {l}"),
     }
 }
 

@@ -20,19 +20,28 @@ pub enum Trigger {
     Schedule,
     /// Someone ran it by hand (CLI or dashboard), optionally saying why
     /// ("after FreePBX 17 upgrade").
-    Manual { label: Option<String> },
+    Manual {
+        label: Option<String>,
+        /// The dashboard or API run it belongs to, to find its results.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<u64>,
+    },
     /// The PBX's software changed (from, to).
     PbxChange { from: Option<String>, to: String },
     /// An immediate re-check to confirm a new failure.
     Confirm,
     /// Through the API.
-    Api { label: Option<String> },
+    Api {
+        label: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<u64>,
+    },
 }
 
 impl Trigger {
     pub fn label(&self) -> Option<&str> {
         match self {
-            Trigger::Manual { label } | Trigger::Api { label } => label.as_deref(),
+            Trigger::Manual { label, .. } | Trigger::Api { label, .. } => label.as_deref(),
             _ => None,
         }
     }

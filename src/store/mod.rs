@@ -301,7 +301,10 @@ fn check_of_row(row: &Row<'_>) -> rusqlite::Result<(StoredCheck, i64)> {
     }
     let id: i64 = row.get(0)?;
     let trigger: Trigger =
-        serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Trigger::Manual { label: None });
+        serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Trigger::Manual {
+            label: None,
+            run: None,
+        });
     let expected: Expect = match row.get::<_, String>(7)?.as_str() {
         "umbrella" => Expect::Umbrella,
         _ => Expect::Withheld,

@@ -15,7 +15,6 @@ pub mod html;
 mod pages;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,7 +142,6 @@ struct Inner {
     /// carry this origin while the Host header names the backend.
     public_origin: Option<String>,
     runs: Mutex<HashMap<u64, RunInfo>>,
-    next_run: AtomicU64,
     /// `cidguard demo` only: its PBX rule switch.
     demo: std::sync::OnceLock<DemoHook>,
     /// Each scheduled line's schedule, as the daemon builds them: lines
@@ -203,7 +201,6 @@ impl AppState {
                     format!("{scheme}://{host}")
                 }),
                 runs: Mutex::new(HashMap::new()),
-                next_run: AtomicU64::new(1),
                 demo: std::sync::OnceLock::new(),
                 schedules,
             }),
@@ -377,13 +374,32 @@ fn authorise_change(st: &AppState, headers: &HeaderMap, form_token: Option<&str>
 
 // ----- run now ------------------------------------------------------------
 
-async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebResult<RunInfo> {
+/// Who asked for a run.
+#[derive(Clone, Copy)]
+enum Via {
+    Form,
+    Api,
+}
+
+/// A run id: random, so ids stay unique across restarts (a stored check
+/// carries its run's id) and can't be guessed from one another; below 2^53
+/// so JSON readers keep it exact.
+fn new_run_id() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(1..(1u64 << 53))
+}
+
+async fn start_run(
+    st: &AppState,
+    lines: Vec<String>,
+    label: Option<String>,
+    via: Via,
+) -> WebResult<RunInfo> {
     let Some(tx) = &st.inner.runs_tx else {
         return Err(WebError::Unavailable(
             "the daemon is not running this dashboard".into(),
         ));
     };
-    let label = trigger.label().map(str::to_string);
     if label
         .as_ref()
         .is_some_and(|l| l.chars().count() > LABEL_MAX)
@@ -393,6 +409,17 @@ async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebRe
         )));
     }
     let requested_at_ms = now_ms();
+    let id = new_run_id();
+    let trigger = match via {
+        Via::Form => Trigger::Manual {
+            label: label.clone(),
+            run: Some(id),
+        },
+        Via::Api => Trigger::Api {
+            label: label.clone(),
+            run: Some(id),
+        },
+    };
     let (reply, answer) = oneshot::channel();
     let req = RunRequest {
         lines,
@@ -410,7 +437,6 @@ async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebRe
     .await
     .map_err(|_| WebError::Unavailable("the daemon did not answer in time".into()))??;
     let lines = accepted.map_err(WebError::BadRequest)?;
-    let id = st.inner.next_run.fetch_add(1, Ordering::Relaxed);
     let info = RunInfo {
         id,
         lines,
@@ -429,8 +455,8 @@ async fn start_run(st: &AppState, lines: Vec<String>, trigger: Trigger) -> WebRe
     Ok(info)
 }
 
-/// Each line of a run with the id of its result once recorded: the first
-/// check of the line started since the request with a run-now trigger.
+/// Each line of a run with its result once recorded: the line's check that
+/// carries the run's id.
 async fn run_results(
     st: &AppState,
     id: u64,
@@ -448,12 +474,27 @@ async fn run_results(
             q.since_ms = Some(since);
             q.limit = 50;
             let page = s.checks(&q)?;
-            let found = page.checks.into_iter().rev().find(|c| {
+            // The check carrying this run's id; failing that, the first
+            // run-now check started since the request: the daemon merges a
+            // request into one for the same line still waiting in its queue,
+            // and that check, started after this request, answers both.
+            let mut checks: Vec<StoredCheck> = page.checks;
+            checks.reverse();
+            let own = checks.iter().position(|c| {
                 matches!(
                     c.result.trigger,
-                    Trigger::Api { .. } | Trigger::Manual { .. }
+                    Trigger::Api { run: Some(r), .. } | Trigger::Manual { run: Some(r), .. } if r == id
                 )
             });
+            let merged = || {
+                checks.iter().position(|c| {
+                    matches!(
+                        c.result.trigger,
+                        Trigger::Api { .. } | Trigger::Manual { .. }
+                    )
+                })
+            };
+            let found = own.or_else(merged).map(|i| checks.swap_remove(i));
             out.push((line, found));
         }
         Ok(out)
@@ -483,7 +524,7 @@ async fn run_form(
         .label
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty());
-    let info = start_run(&st, lines, Trigger::Manual { label }).await?;
+    let info = start_run(&st, lines, label, Via::Form).await?;
     Ok(Redirect::to(&format!("/runs/{}", info.id)).into_response())
 }
 
@@ -540,7 +581,7 @@ async fn api_run(
             "expected a JSON body {\"lines\": [...], \"label\": \"...\"}".into(),
         ));
     };
-    let info = start_run(&st, b.lines, Trigger::Api { label: b.label }).await?;
+    let info = start_run(&st, b.lines, b.label, Via::Api).await?;
     let poll = format!("/api/v1/runs/{}", info.id);
     Ok((
         StatusCode::ACCEPTED,

@@ -33,11 +33,11 @@ fn pct(r: &Ratio) -> String {
 fn trigger_text(t: &Trigger) -> String {
     match t {
         Trigger::Schedule => "scheduled".into(),
-        Trigger::Manual { label } => match label {
+        Trigger::Manual { label, .. } => match label {
             Some(l) => format!("manual run: “{}”", esc(l)),
             None => "manual run".into(),
         },
-        Trigger::Api { label } => match label {
+        Trigger::Api { label, .. } => match label {
             Some(l) => format!("API run: “{}”", esc(l)),
             None => "API run".into(),
         },
