@@ -7,19 +7,8 @@
 # ships no system service.
 set -euo pipefail
 
-export DEBIAN_FRONTEND=noninteractive
-package=python3-aiosmtpd
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-    echo "installing: $package"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "$package"
-fi
+. "$(dirname "$0")/apt.sh"
+apt_install python3-aiosmtpd
 
 if ! /usr/bin/python3 -c "import aiosmtpd.controller" 2>/dev/null; then
     echo "install-alerts: aiosmtpd still not importable by /usr/bin/python3" >&2

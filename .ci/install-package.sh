@@ -11,39 +11,17 @@
 # installed. cargo-deb takes a few minutes to build the first time.
 set -euo pipefail
 
-export DEBIAN_FRONTEND=noninteractive
+. "$(dirname "$0")/apt.sh"
 packages=(dpkg-dev fakeroot binutils)
 cargo_deb_version=3.8.0
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-missing=()
-for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install "${packages[@]}"
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "installing: cargo-deb $cargo_deb_version (cargo install, a few minutes)"
     cargo install cargo-deb --version "$cargo_deb_version" --locked
 fi
 
-for bin in dpkg-deb dpkg-shlibdeps strip; do
-    if ! command -v "$bin" >/dev/null 2>&1; then
-        echo "install-package: $bin still missing after install" >&2
-        exit 1
-    fi
-done
+require_commands install-package dpkg-deb dpkg-shlibdeps strip
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "install-package: cargo deb still not runnable after install" >&2
     exit 1

@@ -12,21 +12,10 @@
 # traffic meant for nobody), so it is kept from starting and stopped.
 set -euo pipefail
 
-export DEBIAN_FRONTEND=noninteractive
+. "$(dirname "$0")/apt.sh"
 packages=(kamailio kamailio-tls-modules sip-tester procps)
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-missing=()
-for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
-
+mapfile -t missing < <(missing_packages "${packages[@]}")
 if [ "${#missing[@]}" -gt 0 ]; then
     # Deny service starts during installation unless a policy already exists
     # (container images usually ship one that does the same).
@@ -44,11 +33,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     }
     trap cleanup EXIT
 
-    echo "installing: ${missing[*]}"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${missing[@]}"
+    apt_install "${missing[@]}"
 fi
 
 # Stop and disable a system instance that may have been started by an
@@ -59,12 +44,7 @@ elif [ -x /etc/init.d/kamailio ]; then
     $SUDO /etc/init.d/kamailio stop >/dev/null 2>&1 || true
 fi
 
-for bin in kamailio kamcmd sipp; do
-    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
-        echo "install-peers: $bin still missing after install" >&2
-        exit 1
-    fi
-done
+require_commands install-peers kamailio kamcmd sipp
 if ! dpkg -L kamailio-tls-modules 2>/dev/null | grep -q '/tls\.so$'; then
     echo "install-peers: the PBX's tls module is missing" >&2
     exit 1

@@ -11,14 +11,13 @@
 //! Under CI (`CI=true`) a missing browser fails the test (install with
 //! `.ci/install-web.sh`); elsewhere it is skipped with a notice.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::support::webdriver::Browser;
-use crate::support::{require_tool, Group};
+use crate::support::{lines_of, require_tool, Group};
 
 const LABEL: &str = "after PBX firmware 17.0.3 upgrade";
 
@@ -52,16 +51,7 @@ fn start_demo() -> Demo {
             .env("CIDGUARD_LOG", "warn"),
     )
     .unwrap();
-    let out = child.take_stdout().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.take_stdout().unwrap());
     let mut seen = Vec::new();
     let (mut url, mut config) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,6 +139,18 @@ fn accessibility(b: &Browser, page: &str) {
     assert!(problems.is_empty(), "{page}: {problems:#?}");
 }
 
+/// Fill in and send the run-now form on the current page.
+fn submit_run(b: &Browser, label: &str, token: &str) {
+    let field = |name: &str| {
+        b.find(&format!("form[action=\"/run\"] input[name={name}]"))
+            .unwrap()
+    };
+    b.type_into(&field("label"), label).unwrap();
+    b.type_into(&field("token"), token).unwrap();
+    b.click(&b.find("form[action=\"/run\"] button[type=submit]").unwrap())
+        .unwrap();
+}
+
 #[test]
 fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
     let (Some(chromium), Some(driver)) = (
@@ -179,18 +181,7 @@ fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
         .unwrap()
         .ends_with(&format!("/lines/{LEAKING_LINE}")));
     accessibility(&b, "line page");
-    b.type_into(
-        &b.find("form[action=\"/run\"] input[name=label]").unwrap(),
-        LABEL,
-    )
-    .unwrap();
-    b.type_into(
-        &b.find("form[action=\"/run\"] input[name=token]").unwrap(),
-        &demo.token,
-    )
-    .unwrap();
-    b.click(&b.find("form[action=\"/run\"] button[type=submit]").unwrap())
-        .unwrap();
+    submit_run(&b, LABEL, &demo.token);
 
     // The run's progress page, until the result is in.
     let run_url = b.wait_for_url("/runs/", Duration::from_secs(10)).unwrap();
@@ -268,18 +259,7 @@ fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
         .unwrap()
         .contains("now sends reception"));
     b.goto(&format!("{}/lines/reception", demo.url)).unwrap();
-    b.type_into(
-        &b.find("form[action=\"/run\"] input[name=label]").unwrap(),
-        "demo switch",
-    )
-    .unwrap();
-    b.type_into(
-        &b.find("form[action=\"/run\"] input[name=token]").unwrap(),
-        &demo.token,
-    )
-    .unwrap();
-    b.click(&b.find("form[action=\"/run\"] button[type=submit]").unwrap())
-        .unwrap();
+    submit_run(&b, "demo switch", &demo.token);
     b.wait_for_url("/runs/", Duration::from_secs(10)).unwrap();
     let result = b
         .wait_for("a[href^=\"/checks/\"]", Duration::from_secs(60))

@@ -1,7 +1,7 @@
 //! `cidguard demo` as a newcomer runs it: no PBX, provider or mail server,
 //! just the binary. And `cidguard init`, the next step after it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -13,17 +13,7 @@ fn cidguard() -> Command {
 
 /// Every stdout line of `child`, as it comes.
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+    crate::support::lines_of(child.stdout.take().unwrap())
 }
 
 /// Read lines until one satisfies `want`, failing at `deadline`.

@@ -304,6 +304,21 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<C
     })
 }
 
+/// Every line a child process writes, as it comes, read on a thread.
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Polls `check` until it yields a value or the deadline passes.
 pub fn poll_until<T>(
     timeout: Duration,
