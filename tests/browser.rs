@@ -194,6 +194,7 @@ fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
     let result = b
         .wait_for("a[href^=\"/checks/\"]", Duration::from_secs(60))
         .unwrap();
+    accessibility(&b, "run progress");
     b.click(&result).unwrap();
     b.wait_for_url("/checks/", Duration::from_secs(10)).unwrap();
 
