@@ -25,7 +25,12 @@ const PAGE_SIZE: usize = 50;
 
 fn pct(r: &Ratio) -> String {
     match r.pass_ratio() {
-        Some(p) => format!("{:.0}% <small>({} checks)</small>", p * 100.0, r.total()),
+        Some(p) => format!(
+            "{:.0}% <small>({} check{})</small>",
+            p * 100.0,
+            r.total(),
+            if r.total() == 1 { "" } else { "s" }
+        ),
         None => "–".into(),
     }
 }
