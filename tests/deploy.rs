@@ -15,19 +15,7 @@ fn deploy(file: &str) -> PathBuf {
 
 /// The tool's path, or None (skip) outside CI when it is missing.
 fn tool(name: &str) -> Option<PathBuf> {
-    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{name} is missing (Debian package systemd; run .ci/install-daemon.sh)");
-    }
-    eprintln!(
-        "SKIPPED: {name} is not installed (Debian package systemd; run .ci/install-daemon.sh)"
-    );
-    None
+    crate::support::require_tool(name, "systemd", ".ci/install-daemon.sh")
 }
 
 /// The unit with ExecStart pointing at the binary just built, since

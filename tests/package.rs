@@ -21,29 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const INSTALL_HINT: &str = "run .ci/install-package.sh";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Fail under CI, skip with a notice elsewhere.
-fn missing(what: &str) -> Option<PathBuf> {
-    if in_ci() {
-        panic!("{what} is missing ({INSTALL_HINT})");
-    }
-    eprintln!("SKIPPED: {what} is not installed ({INSTALL_HINT})");
-    None
-}
+const INSTALL_SCRIPT: &str = ".ci/install-package.sh";
 
 fn tool(name: &str) -> Option<PathBuf> {
-    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    missing(&format!("{name} (Debian package dpkg)"))
+    crate::support::require_tool(name, "dpkg", INSTALL_SCRIPT)
 }
 
 fn cargo() -> PathBuf {
@@ -59,7 +40,7 @@ fn cargo_deb() -> Option<PathBuf> {
     if works {
         Some(cargo())
     } else {
-        missing("cargo-deb (`cargo deb`)")
+        crate::support::missing_tool("cargo-deb (`cargo deb`)", INSTALL_SCRIPT)
     }
 }
 

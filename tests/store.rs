@@ -606,3 +606,21 @@ fn a_batch_stores_what_one_by_one_stores() {
     );
     assert!(marks.iter().any(|m| m.interrupted));
 }
+
+#[test]
+fn the_history_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = temp_store();
+    store
+        .record_check(&result_at("refuge", Outcome::Fail, 1_000), &rec(1_000))
+        .unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.path().join("state")).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        seen += 1;
+    }
+    // The database and its WAL at least.
+    assert!(seen >= 2, "{seen} files");
+}

@@ -40,6 +40,11 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("can't create the history database {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no history database at {} (has `cidguard run` been started with this state directory?)", path.display())]
     Missing { path: PathBuf },
     #[error("the history database {} has schema version {found}, newer than this cidguard ({supported}); upgrade cidguard", path.display())]
@@ -374,6 +379,21 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI
             | extra;
+        // The history names the organisation's lines and what leaked: only
+        // its owner may read it, whatever the umask. SQLite gives the -wal
+        // and -shm files the database file's mode.
+        if extra.contains(OpenFlags::SQLITE_OPEN_CREATE) && !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Create {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+        }
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
