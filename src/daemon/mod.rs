@@ -630,21 +630,16 @@ impl Daemon {
         old: Option<&BTreeMap<String, LineSchedule>>,
     ) -> BTreeMap<String, LineSchedule> {
         let cfg = &self.config;
-        let tz = cfg.daemon.tz();
         let mut out = BTreeMap::new();
         for line in &cfg.lines {
-            if line.account.is_none() {
-                tracing::info!(line = %line.name, "no [line.account]: not scheduled (it can still be inspected)");
-                continue;
-            }
-            let text = line
-                .schedule
-                .as_deref()
-                .unwrap_or(&cfg.daemon.default_schedule);
-            let schedule = match Schedule::parse(text, tz) {
-                Ok(s) => s,
+            let schedule = match schedule::for_line(cfg, line) {
+                None => {
+                    tracing::info!(line = %line.name, "no [line.account]: not scheduled (it can still be inspected)");
+                    continue;
+                }
+                Some(Ok(s)) => s,
                 // Validation refuses these; never panic on one anyway.
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::error!(line = %line.name, "not scheduled: {e}");
                     continue;
                 }

@@ -47,6 +47,21 @@ impl fmt::Display for Schedule {
 }
 
 /// Read an IANA time zone name (`Australia/Sydney`, `UTC`).
+/// A line's schedule: its own, or `daemon.default_schedule`, in
+/// `daemon.time_zone`. None for a line without an account: it can't be
+/// called, so it isn't scheduled.
+pub fn for_line(
+    config: &crate::config::Config,
+    line: &crate::config::Line,
+) -> Option<Result<Schedule, ScheduleError>> {
+    line.account.as_ref()?;
+    let text = line
+        .schedule
+        .as_deref()
+        .unwrap_or(&config.daemon.default_schedule);
+    Some(Schedule::parse(text, config.daemon.tz()))
+}
+
 pub fn parse_time_zone(name: &str) -> Result<Tz, String> {
     Tz::from_str(name.trim()).map_err(|_| {
         format!("{name:?} is not a known IANA time zone (e.g. \"Australia/Sydney\", \"UTC\")")

@@ -173,18 +173,14 @@ impl AppState {
             Some(t) => Some(t.reveal().map_err(|e| format!("dashboard.token: {e}"))?),
             None => None,
         };
-        let tz = config.daemon.tz();
+        // Validation refuses a bad schedule; the daemon skips one too.
         let schedules = config
             .lines
             .iter()
-            .filter(|l| l.account.is_some())
             .filter_map(|l| {
-                let text = l
-                    .schedule
-                    .as_deref()
-                    .unwrap_or(&config.daemon.default_schedule);
-                // Validation refuses a bad schedule; the daemon skips one too.
-                Schedule::parse(text, tz).ok().map(|s| (l.name.clone(), s))
+                crate::daemon::schedule::for_line(&config, l)?
+                    .ok()
+                    .map(|s| (l.name.clone(), s))
             })
             .collect();
         Ok(AppState {
