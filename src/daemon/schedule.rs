@@ -46,7 +46,6 @@ impl fmt::Display for Schedule {
     }
 }
 
-/// Read an IANA time zone name (`Australia/Sydney`, `UTC`).
 /// A line's schedule: its own, or `daemon.default_schedule`, in
 /// `daemon.time_zone`. None for a line without an account: it can't be
 /// called, so it isn't scheduled.
@@ -62,6 +61,7 @@ pub fn for_line(
     Some(Schedule::parse(text, config.daemon.tz()))
 }
 
+/// Read an IANA time zone name (`Australia/Sydney`, `UTC`).
 pub fn parse_time_zone(name: &str) -> Result<Tz, String> {
     Tz::from_str(name.trim()).map_err(|_| {
         format!("{name:?} is not a known IANA time zone (e.g. \"Australia/Sydney\", \"UTC\")")

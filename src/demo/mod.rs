@@ -368,10 +368,7 @@ fn new_emails(mail: &Path, seen: &mut BTreeSet<PathBuf>) -> Vec<PathBuf> {
     found
 }
 
-/// The dashboard's address, when this build has one to serve. The dashboard
-/// is not part of this build yet; once the daemon serves a `[dashboard]`
-/// section, this is where the demo learns its address and prints it, so a
-/// URL is only ever printed when something answers there.
+/// The dashboard's address (the demo always adds a `[dashboard]`).
 fn dashboard_url(cfg: &Config) -> Option<String> {
     cfg.dashboard
         .as_ref()
