@@ -487,7 +487,7 @@ that arrived at cidguard's endpoint (the INVITE there is what was judged).</p>",
         for (i, e) in r.evidence.iter().enumerate() {
             // Only what arrived is evidence of a leak: the line's own
             // messages and the endpoint's answers (which echo From) are not.
-            let needles: Vec<&str> = if e.side == "endpoint" && e.direction == "received" {
+            let needles: Vec<&str> = if hop(e) == Hop::PbxToEndpoint {
                 leak_needles(&r.findings, &e.text)
             } else {
                 Vec::new()
