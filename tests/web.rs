@@ -611,6 +611,27 @@ async fn run_now_goes_to_the_daemon_and_the_progress_page_follows_it() {
         .await
         .2
         .contains("manual run: “after upgrade”"));
+
+    // After a restart the dashboard has forgotten the run, but the history
+    // has its check: the progress page and the API piece it together.
+    let restarted = cidguard::web::app(f.state(None));
+    let (s, _, body) = get(&restarted, &progress).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("was restarted") && body.contains(&format!("/checks/{id}")),
+        "{body}"
+    );
+    assert!(body.contains("label: “after upgrade”"), "{body}");
+    let (_, _, body) = get(&restarted, &progress.replace("/runs/", "/api/v1/runs/")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["done"].clone(), v["restored"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(v["checks"][0]["check"], id);
+    // A run it never had is not found, restart or not.
+    let (s, _, _) = get(&restarted, &format!("/runs/{}", run ^ 1)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -808,4 +829,49 @@ Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening after stop"
     );
+}
+
+/// `cidguard check` handing its run to a daemon that finishes without a
+/// result for every line it queued (it was restarted in between): the
+/// command fails and names the missing line instead of reporting on the
+/// rest, since a line not checked must never pass.
+#[tokio::test]
+async fn check_via_daemon_fails_when_a_queued_line_has_no_result() {
+    use axum::routing::{get as get_route, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A daemon's API as it answers after such a restart.
+    let stand_in = axum::Router::new()
+        .route(
+            "/api/v1/checks",
+            post(|| async {
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({
+                        "run": 1, "lines": ["refuge", "helpline"], "poll": "/api/v1/runs/1"
+                    })),
+                )
+            }),
+        )
+        .route(
+            "/api/v1/runs/1",
+            get_route(|| async {
+                axum::Json(serde_json::json!({
+                    "run": 1, "done": true, "restored": true,
+                    "checks": [{ "line": "refuge", "check": 7 }]
+                }))
+            }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, stand_in).await });
+    let mut cfg = (*config(&["refuge", "helpline"], false)).clone();
+    if let Some(d) = cfg.dashboard.as_mut() {
+        d.listen = addr.to_string();
+    }
+    let lines = vec!["refuge".to_string(), "helpline".to_string()];
+    let err = cidguard::web::client::check_via_daemon(&cfg, &lines, None, Duration::from_secs(5))
+        .await
+        .expect_err("an incomplete run is an error");
+    let text = err.to_string();
+    assert!(text.contains("without checking helpline"), "{text}");
+    server.abort();
 }

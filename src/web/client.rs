@@ -161,7 +161,8 @@ pub async fn check_via_daemon(
             body: String::from_utf8_lossy(&r.body).chars().take(300).collect(),
         });
     }
-    let poll = json(&r, "POST /api/v1/checks")?
+    let accepted = json(&r, "POST /api/v1/checks")?;
+    let poll = accepted
         .get("poll")
         .and_then(|p| p.as_str())
         .map(str::to_string)
@@ -169,6 +170,17 @@ pub async fn check_via_daemon(
             what: "POST /api/v1/checks".into(),
             detail: "no poll address".into(),
         })?;
+    // The lines the daemon queued: every one must come back with a result,
+    // or the run is not complete (a line missing is never a pass).
+    let queued: Vec<String> = accepted
+        .get("lines")
+        .and_then(|l| l.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     let deadline = tokio::time::Instant::now() + wait;
     let ids: Vec<i64> = loop {
         let r = request(addr, "GET", &poll, token.as_deref(), None).await?;
@@ -179,6 +191,26 @@ pub async fn check_via_daemon(
                 .and_then(|c| c.as_array())
                 .cloned()
                 .unwrap_or_default();
+            let checked = |line: &str| {
+                checks.iter().any(|c| {
+                    c.get("line").and_then(|l| l.as_str()) == Some(line)
+                        && c.get("check").and_then(|i| i.as_i64()).is_some()
+                })
+            };
+            let missing: Vec<&str> = queued
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !checked(l))
+                .collect();
+            if !missing.is_empty() {
+                return Err(ClientError::Answer {
+                    what: poll.clone(),
+                    detail: format!(
+                        "the daemon finished without checking {} (was it restarted?); run the check again",
+                        missing.join(", ")
+                    ),
+                });
+            }
             break checks
                 .iter()
                 .filter_map(|c| c.get("check").and_then(|i| i.as_i64()))

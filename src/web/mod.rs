@@ -124,6 +124,10 @@ pub struct RunInfo {
     pub lines: Vec<String>,
     pub label: Option<String>,
     pub requested_at_ms: i64,
+    /// Pieced together from the history: this dashboard was restarted
+    /// since the run was asked for, so only its recorded checks are known.
+    #[serde(skip)]
+    pub restored: bool,
 }
 
 /// Shared by every handler.
@@ -377,12 +381,37 @@ enum Via {
     Api,
 }
 
-/// A run id: random, so ids stay unique across restarts (a stored check
-/// carries its run's id) and can't be guessed from one another; below 2^53
-/// so JSON readers keep it exact.
-fn new_run_id() -> u64 {
+/// Bits of a run id below the request time.
+const RUN_ID_RANDOM_BITS: u32 = 10;
+
+/// How long after a run-now request its checks are looked for. A run's
+/// checks start as soon as the daemon has a free slot, within seconds to
+/// minutes; the bound keeps a late look at an old run from paging through
+/// every check since.
+const RUN_RESULT_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// A run id: the request time in milliseconds, then random bits, so ids
+/// stay unique across restarts (a stored check carries its run's id) and a
+/// restarted dashboard knows where in the history to look for a run it no
+/// longer remembers. Below 2^53 for centuries, so JSON readers keep it
+/// exact.
+fn new_run_id(requested_at_ms: i64) -> u64 {
     use rand::Rng;
-    rand::thread_rng().gen_range(1..(1u64 << 53))
+    let time = u64::try_from(requested_at_ms).unwrap_or(0);
+    (time << RUN_ID_RANDOM_BITS) | rand::thread_rng().gen_range(0..(1u64 << RUN_ID_RANDOM_BITS))
+}
+
+/// When the run with this id was asked for.
+fn run_requested_at_ms(id: u64) -> i64 {
+    i64::try_from(id >> RUN_ID_RANDOM_BITS).unwrap_or(i64::MAX)
+}
+
+/// Whether a check was run for this run id.
+fn is_run(c: &StoredCheck, id: u64) -> bool {
+    matches!(
+        c.result.trigger,
+        Trigger::Api { run: Some(r), .. } | Trigger::Manual { run: Some(r), .. } if r == id
+    )
 }
 
 async fn start_run(
@@ -405,7 +434,7 @@ async fn start_run(
         )));
     }
     let requested_at_ms = now_ms();
-    let id = new_run_id();
+    let id = new_run_id(requested_at_ms);
     let trigger = match via {
         Via::Form => Trigger::Manual {
             label: label.clone(),
@@ -438,6 +467,7 @@ async fn start_run(
         lines,
         label,
         requested_at_ms,
+        restored: false,
     };
     {
         let mut runs = st.runs();
@@ -452,42 +482,47 @@ async fn start_run(
 }
 
 /// Each line of a run with its result once recorded: the line's check that
-/// carries the run's id.
+/// carries the run's id. A run this dashboard no longer remembers (it was
+/// restarted) is pieced together from the history: the checks carrying its
+/// id, found from the request time in the id.
 async fn run_results(
     st: &AppState,
     id: u64,
 ) -> WebResult<(RunInfo, Vec<(String, Option<StoredCheck>)>)> {
-    let info = st.runs().get(&id).cloned().ok_or(WebError::NotFound)?;
-    let lines = info.lines.clone();
+    let remembered = st.runs().get(&id).cloned();
+    let requested = remembered
+        .as_ref()
+        .map_or_else(|| run_requested_at_ms(id), |i| i.requested_at_ms);
+    let lines = remembered
+        .as_ref()
+        .map_or_else(|| configured_lines(st), |i| i.lines.clone());
+    let may_merge = remembered.is_some();
     // The daemon starts a run's checks after the request was taken, on the
     // same wall clock; a small allowance covers the clock being read on
     // different tasks, without reaching back to an earlier run's check.
-    let since = info.requested_at_ms - 20;
+    let since = requested.saturating_sub(20);
+    let until = requested.saturating_add(RUN_RESULT_WINDOW_MS);
     let found = db(st, move |s| {
         let mut out = Vec::new();
         for line in lines {
             let mut q = CheckQuery::line(&line);
             q.since_ms = Some(since);
-            q.limit = 50;
-            let page = s.checks(&q)?;
+            q.until_ms = Some(until);
+            q.limit = 1000;
+            let mut checks: Vec<StoredCheck> = s.checks(&q)?.checks;
+            checks.reverse();
             // The check carrying this run's id; failing that, the first
             // run-now check started since the request: the daemon merges a
             // request into one for the same line still waiting in its queue,
             // and that check, started after this request, answers both.
-            let mut checks: Vec<StoredCheck> = page.checks;
-            checks.reverse();
-            let own = checks.iter().position(|c| {
-                matches!(
-                    c.result.trigger,
-                    Trigger::Api { run: Some(r), .. } | Trigger::Manual { run: Some(r), .. } if r == id
-                )
-            });
+            let own = checks.iter().position(|c| is_run(c, id));
             let merged = || {
                 checks.iter().position(|c| {
-                    matches!(
-                        c.result.trigger,
-                        Trigger::Api { .. } | Trigger::Manual { .. }
-                    )
+                    may_merge
+                        && matches!(
+                            c.result.trigger,
+                            Trigger::Api { .. } | Trigger::Manual { .. }
+                        )
                 })
             };
             let found = own.or_else(merged).map(|i| checks.swap_remove(i));
@@ -496,6 +531,25 @@ async fn run_results(
         Ok(out)
     })
     .await?;
+    if let Some(info) = remembered {
+        return Ok((info, found));
+    }
+    let found: Vec<(String, Option<StoredCheck>)> =
+        found.into_iter().filter(|(_, c)| c.is_some()).collect();
+    if found.is_empty() {
+        return Err(WebError::NotFound);
+    }
+    let label = found.iter().find_map(|(_, c)| {
+        c.as_ref()
+            .and_then(|c| c.result.trigger.label().map(str::to_string))
+    });
+    let info = RunInfo {
+        id,
+        lines: found.iter().map(|(l, _)| l.clone()).collect(),
+        label,
+        requested_at_ms: requested,
+        restored: true,
+    };
     Ok((info, found))
 }
 
@@ -594,7 +648,8 @@ async fn api_run_status(State(st): State<AppState>, Path(id): Path<u64>) -> WebR
         .map(|(l, c)| serde_json::json!({ "line": l, "check": c.as_ref().map(|c| c.id) }))
         .collect();
     Ok(Json(serde_json::json!({
-        "run": info.id, "label": info.label, "done": done, "checks": checks
+        "run": info.id, "label": info.label, "done": done, "checks": checks,
+        "restored": info.restored
     }))
     .into_response())
 }

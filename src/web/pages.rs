@@ -527,6 +527,13 @@ pub async fn run_progress(
             None => " · no label".into(),
         }
     );
+    if info.restored {
+        b.push_str(
+            "<p>cidguard was restarted since this run was asked for: these are the \
+results it recorded for it. Checks that had not finished were not run; start \
+them again if you need them.</p>",
+        );
+    }
     let finished = found.iter().filter(|(_, c)| c.is_some()).count();
     let _ = write!(
         b,
