@@ -139,14 +139,21 @@ fn accessibility(b: &Browser, page: &str) {
     assert!(problems.is_empty(), "{page}: {problems:#?}");
 }
 
-/// Fill in and send the run-now form on the current page.
-fn submit_run(b: &Browser, label: &str, token: &str) {
+/// Fill in and send the run-now form on the current page; `token` None
+/// when signed in (the form then has no token field).
+fn submit_run(b: &Browser, label: &str, token: Option<&str>) {
     let field = |name: &str| {
         b.find(&format!("form[action=\"/run\"] input[name={name}]"))
             .unwrap()
     };
     b.type_into(&field("label"), label).unwrap();
-    b.type_into(&field("token"), token).unwrap();
+    match token {
+        Some(t) => b.type_into(&field("token"), t).unwrap(),
+        None => assert!(b
+            .find_all("form[action=\"/run\"] input[name=token]")
+            .unwrap()
+            .is_empty()),
+    }
     b.click(&b.find("form[action=\"/run\"] button[type=submit]").unwrap())
         .unwrap();
 }
@@ -181,7 +188,7 @@ fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
         .unwrap()
         .ends_with(&format!("/lines/{LEAKING_LINE}")));
     accessibility(&b, "line page");
-    submit_run(&b, LABEL, &demo.token);
+    submit_run(&b, LABEL, Some(&demo.token));
 
     // The run's progress page, until the result is in.
     let run_url = b.wait_for_url("/runs/", Duration::from_secs(10)).unwrap();
@@ -244,13 +251,29 @@ fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
     );
     let overview_shot = b.screenshot(&shots.join("overview.png")).unwrap();
 
-    // The demo's switch on the overview makes the withheld line leak; a
-    // check run from its page then fails.
-    b.type_into(
-        &b.find("form[action=\"/demo\"] input[name=token]").unwrap(),
-        &demo.token,
+    // Signing in once, through the link next to the token field, brings
+    // the browser back to the page it was on, and the forms no longer ask
+    // for the token.
+    b.click(
+        &b.find("form[action=\"/demo\"] a[href^=\"/login\"]")
+            .unwrap(),
     )
     .unwrap();
+    b.wait_for_url("/login", Duration::from_secs(10)).unwrap();
+    accessibility(&b, "sign-in page");
+    b.type_into(&b.find("#login-token").unwrap(), &demo.token)
+        .unwrap();
+    b.click(
+        &b.find("form[action=\"/login\"] button[type=submit]")
+            .unwrap(),
+    )
+    .unwrap();
+    b.wait_for("form[action=\"/logout\"]", Duration::from_secs(10))
+        .unwrap();
+    assert!(b.url().unwrap().ends_with(&format!("{}/", demo.url)));
+
+    // The demo's switch on the overview makes the withheld line leak; a
+    // check run from its page then fails.
     b.click(&b.find("form[action=\"/demo\"] button[value=leak]").unwrap())
         .unwrap();
     b.wait_for_url("demo=leak", Duration::from_secs(10))
@@ -260,7 +283,7 @@ fn a_person_runs_a_labelled_check_in_the_browser_and_sees_the_leak() {
         .unwrap()
         .contains("now sends reception"));
     b.goto(&format!("{}/lines/reception", demo.url)).unwrap();
-    submit_run(&b, "demo switch", &demo.token);
+    submit_run(&b, "demo switch", None);
     b.wait_for_url("/runs/", Duration::from_secs(10)).unwrap();
     let result = b
         .wait_for("a[href^=\"/checks/\"]", Duration::from_secs(60))

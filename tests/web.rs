@@ -525,6 +525,125 @@ async fn read_auth_guards_reading_but_not_health() {
     assert_eq!(r.0, StatusCode::OK);
 }
 
+/// A person with a browser under `read_auth`: sent to sign in, signs in
+/// with the token once, then reads pages and runs checks with the cookie;
+/// a wrong token, a sign-in from another site and an open redirect are
+/// refused.
+#[tokio::test]
+async fn signing_in_with_the_token_sets_a_cookie_for_pages_and_forms() {
+    let f = Fixture::new(&["refuge"], true);
+    let (tx, mut rx) = mpsc::channel::<RunRequest>(4);
+    let app = app(f.state(Some(tx)));
+    let html_get = |uri: &str| {
+        Request::get(uri)
+            .header(header::ACCEPT, "text/html,application/xhtml+xml")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A page is a redirect to the sign-in page, which itself is open.
+    let (s, h, _) = send(&app, html_get("/lines/refuge?cursor=x")).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(
+        h[header::LOCATION],
+        "/login?next=/lines/refuge%3Fcursor%3Dx"
+    );
+    let (s, _, body) = send(&app, html_get("/login?next=/lines/refuge")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("name=\"next\" value=\"/lines/refuge\""),
+        "{body}"
+    );
+    let login = |form: String, site: &str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", site)
+            .body(Body::from(form))
+            .unwrap()
+    };
+    // Wrong token: the form again, no cookie.
+    let (s, h, body) = send(&app, login("token=nope&next=/".into(), "same-origin")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(!h.contains_key(header::SET_COOKIE) && body.contains("not right"));
+    // From another site: refused even with the right token.
+    let (s, h, _) = send(&app, login(format!("token={TOKEN}"), "cross-site")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(!h.contains_key(header::SET_COOKIE));
+    // The right token, and a `next` pointing at another site: home instead.
+    let (s, h, _) = send(
+        &app,
+        login(format!("token={TOKEN}&next=//evil.example/"), "same-origin"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], "/");
+    let set = h[header::SET_COOKIE].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    assert!(!set.contains(TOKEN), "the cookie is not the token: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    // Pages and the API with the cookie; forms without a token field.
+    let with_cookie = |r: axum::http::request::Builder| r.header(header::COOKIE, cookie.clone());
+    let (s, _, body) = send(
+        &app,
+        with_cookie(Request::get("/")).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.contains("Signed in") && !body.contains("name=\"token\""),
+        "{body}"
+    );
+    let (s, _, _) = send(
+        &app,
+        with_cookie(Request::get("/api/v1/lines"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // Run now with the cookie alone.
+    let daemon = tokio::spawn(async move {
+        let req = rx.recv().await.unwrap();
+        req.reply.send(Ok(req.lines.clone())).unwrap();
+    });
+    let (s, _, body) = send(
+        &app,
+        with_cookie(Request::post("/run"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::from("line=refuge&label=after+upgrade"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    daemon.await.unwrap();
+    // A forged cookie is nobody.
+    let (s, _, _) = send(
+        &app,
+        Request::get("/api/v1/lines")
+            .header(header::COOKIE, "cidguard_session=0000")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Signing out clears the cookie.
+    let (s, h, _) = send(
+        &app,
+        with_cookie(Request::post("/logout"))
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(h[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+}
+
 #[tokio::test]
 async fn run_now_goes_to_the_daemon_and_the_progress_page_follows_it() {
     let f = Fixture::new(&["refuge"], false);

@@ -85,6 +85,7 @@ form{margin:1rem 0;padding:0.5rem;border:1px solid #ccc}
 label{display:block;margin:0.3rem 0}
 input,button{font:inherit;padding:0.3rem}
 .notice{border:2px solid #0645ad;padding:0.5rem}
+form.inline{border:0;padding:0;margin:0.5rem 0}
 .scroll{overflow-x:auto}
 .ladder{width:auto;min-width:100%}
 .ladder td{white-space:nowrap}
@@ -120,8 +121,21 @@ pub fn page(title: &str, head_extra: &str, body: &str) -> String {
     )
 }
 
+/// The token field of a state-changing form on the page at `here`, or
+/// nothing when the browser is signed in.
+fn token_field(id: &str, here: &str, signed_in: bool) -> String {
+    if signed_in {
+        return String::new();
+    }
+    format!(
+        "<label for=\"{id}\">Dashboard token (or <a href=\"/login?next={}\">sign in</a> once)</label>\
+<input id=\"{id}\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>",
+        esc(&super::percent_encode(here))
+    )
+}
+
 /// The run-now form; `line` None checks every line.
-pub fn run_form(line: Option<&str>) -> String {
+pub fn run_form(line: Option<&str>, signed_in: bool) -> String {
     let hidden = line
         .map(|l| format!("<input type=\"hidden\" name=\"line\" value=\"{}\">", esc(l)))
         .unwrap_or_default();
@@ -132,24 +146,55 @@ pub fn run_form(line: Option<&str>) -> String {
     format!(
         "<form method=\"post\" action=\"/run\"><h2>{what}</h2>{hidden}\
 <label for=\"label\">Why (kept with the result, e.g. \"after PBX upgrade\")</label>\
-<input id=\"label\" name=\"label\" maxlength=\"200\">\
-<label for=\"token\">Dashboard token</label>\
-<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
-<p><button type=\"submit\">Run check</button></p></form>"
+<input id=\"label\" name=\"label\" maxlength=\"200\">{}\
+<p><button type=\"submit\">Run check</button></p></form>",
+        token_field(
+            "token",
+            &line.map_or_else(|| "/".to_string(), |l| format!("/lines/{l}")),
+            signed_in
+        )
     )
 }
 
+/// "Signed in" and a sign-out button, for pages with forms.
+pub fn signed_in_note(signed_in: bool) -> &'static str {
+    if signed_in {
+        "<form method=\"post\" action=\"/logout\" class=\"inline\"><p>Signed in. \
+<button type=\"submit\">Sign out</button></p></form>"
+    } else {
+        ""
+    }
+}
+
 /// `cidguard demo`'s switch for its PBX's caller-ID rules.
-pub fn demo_form(line: &str) -> String {
+pub fn demo_form(line: &str, signed_in: bool) -> String {
     format!(
         "<form method=\"post\" action=\"/demo\"><h2>Demo: change the demo PBX</h2>\
 <p>Make the demo PBX send {l}'s number and name, as a careless update might, \
-then run a check (or wait for the next one) and watch it fail and the alert go out.</p>\
-<label for=\"demo-token\">Dashboard token</label>\
-<input id=\"demo-token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required>\
+then run a check (or wait for the next one) and watch it fail and the alert go out.</p>{}\
 <p><button type=\"submit\" name=\"action\" value=\"leak\">Make {l} leak</button> \
 <button type=\"submit\" name=\"action\" value=\"restore\">Put every rule back</button></p></form>",
+        token_field("demo-token", "/", signed_in),
         l = esc(line)
+    )
+}
+
+/// The sign-in form.
+pub fn login_form(next: &str, wrong: bool) -> String {
+    format!(
+        "{}<form method=\"post\" action=\"/login\">\
+<input type=\"hidden\" name=\"next\" value=\"{}\">\
+<label for=\"login-token\">Dashboard token</label>\
+<input id=\"login-token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+<p><button type=\"submit\">Sign in</button></p></form>\
+<p>The token is <code>dashboard.token</code> in cidguard's configuration. Signing in \
+lasts 12 hours or until cidguard restarts.</p>",
+        if wrong {
+            "<p class=\"notice\" role=\"alert\">That token is not right.</p>"
+        } else {
+            ""
+        },
+        esc(next)
     )
 }
 

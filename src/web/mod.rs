@@ -56,6 +56,8 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/maintenance",
     "/api/v1/maintenance/{id}",
     "/demo",
+    "/login",
+    "/logout",
 ];
 
 /// How long a run-now request waits for the daemon to accept it.
@@ -140,6 +142,10 @@ struct Inner {
     store: Arc<Store>,
     config: Arc<Config>,
     token: Option<String>,
+    /// The sign-in cookie's value: a hash of the token with a key made at
+    /// start, so it proves the token was given without being the token,
+    /// and every sign-in ends when the daemon restarts.
+    session: Option<String>,
     read_auth: bool,
     runs_tx: Option<mpsc::Sender<RunRequest>>,
     /// `scheme://host[:port]` of `public_url`: requests a proxy forwards
@@ -187,11 +193,23 @@ impl AppState {
                     .map(|s| (l.name.clone(), s))
             })
             .collect();
+        let session = token.as_ref().map(|t| {
+            use sha2::{Digest, Sha256};
+            let key: [u8; 32] = rand::random();
+            let mut h = Sha256::new();
+            h.update(key);
+            h.update(t.as_bytes());
+            h.finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
                 config,
                 token,
+                session,
                 read_auth: dash.read_auth,
                 runs_tx,
                 public_origin: dash.public_url.as_deref().map(|u| {
@@ -275,6 +293,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/maintenance/{id}", delete(api_remove_maintenance))
         .route("/demo", post(demo_form))
+        .route("/login", get(pages::login).post(login))
+        .route("/logout", post(logout))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_guard,
@@ -306,12 +326,78 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
-/// With `read_auth`, every request but `/healthz` needs the token.
+/// With `read_auth`, every request but `/healthz` and signing in needs the
+/// token or a sign-in. A browser asking for a page is sent to sign in.
 async fn read_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if st.inner.read_auth && req.uri().path() != "/healthz" && !bearer_ok(&st, req.headers()) {
+    let path = req.uri().path();
+    if st.inner.read_auth
+        && path != "/healthz"
+        && path != "/login"
+        && !signed_in(&st, req.headers())
+    {
+        let wants_page = req.method() == axum::http::Method::GET
+            && req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+        if wants_page {
+            let here = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            return Redirect::to(&format!("/login?next={}", percent_encode(&here))).into_response();
+        }
         return WebError::Unauthorized.into_response();
     }
     next.run(req).await
+}
+
+/// The sign-in cookie's name.
+const SESSION_COOKIE: &str = "cidguard_session";
+/// How long a sign-in lasts (a restart ends it sooner).
+const SESSION_MAX_AGE_S: u64 = 12 * 60 * 60;
+
+/// The request carries the sign-in cookie.
+fn session_ok(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &st.inner.session else {
+        return false;
+    };
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(name, value)| name == SESSION_COOKIE && token_eq(value, expected))
+}
+
+/// The token as a bearer header, or the sign-in cookie.
+pub(crate) fn signed_in(st: &AppState, headers: &HeaderMap) -> bool {
+    bearer_ok(st, headers) || session_ok(st, headers)
+}
+
+/// Percent-encode everything but unreserved characters and `/`.
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where to go after signing in: a path on this site only, never another
+/// site (`//host`, `/\host`, `https://...`).
+pub(crate) fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
 }
 
 /// Compare without stopping at the first difference, so timing doesn't
@@ -365,11 +451,67 @@ fn authorise_change(st: &AppState, headers: &HeaderMap, form_token: Option<&str>
     let Some(expected) = &st.inner.token else {
         return Err(WebError::Unauthorized);
     };
-    if bearer_ok(st, headers) || form_token.is_some_and(|t| token_eq(t.trim(), expected)) {
+    if signed_in(st, headers) || form_token.is_some_and(|t| token_eq(t.trim(), expected)) {
         Ok(())
     } else {
         Err(WebError::Unauthorized)
     }
+}
+
+// ----- signing in ---------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Check the token and set the sign-in cookie: HttpOnly, SameSite=Strict,
+/// Secure when the dashboard is published over https.
+async fn login(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> WebResult<Response> {
+    same_origin(&st, &headers)?;
+    let (Some(expected), Some(session)) = (&st.inner.token, &st.inner.session) else {
+        return Err(WebError::Unauthorized);
+    };
+    let next = safe_next(f.next.as_deref());
+    if !token_eq(f.token.trim(), expected) {
+        tracing::warn!("dashboard: a sign-in with a wrong token");
+        return Ok(pages::login_form(&next, true, StatusCode::UNAUTHORIZED));
+    }
+    let secure = if st
+        .inner
+        .public_origin
+        .as_deref()
+        .is_some_and(|o| o.starts_with("https://"))
+    {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_MAX_AGE_S}{secure}"
+    );
+    let mut r = Redirect::to(&next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+async fn logout(State(st): State<AppState>, headers: HeaderMap) -> WebResult<Response> {
+    same_origin(&st, &headers)?;
+    let mut r = Redirect::to("/").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("cidguard_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(r)
 }
 
 // ----- run now ------------------------------------------------------------

@@ -3,12 +3,13 @@
 use std::fmt::Write;
 
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use chrono::{DateTime, Utc};
 
-use super::html::{badge, esc, highlight, page, run_form};
+use super::html::{badge, esc, highlight, page, run_form, signed_in_note};
 use super::{
     active_window, configured_lines, cursor_text, db, parse_cursor, parse_id, run_results,
     state_word, AppState, WebError, WebResult,
@@ -176,7 +177,9 @@ pub struct OverviewParams {
 pub async fn overview(
     State(st): State<AppState>,
     Query(p): Query<OverviewParams>,
+    headers: HeaderMap,
 ) -> WebResult<Response> {
+    let signed_in = super::signed_in(&st, &headers);
     let names = configured_lines(&st);
     let now = Utc::now();
     let config = st.inner.config.clone();
@@ -281,9 +284,10 @@ Its next check should fail and an alert go out.</p>",
         }
         body.push_str("</tbody></table>");
     }
-    body.push_str(&run_form(None));
+    body.push_str(signed_in_note(signed_in));
+    body.push_str(&run_form(None, signed_in));
     if st.inner.demo.get().is_some() {
-        body.push_str(&super::html::demo_form(crate::demo::FLIP_LINE));
+        body.push_str(&super::html::demo_form(crate::demo::FLIP_LINE, signed_in));
     }
     Ok(Html(page("Overview", "", &body)).into_response())
 }
@@ -297,7 +301,9 @@ pub async fn line(
     State(st): State<AppState>,
     Path(name): Path<String>,
     Query(p): Query<LineParams>,
+    headers: HeaderMap,
 ) -> WebResult<Response> {
+    let signed_in = super::signed_in(&st, &headers);
     if st.inner.config.line(&name).is_none() {
         return Err(WebError::NotFound);
     }
@@ -393,7 +399,8 @@ pub async fn line(
         }
         body.push_str("</ul>");
     }
-    body.push_str(&run_form(Some(&name)));
+    body.push_str(signed_in_note(signed_in));
+    body.push_str(&run_form(Some(&name), signed_in));
     Ok(Html(page(&format!("Line {name}"), "", &body)).into_response())
 }
 
@@ -765,4 +772,23 @@ mod tests {
         assert_eq!(message_label("SIP/2.0 180 Ringing\r\n"), "180 Ringing");
         assert_eq!(message_label("garbage"), "garbage");
     }
+}
+
+#[derive(Deserialize)]
+pub struct LoginParams {
+    next: Option<String>,
+}
+
+/// The sign-in page.
+pub async fn login(Query(p): Query<LoginParams>) -> Response {
+    login_form(&super::safe_next(p.next.as_deref()), false, StatusCode::OK)
+}
+
+/// The sign-in page, after a wrong token too.
+pub(crate) fn login_form(next: &str, wrong: bool, status: StatusCode) -> Response {
+    (
+        status,
+        Html(page("Sign in", "", &super::html::login_form(next, wrong))),
+    )
+        .into_response()
 }
