@@ -34,6 +34,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod escape;
 pub mod history;
 pub mod report;
 pub mod sip;

@@ -288,10 +288,18 @@ fn alert_test(path: &Path) -> Result<u8, UsageError> {
     Ok(if report.accepted() { 0 } else { 1 })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
+/// The async runtime every command runs on: two workers are plenty for
+/// SIP, SMTP and the dashboard, and keep the thread count small.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
+}
+
+/// The runtime for a one-shot command; failing to start it ends the command.
+fn runtime() -> Result<tokio::runtime::Runtime, UsageError> {
+    build_runtime()
         .context("starting the async runtime")
         .map_err(UsageError)
 }
@@ -489,11 +497,7 @@ fn run_daemon(config: &Path) -> Result<u8, UsageError> {
     use cidguard::daemon::{self, DaemonError, Deps};
     // Refuse a bad config before anything starts, with status 2.
     Config::load(config).map_err(|e| UsageError(e.into()))?;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => return failed(format!("can't start the runtime: {e}")),
     };
@@ -521,11 +525,7 @@ fn run_demo(every: &str, run_for: Option<&str>, dir: Option<PathBuf>) -> Result<
     let run_for = run_for
         .map(|s| parse_duration(s).map_err(|e| UsageError(anyhow::anyhow!("--for: {e}"))))
         .transpose()?;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => return failed(format!("can't start the runtime: {e}")),
     };

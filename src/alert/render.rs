@@ -848,25 +848,9 @@ pub fn clean(s: &str) -> String {
     out
 }
 
-/// Escape for HTML text and double-quoted attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Clean, then escape: the only way text reaches the HTML part.
 fn h(s: &str) -> String {
-    escape_html(&clean(s))
+    crate::escape::html(&clean(s))
 }
 
 /// Clean, on one line: the only way text reaches the text part's fields.

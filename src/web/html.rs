@@ -1,20 +1,6 @@
 //! HTML building blocks: escaping, highlighting, the page frame.
 
-/// Escape text for HTML element content and quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::escape::html as esc;
 
 /// Escape `text` and wrap every occurrence of any of `needles` in `<mark>`.
 /// Ranges are found on the raw text and merged first, so escaping never
