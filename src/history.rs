@@ -150,15 +150,7 @@ fn text(checks: &[StoredCheck], tz: Tz) -> String {
 }
 
 fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    crate::escape::control(s).into_owned()
 }
 
 /// JSON output: an array of stored checks (the check result's fields, plus
