@@ -427,12 +427,17 @@ async fn sip_register(config: &Path, line: &str) -> Result<u8, UsageError> {
         )));
     };
     match cidguard::sip::hooks::register_line(account, Default::default()).await {
+        // The report and errors quote the registrar's reason phrase and
+        // Server header: escaped (the report does it itself).
         Ok(r) => {
             println!("{line}: {r}");
             Ok(if r.registered() { 0 } else { 1 })
         }
         Err(e) => {
-            println!("{line}: registration failed: {e}");
+            println!(
+                "{line}: registration failed: {}",
+                cidguard::escape::control(&e.to_string())
+            );
             Ok(1)
         }
     }
@@ -458,16 +463,21 @@ async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
         ep,
         Default::default(),
         |c| {
+            // Everything but the address and transport came off the wire:
+            // escaped, so an ESC or CR in a header can't act on the terminal.
+            use cidguard::escape::control as esc;
             let to = c.number.as_deref().map_or_else(
-                || format!("{} (stray, answered 404)", c.dialled),
-                str::to_string,
+                || format!("{} (stray, answered 404)", esc(&c.dialled)),
+                |n| esc(n).into_owned(),
             );
             println!(
                 "call {} from {} over {} to {to}",
-                c.call_id, c.source, c.transport
+                esc(&c.call_id),
+                c.source,
+                c.transport
             );
             for (name, value) in &c.headers {
-                println!("  {name}: {value}");
+                println!("  {}: {}", esc(name), esc(value));
             }
         },
         shutdown,

@@ -183,6 +183,11 @@ impl Checker for ReportingChecker {
 /// The result's summary, plus what a passing call presented: a newcomer
 /// should see that "pass" means "Anonymous" or the umbrella agency arrived.
 fn console_summary(r: &CheckResult) -> String {
+    // What arrived is shown escaped, like every value from the wire.
+    crate::escape::control(&console_summary_raw(r)).into_owned()
+}
+
+fn console_summary_raw(r: &CheckResult) -> String {
     if r.outcome != crate::verdict::Outcome::Pass {
         return r.summary();
     }
