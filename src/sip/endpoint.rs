@@ -475,7 +475,7 @@ async fn register_endpoint(
             None
         }
         Err(e) => {
-            warn!(error = %e, "endpoint registration failed");
+            warn!(error = %crate::escape::control(&e.to_string()), "endpoint registration failed");
             None
         }
     };

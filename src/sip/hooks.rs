@@ -48,7 +48,7 @@ pub async fn register_line(
     if let Ok(r) = &report {
         if r.registered() {
             if let Err(e) = line.unregister().await {
-                tracing::warn!(error = %e, "could not remove the test registration");
+                tracing::warn!(error = %crate::escape::control(&e.to_string()), "could not remove the test registration");
             }
         }
     }
