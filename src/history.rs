@@ -175,6 +175,10 @@ fn json(checks: &[StoredCheck]) -> String {
 const CSV_HEADER: &str = "id,started_at,line,trigger,trigger_label,outcome,interrupted,reason,duration_ms,pbx_software,summary";
 
 /// CSV output (RFC 4180), a header row first. Times are UTC RFC 3339.
+/// Control characters in every field are escaped like in the text output
+/// (a PBX's Server header or a reason phrase could otherwise put a raw CR
+/// or ESC into a spreadsheet or a terminal running `cat`), so every record
+/// is one line.
 fn csv(checks: &[StoredCheck]) -> String {
     use crate::check::result::Trigger;
     let mut out = String::from(CSV_HEADER);
@@ -201,7 +205,7 @@ fn csv(checks: &[StoredCheck]) -> String {
             r.pbx_software.clone().unwrap_or_default(),
             r.summary(),
         ];
-        let cells: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        let cells: Vec<String> = fields.iter().map(|f| csv_field(&clean(f))).collect();
         out.push_str(&cells.join(","));
         out.push_str("\r\n");
     }
@@ -235,6 +239,16 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    /// Regression: a raw CR, LF or ESC from a PBX's Server header reached
+    /// the CSV export.
+    #[test]
+    fn csv_cells_have_no_raw_control_characters() {
+        assert_eq!(
+            csv_field(&clean("Asterisk\r\n\u{1b}[2J=1")),
+            "Asterisk\\r\\n\\u{1b}[2J=1"
+        );
     }
 
     #[test]

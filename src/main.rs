@@ -10,7 +10,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use cidguard::check::result::{CheckResult, Trigger};
+use cidguard::check::evidence::EvidenceDir;
+use cidguard::check::result::Trigger;
 use cidguard::check::run::{CheckOptions, Checker};
 use cidguard::config::Config;
 use cidguard::report;
@@ -70,8 +71,12 @@ enum Command {
         #[arg(long)]
         standalone: bool,
         /// Where to write each result's evidence (every SIP message,
-        /// credentials redacted). Default: a `cidguard-evidence` folder in the
-        /// system's temporary directory.
+        /// credentials redacted), one new file per result, mode 0600.
+        /// Default: `evidence` in the state directory (`daemon.state_dir` or
+        /// $STATE_DIRECTORY) when it exists and is writable, else the private
+        /// $XDG_STATE_HOME/cidguard/evidence (~/.local/state/cidguard/evidence).
+        /// A folder given here must not be a symbolic link, must belong to
+        /// you or root, and may be writable by others only with the sticky bit.
         #[arg(long)]
         evidence_dir: Option<PathBuf>,
     },
@@ -342,12 +347,22 @@ async fn check(
         .context("asking the running daemon (use --standalone to check here instead)")
         .map_err(UsageError)?
     };
+    let mut evidence = None;
     let mut results = match from_daemon {
         Some(r) => {
             eprintln!("cidguard: the running daemon ran the checks; results are in its history");
             r
         }
         None => {
+            // Decided before any call is placed, so a refused folder costs
+            // no test calls.
+            let dir = match &evidence_dir {
+                Some(d) => EvidenceDir::named(d),
+                None => EvidenceDir::default_for(&cfg.daemon),
+            }
+            .context("evidence")
+            .map_err(UsageError)?;
+            evidence = Some(dir);
             let cfg = std::sync::Arc::new(cfg.clone());
             let checker = Checker::start(cfg, CheckOptions::default())
                 .await
@@ -360,14 +375,15 @@ async fn check(
             r
         }
     };
-    let dir = evidence_dir.unwrap_or_else(|| std::env::temp_dir().join("cidguard-evidence"));
     for r in &mut results {
         if r.evidence.is_empty() {
             continue;
         }
-        match write_evidence(&dir, r) {
-            Ok(path) => r.evidence_ref = Some(path.display().to_string()),
-            Err(e) => r.notes.push(format!("evidence not saved: {e:#}")),
+        if let Some(dir) = &evidence {
+            match dir.write(r) {
+                Ok(path) => r.evidence_ref = Some(path.display().to_string()),
+                Err(e) => r.notes.push(format!("evidence not saved: {e}")),
+            }
         }
         r.evidence.clear();
     }
@@ -396,30 +412,6 @@ async fn check(
     Ok(report::combined_exit_code(results.iter().map(|r| &r.outcome)) as u8)
 }
 
-/// Save a result's evidence as JSON, readable only by its owner.
-fn write_evidence(dir: &Path, r: &CheckResult) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stamp: String = r
-        .started_at
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
-    let path = dir.join(format!("{}-{}.json", stamp, r.line));
-    let body = serde_json::to_vec_pretty(&r.evidence)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut f, &body)?;
-    Ok(path)
-}
-
 async fn sip_register(config: &Path, line: &str) -> Result<u8, UsageError> {
     let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
     let Some(l) = cfg.line(line) else {
@@ -435,12 +427,17 @@ async fn sip_register(config: &Path, line: &str) -> Result<u8, UsageError> {
         )));
     };
     match cidguard::sip::hooks::register_line(account, Default::default()).await {
+        // The report and errors quote the registrar's reason phrase and
+        // Server header: escaped (the report does it itself).
         Ok(r) => {
             println!("{line}: {r}");
             Ok(if r.registered() { 0 } else { 1 })
         }
         Err(e) => {
-            println!("{line}: registration failed: {e}");
+            println!(
+                "{line}: registration failed: {}",
+                cidguard::escape::control(&e.to_string())
+            );
             Ok(1)
         }
     }
@@ -466,16 +463,21 @@ async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
         ep,
         Default::default(),
         |c| {
+            // Everything but the address and transport came off the wire:
+            // escaped, so an ESC or CR in a header can't act on the terminal.
+            use cidguard::escape::control as esc;
             let to = c.number.as_deref().map_or_else(
-                || format!("{} (stray, answered 404)", c.dialled),
-                str::to_string,
+                || format!("{} (stray, answered 404)", esc(&c.dialled)),
+                |n| esc(n).into_owned(),
             );
             println!(
                 "call {} from {} over {} to {to}",
-                c.call_id, c.source, c.transport
+                esc(&c.call_id),
+                c.source,
+                c.transport
             );
             for (name, value) in &c.headers {
-                println!("  {name}: {value}");
+                println!("  {}: {}", esc(name), esc(value));
             }
         },
         shutdown,

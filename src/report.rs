@@ -1,6 +1,15 @@
 //! Turning verdicts into what people read: a human report and JSON.
+//!
+//! Every value in the text reports that came from a SIP message (header
+//! names and values, reason phrases, Call-IDs, the PBX's product string,
+//! reasons and notes that quote them) goes through [`crate::escape`] on its
+//! way to the terminal, so an ESC, BEL, CR or bidirectional override in a
+//! header shows as `\u{1b}` and can't act on the terminal. JSON output is
+//! escaped by serde and keeps the exact text.
 
 use std::fmt::Write as _;
+
+use crate::escape::{clip, control as esc};
 
 use crate::config::{Config, Expect};
 use crate::verdict::{Kind, Outcome, Policy, Verdict};
@@ -40,16 +49,21 @@ fn outcome_word(o: Outcome) -> &'static str {
 /// A plain-text report of one verdict.
 pub fn human(v: &Verdict, policy: &Policy) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "Line {:?}: expects {}", v.line, policy.expectation());
-    let _ = writeln!(s, "Outcome: {} ({})", outcome_word(v.outcome), v.summary());
+    let _ = writeln!(
+        s,
+        "Line {:?}: expects {}",
+        v.line,
+        esc(&policy.expectation())
+    );
+    let _ = writeln!(
+        s,
+        "Outcome: {} ({})",
+        outcome_word(v.outcome),
+        esc(&v.summary())
+    );
     if !v.presented.identities.is_empty() || v.presented.privacy.is_some() {
         let _ = writeln!(s, "\nPresented:");
-        for id in &v.presented.identities {
-            let _ = writeln!(s, "  {:<22} {}", format!("{}:", id.header), id);
-        }
-        if let Some(p) = &v.presented.privacy {
-            let _ = writeln!(s, "  {:<22} {}", "Privacy:", p);
-        }
+        write_presented(&mut s, &v.presented);
     }
     if !v.findings.is_empty() {
         s.push('\n');
@@ -58,19 +72,24 @@ pub fn human(v: &Verdict, policy: &Policy) -> String {
     if !v.notes.is_empty() {
         let _ = writeln!(s, "\nNotes:");
         for n in &v.notes {
-            let _ = writeln!(s, "  - {n}");
+            let _ = writeln!(s, "  - {}", esc(n));
         }
     }
     s
 }
 
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n).collect();
-        t.push('…');
-        t
+/// The identities a call presented, one per line, escaped.
+fn write_presented(s: &mut String, p: &crate::verdict::Presented) {
+    for id in &p.identities {
+        let _ = writeln!(
+            s,
+            "  {:<22} {}",
+            format!("{}:", esc(&id.header)),
+            esc(&id.to_string())
+        );
+    }
+    if let Some(p) = &p.privacy {
+        let _ = writeln!(s, "  {:<22} {}", "Privacy:", esc(p));
     }
 }
 
@@ -138,13 +157,18 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
 pub fn human_check(r: &crate::check::result::CheckResult, policy: Option<&Policy>) -> String {
     let mut s = String::new();
     let expects = policy.map_or_else(|| r.expected.to_string(), Policy::expectation);
-    let _ = writeln!(s, "Line {:?}: expects {}", r.line, expects);
-    let _ = writeln!(s, "Outcome: {} ({})", outcome_word(r.outcome), r.summary());
-    let _ = writeln!(s, "Started: {} ({} ms)", r.started_at, r.duration_ms);
+    let _ = writeln!(s, "Line {:?}: expects {}", r.line, esc(&expects));
+    let _ = writeln!(
+        s,
+        "Outcome: {} ({})",
+        outcome_word(r.outcome),
+        esc(&r.summary())
+    );
+    let _ = writeln!(s, "Started: {} ({} ms)", esc(&r.started_at), r.duration_ms);
     let c = &r.call;
     if c.call_id.is_some() || c.final_status.is_some() {
         let status = match (c.final_status, &c.final_reason) {
-            (Some(code), Some(reason)) => format!("{code} {reason}"),
+            (Some(code), Some(reason)) => format!("{code} {}", esc(reason)),
             (Some(code), None) => code.to_string(),
             _ => "none".into(),
         };
@@ -154,33 +178,28 @@ pub fn human_check(r: &crate::check::result::CheckResult, policy: Option<&Policy
             "Call: final response {status}; first 1xx after {}, final after {}; Call-ID {}",
             ms(c.first_provisional_ms),
             ms(c.final_response_ms),
-            c.call_id.as_deref().unwrap_or("-")
+            esc(c.call_id.as_deref().unwrap_or("-"))
         );
     }
     if let Some(m) = &c.matching {
-        let _ = writeln!(s, "Matched: {m}");
+        let _ = writeln!(s, "Matched: {}", esc(m));
     }
     if let Some(p) = &r.pbx_software {
-        let _ = writeln!(s, "PBX software: {p}");
+        let _ = writeln!(s, "PBX software: {}", esc(p));
     }
     if !r.presented.identities.is_empty() || r.presented.privacy.is_some() {
         let _ = writeln!(s, "Presented:");
-        for id in &r.presented.identities {
-            let _ = writeln!(s, "  {:<22} {}", format!("{}:", id.header), id);
-        }
-        if let Some(p) = &r.presented.privacy {
-            let _ = writeln!(s, "  {:<22} {}", "Privacy:", p);
-        }
+        write_presented(&mut s, &r.presented);
     }
     write_findings(&mut s, &r.findings);
     if !r.notes.is_empty() {
         let _ = writeln!(s, "Notes:");
         for n in &r.notes {
-            let _ = writeln!(s, "  - {n}");
+            let _ = writeln!(s, "  - {}", esc(n));
         }
     }
     if let Some(e) = &r.evidence_ref {
-        let _ = writeln!(s, "Evidence: {e}");
+        let _ = writeln!(s, "Evidence: {}", esc(e));
     }
     s
 }
@@ -200,8 +219,8 @@ fn write_findings(s: &mut String, findings: &[crate::verdict::Finding]) {
             Kind::Presentation => "wrong presentation".to_string(),
             k => format!("{k} leaked"),
         };
-        let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, f.header);
+        let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, esc(&f.header));
         let _ = writeln!(s, "     value:  {}", clip(&f.value, 160));
-        let _ = writeln!(s, "     why:    {}", f.detail);
+        let _ = writeln!(s, "     why:    {}", esc(&f.detail));
     }
 }

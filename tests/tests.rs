@@ -9,6 +9,7 @@ mod daemon_cli;
 mod daemon_e2e;
 mod demo;
 mod deploy;
+mod local_hygiene;
 mod package;
 mod peers;
 mod sip_ua;

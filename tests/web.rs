@@ -1,6 +1,8 @@
 //! The dashboard and API over HTTP: pages, escaping of hostile values,
 //! auth and cross-site refusal, pagination, metrics, run-now through the
-//! daemon's channel, the OpenAPI document, and a real socket.
+//! daemon's channel, the OpenAPI document, and a real socket; host names
+//! a DNS-rebinding page would use, server-side sessions and where a
+//! sign-in may send the browser.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -918,7 +920,7 @@ Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\
     let check = loop {
         let r = http(
             addr,
-            format!("GET {poll} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            format!("GET {poll} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
         )
         .await;
         let json = &r[r.find("\r\n\r\n").unwrap() + 4..];
@@ -931,7 +933,7 @@ Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\
     };
     let r = http(
         addr,
-        format!("GET /api/v1/checks/{check} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        format!("GET /api/v1/checks/{check} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert!(
@@ -993,4 +995,274 @@ async fn check_via_daemon_fails_when_a_queued_line_has_no_result() {
     let text = err.to_string();
     assert!(text.contains("without checking helpline"), "{text}");
     server.abort();
+}
+
+/// A request naming the host a DNS-rebinding page would use.
+fn with_host(uri: &str, host: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, host)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Regression: the Host header was not checked, so a page whose DNS name
+/// was rebound to the dashboard's address could read the open dashboard
+/// and the evidence JSON. Now: 421 for any name that isn't ours, before
+/// any data is read; IP literals, localhost and `/healthz` still answer.
+#[tokio::test]
+async fn a_dns_rebinding_host_is_refused_before_anything_is_read() {
+    let f = Fixture::new(&["refuge"], false);
+    let id = f
+        .store
+        .record_check(&hostile_result(now()), &Record::default())
+        .unwrap();
+    let app = app(f.state(None));
+    for uri in [
+        "/".to_string(),
+        format!("/checks/{id}/evidence.json"),
+        format!("/api/v1/checks/{id}"),
+        "/api/v1/lines".into(),
+        "/metrics".into(),
+        "/lines/refuge".into(),
+    ] {
+        for host in [
+            "rebind.evil.example:8080",
+            "rebind.evil.example",
+            "localhost.evil.example:8080",
+        ] {
+            let (s, h, body) = send(&app, with_host(&uri, host)).await;
+            assert_eq!(s, StatusCode::MISDIRECTED_REQUEST, "{uri} as {host}");
+            assert!(
+                h[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/plain")
+                    && h.contains_key(header::CONTENT_SECURITY_POLICY),
+                "{h:?}"
+            );
+            assert!(
+                !body.contains("refuge") && !body.contains("script") && !body.contains("evil"),
+                "{body}"
+            );
+        }
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "localhost",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
+            assert_eq!(
+                send(&app, with_host(&uri, host)).await.0,
+                StatusCode::OK,
+                "{uri} as {host}"
+            );
+        }
+    }
+    // Liveness carries no data: any name may ask.
+    assert_eq!(
+        send(&app, with_host("/healthz", "rebind.evil.example"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Two Host headers: refused.
+    let two = Request::get("/")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::HOST, "rebind.evil.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, two).await.0, StatusCode::MISDIRECTED_REQUEST);
+    // The name in public_url is ours.
+    let mut cfg = (*f.cfg).clone();
+    if let Some(d) = cfg.dashboard.as_mut() {
+        d.public_url = Some("https://cidguard.example.org/".into());
+    }
+    let dash = cfg.dashboard.clone().unwrap();
+    let app =
+        cidguard::web::app(AppState::new(f.store.clone(), Arc::new(cfg), &dash, None).unwrap());
+    assert_eq!(
+        send(&app, with_host("/", "cidguard.example.org")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, with_host("/", "other.example.org")).await.0,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+}
+
+/// The same over a real socket: the Host header, and a request line that
+/// names another host in absolute form.
+#[tokio::test]
+async fn a_dns_rebinding_host_is_refused_on_a_real_socket() {
+    let f = Fixture::new(&["refuge"], false);
+    let id = f
+        .store
+        .record_check(&hostile_result(now()), &Record::default())
+        .unwrap();
+    let server = cidguard::web::serve(f.state(None), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let port = addr.port();
+    let get = |target: String, host: String| {
+        http(
+            addr,
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let evidence = format!("/checks/{id}/evidence.json");
+    let r = get(evidence.clone(), format!("rebind.evil.example:{port}")).await;
+    assert!(r.starts_with("HTTP/1.1 421"), "{r}");
+    assert!(!r.contains("INVITE"), "{r}");
+    let r = get(
+        format!("http://rebind.evil.example:{port}{evidence}"),
+        format!("127.0.0.1:{port}"),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 421"), "{r}");
+    let r = get(evidence.clone(), format!("127.0.0.1:{port}")).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("INVITE"), "{r}");
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .unwrap();
+}
+
+/// Sign in with the token (same site); returns the cookie pair to send.
+async fn sign_in(app: &axum::Router, next: &str) -> (StatusCode, axum::http::HeaderMap) {
+    let (s, h, _) = send(
+        app,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::from(format!("token={TOKEN}&next={next}")))
+            .unwrap(),
+    )
+    .await;
+    (s, h)
+}
+
+fn cookie_of(h: &axum::http::HeaderMap) -> String {
+    h[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn read_with(app: &axum::Router, cookie: &str) -> StatusCode {
+    send(
+        app,
+        Request::get("/api/v1/lines")
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .0
+}
+
+/// Regression: every sign-in got the same cookie value, so signing out
+/// revoked nothing. Now each sign-in is its own random session kept by the
+/// server: signing out ends that one (a copy of the cookie is nobody), the
+/// others go on, and a restart ends them all.
+#[tokio::test]
+async fn every_sign_in_is_its_own_session_and_signing_out_ends_it() {
+    let f = Fixture::new(&["refuge"], true);
+    let app = app(f.state(None));
+    let (s, one) = sign_in(&app, "/").await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, two) = sign_in(&app, "/").await;
+    let (one, two) = (cookie_of(&one), cookie_of(&two));
+    assert_ne!(one, two, "two sign-ins, two sessions");
+    let id = one.split_once('=').unwrap().1;
+    assert!(
+        id.len() >= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{one}"
+    );
+    assert_eq!(read_with(&app, &one).await, StatusCode::OK);
+    assert_eq!(read_with(&app, &two).await, StatusCode::OK);
+    let (s, _, _) = send(
+        &app,
+        Request::post("/logout")
+            .header(header::COOKIE, one.clone())
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(
+        read_with(&app, &one).await,
+        StatusCode::UNAUTHORIZED,
+        "signed out"
+    );
+    assert_eq!(
+        read_with(&app, &two).await,
+        StatusCode::OK,
+        "the other sign-in goes on"
+    );
+    // A restart (a new state over the same history) ends every sign-in.
+    let restarted = cidguard::web::app(f.state(None));
+    assert_eq!(read_with(&restarted, &two).await, StatusCode::UNAUTHORIZED);
+}
+
+/// Regression: the 12-hour limit was only the cookie's Max-Age, which a
+/// copied cookie ignores. Now the server ends the session: with the
+/// lifetime shortened to nothing, the cookie is refused at once.
+#[tokio::test]
+async fn an_expired_sign_in_is_refused_by_the_server() {
+    let f = Fixture::new(&["refuge"], true);
+    let state = f.state(None);
+    let app = app(state.clone());
+    let (_, h) = sign_in(&app, "/").await;
+    let fresh = cookie_of(&h);
+    assert!(h[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=43200"));
+    assert_eq!(read_with(&app, &fresh).await, StatusCode::OK);
+    state.set_session_lifetime(Duration::ZERO);
+    let (_, h) = sign_in(&app, "/").await;
+    let expired = cookie_of(&h);
+    assert_eq!(read_with(&app, &expired).await, StatusCode::UNAUTHORIZED);
+    // The earlier sign-in keeps its own 12 hours.
+    assert_eq!(read_with(&app, &fresh).await, StatusCode::OK);
+}
+
+/// Regression: `next=/\t/host` was accepted (browsers drop the tab: that is
+/// //host, another site) and a `next` holding a newline answered 500. Every
+/// such `next` now goes home, and nothing reaches a header but the session.
+#[tokio::test]
+async fn a_sign_in_only_sends_the_browser_to_a_path_on_this_site() {
+    let f = Fixture::new(&["refuge"], true);
+    let app = app(f.state(None));
+    for next in [
+        "/%0d%0aSet-Cookie:x=1",
+        "/%0aLocation:%20https://evil.example/",
+        "/%09/evil.example",
+        "/%5C%5Cevil.example",
+        "/%5Cevil.example",
+        "//evil.example",
+        "https://evil.example/",
+        "evil.example",
+    ] {
+        let (s, h) = sign_in(&app, next).await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(h[header::LOCATION], "/", "{next}");
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 1, "{next}");
+        let (s, _, body) = send(
+            &app,
+            Request::get(format!("/login?next={next}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{next}");
+        assert!(body.contains("name=\"next\" value=\"/\""), "{next}: {body}");
+    }
+    let (_, h) = sign_in(&app, "/lines/refuge%3Fcursor%3Dx").await;
+    assert_eq!(h[header::LOCATION], "/lines/refuge?cursor=x");
 }

@@ -201,8 +201,10 @@ impl TestReport {
         self.result.is_ok()
     }
 
-    /// The human report the command prints.
+    /// The human report the command prints. The server's replies are its
+    /// text, not ours: control characters are escaped.
     pub fn human(&self) -> String {
+        use crate::escape::control as esc;
         use std::fmt::Write as _;
         let mut out = String::new();
         let _ = writeln!(
@@ -218,17 +220,17 @@ impl TestReport {
             .max()
             .unwrap_or(0);
         for s in &self.steps {
-            let _ = writeln!(out, "  {:width$}  {}", s.step, s.reply);
+            let _ = writeln!(out, "  {:width$}  {}", s.step, esc(&s.reply));
         }
         match &self.result {
             Ok(d) => {
                 for r in &d.refused {
-                    let _ = writeln!(out, "Refused recipient {}: {}", r.recipient, r.reply);
+                    let _ = writeln!(out, "Refused recipient {}: {}", r.recipient, esc(&r.reply));
                 }
-                let _ = writeln!(out, "Accepted: {}", d.reply);
+                let _ = writeln!(out, "Accepted: {}", esc(&d.reply));
             }
             Err(e) => {
-                let _ = writeln!(out, "FAILED: {e}");
+                let _ = writeln!(out, "FAILED: {}", esc(&e.to_string()));
             }
         }
         out

@@ -5,8 +5,10 @@
 //! the same thing, and every string goes through the same cleaning on its
 //! way out: control and bidirectional-override characters from SIP messages
 //! (hostile input: anyone can send the endpoint an INVITE) are shown as
-//! `\u{...}` escapes, and the HTML part escapes every character that means
-//! something in HTML. There is no path from a SIP value to raw HTML.
+//! escapes (`\r`, `\u{1b}`, `\u{202e}`: [`crate::escape::control`]; the
+//! subject is one line, so its line breaks are escaped too), and the HTML
+//! part escapes every character that means something in HTML. There is no
+//! path from a SIP value to raw HTML.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -833,19 +835,14 @@ fn one_line(s: &str) -> String {
 }
 
 /// Make untrusted text safe to show: control characters (other than line
-/// breaks) and bidirectional overrides, which can hide or reorder what a
-/// reader sees, become visible `\u{...}` escapes.
-pub fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if (c.is_control() && c != '\n') || bidi {
-            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// breaks, which a text body keeps) and bidirectional overrides, which can
+/// hide or reorder what a reader sees, become visible escapes, through the
+/// one escaper every output uses ([`crate::escape::control`]).
+fn clean(s: &str) -> String {
+    s.split('\n')
+        .map(crate::escape::control)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Clean, then escape: the only way text reaches the HTML part.
@@ -917,7 +914,8 @@ impl Doc {
 
     fn email(&self, subject: String) -> Email {
         Email {
-            subject: truncate(&one_line(&clean(&subject)), 200),
+            // One line: every control character escaped, line breaks too.
+            subject: crate::escape::clip(&subject, 200).into_owned(),
             text: self.text(),
             html: self.html(),
         }
@@ -1207,6 +1205,50 @@ file = {{ dir = "/tmp/x" }}
         assert!(e.html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(!e.html.contains('\u{202e}') && !e.text.contains('\u{202e}'));
         assert!(e.text.contains("\\u{202e}"));
+    }
+
+    /// No raw control, line break or bidirectional override reaches a
+    /// subject or the text part from a reason phrase or a header name.
+    #[test]
+    fn subjects_are_one_line_with_controls_escaped() {
+        let hostile = "403 Forbidden\u{1b}]0;pwned\u{7}\r\nBcc: x@evil.example\u{9b}31m\u{202e}";
+        let raw = |s: &str| {
+            s.chars().find(|c| {
+                c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            })
+        };
+        let mut r = leak_result("x");
+        r.outcome = Outcome::Inconclusive;
+        r.findings.clear();
+        r.reason = Some(format!("registration refused: {hostile}"));
+        let e = renderer(false).cant_test(
+            &r,
+            1,
+            3,
+            at("2025-03-01T09:59:00Z"),
+            &[r.reason.clone().unwrap_or_default()],
+            &LastKnown::Unknown,
+        );
+        assert_eq!(raw(&e.subject), None, "{:?}", e.subject);
+        assert!(e.subject.contains("\\u{1b}]0;pwned\\u{7}"), "{}", e.subject);
+        let body_lines_ok = e.text.lines().all(|l| raw(l).is_none());
+        assert!(body_lines_ok, "{:?}", e.text);
+        assert!(!e.text.contains("\nBcc:"), "{}", e.text);
+        let mut r = leak_result("x");
+        r.findings[0].header = format!("X-Evil{hostile}");
+        let e = renderer(false).leak(
+            &r,
+            1,
+            at("2025-03-01T09:59:00Z"),
+            &LeakBasis::Confirmed { first_check_id: 1 },
+        );
+        assert_eq!(raw(&e.subject), None, "{:?}", e.subject);
+        assert!(
+            e.subject.contains("X-Evil403 Forbidden\\u{1b}"),
+            "{}",
+            e.subject
+        );
+        assert!(e.text.lines().all(|l| raw(l).is_none()), "{:?}", e.text);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! This module holds the pure parts first: [`matching`] (proving an arrival
 //! is the line's own call) and [`token`] (the RFC 4733 media token).
 
+pub mod evidence;
 pub mod matching;
 pub mod result;
 pub mod run;

@@ -22,6 +22,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, info_span, warn, Instrument};
 
+// Call-IDs, dialled numbers and summaries quoting the wire reach the log
+// escaped: a CR could forge a log line, an ESC drive the terminal.
+use crate::escape::control as esc;
+
 use crate::check::matching::{self, Arrival, Match, Placed};
 use crate::check::result::{redact, CallSummary, CheckResult, EvidenceMessage, Trigger};
 use crate::check::token;
@@ -118,7 +122,7 @@ impl CallHandler for Arbiter {
         let key = normalise_number(&call.number);
         let mut windows = lock(&self.windows);
         let Some(w) = windows.get_mut(&key) else {
-            warn!(call_id = %call.call_id, source = %call.source, number = %call.number,
+            warn!(call_id = %esc(&call.call_id), source = %call.source, number = %esc(&call.number),
                 "stray call: no check is waiting for a call to this number; rejected, not judged");
             return Disposition::Reject(self.reject_code);
         };
@@ -136,10 +140,10 @@ impl CallHandler for Arbiter {
         });
         w.changed.notify_waiters();
         if w.seen.len() > 1 {
-            warn!(line = %w.line, call_id = %call.call_id, "a second call arrived during the check window; the check will be inconclusive");
+            warn!(line = %w.line, call_id = %esc(&call.call_id), "a second call arrived during the check window; the check will be inconclusive");
             return Disposition::Reject(self.reject_code);
         }
-        info!(line = %w.line, call_id = %call.call_id, hold_ms = w.hold.as_millis() as u64, "test call arrived");
+        info!(line = %w.line, call_id = %esc(&call.call_id), hold_ms = w.hold.as_millis() as u64, "test call arrived");
         match w.mode {
             Matching::Media => Disposition::Hold {
                 hold: w.hold,
@@ -166,7 +170,7 @@ impl CallHandler for Arbiter {
     }
 
     fn on_stray(&self, call: &StrayCall) {
-        warn!(call_id = %call.call_id, source = %call.source, dialled = %call.dialled,
+        warn!(call_id = %esc(&call.call_id), source = %call.source, dialled = %esc(&call.dialled),
             "stray call to a number that is not the endpoint's; answered 404");
     }
 }
@@ -494,7 +498,7 @@ impl Checker {
         };
         result.pbx_software = pbx_software;
         result.evidence = evidence;
-        info!(outcome = %result.outcome, summary = %result.summary(), "check finished");
+        info!(outcome = %result.outcome, summary = %esc(&result.summary()), "check finished");
         result
     }
 

@@ -933,7 +933,8 @@ impl Daemon {
                             r
                         }
                     };
-                    tracing::info!(outcome = %result.outcome, "{}", result.summary());
+                    // The summary may quote the wire (a reason phrase).
+                    tracing::info!(outcome = %result.outcome, "{}", crate::escape::control(&result.summary()));
                     Done { line, result }
                 }
                 .instrument(span),
@@ -1216,7 +1217,7 @@ impl Daemon {
             Ok(Some(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(pbx = %seen.registrar, "can't ask the PBX for its software: {e}");
+                tracing::warn!(pbx = %seen.registrar, "can't ask the PBX for its software: {}", crate::escape::control(&e.to_string()));
                 return;
             }
         };
@@ -1226,7 +1227,8 @@ impl Daemon {
             .observe_pbx(&seen.registrar, &software, now.timestamp_millis())
         {
             Ok(PbxObservation::Changed { from, .. }) => {
-                tracing::warn!(pbx = %seen.registrar, "PBX software changed from {from:?} to {software:?}: checking its lines now");
+                // The Server header is the PBX's text, not ours: escaped.
+                tracing::warn!(pbx = %seen.registrar, "PBX software changed from \"{}\" to \"{}\": checking its lines now", crate::escape::control(&from), crate::escape::control(&software));
                 let lines: Vec<String> = self
                     .config
                     .lines
@@ -1255,7 +1257,7 @@ impl Daemon {
                 });
             }
             Ok(PbxObservation::First) => {
-                tracing::info!(pbx = %seen.registrar, "PBX runs {software:?}");
+                tracing::info!(pbx = %seen.registrar, "PBX runs \"{}\"", crate::escape::control(&software));
             }
             Ok(PbxObservation::Unchanged) => {}
             Err(e) => tracing::error!("can't record PBX software: {e}"),

@@ -183,6 +183,11 @@ impl Checker for ReportingChecker {
 /// The result's summary, plus what a passing call presented: a newcomer
 /// should see that "pass" means "Anonymous" or the umbrella agency arrived.
 fn console_summary(r: &CheckResult) -> String {
+    // What arrived is shown escaped, like every value from the wire.
+    crate::escape::control(&console_summary_raw(r)).into_owned()
+}
+
+fn console_summary_raw(r: &CheckResult) -> String {
     if r.outcome != crate::verdict::Outcome::Pass {
         return r.summary();
     }
@@ -222,6 +227,37 @@ fn folder(path: &Path) -> Result<(), DemoError> {
     })
 }
 
+/// A new folder of our own in the temporary directory, 0700: created here
+/// (never one that already exists, nor through a link someone planted at
+/// that name), with random bits in its name so it can't be prepared in
+/// advance.
+fn new_private_folder() -> Result<PathBuf, DemoError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut last = None;
+    for _ in 0..4 {
+        let path = std::env::temp_dir().join(format!(
+            "cidguard-demo-{}-{stamp}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => return Ok(path),
+            Err(source) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                last = Some(DemoError::Folder { path, source });
+            }
+            Err(source) => return Err(DemoError::Folder { path, source }),
+        }
+    }
+    Err(last.unwrap_or_else(|| DemoError::Folder {
+        path: std::env::temp_dir(),
+        source: std::io::ErrorKind::AlreadyExists.into(),
+    }))
+}
+
 /// A free UDP port on loopback for the endpoint. The endpoint binds it
 /// itself from the config, so the port is released first; another program
 /// grabbing it in between is possible but the start then fails loudly.
@@ -245,13 +281,7 @@ fn toml_string(p: &Path) -> String {
 fn prepare(opts: &Options, pbx_addr: SocketAddr, endpoint: SocketAddr) -> Result<Setup, DemoError> {
     let dir = match &opts.dir {
         Some(d) => d.clone(),
-        None => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            std::env::temp_dir().join(format!("cidguard-demo-{}-{stamp}", std::process::id()))
-        }
+        None => new_private_folder()?,
     };
     let mail = dir.join("mail");
     let state = dir.join("state");
@@ -587,6 +617,24 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the demo's folder had a guessable name and was created
+    /// with create_dir_all, so a folder or link planted under that name in
+    /// the shared temporary directory was used.
+    #[test]
+    fn the_demo_folder_is_new_private_and_unguessable() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = new_private_folder().unwrap();
+        let b = new_private_folder().unwrap();
+        let modes: Vec<u32> = [&a, &b]
+            .iter()
+            .map(|p| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777)
+            .collect();
+        let _ = std::fs::remove_dir(&a);
+        let _ = std::fs::remove_dir(&b);
+        assert_ne!(a, b);
+        assert_eq!(modes, [0o700, 0o700]);
+    }
 
     #[test]
     fn schedules_for_every() {

@@ -475,7 +475,7 @@ async fn register_endpoint(
             None
         }
         Err(e) => {
-            warn!(error = %e, "endpoint registration failed");
+            warn!(error = %crate::escape::control(&e.to_string()), "endpoint registration failed");
             None
         }
     };
@@ -788,7 +788,7 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
     let call_id = m.call_id().unwrap_or_default().to_string();
     let Some(number) = matched else {
         shared.counters.stray.fetch_add(1, Ordering::Relaxed);
-        info!(%call_id, %dialled, source = %req.inbound.flow.remote, "stray call (not one of our numbers)");
+        info!(call_id = %crate::escape::control(&call_id), dialled = %crate::escape::control(&dialled), source = %req.inbound.flow.remote, "stray call (not one of our numbers)");
         let stray = StrayCall {
             call_id,
             dialled,
@@ -821,7 +821,7 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
     let rtp = match UdpSocket::bind(SocketAddr::new(rtp_ip, 0)).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            warn!(%call_id, error = %e, "can't bind an RTP socket");
+            warn!(call_id = %crate::escape::control(&call_id), error = %e, "can't bind an RTP socket");
             respond(shared, req, 500, None).await;
             return;
         }
@@ -865,10 +865,10 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
     let active = shared.counters.active.fetch_add(1, Ordering::Relaxed) + 1;
     shared.counters.peak.fetch_max(active, Ordering::Relaxed);
     shared.counters.calls.fetch_add(1, Ordering::Relaxed);
-    info!(%call_id, number = %call.number, source = %call.source, transport = %call.transport, ?disposition, "call arrived");
+    info!(call_id = %crate::escape::control(&call_id), number = %call.number, source = %call.source, transport = %call.transport, ?disposition, "call arrived");
 
     let shared2 = shared.clone();
-    let span = info_span!("endpoint_call", %call_id);
+    let span = info_span!("endpoint_call", call_id = %crate::escape::control(&call_id));
     let task = tokio::spawn(run_call(shared.clone(), req, call, disposition, rx).instrument(span));
     // Supervise: whatever happens to the call task, the call is removed
     // and counted, so a panic can't leak a slot.
@@ -876,7 +876,7 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
         if let Err(e) = task.await {
             if e.is_panic() {
                 shared2.counters.task_panics.fetch_add(1, Ordering::Relaxed);
-                warn!(%call_id, "call task panicked");
+                warn!(call_id = %crate::escape::control(&call_id), "call task panicked");
             }
         }
         lock(&shared2.calls).remove(&call_id);

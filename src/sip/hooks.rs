@@ -20,15 +20,18 @@ use super::uac::{Line, LineOptions, RegisterReport, UacError};
 
 impl fmt::Display for RegisterReport {
     /// One line for a person: status, lifetime granted, and the PBX's
-    /// product string (which often names its version).
+    /// product string (which often names its version). The reason phrase
+    /// and the product string come from the wire: control characters are
+    /// escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.status, self.reason)?;
+        use crate::escape::control as esc;
+        write!(f, "{} {}", self.status, esc(&self.reason))?;
         if let Some(e) = self.expires {
             write!(f, ", registered for {}s", e.as_secs())?;
         }
         write!(f, " after {} REGISTER(s)", self.attempts)?;
         match &self.server {
-            Some(s) => write!(f, "; registrar says it is {s:?}"),
+            Some(s) => write!(f, "; registrar says it is \"{}\"", esc(s)),
             None => write!(f, "; registrar sent no Server or User-Agent"),
         }
     }
@@ -45,7 +48,7 @@ pub async fn register_line(
     if let Ok(r) = &report {
         if r.registered() {
             if let Err(e) = line.unregister().await {
-                tracing::warn!(error = %e, "could not remove the test registration");
+                tracing::warn!(error = %crate::escape::control(&e.to_string()), "could not remove the test registration");
             }
         }
     }

@@ -366,7 +366,7 @@ impl Stack {
         stamp_received(&mut m);
         let method = m.message.method().unwrap_or_default().to_string();
         if let Some(code) = malformed(&m.message) {
-            debug!(%method, code, remote = %m.flow.remote, "malformed request");
+            debug!(method = %crate::escape::control(&method), code, remote = %m.flow.remote, "malformed request");
             if method != "ACK" {
                 self.respond_stateless(&m, code, None).await;
             }
@@ -886,7 +886,7 @@ impl ServerTask {
                         }
                         ServerEvent::Abandoned => {
                             if final_code.is_none() {
-                                warn!(call_id = %self.call_id, "request left unanswered; sending 500");
+                                warn!(call_id = %crate::escape::control(&self.call_id), "request left unanswered; sending 500");
                                 let r = response_to(&self.request, 500, Some(&super::build::new_tag()));
                                 {
                                     let mut s = lock(&self.shared);
@@ -924,7 +924,7 @@ impl ServerTask {
                         let r = response_to(&self.request, 500, Some(&super::build::new_tag()));
                         let _ = self.stack.transports().send_on(&self.flow, &r.to_bytes()).await;
                     } else if retransmit_at != far {
-                        debug!(call_id = %self.call_id, "no ACK for the final response");
+                        debug!(call_id = %crate::escape::control(&self.call_id), "no ACK for the final response");
                     }
                     break;
                 }
@@ -938,7 +938,7 @@ impl ServerTask {
         let last = lock(&self.shared).last.clone();
         if let Some(b) = last {
             if let Err(e) = self.stack.transports().send_on(&self.flow, &b).await {
-                debug!(call_id = %self.call_id, error = %e, "response retransmission failed");
+                debug!(call_id = %crate::escape::control(&self.call_id), error = %e, "response retransmission failed");
             }
         }
     }

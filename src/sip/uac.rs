@@ -840,7 +840,7 @@ impl Line {
                         Duration::from_secs(30)
                     }
                     Err(e) => {
-                        warn!(error = %e, "registration refresh failed");
+                        warn!(error = %crate::escape::control(&e.to_string()), "registration refresh failed");
                         Duration::from_secs(30)
                     }
                 };

@@ -174,7 +174,7 @@ pub fn login_form(next: &str, wrong: bool) -> String {
 <input id=\"login-token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
 <p><button type=\"submit\">Sign in</button></p></form>\
 <p>The token is <code>dashboard.token</code> in cidguard's configuration. Signing in \
-lasts 12 hours or until cidguard restarts.</p>",
+lasts 12 hours, until you sign out, or until cidguard restarts.</p>",
         if wrong {
             "<p class=\"notice\" role=\"alert\">That token is not right.</p>"
         } else {

@@ -7,16 +7,20 @@
 //! escaped through [`html::esc`] before it reaches a page.
 //!
 //! Reading is open unless `read_auth` is set; anything that changes state
-//! needs the token (a bearer header or a form field) and is refused from
-//! other sites, so a page elsewhere can't make a browser run checks.
+//! needs the token (a bearer header, a form field, or a sign-in session)
+//! and is refused from other sites, so a page elsewhere can't make a
+//! browser run checks. A request naming a host the dashboard is not served
+//! under is refused before anything else (421), so a page that rebinds its
+//! own DNS name to this address can't read the dashboard either.
 
 pub mod client;
 pub mod html;
 mod pages;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -142,11 +146,11 @@ struct Inner {
     store: Arc<Store>,
     config: Arc<Config>,
     token: Option<String>,
-    /// The sign-in cookie's value: a hash of the token with a key made at
-    /// start, so it proves the token was given without being the token,
-    /// and every sign-in ends when the daemon restarts.
-    session: Option<String>,
+    /// Signed-in browsers, kept here only: a restart ends every sign-in.
+    sessions: Mutex<Sessions>,
     read_auth: bool,
+    /// The host names and addresses requests may name (DNS rebinding).
+    hosts: AllowedHosts,
     runs_tx: Option<mpsc::Sender<RunRequest>>,
     /// `scheme://host[:port]` of `public_url`: requests a proxy forwards
     /// carry this origin while the Host header names the backend.
@@ -193,24 +197,14 @@ impl AppState {
                     .map(|s| (l.name.clone(), s))
             })
             .collect();
-        let session = token.as_ref().map(|t| {
-            use sha2::{Digest, Sha256};
-            let key: [u8; 32] = rand::random();
-            let mut h = Sha256::new();
-            h.update(key);
-            h.update(t.as_bytes());
-            h.finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
                 config,
                 token,
-                session,
+                sessions: Mutex::new(Sessions::new(SESSION_LIFETIME)),
                 read_auth: dash.read_auth,
+                hosts: AllowedHosts::new(dash),
                 runs_tx,
                 public_origin: dash.public_url.as_deref().map(|u| {
                     let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
@@ -233,6 +227,19 @@ impl AppState {
 
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunInfo>> {
         self.inner.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long a sign-in lasts from now on (12 hours unless changed; the
+    /// tests shorten it to see expiry enforced by the server).
+    pub fn set_session_lifetime(&self, lifetime: Duration) {
+        self.sessions().lifetime = lifetime;
     }
 
     /// When a line's schedule next fires after `now` (the daemon adds its
@@ -299,8 +306,131 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             read_guard,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host_guard,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// The names a request's Host may give. The point is DNS rebinding: a
+/// page on `evil.example` whose name the attacker re-points at this
+/// address is same-origin with itself, so the browser lets it read the
+/// answers; only the Host header (`evil.example`) gives it away. Rebinding
+/// needs a name, so IP literals are safe; names are allowed only when they
+/// are ours: `localhost` and `public_url`'s host. Ports are not compared:
+/// they don't make a name any more ours, and an ssh tunnel or a proxy
+/// shows the dashboard under another port.
+struct AllowedHosts {
+    /// The address the dashboard listens on: from `listen`, or from the
+    /// socket once bound (a `listen` that names a host).
+    listen: OnceLock<IpAddr>,
+    /// `public_url`'s host, lower case, without brackets or port.
+    public: Option<String>,
+}
+
+impl AllowedHosts {
+    fn new(dash: &Dashboard) -> AllowedHosts {
+        let listen = OnceLock::new();
+        if let Ok(a) = dash.listen.parse::<std::net::SocketAddr>() {
+            let _ = listen.set(a.ip());
+        }
+        let public = dash.public_url.as_deref().and_then(|u| {
+            let rest = u.split_once("://").map_or(u, |(_, r)| r);
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            // user:password@host is not a host.
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            split_host(host).map(|(name, _)| name)
+        });
+        AllowedHosts { listen, public }
+    }
+
+    /// Whether a Host header value names this dashboard.
+    fn allows(&self, host: &str) -> bool {
+        let Some((name, _port)) = split_host(host) else {
+            return false;
+        };
+        if name == "localhost" || self.public.as_deref() == Some(name.as_str()) {
+            return true;
+        }
+        let Ok(ip) = name.parse::<IpAddr>() else {
+            return false;
+        };
+        match self.listen.get() {
+            _ if ip.is_loopback() => true,
+            // Listening on every interface: which addresses the machine
+            // has can't all be known, and an address is never rebound.
+            Some(l) if l.is_unspecified() => true,
+            Some(l) => *l == ip,
+            None => false,
+        }
+    }
+}
+
+/// A Host header value as (lower-case name or address without brackets,
+/// port); None when it is not one (empty, a bare IPv6 address, a bad port,
+/// characters no host name has).
+fn split_host(h: &str) -> Option<(String, Option<u16>)> {
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (inside, port)
+    } else {
+        match h.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    let port = match port {
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+        None => None,
+    };
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    ok.then(|| (name.to_ascii_lowercase(), port))
+}
+
+/// Refuse a request for a host this dashboard is not (421 Misdirected
+/// Request, a short plain answer). `/healthz` is exempt: it carries no
+/// data, and monitors may reach it by any name.
+async fn host_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header_ok = match (hosts.next(), hosts.next()) {
+        // No Host at all: not a browser (every browser sends one), so not
+        // a rebinding page; in-process calls and HTTP/1.0 tools.
+        (None, _) => true,
+        (Some(h), None) => h.to_str().is_ok_and(|h| st.inner.hosts.allows(h)),
+        // Two Host headers: which one a proxy believed is anyone's guess.
+        (Some(_), Some(_)) => false,
+    };
+    // A request line in absolute form names its host too.
+    let uri_ok = req
+        .uri()
+        .authority()
+        .is_none_or(|a| st.inner.hosts.allows(a.as_str()));
+    if header_ok && uri_ok {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "This dashboard is not served under that host name. Use its address (or localhost, or its public_url).\n",
+    )
+        .into_response()
 }
 
 /// Headers on every response, errors included.
@@ -356,21 +486,80 @@ async fn read_guard(State(st): State<AppState>, req: Request, next: Next) -> Res
 
 /// The sign-in cookie's name.
 const SESSION_COOKIE: &str = "cidguard_session";
-/// How long a sign-in lasts (a restart ends it sooner).
-const SESSION_MAX_AGE_S: u64 = 12 * 60 * 60;
+/// How long a sign-in lasts, enforced here (the cookie's Max-Age only asks
+/// the browser); a restart or signing out ends it sooner.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+/// Sign-ins kept at once; beyond this the one ending soonest is dropped, so
+/// repeated sign-ins can't grow memory without bound.
+const SESSIONS_MAX: usize = 1000;
 
-/// The request carries the sign-in cookie.
-fn session_ok(st: &AppState, headers: &HeaderMap) -> bool {
-    let Some(expected) = &st.inner.session else {
-        return false;
-    };
+/// Signed-in browsers: each sign-in gets its own random id, and only ids
+/// found here with time left are signed in. Ids are never logged.
+struct Sessions {
+    /// Session id (256 random bits, hex) to when the sign-in ends.
+    ends: HashMap<String, Instant>,
+    /// How long a new sign-in lasts.
+    lifetime: Duration,
+}
+
+impl Sessions {
+    fn new(lifetime: Duration) -> Sessions {
+        Sessions {
+            ends: HashMap::new(),
+            lifetime,
+        }
+    }
+
+    /// A new sign-in at `now`; returns its id.
+    fn start(&mut self, now: Instant) -> String {
+        self.ends.retain(|_, end| *end > now);
+        while self.ends.len() >= SESSIONS_MAX {
+            let Some(oldest) = self
+                .ends
+                .iter()
+                .min_by_key(|(_, end)| **end)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            self.ends.remove(&oldest);
+        }
+        let bytes: [u8; 32] = rand::random();
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Past the end of time: a lifetime too long for the clock ends now.
+        let end = now.checked_add(self.lifetime).unwrap_or(now);
+        self.ends.insert(id.clone(), end);
+        id
+    }
+
+    /// Whether `id` is a sign-in with time left at `now`.
+    fn valid(&self, id: &str, now: Instant) -> bool {
+        self.ends.get(id).is_some_and(|end| *end > now)
+    }
+
+    /// Sign out: the id is nobody from now on.
+    fn end(&mut self, id: &str) {
+        self.ends.remove(id);
+    }
+}
+
+/// The sign-in cookie values a request carries.
+fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .any(|(name, value)| name == SESSION_COOKIE && token_eq(value, expected))
+        .filter(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// The request carries the cookie of a sign-in that has not ended.
+fn session_ok(st: &AppState, headers: &HeaderMap) -> bool {
+    let now = Instant::now();
+    let sessions = st.sessions();
+    session_cookies(headers).any(|id| sessions.valid(id, now))
 }
 
 /// The token as a bearer header, or the sign-in cookie.
@@ -391,13 +580,37 @@ pub(crate) fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Where to go after signing in: a path on this site only, never another
-/// site (`//host`, `/\host`, `https://...`).
+/// Where to go after signing in: a path on this site only, else `/`. It
+/// must start with one `/` (not `//host` or `/\host`, which browsers read
+/// as another site, nor `https://...`), and have no backslash and no
+/// control character anywhere (browsers drop a tab or newline inside a URL,
+/// so `/\t/host` is `//host`; a CR or LF must never reach a header).
+/// Anything outside printable ASCII is percent-encoded, so the result is
+/// always a valid Location header.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".to_string(),
+    let home = || "/".to_string();
+    let Some(n) = next else {
+        return home();
+    };
+    let second = n.chars().nth(1);
+    if !n.starts_with('/')
+        || matches!(second, Some('/' | '\\'))
+        || n.chars().any(|c| c.is_control() || c == '\\')
+    {
+        return home();
     }
+    let mut out = String::with_capacity(n.len());
+    for c in n.chars() {
+        if c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
 }
 
 /// Compare without stopping at the first difference, so timing doesn't
@@ -476,7 +689,7 @@ async fn login(
     Form(f): Form<LoginForm>,
 ) -> WebResult<Response> {
     same_origin(&st, &headers)?;
-    let (Some(expected), Some(session)) = (&st.inner.token, &st.inner.session) else {
+    let Some(expected) = &st.inner.token else {
         return Err(WebError::Unauthorized);
     };
     let next = safe_next(f.next.as_deref());
@@ -494,8 +707,12 @@ async fn login(
     } else {
         ""
     };
+    let (session, max_age) = {
+        let mut sessions = st.sessions();
+        (sessions.start(Instant::now()), sessions.lifetime.as_secs())
+    };
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_MAX_AGE_S}{secure}"
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     );
     let mut r = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -504,8 +721,16 @@ async fn login(
     Ok(r)
 }
 
+/// Sign out: the session ends on the server (a copy of the cookie is
+/// nobody from now on), and the browser is told to forget it.
 async fn logout(State(st): State<AppState>, headers: HeaderMap) -> WebResult<Response> {
     same_origin(&st, &headers)?;
+    {
+        let mut sessions = st.sessions();
+        for id in session_cookies(&headers) {
+            sessions.end(id);
+        }
+    }
     let mut r = Redirect::to("/").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -1160,6 +1385,8 @@ pub async fn serve(state: AppState, listen: &str) -> Result<Server, String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("can't listen on {listen}: {e}"))?;
+    // A `listen` that named a host: the address it became.
+    let _ = state.inner.hosts.listen.set(addr.ip());
     tracing::info!("dashboard at http://{addr}/");
     let (stop, mut stopped) = watch::channel(false);
     let router = app(state);
@@ -1175,4 +1402,126 @@ pub async fn serve(state: AppState, listen: &str) -> Result<Server, String> {
         }
     });
     Ok(Server { stop, task, addr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `next=/\t/host` was accepted (browsers drop the tab and
+    /// go to //host), and a newline in `next` answered 500.
+    #[test]
+    fn next_is_a_path_on_this_site_or_home() {
+        for (given, want) in [
+            ("/lines/refuge?cursor=x", "/lines/refuge?cursor=x"),
+            ("/", "/"),
+            ("/checks/1#x", "/checks/1#x"),
+            ("/lines/r%C3%A9fuge", "/lines/r%C3%A9fuge"),
+            // Outside printable ASCII: encoded, so always a valid header.
+            ("/lines/réfuge now", "/lines/r%C3%A9fuge%20now"),
+            ("//evil.example/", "/"),
+            ("/\\evil.example", "/"),
+            ("/\t/evil.example", "/"),
+            ("/a\\b", "/"),
+            ("/\r\nSet-Cookie: x=1", "/"),
+            ("/x\u{7f}", "/"),
+            ("/x\u{9b}", "/"),
+            ("https://evil.example/", "/"),
+            ("javascript:alert(1)", "/"),
+            ("evil.example", "/"),
+            ("", "/"),
+        ] {
+            assert_eq!(safe_next(Some(given)), want, "{given:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn host_names_are_split_and_checked() {
+        assert_eq!(
+            split_host("LocalHost:8080"),
+            Some(("localhost".into(), Some(8080)))
+        );
+        assert_eq!(split_host("[::1]:80"), Some(("::1".into(), Some(80))));
+        assert_eq!(split_host("[::1]"), Some(("::1".into(), None)));
+        for bad in [
+            "", ":80", "::1", "[::1", "[nope]", "a:b:c", "a:", "a:99999", "a b", "a%2eb", "a/b",
+        ] {
+            assert_eq!(split_host(bad), None, "{bad:?}");
+        }
+        let dash = |listen: &str, public: Option<&str>| Dashboard {
+            listen: listen.into(),
+            public_url: public.map(str::to_string),
+            ..Dashboard::default()
+        };
+        let loopback = AllowedHosts::new(&dash("127.0.0.1:8080", None));
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "127.0.0.1:9000",
+            "localhost",
+            "localhost:8080",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(loopback.allows(ok), "{ok}");
+        }
+        for no in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "192.0.2.1:8080",
+            "localhost.",
+        ] {
+            assert!(!loopback.allows(no), "{no}");
+        }
+        let public = AllowedHosts::new(&dash(
+            "192.0.2.5:8080",
+            Some("https://admin@Dash.Example.org:8443/cidguard/"),
+        ));
+        for ok in [
+            "dash.example.org",
+            "dash.example.org:8443",
+            "192.0.2.5:8080",
+            "127.0.0.1:8080",
+        ] {
+            assert!(public.allows(ok), "{ok}");
+        }
+        for no in ["192.0.2.6:8080", "example.org", "evil.example"] {
+            assert!(!public.allows(no), "{no}");
+        }
+        // Every interface: any address, but still no foreign names.
+        let any = AllowedHosts::new(&dash("0.0.0.0:8080", None));
+        assert!(any.allows("192.0.2.6:8080") && any.allows("[2001:db8::1]:8080"));
+        assert!(!any.allows("evil.example:8080"));
+    }
+
+    #[test]
+    fn sessions_are_random_expire_and_end() {
+        let mut s = Sessions::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let a = s.start(t0);
+        let b = s.start(t0);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(s.valid(&a, t0 + Duration::from_secs(59)));
+        assert!(!s.valid(&a, t0 + Duration::from_secs(60)));
+        s.end(&b);
+        assert!(!s.valid(&b, t0));
+        assert!(!s.valid("", t0) && !s.valid("00", t0));
+    }
+
+    #[test]
+    fn sessions_are_bounded_dropping_the_oldest() {
+        let mut s = Sessions::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let first = s.start(t0);
+        let ids: Vec<String> = (1..=SESSIONS_MAX as u64)
+            .map(|i| s.start(t0 + Duration::from_millis(i)))
+            .collect();
+        assert_eq!(s.ends.len(), SESSIONS_MAX);
+        assert!(!s.valid(&first, t0));
+        assert!(ids.iter().all(|id| s.valid(id, t0)));
+    }
 }
