@@ -135,6 +135,25 @@ fn utf8_units(b: &[u8]) -> impl Iterator<Item = Unit> + '_ {
     })
 }
 
+/// Every digit except the last two becomes `•`: how a number that must not
+/// be shown in full (a stranger's, or the organisation's on a chat channel)
+/// is written for people. Other characters are kept, so the shape stays.
+pub fn mask_digits(s: &str) -> String {
+    let total = s.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + 2 <= total {
+                    return '•';
+                }
+            }
+            c
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +187,12 @@ mod tests {
         assert_eq!(bytes(&[0u8; 1000], 12), "\\u{0}\\u{0}…");
         assert_eq!(bytes(b"\\\xff", 5), "\\\\xff");
         assert_eq!(bytes(b"", 5), "");
+    }
+
+    #[test]
+    fn masking_keeps_the_last_two_digits() {
+        assert_eq!(mask_digits("+61 4 9157 0156"), "+•• • •••• ••56");
+        assert_eq!(mask_digits("42"), "42");
+        assert_eq!(mask_digits("anonymous"), "anonymous");
     }
 }

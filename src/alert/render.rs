@@ -143,7 +143,7 @@ impl Renderer {
         labels.sort_by_key(|l| std::cmp::Reverse(l.len()));
         for l in labels {
             if l.chars().filter(char::is_ascii_digit).count() > 2 && out.contains(l) {
-                out = out.replace(l, &mask_digits(l));
+                out = out.replace(l, &crate::escape::mask_digits(l));
             }
         }
         // Then every other form the verdict engine recognises (E.164,
@@ -161,7 +161,7 @@ impl Renderer {
                 break;
             }
             for w in hits {
-                out = out.replace(&w, &mask_digits(&w));
+                out = out.replace(&w, &crate::escape::mask_digits(&w));
             }
         }
         out
@@ -801,23 +801,6 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
-}
-
-/// Every digit except the last two becomes `•`.
-fn mask_digits(s: &str) -> String {
-    let total = s.chars().filter(char::is_ascii_digit).count();
-    let mut seen = 0;
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_digit() {
-                seen += 1;
-                if seen + 2 <= total {
-                    return '•';
-                }
-            }
-            c
-        })
-        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> String {

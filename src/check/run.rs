@@ -170,7 +170,7 @@ impl CallHandler for Arbiter {
     }
 
     fn on_stray(&self, call: &StrayCall) {
-        warn!(call_id = %esc(&call.call_id), source = %call.source, dialled = %esc(&call.dialled),
+        warn!(call_id = %esc(&call.call_id), source = %call.source, dialled = %esc(&crate::escape::mask_digits(&call.dialled)),
             "stray call to a number that is not the endpoint's; answered 404");
     }
 }

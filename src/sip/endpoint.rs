@@ -788,7 +788,7 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
     let call_id = m.call_id().unwrap_or_default().to_string();
     let Some(number) = matched else {
         shared.counters.stray.fetch_add(1, Ordering::Relaxed);
-        info!(call_id = %crate::escape::control(&call_id), dialled = %crate::escape::control(&dialled), source = %req.inbound.flow.remote, "stray call (not one of our numbers)");
+        info!(call_id = %crate::escape::control(&call_id), dialled = %crate::escape::control(&crate::escape::mask_digits(&dialled)), source = %req.inbound.flow.remote, "stray call (not one of our numbers)");
         let stray = StrayCall {
             call_id,
             dialled,
