@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod package;
 mod peers;
+mod rfc4475;
 mod sip_ua;
 mod store;
 mod support;
