@@ -286,15 +286,18 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
         };
     };
     match sniff_content_length(&buf[..end]) {
-        Ok(Some(len)) => {
-            if end + len > MAX_MESSAGE {
-                Frame::Invalid("message too large")
-            } else if buf.len() >= end + len {
-                Frame::Complete(end + len)
-            } else {
-                Frame::Incomplete
+        // Checked: a Content-Length near 2^64 must not wrap to a small total
+        // (tests/fixtures/fuzz/content-length-near-2-64.sip).
+        Ok(Some(len)) => match end.checked_add(len) {
+            Some(total) if total <= MAX_MESSAGE => {
+                if buf.len() >= total {
+                    Frame::Complete(total)
+                } else {
+                    Frame::Incomplete
+                }
             }
-        }
+            _ => Frame::Invalid("message too large"),
+        },
         Ok(None) => Frame::Invalid("no Content-Length on a stream transport"),
         Err(_) => Frame::Invalid("unreadable Content-Length"),
     }
