@@ -5,8 +5,10 @@
 //! checks, the header readers and the verdict engine for a withheld and an
 //! umbrella line.
 //!
-//! Properties: nothing panics; no case takes longer than the case limit (a
-//! watchdog names the case); framing always consumes a length within the
+//! Properties: nothing panics; no case uses more than the case limit of CPU
+//! time (measured on the fuzzing thread, so a loaded machine doesn't fail
+//! it), and a watchdog names any case still running after the hang limit
+//! of wall time; framing always consumes a length within the
 //! buffer or asks for more, and chunked framing delivers exactly the
 //! messages whole framing does; and a mutated message in which one of the
 //! organisation's numbers is still intact never passes.
@@ -19,7 +21,8 @@
 //! Environment: `CIDGUARD_FUZZ_CASES` (how many random cases, default sized
 //! for about a minute in a debug build on a busy 2-core machine),
 //! `CIDGUARD_FUZZ_SEED` (another seed), `CIDGUARD_FUZZ_CASE` (replay one
-//! case), `CIDGUARD_FUZZ_LIMIT_MS` (the per-case limit, default 1000).
+//! case), `CIDGUARD_FUZZ_LIMIT_MS` (the per-case CPU limit, default 1000),
+//! `CIDGUARD_FUZZ_HANG_MS` (the wall-time hang limit, default 20000).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -470,6 +473,23 @@ fn report(seed: u64, case: Option<u64>, what: &str, bytes: &[u8], why: &str) -> 
     )
 }
 
+/// CPU time used by the calling thread so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// Runs `work` on a thread, failing if one case runs past the limit.
 fn with_watchdog(
     t0: Instant,
@@ -505,7 +525,7 @@ fn with_watchdog(
             // The stuck thread is left behind; the test process ends with
             // the failure.
             return Err(format!(
-                "a case ran for more than {limit:?} (a hang or a slow path):\n  {}\n  bytes ({}): {}",
+                "a case ran for more than {limit:?} of wall time (a hang):\n  {}\n  bytes ({}): {}",
                 c.what,
                 c.bytes.len(),
                 escape::bytes(&c.bytes, 4000)
@@ -520,7 +540,8 @@ fn fuzz_mutations() {
     let seed = env_u64("CIDGUARD_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
     let cases = env_u64("CIDGUARD_FUZZ_CASES").unwrap_or(DEFAULT_CASES);
     let only = env_u64("CIDGUARD_FUZZ_CASE");
-    let limit = Duration::from_millis(env_u64("CIDGUARD_FUZZ_LIMIT_MS").unwrap_or(1000));
+    let cpu_limit = Duration::from_millis(env_u64("CIDGUARD_FUZZ_LIMIT_MS").unwrap_or(1000));
+    let limit = Duration::from_millis(env_u64("CIDGUARD_FUZZ_HANG_MS").unwrap_or(20_000));
     let current = Arc::new(Mutex::new(Current::default()));
     let started = Arc::new(AtomicU64::new(0));
     let (cur, st) = (current.clone(), started.clone());
@@ -542,9 +563,18 @@ fn fuzz_mutations() {
             }
             let ms = u64::try_from(w0.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
             st.store(ms + 1, Ordering::SeqCst);
+            let cpu0 = thread_cpu_time();
             let r = catch_unwind(AssertUnwindSafe(|| check(&bytes, &policies)));
+            let cpu = thread_cpu_time().saturating_sub(cpu0);
             st.store(0, Ordering::SeqCst);
             match r {
+                Ok(Ok(())) if cpu > cpu_limit => Err(report(
+                    seed,
+                    case,
+                    &what,
+                    &bytes,
+                    &format!("the case used {cpu:?} of CPU time (limit {cpu_limit:?}): a slow path"),
+                )),
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(why)) => Err(report(seed, case, &what, &bytes, &why)),
                 Err(_) => Err(report(seed, case, &what, &bytes, "panic (message above)")),
