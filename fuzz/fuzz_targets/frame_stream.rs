@@ -16,7 +16,10 @@ fn frame_all(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
         buf.extend_from_slice(chunk);
         loop {
             calls += 1;
-            assert!(calls <= total + chunks.len() + 1, "framing makes no progress");
+            assert!(
+                calls <= total + chunks.len() + 1,
+                "framing makes no progress"
+            );
             match frame_stream(&buf) {
                 Frame::Complete(n) => {
                     assert!(n > 0 && n <= buf.len(), "Complete({n}) of {}", buf.len());

@@ -22,14 +22,16 @@ fn policies() -> &'static [Policy] {
 /// The organisation's number as the fixtures write it, with no digit
 /// either side.
 fn intact_org_number(m: &[u8]) -> bool {
-    ["+61370100142", "0370100142", "61370100142"].iter().any(|form| {
-        let f = form.as_bytes();
-        m.windows(f.len()).enumerate().any(|(i, w)| {
-            w == f
-                && (i == 0 || !m[i - 1].is_ascii_digit())
-                && m.get(i + f.len()).is_none_or(|b| !b.is_ascii_digit())
+    ["+61370100142", "0370100142", "61370100142"]
+        .iter()
+        .any(|form| {
+            let f = form.as_bytes();
+            m.windows(f.len()).enumerate().any(|(i, w)| {
+                w == f
+                    && (i == 0 || !m[i - 1].is_ascii_digit())
+                    && m.get(i + f.len()).is_none_or(|b| !b.is_ascii_digit())
+            })
         })
-    })
 }
 
 fuzz_target!(|data: &[u8]| {
