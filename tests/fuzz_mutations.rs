@@ -329,9 +329,10 @@ struct Current {
     bytes: Vec<u8>,
 }
 
-/// Runs the targets on one input. Err describes a broken property.
-fn check(input: &[u8], policies: &[Policy]) -> Result<(), String> {
-    framing(input)?;
+/// Runs the targets on one input (`chunk_seed` draws the chunk sizes for
+/// the chunked framing). Err describes a broken property.
+fn check(input: &[u8], chunk_seed: u64, policies: &[Policy]) -> Result<(), String> {
+    framing(input, chunk_seed)?;
     if let Ok(m) = parse(input) {
         let _ = check_request(&m);
         let _ = m.cseq();
@@ -430,27 +431,29 @@ fn frame_all(chunks: &[&[u8]]) -> Result<(Vec<Vec<u8>>, bool), String> {
     Ok((out, false))
 }
 
-/// Whole framing and framing in uneven chunks must agree.
-fn framing(input: &[u8]) -> Result<(), String> {
+/// Whole framing and framing in random chunks (sizes drawn from
+/// `chunk_seed`) must agree.
+fn framing(input: &[u8], chunk_seed: u64) -> Result<(), String> {
     let whole = frame_all(&[input])?;
-    // Deterministic uneven chunks: 1, 2, 3... bytes, wrapping at 97 (at
-    // 4096 for long inputs: framing rescans the buffer on every call, so
-    // tiny chunks of a 128 KiB message cost seconds in a debug build).
-    let wrap = if input.len() > 16 * 1024 { 4096 } else { 97 };
+    // Up to 97 bytes a chunk, 4096 for long inputs: framing rescans the
+    // buffer on every call, so tiny chunks of a 128 KiB message cost
+    // seconds in a debug build.
+    let max = if input.len() > 16 * 1024 { 4096 } else { 97 };
+    let mut rng = StdRng::seed_from_u64(chunk_seed);
     let mut chunks = Vec::new();
-    let (mut at, mut size) = (0, 1);
+    let mut at = 0;
     while at < input.len() {
-        let end = (at + size).min(input.len());
+        let end = (at + rng.gen_range(1..=max)).min(input.len());
         chunks.push(&input[at..end]);
         at = end;
-        size = size % wrap + 1;
     }
     let chunked = frame_all(&chunks)?;
     if whole != chunked {
         return Err(format!(
-            "framing whole gives {} messages (gave up: {}), in chunks {} (gave up: {})",
+            "framing whole gives {} messages (gave up: {}), in {} chunks {} (gave up: {})",
             whole.0.len(),
             whole.1,
+            chunks.len(),
             chunked.0.len(),
             chunked.1
         ));
@@ -555,7 +558,11 @@ fn fuzz_mutations() {
             corpus.len()
         );
         let t0 = Instant::now();
-        let run = |case: Option<u64>, what: String, bytes: Vec<u8>| -> Result<(), String> {
+        let run = |case: Option<u64>,
+                   chunk_seed: u64,
+                   what: String,
+                   bytes: Vec<u8>|
+         -> Result<(), String> {
             {
                 let mut c = cur.lock().unwrap_or_else(|e| e.into_inner());
                 c.what.clone_from(&what);
@@ -564,7 +571,7 @@ fn fuzz_mutations() {
             let ms = u64::try_from(w0.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
             st.store(ms + 1, Ordering::SeqCst);
             let cpu0 = thread_cpu_time();
-            let r = catch_unwind(AssertUnwindSafe(|| check(&bytes, &policies)));
+            let r = catch_unwind(AssertUnwindSafe(|| check(&bytes, chunk_seed, &policies)));
             let cpu = thread_cpu_time().saturating_sub(cpu0);
             st.store(0, Ordering::SeqCst);
             match r {
@@ -573,7 +580,9 @@ fn fuzz_mutations() {
                     case,
                     &what,
                     &bytes,
-                    &format!("the case used {cpu:?} of CPU time (limit {cpu_limit:?}): a slow path"),
+                    &format!(
+                        "the case used {cpu:?} of CPU time (limit {cpu_limit:?}): a slow path"
+                    ),
                 )),
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(why)) => Err(report(seed, case, &what, &bytes, &why)),
@@ -585,8 +594,10 @@ fn fuzz_mutations() {
         if only.is_none() {
             for s in &corpus {
                 for at in 0..=s.bytes.len() {
+                    let chunk_seed = seed ^ u64::try_from(at).unwrap_or(u64::MAX);
                     run(
                         None,
+                        chunk_seed,
                         format!("{} cut at {at}", s.name),
                         s.bytes[..at].to_vec(),
                     )?;
@@ -608,7 +619,8 @@ fn fuzz_mutations() {
                 done.push(mutate(&mut rng, &mut m));
             }
             let what = format!("case {i} from {}: {}", s.name, done.join("; "));
-            run(Some(i), what, m)?;
+            let chunk_seed = rng.gen();
+            run(Some(i), chunk_seed, what, m)?;
         }
         eprintln!(
             "fuzz_mutations: seed {seed:#x}, {} seeds truncated at every offset in {:.1?}, {} random cases in {:.1?}",
@@ -639,7 +651,7 @@ fn fuzz_regressions_stay_fixed() {
             continue;
         }
         let bytes = strip_comments(&std::fs::read(&p).unwrap());
-        if let Err(why) = check(&bytes, &policies) {
+        if let Err(why) = check(&bytes, 0, &policies) {
             panic!("{}: {why}", Path::new(&p).display());
         }
     }
