@@ -430,10 +430,11 @@ pub enum Malformed {
     /// Anything but SIP/2.0 (RFC 4475 section 3.1.2.16: 505).
     #[error("SIP version {0:?} is not supported")]
     Version(String),
-    /// A Request-URI with angle brackets, whitespace or no scheme
-    /// (RFC 4475 sections 3.1.2.7 and 3.1.2.8).
-    #[error("the Request-URI {0:?} is not a URI")]
-    RequestUri(String),
+    /// A Request-URI in angle brackets, with whitespace inside or without
+    /// a scheme (RFC 4475 sections 3.1.2.7 and 3.1.2.8). The reason only:
+    /// the URI itself may hold someone's number, which errors never carry.
+    #[error("the Request-URI is not a URI: {0}")]
+    RequestUri(&'static str),
     /// Mandatory headers that are absent (RFC 4475 section 3.3.1).
     #[error("no {} header", .0.join(", no "))]
     Missing(Vec<&'static str>),
@@ -470,9 +471,9 @@ pub enum Malformed {
     #[error("Content-Length {declared} but only {arrived} bytes arrived")]
     Truncated { declared: String, arrived: usize },
     /// An empty value or parameter in a Via or Contact list (RFC 4475
-    /// section 3.1.2.1).
-    #[error("{header} has an empty value or parameter: {value:?}")]
-    EmptyPart { header: &'static str, value: String },
+    /// section 3.1.2.1). The header's name only, as for the Request-URI.
+    #[error("{0} has an empty value or parameter")]
+    EmptyPart(&'static str),
     /// The top Via branch is only the RFC 3261 magic cookie, so it
     /// identifies no transaction (RFC 4475 section 3.2.1).
     #[error("the Via branch {0:?} has no transaction identifier after the magic cookie")]
@@ -512,8 +513,8 @@ pub fn check_request(m: &Message) -> Result<(), Malformed> {
     if !version.eq_ignore_ascii_case("SIP/2.0") {
         return Err(Malformed::Version(truncate(version)));
     }
-    if !is_uri(uri) {
-        return Err(Malformed::RequestUri(truncate(uri)));
+    if let Some(why) = not_a_uri(uri) {
+        return Err(Malformed::RequestUri(why));
     }
     let required = ["From", "To", "Call-ID", "CSeq", "Via"];
     let missing: Vec<&'static str> = required
@@ -581,10 +582,7 @@ pub fn check_request(m: &Message) -> Result<(), Malformed> {
     for header in ["Via", "Contact"] {
         for h in m.headers_named(header) {
             if has_empty_part(&h.value) {
-                return Err(Malformed::EmptyPart {
-                    header,
-                    value: truncate(&h.value),
-                });
+                return Err(Malformed::EmptyPart(header));
             }
         }
     }
@@ -637,19 +635,25 @@ pub fn delta_seconds(text: &str) -> Option<u32> {
     wire_number(text, u64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok())
 }
 
-/// `scheme ":" ...` with an RFC 3986 scheme, and no whitespace or angle
-/// brackets anywhere.
-fn is_uri(uri: &str) -> bool {
-    if uri.contains(|c: char| c.is_whitespace() || c == '<' || c == '>') {
-        return false;
+/// Why a Request-URI is not `scheme ":" ...` with an RFC 3986 scheme and
+/// no whitespace or angle brackets anywhere; None when it is.
+fn not_a_uri(uri: &str) -> Option<&'static str> {
+    if uri.contains(['<', '>']) {
+        return Some("in angle brackets");
+    }
+    if uri.contains(char::is_whitespace) {
+        return Some("whitespace inside");
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
-        return false;
+        return Some("no scheme");
     };
     let mut sb = scheme.bytes();
-    sb.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && sb.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-        && !rest.is_empty()
+    let scheme_ok = sb.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && sb.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok || rest.is_empty() {
+        return Some("no scheme");
+    }
+    None
 }
 
 /// A comma-separated header value with an empty element or an empty

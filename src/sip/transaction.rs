@@ -14,9 +14,8 @@
 //!
 //! Requests that can't be answered (no Via or CSeq) are dropped; requests
 //! that can but are malformed get a stateless 400 (or 505 for another SIP
-//! version). A
-//! [`RequestFilter`] lets the transaction user refuse new requests (rate
-//! limits) before any state is kept for them.
+//! version). A [`RequestFilter`] lets the transaction user refuse new
+//! requests (rate limits) before any state is kept for them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -358,14 +357,12 @@ impl Stack {
         // Without a CSeq the sender couldn't match an answer; a request
         // missing From, To or Call-ID is answered 400 below (RFC 4475
         // section 3.3.1).
-        for h in ["CSeq"] {
-            if msg.header(h).is_none() {
-                self.inner
-                    .counters
-                    .unanswerable
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        if msg.header("CSeq").is_none() {
+            self.inner
+                .counters
+                .unanswerable
+                .fetch_add(1, Ordering::Relaxed);
+            return;
         }
         stamp_received(&mut m);
         let method = m.message.method().unwrap_or_default().to_string();
