@@ -808,6 +808,11 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
         respond(shared, req, 404, None).await;
         return;
     };
+    if let Some((code, extra)) = content_refusal(m) {
+        info!(%call_id, code, "call refused: its body or Accept can't be served");
+        respond(shared, req, code, extra).await;
+        return;
+    }
     if shared.counters.active.load(Ordering::Relaxed) >= shared.opts.max_calls {
         shared
             .counters
@@ -882,6 +887,41 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
         lock(&shared2.calls).remove(&call_id);
         shared2.counters.active.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// Why an INVITE for one of our numbers can't be taken as offered (RFC 3261
+/// section 8.2.3; RFC 4475 sections 3.3.6 and 3.3.15): a body that is
+/// neither SDP nor multipart (415, saying what we accept), or an Accept
+/// that rules out the SDP we would answer with (406).
+fn content_refusal(m: &Message) -> Option<(u16, Option<(&'static str, String)>)> {
+    let media = |v: &str| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if !m.body.is_empty() {
+        // A body without a Content-Type is read as SDP (RFC 2543 peers).
+        let ct = m.header("Content-Type").map(media);
+        if ct.is_some_and(|t| t != "application/sdp" && !t.starts_with("multipart/")) {
+            return Some((415, Some(("Accept", "application/sdp".into()))));
+        }
+    }
+    let mut accepts = m.headers_named("Accept").peekable();
+    if accepts.peek().is_some() {
+        // An empty Accept accepts nothing (RFC 3261 section 20.1).
+        let sdp_ok = accepts.flat_map(|h| split_list(&h.value)).any(|r| {
+            matches!(
+                media(r).as_str(),
+                "application/sdp" | "application/*" | "*/*"
+            )
+        });
+        if !sdp_ok {
+            return Some((406, None));
+        }
+    }
+    None
 }
 
 /// State of one call on the endpoint.

@@ -230,9 +230,7 @@ impl Uri {
 pub fn parse_uri(input: &str) -> Uri {
     let s = input.trim();
     let (scheme, rest) = match s.split_once(':') {
-        Some((sch, rest)) if !sch.is_empty() && sch.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            (sch.to_ascii_lowercase(), rest)
-        }
+        Some((sch, rest)) if is_scheme(sch) => (sch.to_ascii_lowercase(), rest),
         _ => (String::new(), s),
     };
     let (rest, headers) = match rest.split_once('?') {
@@ -277,6 +275,14 @@ pub fn parse_uri(input: &str) -> Uri {
         params,
         headers,
     }
+}
+
+/// An RFC 3986 scheme: a letter, then letters, digits, `+`, `-` or `.`
+/// (`soap.beep` in RFC 4475 section 3.3.3 is one).
+fn is_scheme(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
 }
 
 fn split_host_port(hp: &str) -> (String, Option<u16>) {

@@ -76,6 +76,10 @@ pub enum ParseError {
     TooManyHeaders,
     #[error("the first line is not a SIP request or status line: {0:?}")]
     BadStartLine(String),
+    /// A status line whose code is not three digits from 100 to 699
+    /// (RFC 3261 section 7.2; RFC 4475 section 3.1.2.19 sends 4294967301).
+    #[error("the status code {0:?} is not three digits from 100 to 699")]
+    BadStatusCode(String),
     #[error("line {line} is not a header (no colon): {text:?}")]
     BadHeaderLine { line: usize, text: String },
 }
@@ -282,15 +286,18 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
         };
     };
     match sniff_content_length(&buf[..end]) {
-        Ok(Some(len)) => {
-            if end + len > MAX_MESSAGE {
-                Frame::Invalid("message too large")
-            } else if buf.len() >= end + len {
-                Frame::Complete(end + len)
-            } else {
-                Frame::Incomplete
+        // Checked: a Content-Length near 2^64 must not wrap to a small total
+        // (tests/fixtures/fuzz/content-length-near-2-64.sip).
+        Ok(Some(len)) => match end.checked_add(len) {
+            Some(total) if total <= MAX_MESSAGE => {
+                if buf.len() >= total {
+                    Frame::Complete(total)
+                } else {
+                    Frame::Incomplete
+                }
             }
-        }
+            _ => Frame::Invalid("message too large"),
+        },
         Ok(None) => Frame::Invalid("no Content-Length on a stream transport"),
         Err(_) => Frame::Invalid("unreadable Content-Length"),
     }
@@ -414,34 +421,327 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     })
 }
 
+/// Why a request that could be read must still be refused: RFC 3261's
+/// rules for a request's start line and mandatory headers, as RFC 4475's
+/// invalid messages (section 3.1.2) exercise them. [`Malformed::status`] is
+/// the response code to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Anything but SIP/2.0 (RFC 4475 section 3.1.2.16: 505).
+    #[error("SIP version {0:?} is not supported")]
+    Version(String),
+    /// A Request-URI in angle brackets, with whitespace inside or without
+    /// a scheme (RFC 4475 sections 3.1.2.7 and 3.1.2.8). The reason only:
+    /// the URI itself may hold someone's number, which errors never carry.
+    #[error("the Request-URI is not a URI: {0}")]
+    RequestUri(&'static str),
+    /// Mandatory headers that are absent (RFC 4475 section 3.3.1).
+    #[error("no {} header", .0.join(", no "))]
+    Missing(Vec<&'static str>),
+    /// A header that must appear once appears more often (RFC 4475
+    /// section 3.3.8).
+    #[error("{count} {header} headers where one is allowed")]
+    Repeated { header: &'static str, count: usize },
+    /// From or To can't be read as an address (RFC 4475 section 3.1.2.6).
+    #[error("{header} can't be read: {why}")]
+    Address { header: &'static str, why: String },
+    /// CSeq is not a number and a method.
+    #[error("CSeq {0:?} is not a sequence number and a method")]
+    CSeq(String),
+    /// The CSeq number is 2**31 or more (RFC 3261 section 8.1.1.5; RFC 4475
+    /// section 3.1.2.4 sends one above 2**32).
+    #[error("the CSeq number {0:?} is not below 2**31")]
+    CSeqRange(String),
+    /// The CSeq method differs from the request's (RFC 4475 sections
+    /// 3.1.2.17 and 3.1.2.18).
+    #[error("the CSeq method {cseq:?} is not the request method {method:?}")]
+    CSeqMethod { method: String, cseq: String },
+    /// Max-Forwards is not a number from 0 to 255.
+    #[error("Max-Forwards {0:?} is not a number from 0 to 255")]
+    MaxForwards(String),
+    /// A Content-Length that is not a number (RFC 4475 section 3.1.2.3
+    /// sends -999).
+    #[error("Content-Length {0:?} is not a number")]
+    ContentLength(String),
+    /// More than one Content-Length (RFC 4475 section 3.3.9).
+    #[error("{0} Content-Length headers")]
+    ContentLengths(usize),
+    /// Content-Length promises more bytes than arrived (RFC 4475 section
+    /// 3.1.2.2, over UDP).
+    #[error("Content-Length {declared} but only {arrived} bytes arrived")]
+    Truncated { declared: String, arrived: usize },
+    /// An empty value or parameter in a Via or Contact list (RFC 4475
+    /// section 3.1.2.1). The header's name only, as for the Request-URI.
+    #[error("{0} has an empty value or parameter")]
+    EmptyPart(&'static str),
+    /// The top Via branch is only the RFC 3261 magic cookie, so it
+    /// identifies no transaction (RFC 4475 section 3.2.1).
+    #[error("the Via branch {0:?} has no transaction identifier after the magic cookie")]
+    Branch(String),
+}
+
+impl Malformed {
+    /// The response code: 505 for a version we don't speak, else 400.
+    pub fn status(&self) -> u16 {
+        match self {
+            Malformed::Version(_) => 505,
+            _ => 400,
+        }
+    }
+}
+
+/// The RFC 3261 magic cookie that starts every RFC 3261 branch.
+const BRANCH_COOKIE: &str = "z9hG4bK";
+
+/// Check a request against the rules every element applies before it
+/// processes it (RFC 3261 sections 8.1.1, 8.2 and 20; RFC 4475 section 3.1.2),
+/// in the order that names the reason RFC 4475 gives for each of its invalid
+/// messages. Responses are not checked (Ok). Being liberal where RFC 4475
+/// allows it (extra spaces in the start line, a Date in another zone, escaped
+/// headers in the Request-URI, spaces inside `<...>`, an unquoted display
+/// name) is deliberate: a call the endpoint refuses can't be judged, so a
+/// sloppy but readable INVITE is taken as it is.
+pub fn check_request(m: &Message) -> Result<(), Malformed> {
+    let StartLine::Request {
+        method,
+        uri,
+        version,
+    } = &m.start
+    else {
+        return Ok(());
+    };
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(Malformed::Version(truncate(version)));
+    }
+    if let Some(why) = not_a_uri(uri) {
+        return Err(Malformed::RequestUri(why));
+    }
+    let required = ["From", "To", "Call-ID", "CSeq", "Via"];
+    let missing: Vec<&'static str> = required
+        .into_iter()
+        .filter(|h| m.headers_named(h).next().is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Malformed::Missing(missing));
+    }
+    for header in ["From", "To", "Call-ID", "CSeq"] {
+        let count = m.headers_named(header).count();
+        if count != 1 {
+            return Err(Malformed::Repeated { header, count });
+        }
+    }
+    for header in ["From", "To"] {
+        if let Some(Err(e)) = m.header(header).map(super::header::parse_name_addr) {
+            return Err(Malformed::Address {
+                header,
+                why: e.to_string(),
+            });
+        }
+    }
+    let cseq = m.header("CSeq").unwrap_or_default();
+    let mut words = cseq.split_whitespace();
+    let (Some(number), Some(cseq_method), None) = (words.next(), words.next(), words.next()) else {
+        return Err(Malformed::CSeq(truncate(cseq)));
+    };
+    if wire_number(number, (1 << 31) - 1).is_none() {
+        return Err(if number.bytes().all(|b| b.is_ascii_digit()) {
+            Malformed::CSeqRange(truncate(number))
+        } else {
+            Malformed::CSeq(truncate(cseq))
+        });
+    }
+    if cseq_method != method {
+        return Err(Malformed::CSeqMethod {
+            method: truncate(method),
+            cseq: truncate(cseq_method),
+        });
+    }
+    if let Some(mf) = m.header("Max-Forwards") {
+        if wire_number(mf, 255).is_none() {
+            return Err(Malformed::MaxForwards(truncate(mf)));
+        }
+    }
+    let lengths: Vec<&str> = m
+        .headers_named("Content-Length")
+        .map(|h| h.value.as_str())
+        .collect();
+    if lengths.len() > 1 {
+        return Err(Malformed::ContentLengths(lengths.len()));
+    }
+    if let Some(cl) = lengths.first() {
+        if wire_number(cl, u64::MAX).is_none() {
+            return Err(Malformed::ContentLength(truncate(cl)));
+        }
+    }
+    if m.truncated {
+        return Err(Malformed::Truncated {
+            declared: truncate(lengths.first().copied().unwrap_or_default()),
+            arrived: m.body.len(),
+        });
+    }
+    for header in ["Via", "Contact"] {
+        for h in m.headers_named(header) {
+            if has_empty_part(&h.value) {
+                return Err(Malformed::EmptyPart(header));
+            }
+        }
+    }
+    let top_branch = m
+        .header("Via")
+        .and_then(|v| {
+            let first = super::header::split_list(v).into_iter().next()?;
+            let params = first.find(';').map(|i| &first[i..]).unwrap_or("");
+            super::header::parse_params(params)
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("branch"))
+        })
+        .and_then(|(_, v)| v);
+    if let Some(b) = top_branch {
+        let b = b.trim();
+        if b.is_empty() || b.eq_ignore_ascii_case(BRANCH_COOKIE) {
+            return Err(Malformed::Branch(truncate(b)));
+        }
+    }
+    Ok(())
+}
+
+/// An unsigned decimal number from the wire (`1*DIGIT`, leading zeros
+/// allowed, surrounding whitespace ignored) that is at most `max`, computed
+/// with checked arithmetic: None for anything else, however long. Rust's own
+/// `parse` would also take a leading `+`.
+pub fn wire_number(text: &str, max: u64) -> Option<u64> {
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in t.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        if n > max {
+            return None;
+        }
+    }
+    Some(n)
+}
+
+/// RFC 3261 delta-seconds (Expires, Min-Expires, Retry-After, the expires
+/// parameter): a 32-bit count of seconds. None when it isn't one, so the
+/// caller falls back to its default (RFC 4475 section 3.1.2.4 suggests the
+/// default for an out-of-range expiry).
+pub fn delta_seconds(text: &str) -> Option<u32> {
+    wire_number(text, u64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok())
+}
+
+/// Why a Request-URI is not `scheme ":" ...` with an RFC 3986 scheme and
+/// no whitespace or angle brackets anywhere; None when it is.
+fn not_a_uri(uri: &str) -> Option<&'static str> {
+    if uri.contains(['<', '>']) {
+        return Some("in angle brackets");
+    }
+    if uri.contains(char::is_whitespace) {
+        return Some("whitespace inside");
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Some("no scheme");
+    };
+    let mut sb = scheme.bytes();
+    let scheme_ok = sb.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && sb.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok || rest.is_empty() {
+        return Some("no scheme");
+    }
+    None
+}
+
+/// A comma-separated header value with an empty element or an empty
+/// `;` parameter outside quotes and `<...>` (`a;;b`, `a;`, `a,,b`).
+fn has_empty_part(value: &str) -> bool {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut depth = 0u32;
+    // Whether anything but whitespace was seen since the last separator.
+    let mut seen = false;
+    for c in value.chars() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_quotes = true;
+                seen = true;
+            }
+            '<' => {
+                depth += 1;
+                seen = true;
+            }
+            '>' => {
+                depth = depth.saturating_sub(1);
+                seen = true;
+            }
+            ';' | ',' if depth == 0 => {
+                if !seen {
+                    return true;
+                }
+                seen = false;
+            }
+            c if c.is_whitespace() => {}
+            _ => seen = true,
+        }
+    }
+    !seen
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     let bad = || ParseError::BadStartLine(truncate(line));
-    let mut parts = line.splitn(3, ' ');
-    let a = parts.next().ok_or_else(bad)?;
-    let b = parts.next().ok_or_else(bad)?;
-    let c = parts.next().unwrap_or_default();
+    // RFC 3261 wants exactly one SP between the parts. Extra spaces between
+    // them or after the version are read liberally, as RFC 4475 sections
+    // 3.1.2.9 and 3.1.2.10 allow: the parts are still unambiguous.
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    let (a, rest) = trimmed.split_once(' ').ok_or_else(bad)?;
+    let rest = rest.trim_start_matches(' ');
     if is_sip_version(a) {
-        let code: u16 = b.parse().map_err(|_| bad())?;
+        let (b, c) = rest.split_once(' ').unwrap_or((rest, ""));
+        // Status-Code = 3DIGIT; Rust's integer parse would also take "+20".
+        let code = match b.as_bytes() {
+            [x, y, z] if [x, y, z].iter().all(|d| d.is_ascii_digit()) => {
+                u16::from(x - b'0') * 100 + u16::from(y - b'0') * 10 + u16::from(z - b'0')
+            }
+            _ => return Err(ParseError::BadStatusCode(truncate(b))),
+        };
         if !(100..=699).contains(&code) {
-            return Err(bad());
+            return Err(ParseError::BadStatusCode(truncate(b)));
         }
         return Ok(StartLine::Response {
             version: a.to_string(),
             code,
-            reason: c.to_string(),
+            reason: c.trim_start_matches(' ').to_string(),
         });
     }
-    let version = c.trim();
-    if !is_sip_version(version) || a.is_empty() || !a.bytes().all(is_token_byte) || b.is_empty() {
+    // The version is the last word: a Request-URI with whitespace inside
+    // (RFC 4475 section 3.1.2.8) is read whole here, so that the request can
+    // be answered 400 with the reason (see [`check_request`]).
+    let (uri, version) = rest.rsplit_once(' ').ok_or_else(bad)?;
+    let uri = uri.trim_matches(' ');
+    if !is_sip_version(version) || a.is_empty() || !a.bytes().all(is_token_byte) || uri.is_empty() {
         return Err(bad());
     }
     Ok(StartLine::Request {
         method: a.to_string(),
-        uri: b.to_string(),
+        uri: uri.to_string(),
         version: version.to_string(),
     })
 }
@@ -505,6 +805,45 @@ mod tests {
             let _ = parse(&bytes);
             let _ = frame_stream(&bytes);
         }
+    }
+
+    #[test]
+    fn wire_numbers_are_capped_without_overflow() {
+        assert_eq!(wire_number("0068", 255), Some(68));
+        assert_eq!(wire_number(" 255 ", 255), Some(255));
+        for bad in [
+            "256",
+            "-1",
+            "+5",
+            "",
+            " ",
+            "1 2",
+            "0x10",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(wire_number(bad, 255), None, "{bad:?}");
+        }
+        assert_eq!(
+            wire_number("18446744073709551615", u64::MAX),
+            Some(u64::MAX)
+        );
+        assert_eq!(wire_number("18446744073709551616", u64::MAX), None);
+        assert_eq!(delta_seconds("4294967295"), Some(u32::MAX));
+        assert_eq!(delta_seconds("4294967296"), None);
+    }
+
+    #[test]
+    fn start_line_spaces_and_status_codes() {
+        let m = parse(b"INVITE  sip:a@b  SIP/2.0 \r\n\r\n").unwrap();
+        assert_eq!(m.request_uri(), Some("sip:a@b"));
+        let m = parse(b"INVITE sip:a@b; lr SIP/2.0\r\n\r\n").unwrap();
+        assert_eq!(m.request_uri(), Some("sip:a@b; lr"));
+        assert!(matches!(check_request(&m), Err(Malformed::RequestUri(_))));
+        for code in ["4294967301", "+20", "99", "700", "2000"] {
+            let r = parse(format!("SIP/2.0 {code} X\r\n\r\n").as_bytes());
+            assert!(matches!(r, Err(ParseError::BadStatusCode(_))), "{code}");
+        }
+        assert_eq!(parse(b"SIP/2.0 100 \r\n\r\n").unwrap().status(), Some(100));
     }
 
     #[test]

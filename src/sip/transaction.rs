@@ -12,10 +12,10 @@
 //! retransmitted (timers A, E, G); over TCP and TLS they are not, and the
 //! linger timers (D, I, J, K) are zero.
 //!
-//! Requests that can't be answered (no Via, From, To, Call-ID or CSeq) are
-//! dropped; requests that can but are malformed get a stateless 400. A
-//! [`RequestFilter`] lets the transaction user refuse new requests (rate
-//! limits) before any state is kept for them.
+//! Requests that can't be answered (no Via or CSeq) are dropped; requests
+//! that can but are malformed get a stateless 400 (or 505 for another SIP
+//! version). A [`RequestFilter`] lets the transaction user refuse new
+//! requests (rate limits) before any state is kept for them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -354,14 +354,15 @@ impl Stack {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        for h in ["From", "To", "Call-ID", "CSeq"] {
-            if msg.header(h).is_none() {
-                self.inner
-                    .counters
-                    .unanswerable
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        // Without a CSeq the sender couldn't match an answer; a request
+        // missing From, To or Call-ID is answered 400 below (RFC 4475
+        // section 3.3.1).
+        if msg.header("CSeq").is_none() {
+            self.inner
+                .counters
+                .unanswerable
+                .fetch_add(1, Ordering::Relaxed);
+            return;
         }
         stamp_received(&mut m);
         let method = m.message.method().unwrap_or_default().to_string();
@@ -633,52 +634,10 @@ fn stamp_received(m: &mut Inbound) {
 }
 
 /// Why a request that can be answered must get an error instead of being
-/// processed, as the status code to send.
+/// processed, as the status code to send. The rules live with the parser
+/// ([`super::message::check_request`]), which names the reason.
 fn malformed(m: &Message) -> Option<u16> {
-    let StartLine::Request {
-        method, version, ..
-    } = &m.start
-    else {
-        return None;
-    };
-    if !version.eq_ignore_ascii_case("SIP/2.0") {
-        return Some(505);
-    }
-    for h in ["From", "To", "Call-ID", "CSeq"] {
-        if m.headers_named(h).count() != 1 {
-            return Some(400);
-        }
-    }
-    for h in ["From", "To"] {
-        if m.header(h).map(parse_name_addr).is_none_or(|r| r.is_err()) {
-            return Some(400);
-        }
-    }
-    match m.cseq() {
-        Some((n, cm)) if cm == method && n < (1 << 31) => {}
-        _ => return Some(400),
-    }
-    if m.header("CSeq")
-        .is_some_and(|v| v.split_whitespace().count() != 2)
-    {
-        return Some(400);
-    }
-    if let Some(mf) = m.header("Max-Forwards") {
-        if mf.trim().parse::<u8>().is_err() {
-            return Some(400);
-        }
-    }
-    let lengths: Vec<&str> = m
-        .headers_named("Content-Length")
-        .map(|h| h.value.as_str())
-        .collect();
-    if lengths.len() > 1 || lengths.iter().any(|v| v.trim().parse::<usize>().is_err()) {
-        return Some(400);
-    }
-    if m.truncated {
-        return Some(400);
-    }
-    None
+    super::message::check_request(m).err().map(|e| e.status())
 }
 
 fn server_key(

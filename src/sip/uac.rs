@@ -663,7 +663,8 @@ impl Line {
                     if let Some(min) = resp
                         .message
                         .header("Min-Expires")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .and_then(super::message::delta_seconds)
+                        .map(u64::from)
                     {
                         interval_retried = true;
                         expiry = Duration::from_secs(min);
@@ -1434,7 +1435,8 @@ fn granted_expiry(m: &Message, our_contact: &str, asked: Duration) -> Duration {
     let expires_of = |na: &super::header::NameAddr| {
         na.param("expires")
             .flatten()
-            .and_then(|e| e.trim().parse::<u64>().ok())
+            .and_then(super::message::delta_seconds)
+            .map(u64::from)
     };
     let matching = contacts.iter().find(|na| {
         let u = parse_uri(&na.uri);
@@ -1446,7 +1448,8 @@ fn granted_expiry(m: &Message, our_contact: &str, asked: Duration) -> Duration {
     }
     if let Some(e) = m
         .header("Expires")
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(super::message::delta_seconds)
+        .map(u64::from)
     {
         return Duration::from_secs(e);
     }
