@@ -55,6 +55,19 @@ fn assert_clean(what: &str, out: &str) {
 /// display name, a header's name and the Server header; it names the
 /// organisation (in From) and its number (in the hostile header).
 fn hostile_invite(to: &str, user: &str, n: u32) -> Vec<u8> {
+    // The dialled user goes on the wire percent-encoded: raw control
+    // characters in a Request-URI are refused with 400 before anything is
+    // logged, but an escaped one decodes to them.
+    let user: String = user
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
     format!(
         "INVITE sip:{user}@{to} SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-hostile-{n}\r\n\
