@@ -793,11 +793,19 @@ fn digit_sequences(text: &str) -> Vec<DigitSeq> {
         let joined = match out.last_mut() {
             Some(seq) => {
                 let prev_end = seq.groups.last().map_or(0, |g| g.1);
-                let between = &b[prev_end..start];
-                if !between.is_empty()
-                    && between.len() <= 3
-                    && between.iter().all(|&c| is_separator(c))
-                {
+                // Both ends are ASCII digits, so this is whole characters.
+                let between = text.get(prev_end..start).unwrap_or("");
+                let joins = if between.is_ascii() {
+                    between.len() <= 3 && between.bytes().all(is_separator)
+                } else {
+                    // What people paste: no-break spaces, Unicode dashes.
+                    between.chars().count() <= 3
+                        && between
+                            .chars()
+                            .map(fold)
+                            .all(|c| c.is_ascii() && is_separator(c as u8))
+                };
+                if !between.is_empty() && joins {
                     seq.groups.push(group);
                     true
                 } else {
@@ -1022,6 +1030,10 @@ mod tests {
             "7010 0142",
             "abc0370100142xyz",
             "+61 3 7010 0150",
+            // Pasted: no-break spaces, an en dash, a non-breaking hyphen.
+            "+61\u{a0}3\u{a0}7010\u{a0}0142",
+            "(03) 7010\u{2013}0142",
+            "03\u{2011}7010\u{2011}0142",
         ] {
             assert!(!s.find_in(t).is_empty(), "{t} should match");
         }
