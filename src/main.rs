@@ -464,7 +464,11 @@ async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
     };
     cidguard::sip::hooks::listen(
         ep,
-        Default::default(),
+        cidguard::sip::endpoint::EndpointOptions {
+            // A call delivered in national form still finds its number.
+            region: Some(cfg.organisation.region.clone()),
+            ..Default::default()
+        },
         |c| {
             let to = c.number.as_deref().map_or_else(
                 || format!("{} (stray, answered 404)", c.dialled),
