@@ -414,6 +414,9 @@ pub struct NumberSet {
     intl_prefixes: Vec<String>,
     /// Lengths of the forms that may be found inside a longer digit run.
     windows: Vec<usize>,
+    /// Bit n set: a digit string of length n may be some form of a
+    /// configured number. Every other candidate is refused without a lookup.
+    lengths: u32,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -492,6 +495,7 @@ impl NumberSet {
             ix.finish();
         }
         set.windows = set.window_lengths();
+        set.lengths = set.candidate_lengths();
         Ok(set)
     }
 
@@ -551,7 +555,11 @@ impl NumberSet {
         plus: bool,
         standalone: bool,
     ) -> Option<NumberMatch<'_>> {
-        if self.entries.is_empty() || digits.len() < 4 || digits.len() > MAX_CANDIDATE {
+        if self.entries.is_empty()
+            || digits.len() < 4
+            || digits.len() > MAX_CANDIDATE
+            || self.lengths & (1 << digits.len()) == 0
+        {
             return None;
         }
         if plus {
@@ -590,6 +598,37 @@ impl NumberSet {
         None
     }
 
+    /// Every length [`NumberSet::match_digits`] can match, as a bit mask: a
+    /// national number, after its country code (with or without a kept
+    /// trunk prefix, after any international prefix), after the home trunk
+    /// prefix, and the local subscriber numbers.
+    fn candidate_lengths(&self) -> u32 {
+        let home_trunk = self.trunk.as_ref().map_or(0, |t| t.len());
+        let mut mask = 0u32;
+        let mut set = |l: usize| {
+            if l <= MAX_CANDIDATE {
+                mask |= 1 << l;
+            }
+        };
+        for &(cc, len) in self.full.keys() {
+            let (cc_len, kept) = self
+                .codes
+                .iter()
+                .find(|c| c.1 == cc)
+                .map_or((0, 0), |c| (c.0.len(), c.2.as_ref().map_or(0, |t| t.len())));
+            set(len);
+            set(len + home_trunk);
+            for idd in std::iter::once(0).chain(self.intl_prefixes.iter().map(|p| p.len())) {
+                set(idd + cc_len + len);
+                set(idd + cc_len + kept + len);
+            }
+        }
+        for &(_, len) in self.local.keys() {
+            set(len);
+        }
+        mask
+    }
+
     /// Lengths of the forms that may be found inside a longer digit run
     /// (never the local form: too short to be safe there).
     fn window_lengths(&self) -> Vec<usize> {
@@ -621,6 +660,7 @@ impl NumberSet {
             return out;
         }
         let windows = &self.windows;
+        let mut digits = String::with_capacity(MAX_CANDIDATE);
         for seq in digit_sequences(text) {
             let groups = &seq.groups;
             let mut found_in_seq = false;
@@ -652,12 +692,15 @@ impl NumberSet {
             'spans: for span in (1..=groups.len()).rev() {
                 let last_start = if anchored { 0 } else { groups.len() - span };
                 for i in 0..=last_start {
-                    let digits: String = groups[i..i + span]
-                        .iter()
-                        .map(|g| &text[g.0..g.1])
-                        .collect();
-                    if digits.len() > MAX_CANDIDATE {
+                    // Most spans can't be any form of a configured number:
+                    // refused on their length before any digits are copied.
+                    let len: usize = groups[i..i + span].iter().map(|g| g.1 - g.0).sum();
+                    if len > MAX_CANDIDATE || self.lengths & (1 << len) == 0 {
                         continue;
+                    }
+                    digits.clear();
+                    for g in &groups[i..i + span] {
+                        digits.push_str(&text[g.0..g.1]);
                     }
                     let plus = i == 0 && seq.plus;
                     let standalone = seq.standalone && span == groups.len();
