@@ -1072,6 +1072,25 @@ impl Config {
                 if acc.ring_timeout.is_zero() {
                     bad(f("account.ring_timeout"), "must be more than zero".into());
                 }
+                if !acc.registrar.trim().is_empty()
+                    && crate::sip::uac::registrar_uri_part(&acc.registrar).is_err()
+                {
+                    bad(
+                        f("account.registrar"),
+                        format!(
+                            "{:?} is not a SIP address (write \"sip:pbx.example.org:5060\" or \"pbx.example.org\")",
+                            acc.registrar
+                        ),
+                    );
+                }
+                if let Some(p) = acc.dial_prefix.as_deref().filter(|p| !p.trim().is_empty()) {
+                    if let Err(e) = crate::verdict::numbers::dial_chars(p) {
+                        bad(
+                            f("account.dial_prefix"),
+                            format!("{p:?} can't be dialled: {e}"),
+                        );
+                    }
+                }
             }
             if let (Some(s), Ok(tz)) = (&line.schedule, &tz) {
                 if let Err(e) = crate::daemon::schedule::Schedule::parse(s, *tz) {
@@ -1086,6 +1105,7 @@ impl Config {
                     "list at least one number or user the lines call".into(),
                 );
             }
+            endpoint_number_problems(self, ep, &mut bad);
             for (i, l) in ep.listen.iter().enumerate() {
                 match parse_listen(l) {
                     Err(m) => bad(format!("endpoint.listen[{i}]"), m),
@@ -1169,6 +1189,84 @@ impl Config {
 
     pub fn line(&self, name: &str) -> Option<&Line> {
         self.lines.iter().find(|l| l.name == name)
+    }
+}
+
+/// Endpoint numbers that can't be dialled, the same number listed twice,
+/// and, per line with an account, a Request-URI that can't be built (the
+/// field at fault named: the number, `endpoint.dial`, the line's
+/// `dial_prefix` or `registrar`).
+fn endpoint_number_problems(cfg: &Config, ep: &Endpoint, bad: &mut dyn FnMut(String, String)) {
+    use crate::sip::dial::{self, DialError};
+    let region = &cfg.organisation.region;
+    let known_region = crate::verdict::numbers::region_id(region).is_some();
+    let mut keys: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut dialable = vec![true; ep.numbers.len()];
+    for (i, n) in ep.numbers.iter().enumerate() {
+        if let Err(e) = dial::dial_user(n, Some(region)) {
+            let hint = match e {
+                DialError::Number {
+                    source: crate::verdict::numbers::DialableError::Letter(_),
+                    ..
+                } => " (a SIP user name instead is letters, '-', '_' and '.' only)",
+                _ => "",
+            };
+            bad(format!("endpoint.numbers[{i}]"), format!("{e}{hint}"));
+            dialable[i] = false;
+            continue;
+        }
+        let mine = crate::sip::endpoint::delivered_keys(n, known_region.then_some(region.as_str()));
+        if let Some((j, _)) = keys
+            .iter()
+            .find(|(_, k)| k.iter().any(|x| mine.contains(x)))
+        {
+            bad(
+                format!("endpoint.numbers[{i}]"),
+                format!(
+                    "{n:?} is the same number as endpoint.numbers[{j}] ({:?}): a call to one can't be told from a call to the other",
+                    ep.numbers[*j]
+                ),
+            );
+        }
+        keys.push((i, mine));
+    }
+    let mut reported: Vec<String> = Vec::new();
+    for (li, line) in cfg.lines.iter().enumerate() {
+        let Some(acc) = &line.account else { continue };
+        for (i, n) in ep.numbers.iter().enumerate() {
+            if !dialable[i] {
+                continue;
+            }
+            let field = |s: &str| format!("line[{li}] ({}).account.{s}", line.name);
+            let (f, msg) = match dial::for_line(acc, ep, n, region) {
+                Ok(_) => continue,
+                // Reported above, with the account's own checks.
+                Err(
+                    DialError::Number { .. }
+                    | DialError::Registrar { .. }
+                    | DialError::Prefix { .. },
+                ) => continue,
+                Err(e @ DialError::PrefixWithoutUser { .. }) => {
+                    (field("dial_prefix"), e.to_string())
+                }
+                Err(e @ DialError::Template { .. }) => ("endpoint.dial".to_string(), e.to_string()),
+                Err(e @ DialError::Uri { .. }) => {
+                    let f = if ep.dial.is_some() {
+                        "endpoint.dial".to_string()
+                    } else {
+                        field("registrar")
+                    };
+                    (
+                        f,
+                        format!("the test call to endpoint.numbers[{i}] would be sent to {e}"),
+                    )
+                }
+            };
+            if !reported.contains(&f) {
+                reported.push(f.clone());
+                bad(f, msg);
+            }
+        }
     }
 }
 

@@ -461,7 +461,11 @@ async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
     };
     cidguard::sip::hooks::listen(
         ep,
-        Default::default(),
+        cidguard::sip::endpoint::EndpointOptions {
+            // A call delivered in national form still finds its number.
+            region: Some(cfg.organisation.region.clone()),
+            ..Default::default()
+        },
         |c| {
             // Everything but the address and transport came off the wire:
             // escaped, so an ESC or CR in a header can't act on the terminal.

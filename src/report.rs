@@ -133,15 +133,39 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
             p.expectation(),
             how
         );
+        // The exact Request-URI of each test call, from the same function
+        // the line dials with.
+        if let (Some(acc), Some(ep)) = (&line.account, &cfg.endpoint) {
+            for n in &ep.numbers {
+                let uri = crate::sip::dial::for_line(acc, ep, n, &org.region)
+                    .unwrap_or_else(|e| format!("(can't be dialled: {e})"));
+                let _ = writeln!(
+                    s,
+                    "  {:<16} dials {}",
+                    line.name,
+                    crate::escape::control(&uri)
+                );
+            }
+        }
     }
     match &cfg.endpoint {
         Some(ep) => {
+            let numbers: Vec<String> = ep
+                .numbers
+                .iter()
+                .map(
+                    |n| match crate::sip::dial::dial_user(n, Some(&org.region)) {
+                        Ok(d) if d != *n => format!("{n}, dialled as {d}"),
+                        _ => n.clone(),
+                    },
+                )
+                .collect();
             let _ = writeln!(
                 s,
                 "Endpoint: {} number{} ({}), matching by {:?}, listening on {}",
                 ep.numbers.len(),
                 if ep.numbers.len() == 1 { "" } else { "s" },
-                ep.numbers.join(", "),
+                numbers.join("; "),
                 ep.matching,
                 ep.listen.join(", ")
             );

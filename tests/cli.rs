@@ -130,6 +130,49 @@ fn usage_and_config_errors_exit_2_naming_the_problem() {
     );
 }
 
+/// `config check` prints the exact Request-URI each line's test call goes
+/// to, from the same code the line dials with: the example's spaced number
+/// in its dialable form, the dial prefix in front.
+#[test]
+fn config_check_prints_what_each_line_dials() {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replacen("# [line.account]", "[line.account]", 1)
+        .replacen("# registrar = ", "registrar = ", 1)
+        .replacen("# username = ", "username = ", 1)
+        .replacen("# password = ", "password = ", 1)
+        .replacen("# dial_prefix = ", "dial_prefix = ", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cidguard.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = cidguard()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{s}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s.contains(
+            "  reception        dials sip:1831+61399990000@pbx.eastside-refuge.org.au:5060\n"
+        ),
+        "{s}"
+    );
+    assert!(
+        !s.contains("outreach         dials"),
+        "no account, no call: {s}"
+    );
+    assert!(
+        s.contains("+61 3 9999 0000, dialled as +61399990000"),
+        "{s}"
+    );
+}
+
 #[test]
 fn config_check_summarises_lines() {
     let out = cidguard()

@@ -217,3 +217,66 @@ reason = "PBX upgrade"
     let e = check(&daemon("statedir = \"/x\"")).unwrap_err();
     assert!(e.to_string().contains("statedir"), "{e}");
 }
+
+/// Numbers people write, for the endpoint and a line's dial settings: what
+/// can't go on the wire is refused before any call, naming the field.
+#[test]
+fn dial_settings_that_cant_go_on_the_wire_name_their_field() {
+    let config = |numbers: &str, dial: &str, prefix: &str| {
+        format!(
+            "{ORG}{LINE}[line.account]\nregistrar = \"sip:pbx.eastside-refuge.org.au\"\nusername = \"201\"\npassword = \"x\"\n{prefix}\n[endpoint]\nnumbers = [{numbers}]\n{dial}\n"
+        )
+    };
+    let ok = config(
+        "\"+61 3 9999 0000\", \"+61 (0)3 9999 0001\", \"(03) 9999\u{a0}0002\", \"cidguard\"",
+        "",
+        "dial_prefix = \"18 31\"",
+    );
+    check(&ok).unwrap();
+    for (text, field) in [
+        (config("\"+61 3 9999 OOOO\"", "", ""), "endpoint.numbers[0]"),
+        (
+            config("\"4000\", \"03 9999 0000 ext 2\"", "", ""),
+            "endpoint.numbers[1]",
+        ),
+        (config("\"4000\", \"\"", "", ""), "endpoint.numbers[1]"),
+        // The same number twice: a call to one can't be told from the other.
+        (
+            config("\"+61 3 9999 0000\", \"(03) 9999-0000\"", "", ""),
+            "endpoint.numbers[1]",
+        ),
+        (
+            config("\"4000\"", "", "dial_prefix = \"*67 or 1831\""),
+            "line[0] (a).account.dial_prefix",
+        ),
+        (
+            config("\"4000\"", "dial = \"9+{number}\"", ""),
+            "endpoint.dial",
+        ),
+        (
+            config("\"4000\"", "dial = \"sip:{number}@sbc example.org\"", ""),
+            "endpoint.dial",
+        ),
+        (
+            config("\"4000\"", "dial = \"tel:{number}\"", ""),
+            "endpoint.dial",
+        ),
+        (
+            config(
+                "\"4000\"",
+                "dial = \"sip:sbc.example.org\"",
+                "dial_prefix = \"1831\"",
+            ),
+            "line[0] (a).account.dial_prefix",
+        ),
+        (
+            config("\"4000\"", "", "")
+                .replace("sip:pbx.eastside-refuge.org.au", "sip:pbx eastside"),
+            "line[0] (a).account.registrar",
+        ),
+    ] {
+        assert_eq!(field_of(&text), field, "{text}");
+    }
+    let e = check(&config("\"+61 3 9999 OOOO\"", "", "")).unwrap_err();
+    assert!(e.to_string().contains("'O' is a letter"), "{e}");
+}

@@ -9,6 +9,7 @@ mod daemon_cli;
 mod daemon_e2e;
 mod demo;
 mod deploy;
+mod example_numbers;
 mod fuzz_mutations;
 mod local_hygiene;
 mod package;

@@ -217,3 +217,30 @@ fn rfc4475_specific_outcomes() {
         );
     }
 }
+
+/// A number inside a configured range: the finding names the number seen
+/// and the range it fell in, not the range's first number.
+#[test]
+fn a_range_hit_names_the_number_seen_and_the_range() {
+    let policies = example_policies();
+    let msg = "INVITE sip:+61399990000@cidguard.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\nFrom: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:+61399990000@cidguard.test>\r\nCall-ID: 1@carrier.example\r\nCSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:0370100150@carrier.example>\r\nX-Callback: +61 (0)3 7010 0177\r\nContent-Length: 0\r\n\r\n";
+    let v = judge(&policies[0], msg.as_bytes());
+    let detail = |h: &str| {
+        v.findings
+            .iter()
+            .find(|f| f.header == h && f.kind == Kind::Number)
+            .map(|f| (f.detail.clone(), f.matched.clone()))
+            .unwrap_or_else(|| panic!("no number finding in {h}: {v:#?}"))
+    };
+    let (pai, matched) = detail("P-Asserted-Identity");
+    assert!(
+        pai.contains("\"0370100150\" is the organisation's number +61370100150 (in the range configured as \"+61 3 7010 0100-0199\", read in national form with trunk prefix)"),
+        "{pai}"
+    );
+    assert_eq!(matched, "+61 3 7010 0100-0199");
+    let (x, _) = detail("X-Callback");
+    assert!(
+        x.contains("+61370100177 (in the range configured as \"+61 3 7010 0100-0199\", read in international form with the trunk prefix kept after the country code) appears as \"+61 (0)3 7010 0177\""),
+        "{x}"
+    );
+}

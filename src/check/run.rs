@@ -234,6 +234,7 @@ impl Checker {
         eo.invite_burst = eo.invite_burst.max(2.0 * parallel as f64 + 10.0);
         eo.invite_rate = eo.invite_rate.max(parallel as f64);
         eo.max_calls = eo.max_calls.max(2 * parallel + 16);
+        eo.region = Some(cfg.organisation.region.clone());
         let endpoint = Endpoint::start_with(&ep, arbiter.clone(), eo).await?;
         Ok(Checker {
             current: std::sync::RwLock::new(Current {
@@ -341,9 +342,16 @@ impl Checker {
                 None => return inconclusive("no free endpoint number".into(), trigger),
             }
         };
-        let result = self
-            .call_and_judge(name, policy, account, ep, &number, started, trigger)
-            .await;
+        let result =
+            match crate::sip::dial::for_line(account, ep, &number, &cfg.organisation.region) {
+                Ok(target) => {
+                    self.call_and_judge(
+                        name, policy, account, ep, &number, &target, started, trigger,
+                    )
+                    .await
+                }
+                Err(e) => inconclusive(format!("can't dial the endpoint: {e}"), trigger),
+            };
         lock(&self.free_numbers).push(number);
         result
     }
@@ -356,6 +364,7 @@ impl Checker {
         account: &crate::config::Account,
         ep: &crate::config::Endpoint,
         number: &str,
+        target: &str,
         started: SystemTime,
         trigger: Trigger,
     ) -> CheckResult {
@@ -394,9 +403,7 @@ impl Checker {
                 changed: changed.clone(),
             },
         );
-        let outcome = self
-            .place_call(account, ep, number, hold, token.clone())
-            .await;
+        let outcome = self.place_call(account, target, hold, token.clone()).await;
         // Give the endpoint's side time to report the call it saw.
         let settle = Duration::from_secs(5);
         let deadline = tokio::time::Instant::now() + settle;
@@ -502,13 +509,13 @@ impl Checker {
         result
     }
 
-    /// Register (if the line must) and place the call. Err is a reason for
+    /// Register (if the line must) and place the call to `target` (the
+    /// Request-URI from [`crate::sip::dial::for_line`]). Err is a reason for
     /// an inconclusive result.
     async fn place_call(
         &self,
         account: &crate::config::Account,
-        ep: &crate::config::Endpoint,
-        number: &str,
+        target: &str,
         hold: Duration,
         token: Option<String>,
     ) -> Result<(Option<String>, CallReport, Vec<CapturedMessage>), String> {
@@ -544,26 +551,18 @@ impl Checker {
                 }
             }
         }
-        let target = match &ep.dial {
-            Some(t) => t.replace("{number}", number),
-            None => number.to_string(),
-        };
-        let target = match &account.dial_prefix {
-            Some(p) => format!("{p}{target}"),
-            None => target,
-        };
         let opts = CallOptions {
             ring_timeout: Some(account.ring_timeout.max(hold + Duration::from_secs(10))),
             ..Default::default()
         };
         let report = match token {
             Some(tok) => {
-                line.call_with(&target, opts, move |answered| async move {
+                line.call_with(target, opts, move |answered| async move {
                     send_token(&answered, &tok).await;
                 })
                 .await
             }
-            None => line.call(&target, opts).await,
+            None => line.call(target, opts).await,
         };
         if registered {
             let _ = line.unregister().await;

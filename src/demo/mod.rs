@@ -329,13 +329,14 @@ fn prepare(opts: &Options, pbx_addr: SocketAddr, endpoint: SocketAddr) -> Result
     })
 }
 
-/// The digits of a configured number in E.164 with the `+`.
-fn e164(n: &str) -> String {
-    let digits: String = n.chars().filter(|c| c.is_ascii_digit()).collect();
-    format!("+{digits}")
+/// A configured number as the demo PBX puts it on the wire: its dialable
+/// form (`+61 3 7010 0142` is `+61370100142`).
+fn e164(n: &str, region: &str) -> String {
+    crate::verdict::numbers::dialable(n, Some(region)).unwrap_or_else(|_| n.to_string())
 }
 
 fn identities(cfg: &Config) -> Identities {
+    let region = &cfg.organisation.region;
     let umbrella = cfg.lines.iter().find_map(|l| l.umbrella.clone());
     Identities {
         org_name: cfg.organisation.name.clone(),
@@ -343,14 +344,14 @@ fn identities(cfg: &Config) -> Identities {
             .organisation
             .numbers
             .first()
-            .map(|n| e164(n))
+            .map(|n| e164(n, region))
             .unwrap_or_default(),
         umbrella_name: umbrella
             .as_ref()
             .map(|u| u.name.clone())
             .unwrap_or_default(),
         umbrella_number: umbrella
-            .and_then(|u| u.numbers.first().map(|n| e164(n)))
+            .and_then(|u| u.numbers.first().map(|n| e164(n, region)))
             .unwrap_or_default(),
     }
 }

@@ -192,6 +192,10 @@ pub struct EndpointOptions {
     /// After a final response, how long to wait for the ACK before the call
     /// is reported.
     pub ack_wait: Duration,
+    /// `organisation.region`: lets a number configured as `+61 3 9999 0000`
+    /// be recognised when the PBX delivers it nationally (`0399990000`,
+    /// `399990000`). Without it, only the digits as written and E.164.
+    pub region: Option<String>,
 }
 
 impl Default for EndpointOptions {
@@ -203,6 +207,7 @@ impl Default for EndpointOptions {
             invite_burst: 20.0,
             max_sources: 4096,
             ack_wait: Duration::from_secs(4),
+            region: None,
         }
     }
 }
@@ -385,7 +390,7 @@ impl Endpoint {
             numbers: cfg
                 .numbers
                 .iter()
-                .map(|n| (normalise_number(n), n.clone()))
+                .map(|n| (delivered_keys(n, opts.region.as_deref()), n.clone()))
                 .collect(),
             calls: Mutex::new(HashMap::new()),
             opts,
@@ -493,6 +498,27 @@ struct Registration {
     refresher: Option<Refresher>,
 }
 
+/// The normalised forms ([`normalise_number`]) a call to an endpoint number
+/// configured as `number` may arrive with: as written, E.164 with or
+/// without `+`, and, knowing the region, its national forms
+/// ([`crate::verdict::numbers::delivered_forms`]).
+pub fn delivered_keys(number: &str, region: Option<&str>) -> Vec<String> {
+    let mut keys = vec![normalise_number(number)];
+    let forms = match region {
+        Some(r) => crate::verdict::numbers::delivered_forms(number, r),
+        None => crate::verdict::numbers::dialable(number, None)
+            .map(|d| vec![d])
+            .unwrap_or_default(),
+    };
+    for f in forms {
+        let k = normalise_number(&f);
+        if !k.is_empty() && !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
 /// Digits of a number with `+`, visual separators and URI parameters
 /// removed; a user part that isn't a number is compared case-insensitively.
 pub fn normalise_number(s: &str) -> String {
@@ -524,8 +550,8 @@ pub fn identity_headers(m: &Message) -> Vec<(String, String)> {
 
 struct Shared {
     handler: Arc<dyn CallHandler>,
-    /// (normalised, as configured)
-    numbers: Vec<(String, String)>,
+    /// (every normalised form it may be delivered in, as configured)
+    numbers: Vec<(Vec<String>, String)>,
     calls: Mutex<HashMap<String, mpsc::Sender<IncomingRequest>>>,
     opts: EndpointOptions,
     counters: Arc<Counters>,
@@ -783,7 +809,7 @@ async fn new_call(shared: &Arc<Shared>, req: IncomingRequest) {
     let matched = shared
         .numbers
         .iter()
-        .find(|(n, _)| !n.is_empty() && *n == wanted)
+        .find(|(keys, _)| !wanted.is_empty() && keys.contains(&wanted))
         .map(|(_, orig)| orig.clone());
     let call_id = m.call_id().unwrap_or_default().to_string();
     let Some(number) = matched else {
@@ -1330,6 +1356,31 @@ mod tests {
         assert_eq!(normalise_number("(03) 7010.0142"), "0370100142");
         assert_eq!(normalise_number("CidGuard"), "cidguard");
         assert_eq!(normalise_number(""), "");
+    }
+
+    /// A number configured as people write it is recognised however the
+    /// PBX delivers it; otherwise real test calls become strays.
+    #[test]
+    fn delivered_forms_of_a_configured_number() {
+        let keys = delivered_keys("+61 3 9999 0000", Some("AU"));
+        for delivered in [
+            "+61399990000",
+            "61399990000",
+            "0399990000",
+            "399990000",
+            "+61399990000;npdi",
+        ] {
+            assert!(
+                keys.contains(&normalise_number(delivered)),
+                "{delivered}: {keys:?}"
+            );
+        }
+        assert!(!keys.contains(&normalise_number("0399990001")));
+        // Without the region: as written and E.164 only.
+        let keys = delivered_keys("+61 (0)3 9999 0000", None);
+        assert!(keys.contains(&normalise_number("+61399990000")), "{keys:?}");
+        assert!(!keys.contains(&normalise_number("0399990000")), "{keys:?}");
+        assert_eq!(delivered_keys("CidGuard", Some("AU")), ["cidguard"]);
     }
 
     #[test]

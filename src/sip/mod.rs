@@ -4,6 +4,7 @@
 //! Nothing outside this module sees a third-party SIP type.
 
 pub mod build;
+pub mod dial;
 pub mod digest;
 pub mod endpoint;
 pub mod header;

@@ -84,6 +84,11 @@ pub enum UacError {
     },
     #[error("the {method} transaction ended without a final response")]
     NoFinalResponse { method: String },
+    #[error("can't dial {target:?}: {source}")]
+    Dial {
+        target: String,
+        source: super::dial::DialError,
+    },
 }
 
 /// How a line reaches the network, beyond its account.
@@ -299,6 +304,12 @@ struct RegState {
 
 type Dialogs = Arc<Mutex<HashMap<String, mpsc::Sender<IncomingRequest>>>>;
 
+/// The registrar as it goes in a Request-URI (`host[:port]`, IPv6 in
+/// brackets), read from `account.registrar` the way a line reads it.
+pub fn registrar_uri_part(registrar: &str) -> Result<String, UacError> {
+    HostPort::parse("registrar", registrar).map(|h| h.uri_part())
+}
+
 /// A line: one SIP account on the PBX. Cheap to clone.
 #[derive(Clone)]
 pub struct Line {
@@ -486,22 +497,32 @@ impl Line {
         }
     }
 
-    /// The Request-URI for a target: a full URI as given, else
-    /// `sip:<dial prefix><target>@<registrar>`.
-    pub fn target_uri(&self, target: &str) -> String {
+    /// The Request-URI for a target: a full URI as given (checked), else
+    /// `sip:<dial prefix><target>@<registrar>` with the target in its
+    /// dialable form (see [`super::dial`]).
+    pub fn target_uri(&self, target: &str) -> Result<String, UacError> {
         let t = target.trim();
-        let lower = t.to_ascii_lowercase();
-        if ["sip:", "sips:", "tel:"]
-            .iter()
-            .any(|s| lower.starts_with(s))
-        {
-            return t.to_string();
+        let dial_error = |source| UacError::Dial {
+            target: t.to_string(),
+            source,
+        };
+        if super::dial::is_uri(t) {
+            super::dial::check_uri(t).map_err(|why| {
+                dial_error(super::dial::DialError::Uri {
+                    uri: t.to_string(),
+                    why,
+                })
+            })?;
+            return Ok(t.to_string());
         }
-        format!(
-            "sip:{}{t}@{}",
-            self.inner.dial_prefix,
-            self.inner.registrar.uri_part()
-        )
+        let host = self.inner.registrar.uri_part();
+        let plan = super::dial::Plan {
+            host: &host,
+            prefix: Some(&self.inner.dial_prefix),
+            template: None,
+            region: None,
+        };
+        super::dial::request_uri(&plan, t).map_err(dial_error)
     }
 
     fn via(&self, flow: &Flow, branch: &str) -> String {
@@ -894,7 +915,7 @@ impl Line {
         F: FnOnce(Answered) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let target_uri = self.target_uri(target);
+        let target_uri = self.target_uri(target)?;
         let ring_timeout = opts.ring_timeout.unwrap_or(self.inner.ring_timeout);
         let from_tag = new_tag();
         let from = format!(

@@ -436,28 +436,23 @@ fn classify_user(uri: &Uri) -> UserPart {
     if is_anonymous_text(user) {
         return UserPart::Anonymous;
     }
-    let compact: String = user.chars().filter(|c| !" -.()".contains(*c)).collect();
-    let (plus, digits) = match compact.strip_prefix('+') {
-        Some(d) => (true, d.to_string()),
-        None => (false, compact.clone()),
-    };
-    if digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        // A local number with phone-context (RFC 3966) is read in that context.
-        let ctx = uri.param("phone-context").flatten().unwrap_or("");
-        if !plus {
-            if let Some(c) = ctx.strip_prefix('+') {
-                let c: String = c.chars().filter(char::is_ascii_digit).collect();
-                if !c.is_empty() {
-                    return UserPart::Number {
-                        digits: format!("{c}{digits}"),
-                        plus: true,
-                    };
-                }
-            }
-        }
-        return UserPart::Number { digits, plus };
+    // A local number with phone-context (RFC 3966) is read in that context:
+    // a user parameter of a sip: user part (RFC 3261 19.1.6), or a tel:
+    // URI's own parameter.
+    let context = raw
+        .split(';')
+        .skip(1)
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("phone-context")
+                .then_some(v.trim())
+        })
+        .or_else(|| uri.param("phone-context").flatten());
+    match numbers::read_uri_number(user, context) {
+        Some((digits, plus)) if digits.len() >= 3 => UserPart::Number { digits, plus },
+        _ => UserPart::Text(user.to_string()),
     }
-    UserPart::Text(user.to_string())
 }
 
 impl Judge<'_> {
@@ -499,12 +494,14 @@ impl Judge<'_> {
         };
         for hit in org.numbers.find_in(&decoded) {
             let detail = format!(
-                "the organisation's number {} (configured as {:?}) appears as {:?}, in {}; {header} is {where_}.{}",
-                hit.entry.e164(),
-                hit.entry.label,
+                "the organisation's number {} appears as {:?}; {header} is {where_}.{}",
+                hit.number.describe(),
                 hit.as_written,
-                hit.form.describe(),
-                if shown { self.privacy_note(header) } else { String::new() },
+                if shown {
+                    self.privacy_note(header)
+                } else {
+                    String::new()
+                },
             );
             self.push(Finding {
                 header: header.into(),
@@ -512,7 +509,7 @@ impl Judge<'_> {
                 kind: Kind::Number,
                 shown,
                 detail,
-                matched: hit.entry.label.clone(),
+                matched: hit.number.entry.label.clone(),
             });
         }
         // Hosts first: a configured domain such as `eastside-refuge.org.au`
@@ -664,7 +661,7 @@ impl Judge<'_> {
         match classify_user(uri) {
             UserPart::Absent | UserPart::Anonymous => {}
             UserPart::Number { digits, plus } => {
-                if let Some((e, form)) = org.numbers.match_digits(&digits, plus, true) {
+                if let Some(m) = org.numbers.match_digits(&digits, plus, true) {
                     let shown_as = uri.user.clone().unwrap_or_default();
                     self.push(Finding {
                         header: header.into(),
@@ -672,13 +669,11 @@ impl Judge<'_> {
                         kind: Kind::Number,
                         shown: true,
                         detail: format!(
-                            "the caller number {shown_as:?} is the organisation's number {} (configured as {:?}, read in {}).{}",
-                            e.e164(),
-                            e.label,
-                            form.describe(),
+                            "the caller number {shown_as:?} is the organisation's number {}.{}",
+                            m.describe(),
                             self.privacy_note(header)
                         ),
-                        matched: e.label.clone(),
+                        matched: m.entry.label.clone(),
                     });
                     return;
                 }
@@ -736,18 +731,17 @@ impl Judge<'_> {
                 }
                 for tn in &c.div_tn {
                     let digits: String = tn.chars().filter(char::is_ascii_digit).collect();
-                    if let Some((e, _)) = self.policy.org.numbers.match_digits(&digits, tn.starts_with('+'), true) {
+                    if let Some(m) = self.policy.org.numbers.match_digits(&digits, tn.starts_with('+'), true) {
                         self.push(Finding {
                             header: "Identity".into(),
                             value: value.into(),
                             kind: Kind::Number,
                             shown: true,
                             detail: format!(
-                                "the PASSporT div.tn claim {tn:?} is the organisation's number {} (configured as {:?})",
-                                e.e164(),
-                                e.label
+                                "the PASSporT div.tn claim {tn:?} is the organisation's number {}",
+                                m.describe()
                             ),
-                            matched: e.label.clone(),
+                            matched: m.entry.label.clone(),
                         });
                     }
                 }

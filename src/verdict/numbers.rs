@@ -12,8 +12,15 @@
 //! a configured number: E.164 with or without `+`, after an international
 //! prefix (`00`, `0011`, `011`...), national with the trunk prefix, the bare
 //! NSN, or (only as a stand-alone token) the local subscriber number of a
-//! fixed line. A digit run that merely shares digits with a configured number
-//! never matches.
+//! fixed line; the trunk prefix kept after the country code (`+61 (0)3 7010
+//! 0142`, `0061 03 ...`) is the same number. A digit run that merely shares
+//! digits with a configured number never matches.
+//!
+//! The same module owns how numbers are *written*: [`fold`] turns what people
+//! paste (no-break spaces, Unicode dashes, full-width digits) into plain
+//! characters, [`dialable`] is the one place a configured number becomes what
+//! goes on the wire, and [`in_context`] is the one reading of an RFC 3966
+//! `phone-context`, used for identity headers and the free-text scan alike.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -32,6 +39,259 @@ pub enum NumberError {
     BadRange { end: String },
     #[error("the number is too short to be matched safely (fewer than 4 national digits)")]
     TooShort,
+}
+
+/// Why a number, a dial prefix or a dial template can't go on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialableError {
+    #[error("it is empty")]
+    Empty,
+    #[error("{0:?} is a letter: a number is digits, a leading +, * and #, with spaces, dashes, dots or brackets between them")]
+    Letter(char),
+    #[error("{0:?} can't be dialled: a number is digits, a leading +, * and #, with spaces, dashes, dots or brackets between them")]
+    Character(char),
+    #[error("a + can only come first (it means an international number)")]
+    Plus,
+    #[error("it has no digits")]
+    NoDigits,
+}
+
+/// What people paste into numbers, folded to what it means: Unicode spaces
+/// (no-break, thin, narrow, ideographic) and zero-width characters to a
+/// space, Unicode dashes and minus signs to `-`, full-width digits, plus,
+/// brackets and dot to ASCII. Everything else is left alone (and refused
+/// later if it can't be in a number).
+pub fn fold(c: char) -> char {
+    match c {
+        '\t'
+        | '\u{00A0}'
+        | '\u{2000}'..='\u{200B}'
+        | '\u{202F}'
+        | '\u{205F}'
+        | '\u{2060}'
+        | '\u{3000}'
+        | '\u{FEFF}' => ' ',
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' => '-',
+        '\u{FF0B}' => '+',
+        '\u{FF08}' => '(',
+        '\u{FF09}' => ')',
+        '\u{FF0E}' => '.',
+        // Full-width digits: the offset keeps them in 0-9.
+        '\u{FF10}'..='\u{FF19}' => char::from_u32(c as u32 - 0xFF10 + u32::from(b'0')).unwrap_or(c),
+        _ => c,
+    }
+}
+
+/// Visual separators people put between digits: RFC 3966's `-`, `.`, `(`,
+/// `)`, and the space and slash they type.
+fn is_visual(c: char) -> bool {
+    matches!(c, ' ' | '-' | '.' | '(' | ')' | '/')
+}
+
+/// The dial string of a number as written: what goes in a Request-URI's
+/// user part. Visual separators go (also the no-break spaces and Unicode
+/// dashes people paste), a trunk prefix kept after the country code goes
+/// (`+61 (0)3 9999 0000`, `+61 03 ...`, `0061 (0)3 ...` dial `+61399990000`
+/// and `0061399990000`), `*` and `#` stay, and the leading `+` or the
+/// national form stays as written: the PBX's dial plan decides what it
+/// accepts, and the user wrote what the line would dial. Letters and other
+/// characters are refused. `region` (ISO 3166) says which international
+/// prefix to recognise besides `00`.
+pub fn dialable(text: &str, region: Option<&str>) -> Result<String, DialableError> {
+    let (plus, mut kept) = dial_chars(text)?;
+    if kept.is_empty() {
+        return Err(DialableError::NoDigits);
+    }
+    // A service code (`*67`, `#31#`) is not a phone number: as written.
+    if !kept.contains(['*', '#']) {
+        let idd = if plus {
+            Some(0)
+        } else {
+            international_prefix_len(&kept, region)
+        };
+        if let Some(idd) = idd {
+            if let Some((cc, trunk)) = trunk_after_code(&kept[idd..]) {
+                kept.replace_range(idd + cc..idd + cc + trunk, "");
+            }
+        }
+    }
+    Ok(format!("{}{kept}", if plus { "+" } else { "" }))
+}
+
+/// The characters of a dial string as written, without the visual
+/// separators: whether it starts with `+`, and the digits, `*` and `#`.
+/// Letters and other characters are refused; the result may be empty.
+pub fn dial_chars(text: &str) -> Result<(bool, String), DialableError> {
+    let folded: String = text.chars().map(fold).collect();
+    let t = folded.trim();
+    if t.is_empty() {
+        return Err(DialableError::Empty);
+    }
+    let mut plus = false;
+    let mut kept = String::with_capacity(t.len());
+    for c in t.chars() {
+        match c {
+            '0'..='9' | '*' | '#' => kept.push(c),
+            '+' if !plus && kept.is_empty() => plus = true,
+            '+' => return Err(DialableError::Plus),
+            c if is_visual(c) => {}
+            c if c.is_alphabetic() => return Err(DialableError::Letter(c)),
+            c => return Err(DialableError::Character(c)),
+        }
+    }
+    Ok((plus, kept))
+}
+
+/// Length of the international prefix a digit string starts with: `00`
+/// anywhere, and the region's own (`0011` in Australia, `011` in North
+/// America).
+fn international_prefix_len(digits: &str, region: Option<&str>) -> Option<usize> {
+    let own = region
+        .and_then(region_id)
+        .and_then(|id| DATABASE.by_id(id.as_ref()))
+        .and_then(|m| m.preferred_international_prefix())
+        .filter(|p| p.len() >= 2 && p.bytes().all(|b| b.is_ascii_digit()));
+    let mut prefixes: Vec<&str> = own.into_iter().collect();
+    prefixes.push("00");
+    prefixes
+        .into_iter()
+        .find(|p| digits.len() > p.len() + 4 && digits.starts_with(p))
+        .map(str::len)
+}
+
+/// The trunk (national) prefix of the country a code belongs to: `0` for
+/// +61 and +44, none for +39 (Italian numbers keep their 0).
+fn trunk_for(code: u16) -> Option<String> {
+    let metas = DATABASE.by_code(&code)?;
+    let main = metas
+        .iter()
+        .find(|m| m.is_main_country_for_code())
+        .or(metas.first())?;
+    main.national_prefix()
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string)
+}
+
+/// A trunk prefix kept after the country code in an E.164 digit string
+/// (`610399990000`): the lengths of the code and of the trunk prefix. The
+/// number plan decides, as libphonenumber reads a number: only a country
+/// with a trunk prefix, and only when what follows is still long enough to
+/// be a number there (`+7 800 ...` keeps its 8).
+fn trunk_after_code(e164: &str) -> Option<(usize, usize)> {
+    let n = phonenumber::parse(None, format!("+{e164}")).ok()?;
+    let code = n.code().value();
+    let cc = code.to_string();
+    let trunk = trunk_for(code)?;
+    let nsn = nsn_digits(&n);
+    let rest = e164
+        .strip_prefix(cc.as_str())?
+        .strip_prefix(trunk.as_str())?;
+    // The parser strips a trunk prefix whenever what is left is not too
+    // short; a length the plan allows is asked for too, so `+7 800 ...`
+    // (Russia's trunk prefix is 8) keeps its 8.
+    (rest == nsn && possible_length(&n, nsn.len())).then_some((cc.len(), trunk.len()))
+}
+
+/// A configured number as the phone-number parser should see it: folded,
+/// and an international number written with `00` read as one (`0061 3 ...`
+/// is `+61 3 ...` whatever the region's own international prefix).
+fn read_number(text: &str, region: country::Id) -> Option<phonenumber::PhoneNumber> {
+    let folded: String = text.chars().map(fold).collect();
+    let t = folded.trim();
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    let parsed = phonenumber::parse(Some(region), t).ok();
+    let international = parsed
+        .as_ref()
+        .is_some_and(|n| n.code().source() != country::Source::Default);
+    if !international && !t.starts_with('+') && digits.starts_with("00") {
+        let rest = t.trim_start_matches(|c: char| c == '0' || is_visual(c));
+        if let Ok(n) = phonenumber::parse(None, format!("+{rest}")) {
+            return Some(n);
+        }
+    }
+    parsed
+}
+
+/// The forms a PBX or carrier may deliver a number configured as `text`
+/// in (a Request-URI user part, reduced to its digits): the dial string as
+/// written, E.164 without `+`, and for a number of the home region its
+/// national form with the trunk prefix and, when long enough to be safe,
+/// without. Empty when `text` is not a number (a user name).
+pub fn delivered_forms(text: &str, region: &str) -> Vec<String> {
+    let Ok(dial) = dialable(text, Some(region)) else {
+        return Vec::new();
+    };
+    let mut out = vec![dial.trim_start_matches('+').to_string()];
+    let (Some(id), false) = (region_id(region), dial.contains(['*', '#'])) else {
+        return out;
+    };
+    let Some(n) = read_number(&dial, id) else {
+        return out;
+    };
+    let cc = n.code().value();
+    let nsn = nsn_digits(&n);
+    // An extension ("4000") is not a phone number to reformat.
+    if nsn.len() < 6 {
+        return out;
+    }
+    let mut forms = vec![format!("{cc}{nsn}")];
+    if let Some(home) = DATABASE
+        .by_id(id.as_ref())
+        .filter(|m| m.country_code() == cc)
+    {
+        if let Some(t) = home.national_prefix() {
+            forms.push(format!("{t}{nsn}"));
+        }
+        forms.push(nsn);
+    }
+    for f in forms {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// How a number in a URI is read, the one way cidguard reads it everywhere
+/// (identity headers and the free-text scan): a global number (`+...`) is
+/// E.164 and its context is ignored; a local number with a global-number
+/// `phone-context` (`tel:02-9000-0000;phone-context=+61`) is the context's
+/// digits followed by its own (RFC 3966 section 5.1.5), here +61 0 2 9000
+/// 0000, which the trunk rule reads as +61 2 9000 0000; a local number with
+/// a domain-name context, or none, is read in the organisation's region.
+/// Returns the digits and whether they are E.164.
+pub fn in_context(digits: &str, plus: bool, context: Option<&str>) -> (String, bool) {
+    match context.and_then(global_context) {
+        Some(c) if !plus => (format!("{c}{digits}"), true),
+        _ => (digits.to_string(), plus),
+    }
+}
+
+/// The digits of a global-number `phone-context` (`+61`, `+61-3`); None for
+/// a domain name or anything else.
+pub fn global_context(context: &str) -> Option<String> {
+    let rest = context.trim().strip_prefix('+')?;
+    let digits: String = rest.chars().filter(|c| !is_visual(*c)).collect();
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+/// The number a URI's user part (or a tel: URI's number) holds, read with
+/// its `phone-context` as [`in_context`] does: `number` is the part before
+/// any `;`, with visual separators. None when it is not all digits.
+pub fn read_uri_number(number: &str, context: Option<&str>) -> Option<(String, bool)> {
+    let compact: String = number
+        .chars()
+        .map(fold)
+        .filter(|c| !is_visual(*c))
+        .collect();
+    let (plus, digits) = match compact.strip_prefix('+') {
+        Some(d) => (true, d),
+        None => (false, compact.as_str()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(in_context(digits, plus, context))
 }
 
 /// Look up an ISO 3166 region code (case-insensitive).
@@ -114,6 +374,9 @@ impl IntervalIndex {
 pub enum Form {
     International,
     InternationalPrefix,
+    /// International (with `+` or a prefix) with the trunk prefix kept
+    /// after the country code: `+61 (0)3 7010 0142`.
+    InternationalTrunk,
     NationalTrunk,
     National,
     Local,
@@ -124,6 +387,9 @@ impl Form {
         match self {
             Form::International => "international (E.164) form",
             Form::InternationalPrefix => "form with an international dialling prefix",
+            Form::InternationalTrunk => {
+                "international form with the trunk prefix kept after the country code"
+            }
             Form::NationalTrunk => "national form with trunk prefix",
             Form::National => "national number without trunk prefix",
             Form::Local => "local subscriber number",
@@ -139,14 +405,18 @@ pub struct NumberSet {
     full: HashMap<(u16, usize), IntervalIndex>,
     /// (country code, subscriber length) -> intervals of local numbers.
     local: HashMap<(u16, usize), IntervalIndex>,
-    /// Country codes present, as strings, for splitting E.164 digit strings.
-    codes: Vec<String>,
+    /// Country codes present (as text, for splitting E.164 digit strings),
+    /// with their country's trunk prefix.
+    codes: Vec<(String, u16, Option<String>)>,
     /// The home region's country code, trunk prefix and international prefixes.
     home_code: u16,
     trunk: Option<String>,
     intl_prefixes: Vec<String>,
     /// Lengths of the forms that may be found inside a longer digit run.
     windows: Vec<usize>,
+    /// Bit n set: a digit string of length n may be some form of a
+    /// configured number. Every other candidate is refused without a lookup.
+    lengths: u32,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -213,15 +483,19 @@ impl NumberSet {
                     }
                 }
             }
-            let cc = e.country_code.to_string();
-            if !set.codes.contains(&cc) {
-                set.codes.push(cc);
+            if !set.codes.iter().any(|c| c.1 == e.country_code) {
+                set.codes.push((
+                    e.country_code.to_string(),
+                    e.country_code,
+                    trunk_for(e.country_code),
+                ));
             }
         }
         for ix in set.full.values_mut().chain(set.local.values_mut()) {
             ix.finish();
         }
         set.windows = set.window_lengths();
+        set.lengths = set.candidate_lengths();
         Ok(set)
     }
 
@@ -237,13 +511,34 @@ impl NumberSet {
         ix.find(nsn.parse().ok()?)
     }
 
-    fn lookup_e164(&self, digits: &str) -> Option<usize> {
-        for cc in &self.codes {
-            if let Some(rest) = digits.strip_prefix(cc.as_str()) {
-                if let Ok(code) = cc.parse() {
-                    if let Some(i) = self.lookup_full(code, rest) {
-                        return Some(i);
-                    }
+    /// The match for entry `i`, seen as national number `nsn` of `cc`.
+    fn matched(&self, i: usize, form: Form, cc: u16, nsn: &str) -> Option<NumberMatch<'_>> {
+        Some(NumberMatch {
+            entry: &self.entries[i],
+            form,
+            seen: format!("+{cc}{nsn}"),
+        })
+    }
+
+    /// An E.164 digit string (after `+` or an international prefix, `idd`).
+    fn lookup_e164(&self, digits: &str, idd: bool) -> Option<NumberMatch<'_>> {
+        for (text, cc, trunk) in &self.codes {
+            let Some(rest) = digits.strip_prefix(text.as_str()) else {
+                continue;
+            };
+            if let Some(i) = self.lookup_full(*cc, rest) {
+                let form = if idd {
+                    Form::InternationalPrefix
+                } else {
+                    Form::International
+                };
+                return self.matched(i, form, *cc, rest);
+            }
+            // The trunk prefix kept after the country code, as people write
+            // it ("+61 (0)3 7010 0142", "0061 03 ..."): the same number.
+            if let Some(nsn) = trunk.as_ref().and_then(|t| rest.strip_prefix(t.as_str())) {
+                if let Some(i) = self.lookup_full(*cc, nsn) {
+                    return self.matched(i, Form::InternationalTrunk, *cc, nsn);
                 }
             }
         }
@@ -259,44 +554,79 @@ impl NumberSet {
         digits: &str,
         plus: bool,
         standalone: bool,
-    ) -> Option<(&NumberEntry, Form)> {
-        if self.entries.is_empty() || digits.len() < 4 || digits.len() > MAX_CANDIDATE {
+    ) -> Option<NumberMatch<'_>> {
+        if self.entries.is_empty()
+            || digits.len() < 4
+            || digits.len() > MAX_CANDIDATE
+            || self.lengths & (1 << digits.len()) == 0
+        {
             return None;
         }
-        let hit = |i: usize, f: Form| Some((&self.entries[i], f));
         if plus {
-            return self
-                .lookup_e164(digits)
-                .and_then(|i| hit(i, Form::International));
+            return self.lookup_e164(digits, false);
         }
         for p in &self.intl_prefixes {
             if let Some(rest) = digits.strip_prefix(p.as_str()) {
-                if let Some(i) = self.lookup_e164(rest) {
-                    return hit(i, Form::InternationalPrefix);
+                if let Some(m) = self.lookup_e164(rest, true) {
+                    return Some(m);
                 }
             }
         }
-        if let Some(i) = self.lookup_e164(digits) {
-            return hit(i, Form::International);
+        if let Some(m) = self.lookup_e164(digits, false) {
+            return Some(m);
         }
+        let home = self.home_code;
         if let Some(t) = &self.trunk {
             if let Some(rest) = digits.strip_prefix(t.as_str()) {
-                if let Some(i) = self.lookup_full(self.home_code, rest) {
-                    return hit(i, Form::NationalTrunk);
+                if let Some(i) = self.lookup_full(home, rest) {
+                    return self.matched(i, Form::NationalTrunk, home, rest);
                 }
             }
         }
-        if let Some(i) = self.lookup_full(self.home_code, digits) {
-            return hit(i, Form::National);
+        if let Some(i) = self.lookup_full(home, digits) {
+            return self.matched(i, Form::National, home, digits);
         }
         if standalone && digits.len() >= 6 {
-            if let Some(ix) = self.local.get(&(self.home_code, digits.len())) {
+            if let Some(ix) = self.local.get(&(home, digits.len())) {
                 if let Some(i) = digits.parse().ok().and_then(|v| ix.find(v)) {
-                    return hit(i, Form::Local);
+                    let e = &self.entries[i];
+                    let area = e.area_len.and_then(|a| e.first.get(..a)).unwrap_or("");
+                    return self.matched(i, Form::Local, home, &format!("{area}{digits}"));
                 }
             }
         }
         None
+    }
+
+    /// Every length [`NumberSet::match_digits`] can match, as a bit mask: a
+    /// national number, after its country code (with or without a kept
+    /// trunk prefix, after any international prefix), after the home trunk
+    /// prefix, and the local subscriber numbers.
+    fn candidate_lengths(&self) -> u32 {
+        let home_trunk = self.trunk.as_ref().map_or(0, |t| t.len());
+        let mut mask = 0u32;
+        let mut set = |l: usize| {
+            if l <= MAX_CANDIDATE {
+                mask |= 1 << l;
+            }
+        };
+        for &(cc, len) in self.full.keys() {
+            let (cc_len, kept) = self
+                .codes
+                .iter()
+                .find(|c| c.1 == cc)
+                .map_or((0, 0), |c| (c.0.len(), c.2.as_ref().map_or(0, |t| t.len())));
+            set(len);
+            set(len + home_trunk);
+            for idd in std::iter::once(0).chain(self.intl_prefixes.iter().map(|p| p.len())) {
+                set(idd + cc_len + len);
+                set(idd + cc_len + kept + len);
+            }
+        }
+        for &(_, len) in self.local.keys() {
+            set(len);
+        }
+        mask
     }
 
     /// Lengths of the forms that may be found inside a longer digit run
@@ -306,7 +636,14 @@ impl NumberSet {
         let trunk = self.trunk.as_ref().map_or(0, |t| t.len());
         for &(cc, len) in self.full.keys() {
             let cc_len = cc.to_string().len();
-            for l in [len, len + cc_len, len + trunk] {
+            // The trunk prefix kept after the country code makes one more.
+            let kept = self
+                .codes
+                .iter()
+                .find(|c| c.1 == cc)
+                .and_then(|c| c.2.as_ref())
+                .map_or(0, |t| t.len());
+            for l in [len, len + cc_len, len + trunk, len + cc_len + kept] {
                 if l >= 8 && !v.contains(&l) {
                     v.push(l);
                 }
@@ -323,6 +660,7 @@ impl NumberSet {
             return out;
         }
         let windows = &self.windows;
+        let mut digits = String::with_capacity(MAX_CANDIDATE);
         for seq in digit_sequences(text) {
             let groups = &seq.groups;
             let mut found_in_seq = false;
@@ -330,25 +668,46 @@ impl NumberSet {
             // is the tail of a foreign number, not a national number.
             let first = &text[groups[0].0..groups[0].1];
             let anchored = seq.plus || first.starts_with("00") || first == "011";
+            let end = groups[groups.len() - 1].1;
+            // A local number in a global phone-context (a tel: URI, a sip:
+            // user part with user=phone) is read in that context and no
+            // other way, as the identity headers read it.
+            if !seq.plus {
+                if let Some(ctx) = phone_context_after(text, end) {
+                    if global_context(ctx).is_some() {
+                        let digits: String = groups.iter().map(|g| &text[g.0..g.1]).collect();
+                        let (digits, plus) = in_context(&digits, false, Some(ctx));
+                        if let Some(m) = self.match_digits(&digits, plus, seq.standalone) {
+                            out.push(NumberHit {
+                                number: m,
+                                as_written: text[groups[0].0..end].to_string(),
+                            });
+                        }
+                        continue;
+                    }
+                }
+            }
             // Every contiguous span of groups, longest first, so "(03) 7010
             // 0142" is reported whole rather than as "7010 0142".
             'spans: for span in (1..=groups.len()).rev() {
                 let last_start = if anchored { 0 } else { groups.len() - span };
                 for i in 0..=last_start {
-                    let digits: String = groups[i..i + span]
-                        .iter()
-                        .map(|g| &text[g.0..g.1])
-                        .collect();
-                    if digits.len() > MAX_CANDIDATE {
+                    // Most spans can't be any form of a configured number:
+                    // refused on their length before any digits are copied.
+                    let len: usize = groups[i..i + span].iter().map(|g| g.1 - g.0).sum();
+                    if len > MAX_CANDIDATE || self.lengths & (1 << len) == 0 {
                         continue;
+                    }
+                    digits.clear();
+                    for g in &groups[i..i + span] {
+                        digits.push_str(&text[g.0..g.1]);
                     }
                     let plus = i == 0 && seq.plus;
                     let standalone = seq.standalone && span == groups.len();
-                    if let Some((e, f)) = self.match_digits(&digits, plus, standalone) {
+                    if let Some(m) = self.match_digits(&digits, plus, standalone) {
                         let start = if plus { seq.plus_at } else { groups[i].0 };
                         out.push(NumberHit {
-                            entry: e,
-                            form: f,
+                            number: m,
                             as_written: text[start..groups[i + span - 1].1].to_string(),
                         });
                         found_in_seq = true;
@@ -368,10 +727,9 @@ impl NumberSet {
                         continue;
                     }
                     for s in 0..=(run.len() - w) {
-                        if let Some((e, f)) = self.match_digits(&run[s..s + w], false, false) {
+                        if let Some(m) = self.match_digits(&run[s..s + w], false, false) {
                             out.push(NumberHit {
-                                entry: e,
-                                form: f,
+                                number: m,
                                 as_written: run.to_string(),
                             });
                             found_in_seq = true;
@@ -388,12 +746,57 @@ impl NumberSet {
     }
 }
 
+/// A configured number recognised in a digit string.
+#[derive(Debug, Clone)]
+pub struct NumberMatch<'a> {
+    /// The configured entry (a single number or a range) it falls in.
+    pub entry: &'a NumberEntry,
+    /// How the digits were read.
+    pub form: Form,
+    /// The number actually seen, in E.164 (`+61370100150`): for a range,
+    /// the number inside it, not the range's first.
+    pub seen: String,
+}
+
+impl NumberMatch<'_> {
+    /// The number seen and where it falls, for a finding:
+    /// `+61370100150 (in the range configured as "+61 3 7010 0100-0199",
+    /// read in national form with trunk prefix)`.
+    pub fn describe(&self) -> String {
+        let e = self.entry;
+        let entry = if e.first == e.last {
+            format!("configured as {:?}", e.label)
+        } else {
+            format!("in the range configured as {:?}", e.label)
+        };
+        format!("{} ({entry}, read in {})", self.seen, self.form.describe())
+    }
+}
+
 /// A configured number found in text.
 #[derive(Debug, Clone)]
 pub struct NumberHit<'a> {
-    pub entry: &'a NumberEntry,
-    pub form: Form,
+    /// What it is and how it was read.
+    pub number: NumberMatch<'a>,
+    /// The text as it appeared.
     pub as_written: String,
+}
+
+/// The `phone-context` value in the URI parameters right after a digit
+/// sequence ending at `end` (`02-9000-0000;phone-context=+61>`), if any.
+fn phone_context_after(text: &str, end: usize) -> Option<&str> {
+    let rest = text.get(end..)?;
+    if !rest.starts_with(';') {
+        return None;
+    }
+    // The parameters end where the URI part does.
+    let stop = rest
+        .find(|c: char| matches!(c, '@' | '>' | '<' | ',' | '?' | '"') || c.is_whitespace())
+        .unwrap_or(rest.len());
+    rest[..stop].split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("phone-context").then_some(v)
+    })
 }
 
 /// A run of digit groups joined by visual separators.
@@ -433,11 +836,19 @@ fn digit_sequences(text: &str) -> Vec<DigitSeq> {
         let joined = match out.last_mut() {
             Some(seq) => {
                 let prev_end = seq.groups.last().map_or(0, |g| g.1);
-                let between = &b[prev_end..start];
-                if !between.is_empty()
-                    && between.len() <= 3
-                    && between.iter().all(|&c| is_separator(c))
-                {
+                // Both ends are ASCII digits, so this is whole characters.
+                let between = text.get(prev_end..start).unwrap_or("");
+                let joins = if between.is_ascii() {
+                    between.len() <= 3 && between.bytes().all(is_separator)
+                } else {
+                    // What people paste: no-break spaces, Unicode dashes.
+                    between.chars().count() <= 3
+                        && between
+                            .chars()
+                            .map(fold)
+                            .all(|c| c.is_ascii() && is_separator(c as u8))
+                };
+                if !between.is_empty() && joins {
                     seq.groups.push(group);
                     true
                 } else {
@@ -481,19 +892,26 @@ fn parse_entry(
     region: country::Id,
     index: usize,
 ) -> Result<Vec<NumberEntry>, NumberError> {
-    let t = text.trim();
+    let label = text.trim();
+    // What people paste (no-break spaces, en dashes) reads as what it means.
+    let folded: String = label.chars().map(fold).collect();
+    let t = folded.trim();
+    let labelled = |mut e: NumberEntry| {
+        e.label = label.to_string();
+        e
+    };
     // A single number of a possible length first: "03-7010-0142" uses '-' as
     // a separator, not a range; "+61 3 7010 0100-0199" is too long to be one.
     let single = parse_single(t, region, index);
     if let Some(e) = single.as_ref().filter(|e| e.possible_length) {
-        return Ok(vec![e.clone()]);
+        return Ok(vec![labelled(e.clone())]);
     }
     if let Some(r) = parse_range(t, region, index) {
-        return r;
+        return r.map(|v| v.into_iter().map(labelled).collect());
     }
     single
-        .map(|e| vec![e])
-        .ok_or_else(|| NumberError::Unparseable(t.to_string()))
+        .map(|e| vec![labelled(e)])
+        .ok_or_else(|| NumberError::Unparseable(label.to_string()))
 }
 
 fn parse_range(
@@ -547,7 +965,7 @@ fn parse_single(text: &str, region: country::Id, index: usize) -> Option<NumberE
     {
         return None;
     }
-    let n = phonenumber::parse(Some(region), text).ok()?;
+    let n = read_number(text, region)?;
     let nsn = nsn_digits(&n);
     if nsn.len() < 4 || nsn.len() > 17 {
         return None;
@@ -558,9 +976,23 @@ fn parse_single(text: &str, region: country::Id, index: usize) -> Option<NumberE
     if !input_digits.ends_with(&nsn) {
         return None;
     }
-    let possible_length = n.metadata(&DATABASE).is_some_and(|m| {
+    Some(NumberEntry {
+        label: text.to_string(),
+        index,
+        country_code: n.code().value(),
+        first: nsn.clone(),
+        last: nsn.clone(),
+        area_len: area_code_len(&n, &nsn),
+        possible_length: possible_length(&n, nsn.len()),
+    })
+}
+
+/// Is `len` a national-number length the number's plan allows (for any
+/// kind of number)?
+fn possible_length(n: &phonenumber::PhoneNumber, len: usize) -> bool {
+    n.metadata(&DATABASE).is_some_and(|m| {
         let d = m.descriptors();
-        let len = nsn.len() as u16;
+        let len = len as u16;
         [
             Some(d.general()),
             d.fixed_line(),
@@ -574,15 +1006,6 @@ fn parse_single(text: &str, region: country::Id, index: usize) -> Option<NumberE
         .into_iter()
         .flatten()
         .any(|x| x.possible_length().contains(&len))
-    });
-    Some(NumberEntry {
-        label: text.to_string(),
-        index,
-        country_code: n.code().value(),
-        first: nsn.clone(),
-        last: nsn.clone(),
-        area_len: area_code_len(&n, &nsn),
-        possible_length,
     })
 }
 
@@ -650,6 +1073,10 @@ mod tests {
             "7010 0142",
             "abc0370100142xyz",
             "+61 3 7010 0150",
+            // Pasted: no-break spaces, an en dash, a non-breaking hyphen.
+            "+61\u{a0}3\u{a0}7010\u{a0}0142",
+            "(03) 7010\u{2013}0142",
+            "03\u{2011}7010\u{2011}0142",
         ] {
             assert!(!s.find_in(t).is_empty(), "{t} should match");
         }
@@ -666,8 +1093,180 @@ mod tests {
             "z9hG4bK70100142x",
             "+44 3 7010 0142",
             "+61 3 9000 0142",
+            // The trunk rule reads only a configured number's own digits.
+            "+61 (0)3 7010 0242",
+            "+44 (0)3 7010 0142",
+            "+610270100142",
+            "00610370100242",
+            // A local number in another country's context is that country's.
+            "tel:03-7010-0142;phone-context=+44",
+            "tel:7010-0142;phone-context=+612",
         ] {
             assert!(s.find_in(t).is_empty(), "{t} should not match");
         }
+    }
+
+    #[test]
+    fn trunk_kept_after_the_country_code_is_the_same_number() {
+        let s = org();
+        for t in [
+            "+61 (0)3 7010 0142",
+            "+61 03 7010 0142",
+            "+61-03-7010-0142",
+            "+61 (0) 3 7010 0142",
+            "0061 (0)3 7010 0142",
+            "0011 61 (0)3 7010 0142",
+            "+610370100142",
+            "00610370100142",
+            "sip:+610370100142@x",
+        ] {
+            let hits = s.find_in(t);
+            assert_eq!(hits.len(), 1, "{t}: {hits:?}");
+            assert_eq!(hits[0].number.seen, "+61370100142", "{t}");
+            assert_eq!(hits[0].number.form, Form::InternationalTrunk, "{t}");
+        }
+        let m = s.match_digits("610370100142", true, true).unwrap();
+        assert_eq!(m.form, Form::InternationalTrunk);
+    }
+
+    #[test]
+    fn phone_context_is_read_one_way() {
+        let s = org();
+        for t in [
+            "tel:7010-0142;phone-context=+613",
+            "<tel:03-7010-0142;phone-context=+61>",
+            "<tel:7010-0142;isub=1;phone-context=+61-3>",
+            "sip:70100142;phone-context=+613@carrier.example;user=phone",
+            "sip:0370100142;phone-context=+61@carrier.example;user=phone",
+            // A domain-name context: read in the organisation's region.
+            "tel:03-7010-0142;phone-context=carrier.example",
+        ] {
+            let hits = s.find_in(t);
+            assert_eq!(hits.len(), 1, "{t}: {hits:?}");
+            assert_eq!(hits[0].number.seen, "+61370100142", "{t}");
+        }
+        assert_eq!(
+            in_context("0290000000", false, Some("+61")),
+            ("610290000000".to_string(), true)
+        );
+        assert_eq!(
+            in_context("61290000000", true, Some("+44")),
+            ("61290000000".to_string(), true)
+        );
+        assert_eq!(
+            in_context("90000000", false, Some("example.com")),
+            ("90000000".to_string(), false)
+        );
+        assert_eq!(
+            read_uri_number("02-9000-0000", Some("+61")),
+            Some(("610290000000".to_string(), true))
+        );
+        assert_eq!(read_uri_number("anonymous", None), None);
+    }
+
+    /// A match inside a range names the number seen, not the range's first.
+    #[test]
+    fn a_range_hit_names_the_number_seen() {
+        let s = org();
+        let hits = s.find_in("call (03) 7010-0150 back");
+        assert_eq!(hits[0].number.seen, "+61370100150");
+        let d = hits[0].number.describe();
+        assert!(
+            d.starts_with("+61370100150 (in the range configured as \"+61 3 7010 0100-0199\""),
+            "{d}"
+        );
+        let single = s.match_digits("61370100142", true, true).unwrap();
+        assert!(
+            single
+                .describe()
+                .starts_with("+61370100142 (configured as \"+61 3 7010 0142\""),
+            "{}",
+            single.describe()
+        );
+        let local = s.find_in("7010 0150");
+        assert_eq!(local[0].number.seen, "+61370100150");
+        assert_eq!(local[0].number.form, Form::Local);
+    }
+
+    #[test]
+    fn configured_numbers_in_the_forms_people_write() {
+        for written in [
+            "+61 (0)3 7010 0142",
+            "+61 03 7010 0142",
+            "0061 3 7010 0142",
+            "0011 61 3 7010 0142",
+            "+61\u{a0}3\u{a0}7010\u{a0}0142",
+            "+61 3 7010\u{2011}0142",
+            "(03) 7010 0142",
+        ] {
+            let e = NumberSet::parse_one(written, "AU").unwrap();
+            assert_eq!(
+                (e[0].country_code, e[0].first.as_str()),
+                (61, "370100142"),
+                "{written}"
+            );
+            assert_eq!(e[0].label, written.trim());
+        }
+        let r = NumberSet::parse_one("+61 (0)3 7010 0100\u{2013}0199", "AU").unwrap();
+        assert_eq!(
+            (r[0].first.as_str(), r[0].last.as_str()),
+            ("370100100", "370100199")
+        );
+    }
+
+    #[test]
+    fn dialable_forms() {
+        for (written, dial) in [
+            ("+61 3 9999 0000", "+61399990000"),
+            ("+61 (0)3 9999 0000", "+61399990000"),
+            ("+61 03 9999 0000", "+61399990000"),
+            ("+610399990000", "+61399990000"),
+            ("(03) 9999-0000", "0399990000"),
+            ("0011 61 (0)3 9999 0000", "001161399990000"),
+            ("0061 (0)3 9999 0000", "0061399990000"),
+            ("+44 (0)20 7946 0000", "+442079460000"),
+            ("+39 06 1234 5678", "+390612345678"),
+            ("+7 800 555 3535", "+78005553535"),
+            ("\u{ff0b}\u{ff16}\u{ff11} 3 9999 0000", "+61399990000"),
+            ("*67", "*67"),
+            ("#31#", "#31#"),
+            ("  1831 ", "1831"),
+        ] {
+            assert_eq!(
+                dialable(written, Some("AU")).as_deref(),
+                Ok(dial),
+                "{written}"
+            );
+        }
+        assert_eq!(dialable("", None), Err(DialableError::Empty));
+        assert_eq!(
+            dialable("03 9999 OOOO", None),
+            Err(DialableError::Letter('O'))
+        );
+        assert_eq!(dialable("61+3", None), Err(DialableError::Plus));
+        assert_eq!(dialable("--", None), Err(DialableError::NoDigits));
+        assert_eq!(
+            dialable("03;9999", None),
+            Err(DialableError::Character(';'))
+        );
+        assert_eq!(
+            dialable("03\u{202e}9999", None),
+            Err(DialableError::Character('\u{202e}'))
+        );
+    }
+
+    #[test]
+    fn delivered_forms_of_an_endpoint_number() {
+        let f = delivered_forms("+61 3 9999 0000", "AU");
+        for d in ["61399990000", "0399990000", "399990000"] {
+            assert!(f.iter().any(|x| x == d), "{d} in {f:?}");
+        }
+        let f = delivered_forms("0399990000", "AU");
+        assert!(f.iter().any(|x| x == "61399990000"), "{f:?}");
+        // A foreign number has no national forms here.
+        let f = delivered_forms("+44 20 7946 0000", "AU");
+        assert_eq!(f, ["442079460000"]);
+        assert!(delivered_forms("cidguard", "AU").is_empty());
+        assert_eq!(delivered_forms("4000", "AU"), ["4000"]);
     }
 }

@@ -462,6 +462,13 @@ impl Kamailio {
         self.htable_set("endpoint", number, uri)
     }
 
+    /// The user part the endpoint receives for calls to this dialled
+    /// number, instead of the number as dialled (`0399990000` for a call
+    /// dialled as `+61399990000`: a PBX delivering it in national form).
+    pub fn set_delivered(&self, dialled: &str, user: &str) -> Result<()> {
+        self.htable_set("deliver", dialled, user)
+    }
+
     /// Where calls to numbers without their own endpoint go.
     pub fn set_default_endpoint(&self, uri: &str) -> Result<()> {
         self.htable_set("endpoint", "default", uri)
