@@ -1,0 +1,592 @@
+//! Judging every call in a capture: `cidguard inspect --pcap`.
+//!
+//! Every initial INVITE (an INVITE request without a To tag) in the chosen
+//! direction is judged once (retransmissions, and the same packet captured
+//! twice, share Call-ID, CSeq and top Via branch) against a line's policy
+//! or the organisation alone. Each judged call comes back as a
+//! [`CallRecord`] whose every text from the wire has been through the
+//! [`Redactor`]; the [`Report`] counts everything and gives the exit
+//! status. Pure apart from the `Read` it is given.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use super::file::{End, Format, Interface};
+use super::hosts::Selector;
+use super::redact::{Called, Redactor};
+use super::{Capture, CaptureError, Counters, Limits, SipMessage, Transport};
+use crate::sip;
+use crate::verdict::{self, Finding, Outcome, Policy, Verdict};
+
+/// How long (capture time) an INVITE's key is remembered to recognise its
+/// retransmissions: twice Timer B (64 * T1 = 32 s).
+const RETRANSMISSION_WINDOW_NS: i64 = 64_000_000_000;
+/// Most keys remembered at once (bounded memory on huge captures).
+const MAX_REMEMBERED: usize = 262_144;
+
+/// One judged call, safe to show: no called party, no foreign number.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// Capture time, ns since the epoch.
+    pub time_ns: i64,
+    pub transport: Transport,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The Call-ID (long digit runs replaced).
+    pub call_id: String,
+    /// A token for the called party, to group calls to the same person.
+    pub called: Option<String>,
+    pub outcome: Outcome,
+    /// Short summary of the findings, or why it is inconclusive.
+    pub summary: String,
+    /// Why the outcome is inconclusive.
+    pub reason: Option<String>,
+    /// What leaked where (values and details redacted).
+    pub findings: Vec<Finding>,
+    /// Observations that don't change the outcome (redacted).
+    pub notes: Vec<String>,
+    /// Part of the INVITE was not captured (snap length).
+    pub cut: bool,
+}
+
+/// INVITEs, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InviteCounts {
+    /// Initial INVITEs found, both directions, each counted once.
+    pub seen: u64,
+    /// Of those, judged (in the chosen direction).
+    pub judged: u64,
+    pub pass: u64,
+    pub fail: u64,
+    pub inconclusive: u64,
+    /// Copies of an INVITE already counted (retransmissions, or the same
+    /// packet captured twice).
+    pub retransmissions: u64,
+    /// Initial INVITEs in other directions, not judged.
+    pub other_direction: u64,
+    /// INVITEs inside a dialog (re-INVITEs, with a To tag), not judged.
+    pub in_dialog: u64,
+}
+
+/// Everything known after reading a capture.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub format: Format,
+    pub interfaces: Vec<Interface>,
+    pub counters: Counters,
+    /// Why reading stopped.
+    pub end: End,
+    pub invites: InviteCounts,
+    /// Most INVITE keys remembered at once.
+    pub peak_remembered: usize,
+}
+
+/// The overall result of a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overall {
+    /// Every INVITE judged passed, and nothing in the direction judged was
+    /// unreadable.
+    Pass,
+    /// At least one INVITE leaked.
+    Fail,
+    /// Nothing failed, but not everything could be judged (or nothing was).
+    Inconclusive,
+}
+
+impl Report {
+    /// Pass only when something was judged, all of it passed, and nothing
+    /// that might have been SIP in that direction was unreadable.
+    pub fn overall(&self) -> Overall {
+        let i = &self.invites;
+        if i.fail > 0 {
+            Overall::Fail
+        } else if i.inconclusive > 0
+            || i.judged == 0
+            || self.counters.not_readable() > 0
+            || self.end != End::Clean
+        {
+            Overall::Inconclusive
+        } else {
+            Overall::Pass
+        }
+    }
+
+    /// 0 pass, 1 any fail, 3 otherwise (as for one message).
+    pub fn exit_code(&self) -> u8 {
+        match self.overall() {
+            Overall::Pass => 0,
+            Overall::Fail => 1,
+            Overall::Inconclusive => 3,
+        }
+    }
+
+    /// Things the reader must know, in words.
+    pub fn warnings(&self) -> Vec<String> {
+        let c = &self.counters;
+        let mut w = Vec::new();
+        match &self.end {
+            End::Clean => {}
+            End::Truncated { at } => w.push(format!(
+                "the file ends in the middle of a packet record (at byte {at}): it was cut short (copied incompletely, or still being written); everything before that was read"
+            )),
+            End::Damaged { at, what } => w.push(format!(
+                "the file is damaged at byte {at} ({what}): reading stopped there"
+            )),
+        }
+        if c.packets == 0 {
+            w.push("the capture holds no packets".into());
+        } else if c.sip_messages == 0 {
+            w.push(format!(
+                "no SIP found in {} packet{} (SIP over UDP and TCP is found on any port; TLS can't be read)",
+                c.packets,
+                plural(c.packets)
+            ));
+        } else if self.invites.judged == 0 {
+            if self.invites.other_direction > 0 {
+                w.push(format!(
+                    "no initial INVITE in the chosen direction; {} in other directions (check --from-host/--to-host)",
+                    self.invites.other_direction
+                ));
+            } else {
+                w.push(format!(
+                    "no initial INVITE among {} SIP message{}: nothing was proven",
+                    c.sip_messages,
+                    plural(c.sip_messages)
+                ));
+            }
+        }
+        if c.cut_by_snaplen > 0 {
+            let snap = self
+                .interfaces
+                .iter()
+                .map(|i| i.snaplen)
+                .filter(|s| *s > 0)
+                .min()
+                .map_or(String::new(), |s| format!(" ({s} bytes)"));
+            w.push(format!(
+                "{} SIP message{} cut by the capture's snap length{snap}: capture again with a full snap length (tcpdump -s 0)",
+                c.cut_by_snaplen,
+                plural(c.cut_by_snaplen)
+            ));
+        }
+        if c.tls > 0 {
+            w.push(format!(
+                "{} TLS stream{} or datagram{} in the chosen direction: encrypted, not readable (capture where SIP is not yet encrypted, or use the PBX's own SIP trace)",
+                c.tls,
+                plural(c.tls),
+                plural(c.tls)
+            ));
+        }
+        if c.esp > 0 {
+            w.push(format!(
+                "{} IPsec ESP packet{}: encrypted, not readable",
+                c.esp,
+                plural(c.esp)
+            ));
+        }
+        let tcp = c.tcp_lost + c.tcp_unframed + c.tcp_incomplete;
+        if tcp > 0 {
+            w.push(format!(
+                "SIP over TCP not fully readable: {} gap{} in a stream (packets missing from the capture), {} stretch{} that could not be framed, {} message{} half-read when the stream or the capture ended",
+                c.tcp_lost,
+                plural(c.tcp_lost),
+                c.tcp_unframed,
+                if c.tcp_unframed == 1 { "" } else { "es" },
+                c.tcp_incomplete,
+                plural(c.tcp_incomplete)
+            ));
+        }
+        if c.fragments_incomplete > 0 {
+            w.push(format!(
+                "{} IP datagram{} whose fragments never all arrived",
+                c.fragments_incomplete,
+                plural(c.fragments_incomplete)
+            ));
+        }
+        if c.oversized_records > 0 {
+            w.push(format!(
+                "{} packet record{} larger than 256 KiB skipped",
+                c.oversized_records,
+                plural(c.oversized_records)
+            ));
+        }
+        if c.unsupported_link > 0 {
+            let kinds: Vec<String> = self
+                .interfaces
+                .iter()
+                .filter(|i| !super::link::supported(i.link_type))
+                .map(|i| super::link::name(i.link_type))
+                .collect();
+            w.push(format!(
+                "{} frame{} of a link type this reader does not decode ({}) skipped",
+                c.unsupported_link,
+                plural(c.unsupported_link),
+                kinds.join(", ")
+            ));
+        }
+        if c.tcp_evicted > 0 {
+            w.push(format!(
+                "{} TCP stream{} dropped to stay within memory limits",
+                c.tcp_evicted,
+                plural(c.tcp_evicted)
+            ));
+        }
+        w
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Read a capture and judge every initial INVITE in the chosen direction.
+/// `on_call` gets each judged call, in capture order, as it is judged.
+pub fn inspect_capture<R: Read>(
+    input: R,
+    policy: &Policy,
+    redactor: &Redactor,
+    selector: Selector,
+    limits: Limits,
+    on_call: &mut impl FnMut(&CallRecord),
+) -> Result<Report, CaptureError> {
+    let mut cap = Capture::open(input, selector, limits)?;
+    let mut judge = Judging {
+        policy,
+        redactor,
+        seen: Seen::default(),
+        counts: InviteCounts::default(),
+    };
+    cap.run(&mut |m: &SipMessage<'_>| judge.message(m, on_call))?;
+    Ok(Report {
+        format: cap.format(),
+        interfaces: cap.interfaces().to_vec(),
+        counters: cap.counters(),
+        end: cap.end().clone(),
+        invites: judge.counts,
+        peak_remembered: judge.seen.peak,
+    })
+}
+
+/// State while judging a capture's messages.
+struct Judging<'a> {
+    policy: &'a Policy,
+    redactor: &'a Redactor,
+    seen: Seen,
+    counts: InviteCounts,
+}
+
+impl Judging<'_> {
+    fn message(&mut self, m: &SipMessage<'_>, on_call: &mut impl FnMut(&CallRecord)) {
+        let Some(q) = quick_scan(m.bytes) else {
+            return;
+        };
+        if q.to_tag {
+            if m.selected {
+                self.counts.in_dialog += 1;
+            }
+            return;
+        }
+        if !self.seen.insert(q.key(), m.time_ns) {
+            self.counts.retransmissions += 1;
+            return;
+        }
+        self.counts.seen += 1;
+        if !m.selected {
+            self.counts.other_direction += 1;
+            return;
+        }
+        let parsed = sip::parse(m.bytes);
+        if let Ok(msg) = &parsed {
+            // The parser's reading of To is the one that counts.
+            if msg.header("To").is_some_and(|t| has_tag(t.as_bytes())) {
+                self.counts.seen -= 1;
+                self.counts.in_dialog += 1;
+                return;
+            }
+        }
+        let mut v = match &parsed {
+            Ok(msg) => verdict::judge_message(self.policy, msg),
+            Err(_) => verdict::judge(self.policy, m.bytes),
+        };
+        if m.cut {
+            snap_cut(&mut v, m.bytes.len());
+        }
+        self.counts.judged += 1;
+        match v.outcome {
+            Outcome::Pass => self.counts.pass += 1,
+            Outcome::Fail => self.counts.fail += 1,
+            Outcome::Inconclusive => self.counts.inconclusive += 1,
+        }
+        let call_id = match &parsed {
+            Ok(msg) => msg.call_id().unwrap_or_default().to_string(),
+            Err(_) => String::from_utf8_lossy(q.call_id).into_owned(),
+        };
+        let to = q.to.map(|t| String::from_utf8_lossy(t).into_owned());
+        let called = self.redactor.called(Some(q.request_uri), to.as_deref());
+        let record = self.record(m, &v, &call_id, &called);
+        on_call(&record);
+    }
+
+    fn record(
+        &self,
+        m: &SipMessage<'_>,
+        v: &Verdict,
+        call_id: &str,
+        called: &Called,
+    ) -> CallRecord {
+        let r = self.redactor;
+        let findings = v
+            .findings
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                // The To header is the called party, whole.
+                f.value = if f.header == "To" {
+                    r.token(&f.value)
+                } else {
+                    r.text(&f.value, called)
+                };
+                f.detail = r.text(&f.detail, called);
+                f.matched = r.text(&f.matched, called);
+                f
+            })
+            .collect();
+        CallRecord {
+            time_ns: m.time_ns,
+            transport: m.transport,
+            src: m.src,
+            dst: m.dst,
+            call_id: r.text(call_id, called),
+            called: called.token.clone(),
+            outcome: v.outcome,
+            summary: r.text(&v.summary(), called),
+            reason: v.reason.as_deref().map(|x| r.text(x, called)),
+            findings,
+            notes: v.notes.iter().map(|n| r.text(n, called)).collect(),
+            cut: m.cut,
+        }
+    }
+}
+
+/// A message the snap length cut can't pass: what is missing was never
+/// seen. A leak in what is there is still a fail.
+fn snap_cut(v: &mut Verdict, have: usize) {
+    let why = format!(
+        "the capture's snap length cut this message after {have} bytes: the rest was never seen"
+    );
+    match v.outcome {
+        Outcome::Fail => v.notes.push(why),
+        Outcome::Pass => {
+            v.outcome = Outcome::Inconclusive;
+            v.reason = Some(why);
+        }
+        Outcome::Inconclusive => {
+            v.reason = Some(match v.reason.take() {
+                Some(r) => format!("{why}; {r}"),
+                None => why,
+            });
+        }
+    }
+}
+
+/// INVITE keys remembered to recognise copies, for a while and up to a
+/// number.
+#[derive(Default)]
+struct Seen {
+    set: HashMap<u128, i64>,
+    order: VecDeque<(i64, u128)>,
+    peak: usize,
+}
+
+impl Seen {
+    /// False if this key was seen within the window.
+    fn insert(&mut self, key: u128, t: i64) -> bool {
+        while let Some(&(t0, k)) = self.order.front() {
+            let old = t.saturating_sub(t0) > RETRANSMISSION_WINDOW_NS;
+            if !old && self.order.len() < MAX_REMEMBERED {
+                break;
+            }
+            self.order.pop_front();
+            if self.set.get(&k) == Some(&t0) {
+                self.set.remove(&k);
+            }
+        }
+        if let Some(t0) = self.set.get(&key) {
+            if t.saturating_sub(*t0).abs() <= RETRANSMISSION_WINDOW_NS {
+                return false;
+            }
+        }
+        self.set.insert(key, t);
+        self.order.push_back((t, key));
+        self.peak = self.peak.max(self.order.len());
+        true
+    }
+}
+
+/// What a glance at an INVITE's headers gives, without parsing it.
+struct Quick<'a> {
+    request_uri: &'a str,
+    call_id: &'a [u8],
+    cseq: &'a [u8],
+    branch: &'a [u8],
+    to: Option<&'a [u8]>,
+    to_tag: bool,
+}
+
+impl Quick<'_> {
+    /// Call-ID, CSeq and top Via branch, hashed to 128 bits.
+    fn key(&self) -> u128 {
+        let mut a = DefaultHasher::new();
+        let mut b = DefaultHasher::new();
+        0xa5u8.hash(&mut b);
+        for h in [&mut a, &mut b] {
+            self.call_id.hash(h);
+            self.cseq.hash(h);
+            self.branch.hash(h);
+        }
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+}
+
+/// An INVITE request's key headers, or None for anything else.
+fn quick_scan(bytes: &[u8]) -> Option<Quick<'_>> {
+    let lead = bytes
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
+        .count();
+    let b = &bytes[lead..];
+    if !b.starts_with(b"INVITE ") {
+        return None;
+    }
+    let mut lines = b
+        .split(|c| *c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next()?;
+    let uri = first
+        .get(7..)?
+        .split(|c| *c == b' ')
+        .next()
+        .unwrap_or_default();
+    let mut q = Quick {
+        request_uri: std::str::from_utf8(uri).unwrap_or(""),
+        call_id: b"",
+        cseq: b"",
+        branch: b"",
+        to: None,
+        to_tag: false,
+    };
+    let mut via_seen = false;
+    let mut last_was_to = false;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if last_was_to && has_tag(line) {
+                q.to_tag = true;
+            }
+            continue;
+        }
+        last_was_to = false;
+        let Some(colon) = line.iter().position(|c| *c == b':') else {
+            continue;
+        };
+        let name = trim(&line[..colon]);
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            q.call_id = value;
+        } else if name.eq_ignore_ascii_case(b"cseq") {
+            q.cseq = value;
+        } else if (name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v"))
+            && !via_seen
+        {
+            via_seen = true;
+            q.branch = param(value, b"branch").unwrap_or_default();
+        } else if name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t") {
+            q.to = Some(value);
+            q.to_tag = has_tag(value);
+            last_was_to = true;
+        }
+    }
+    Some(q)
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |i| i + 1);
+    &b[s..e]
+}
+
+/// A header parameter's value (first Via entry, or the To's parameters).
+fn param<'a>(value: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    // Only the first entry of a comma-separated Via.
+    let first = value.split(|c| *c == b',').next().unwrap_or(value);
+    for p in first.split(|c| *c == b';').skip(1) {
+        let p = trim(p);
+        let (k, v) = match p.iter().position(|c| *c == b'=') {
+            Some(i) => (trim(&p[..i]), trim(&p[i + 1..])),
+            None => (p, &p[p.len()..]),
+        };
+        if k.eq_ignore_ascii_case(name) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Does a To value carry a tag parameter (outside the URI's brackets)?
+fn has_tag(value: &[u8]) -> bool {
+    let params = match value.iter().rposition(|c| *c == b'>') {
+        Some(i) => &value[i..],
+        None => value,
+    };
+    params.split(|c| *c == b';').skip(1).any(|p| {
+        let p = trim(p);
+        p.len() >= 3 && p[..3].eq_ignore_ascii_case(b"tag") && trim(&p[3..]).first() == Some(&b'=')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_scan_reads_the_key_headers() {
+        let m = b"\r\nINVITE sip:0491570156@carrier SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bKx;rport\r\nVia: SIP/2.0/UDP b;branch=other\r\nt: \"A;tag=no\" <sip:x@y>\r\ni: abc@x\r\nCSeq: 2 INVITE\r\n\r\nv=0\r\n";
+        let q = quick_scan(m).unwrap();
+        assert_eq!(q.request_uri, "sip:0491570156@carrier");
+        assert_eq!(q.branch, b"z9hG4bKx");
+        assert_eq!(q.call_id, b"abc@x");
+        assert_eq!(q.cseq, b"2 INVITE");
+        assert!(!q.to_tag);
+        assert!(has_tag(b"<sip:x@y>;tag=1"));
+        assert!(has_tag(b"sip:x@y ; TAG = 1"));
+        assert!(quick_scan(b"SIP/2.0 200 OK\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn copies_are_recognised_within_the_window() {
+        let mut s = Seen::default();
+        assert!(s.insert(1, 0));
+        assert!(!s.insert(1, 1_000_000_000));
+        assert!(s.insert(2, 1_000_000_000));
+        // Long after: a new INVITE that happens to reuse the key.
+        assert!(s.insert(1, 200_000_000_000));
+        assert!(s.order.len() <= 2);
+    }
+}
