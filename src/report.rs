@@ -1,5 +1,7 @@
 //! Turning verdicts into what people read: a human report and JSON.
 
+pub mod capture;
+
 use std::fmt::Write as _;
 
 use crate::config::{Config, Expect};

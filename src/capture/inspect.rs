@@ -258,22 +258,54 @@ pub fn inspect_capture<R: Read>(
     limits: Limits,
     on_call: &mut impl FnMut(&CallRecord),
 ) -> Result<Report, CaptureError> {
-    let mut cap = Capture::open(input, selector, limits)?;
-    let mut judge = Judging {
-        policy,
-        redactor,
-        seen: Seen::default(),
-        counts: InviteCounts::default(),
-    };
-    cap.run(&mut |m: &SipMessage<'_>| judge.message(m, on_call))?;
-    Ok(Report {
-        format: cap.format(),
-        interfaces: cap.interfaces().to_vec(),
-        counters: cap.counters(),
-        end: cap.end().clone(),
-        invites: judge.counts,
-        peak_remembered: judge.seen.peak,
-    })
+    Inspection::open(input, policy, redactor, selector, limits)?.run(on_call)
+}
+
+/// A capture whose header has been read, ready to be judged.
+pub struct Inspection<'a, R: Read> {
+    cap: Capture<R>,
+    judging: Judging<'a>,
+}
+
+impl<'a, R: Read> Inspection<'a, R> {
+    /// Read the file header: fails at once for a file that is not a capture.
+    pub fn open(
+        input: R,
+        policy: &'a Policy,
+        redactor: &'a Redactor,
+        selector: Selector,
+        limits: Limits,
+    ) -> Result<Inspection<'a, R>, CaptureError> {
+        Ok(Inspection {
+            cap: Capture::open(input, selector, limits)?,
+            judging: Judging {
+                policy,
+                redactor,
+                seen: Seen::default(),
+                counts: InviteCounts::default(),
+            },
+        })
+    }
+
+    /// pcap or pcapng.
+    pub fn format(&self) -> Format {
+        self.cap.format()
+    }
+
+    /// Read it all, judging as it goes.
+    pub fn run(mut self, on_call: &mut impl FnMut(&CallRecord)) -> Result<Report, CaptureError> {
+        let judge = &mut self.judging;
+        self.cap
+            .run(&mut |m: &SipMessage<'_>| judge.message(m, on_call))?;
+        Ok(Report {
+            format: self.cap.format(),
+            interfaces: self.cap.interfaces().to_vec(),
+            counters: self.cap.counters(),
+            end: self.cap.end().clone(),
+            invites: self.judging.counts,
+            peak_remembered: self.judging.seen.peak,
+        })
+    }
 }
 
 /// State while judging a capture's messages.
@@ -304,7 +336,17 @@ impl Judging<'_> {
             self.counts.other_direction += 1;
             return;
         }
-        let parsed = sip::parse(m.bytes);
+        // A cut message ends mid-line: judge only its whole lines (the cut
+        // line is unknowable, and would make the headers unreadable).
+        let bytes = if m.cut {
+            m.bytes
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(m.bytes, |i| &m.bytes[..=i])
+        } else {
+            m.bytes
+        };
+        let parsed = sip::parse(bytes);
         if let Ok(msg) = &parsed {
             // The parser's reading of To is the one that counts.
             if msg.header("To").is_some_and(|t| has_tag(t.as_bytes())) {
@@ -315,7 +357,7 @@ impl Judging<'_> {
         }
         let mut v = match &parsed {
             Ok(msg) => verdict::judge_message(self.policy, msg),
-            Err(_) => verdict::judge(self.policy, m.bytes),
+            Err(_) => verdict::judge(self.policy, bytes),
         };
         if m.cut {
             snap_cut(&mut v, m.bytes.len());

@@ -19,6 +19,7 @@
 
 pub mod kamailio;
 pub mod net;
+pub mod pcap;
 pub mod sip;
 pub mod sipp;
 pub mod tls;
