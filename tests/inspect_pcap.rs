@@ -889,3 +889,306 @@ fn a_large_capture_streams_in_bounded_memory() {
     // can't pass.
     assert!(c.tcp_incomplete > 0);
 }
+
+/// One real test call: how the line reaches the PBX, the PBX's caller-ID
+/// rule for it, and the number it dials.
+struct Call {
+    transport: crate::support::Transport,
+    rule: crate::support::CallerIdRule,
+    dialled: &'static str,
+}
+
+/// A real capture: tcpdump on loopback while Kamailio relays SIPp calls.
+struct Recorded {
+    /// Holds the capture file.
+    dir: tempfile::TempDir,
+    pcap: PathBuf,
+    /// Where the UDP and TCP endpoints listened (the PBX's outbound leg).
+    endpoints: Vec<SocketAddr>,
+}
+
+/// Place the calls, one after another, through a fresh PBX, capturing
+/// everything to and from the PBX and the endpoints. None when a peer is
+/// missing outside CI.
+fn record_calls(calls: &[Call]) -> Option<Recorded> {
+    use crate::support::sipp::pbx_scenario;
+    use crate::support::tcpdump::{self, Tcpdump};
+    use crate::support::{self, Kamailio, KamailioOpts, Line, Sipp, SippOpts, Transport};
+    use std::time::Duration;
+
+    if support::skip_without_peers() {
+        return None;
+    }
+    let bin = tcpdump::binary()?;
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = Kamailio::start(KamailioOpts::default()).expect("start the PBX");
+    let line = Line::get("202");
+    let n = |t: Transport| calls.iter().filter(|c| c.transport == t).count() as u32;
+    let mut endpoints = Vec::new();
+    for t in [Transport::Udp, Transport::Tcp] {
+        if n(t) > 0 {
+            let ep = Sipp::start(
+                SippOpts::uas(pbx_scenario("endpoint.xml"), t)
+                    .calls(n(t))
+                    .timeout(Duration::from_secs(60)),
+            )
+            .expect("endpoint");
+            endpoints.push((t, ep));
+        }
+    }
+    let mut filter = format!("port {}", pbx.udp_addr().port());
+    for (_, ep) in &endpoints {
+        filter.push_str(&format!(" or port {}", ep.addr().port()));
+    }
+    let cap = Tcpdump::start(&bin, dir.path(), "real.pcap", &filter).expect("tcpdump");
+    for c in calls {
+        pbx.set_rule(line.username, c.rule).expect("set rule");
+        let ep = &endpoints.iter().find(|(t, _)| *t == c.transport).unwrap().1;
+        pbx.set_default_endpoint(&ep.uri()).expect("route");
+        Sipp::run(
+            SippOpts::uac(pbx_scenario("call.xml"), c.transport, pbx.addr(c.transport))
+                .service(c.dialled)
+                .key("line", line.username)
+                .auth(line.username, line.password)
+                .timeout(Duration::from_secs(8)),
+        )
+        .expect("line")
+        .expect_success(&format!("call with rule {}", c.rule));
+    }
+    // Each call's BYE and its 200 cross the capture twice (line side and
+    // endpoint side).
+    cap.wait_for(b"CSeq: 3 BYE", 4 * calls.len(), Duration::from_secs(10))
+        .expect("capture complete");
+    let pcap = cap.stop().expect("tcpdump stops");
+    let addrs = endpoints.iter().map(|(_, ep)| ep.addr()).collect();
+    for (_, ep) in endpoints {
+        ep.wait().expect("endpoint").expect_success("endpoint");
+    }
+    Some(Recorded {
+        dir,
+        pcap,
+        endpoints: addrs,
+    })
+}
+
+fn outcomes(calls: &[Value]) -> Vec<&str> {
+    calls
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn real_kamailio_calls_over_udp_and_tcp_judged_in_both_modes() {
+    use crate::support::{CallerIdRule::*, Transport::*};
+    let plan = [
+        Call {
+            transport: Udp,
+            rule: Withheld,
+            dialled: "0491570201",
+        },
+        Call {
+            transport: Udp,
+            rule: PaiLeak,
+            dialled: "0491570202",
+        },
+        Call {
+            transport: Udp,
+            rule: FromLeak,
+            dialled: "0491570203",
+        },
+        Call {
+            transport: Udp,
+            rule: Umbrella,
+            dialled: "0491570204",
+        },
+        Call {
+            transport: Udp,
+            rule: Sdp,
+            dialled: "0491570205",
+        },
+        Call {
+            transport: Tcp,
+            rule: Withheld,
+            dialled: "0491570206",
+        },
+        Call {
+            transport: Tcp,
+            rule: Rpid,
+            dialled: "0491570207",
+        },
+    ];
+    let Some(rec) = record_calls(&plan) else {
+        return;
+    };
+    let to: Vec<String> = rec.endpoints.iter().map(ToString::to_string).collect();
+    let to = to.join(",");
+    let leg = ["--to-host", to.as_str()];
+    let mut outputs = Vec::new();
+    for (mode, want, code) in [
+        (
+            vec![],
+            ["pass", "fail", "fail", "pass", "fail", "pass", "fail"],
+            1,
+        ),
+        (
+            vec!["--line", "reception"],
+            ["pass", "fail", "fail", "fail", "fail", "pass", "fail"],
+            1,
+        ),
+        (
+            vec!["--line", "outreach"],
+            ["fail", "fail", "fail", "pass", "fail", "fail", "fail"],
+            1,
+        ),
+    ] {
+        let mut args = leg.to_vec();
+        args.extend(mode.iter().copied());
+        args.extend(["--format", "json"]);
+        let run = inspect(&rec.pcap, &args);
+        assert_eq!(
+            run.code,
+            Some(code),
+            "{mode:?}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+        let (calls, s) = run.json();
+        assert_eq!(outcomes(&calls), want, "{mode:?}: {}", run.stdout);
+        let transports: Vec<&str> = calls
+            .iter()
+            .map(|c| c["transport"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            transports,
+            ["udp", "udp", "udp", "udp", "udp", "tcp", "tcp"]
+        );
+        // The line's own leg (its INVITE before and after the 407) is in the
+        // capture but not in the chosen direction.
+        assert_eq!(s["invites"]["other_direction"], 14, "{s}");
+        assert_eq!(s["not_readable"]["total"], 0, "{s}");
+        outputs.push(run.stdout);
+    }
+    // What leaked, where, for the organisation.
+    let run = inspect(&rec.pcap, &["--to-host", &to, "--format", "json"]);
+    let (calls, _) = run.json();
+    let has = |i: usize, h: &str, k: &str| {
+        calls[i]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["header"] == h && f["kind"] == k)
+    };
+    assert!(has(1, "P-Asserted-Identity", "number"));
+    assert!(has(2, "From", "name") && has(2, "From", "number"));
+    assert!(has(4, "SDP", "name"));
+    assert!(has(6, "Remote-Party-ID", "number"));
+    // Calls to different people get different tokens.
+    let tokens: std::collections::HashSet<&str> = calls
+        .iter()
+        .map(|c| c["called"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 7);
+
+    // Every direction: the desk phone's own INVITEs to the PBX show the
+    // organisation (as the line announces itself), so they fail too.
+    let run = inspect(&rec.pcap, &["--format", "json"]);
+    assert_eq!(run.code, Some(1));
+    let (_, s) = run.json();
+    assert_eq!(s["invites"]["judged"], 21, "{s}");
+    assert_eq!(s["invites"]["fail"], 14 + 4, "{s}");
+    outputs.push(run.stdout);
+
+    // Text: one line per failing call and the summary.
+    let run = inspect(&rec.pcap, &["--to-host", &to]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stdout
+            .contains("INVITEs: 21 seen, 7 judged: 3 pass, 4 fail, 0 inconclusive"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.contains("  FAIL  "))
+            .count(),
+        4,
+        "{}",
+        run.stdout
+    );
+    outputs.push(run.stdout);
+
+    // Nobody the line called shows up anywhere.
+    for out in &outputs {
+        assert_called_party_absent(out, &["491570"], &[], "real capture");
+    }
+    drop(rec.dir);
+}
+
+#[test]
+fn real_udp_invite_fragmented_is_reassembled() {
+    use crate::support::{CallerIdRule::*, Transport::*};
+    let plan = [Call {
+        transport: Udp,
+        rule: Sdp,
+        dialled: "0491570301",
+    }];
+    let Some(rec) = record_calls(&plan) else {
+        return;
+    };
+    let ep = rec.endpoints[0];
+    let to = ep.to_string();
+    let before = inspect(&rec.pcap, &["--to-host", &to, "--format", "json"]);
+    let (calls, _) = before.json();
+    assert_eq!(outcomes(&calls), ["fail"]);
+
+    // The PBX's INVITE to the endpoint, as captured, split into fragments
+    // for a 300-byte path (lo's MTU is 64 KiB, so the kernel never does it
+    // there), last fragment first; every other packet as captured.
+    let bytes = std::fs::read(&rec.pcap).unwrap();
+    let records = read_pcap(&bytes);
+    let link = records[0].1;
+    let mut w = PcapWriter::new(Vec::new(), link, 262_144, false, false).unwrap();
+    let mut split = 0;
+    for (t, l, frame) in &records {
+        let ipp = ip_of(*l, frame);
+        let is_invite = ipp[0] == 0x45
+            && ipp[9] == 17
+            && u16::from_be_bytes([ipp[22], ipp[23]]) == ep.port()
+            && ipp[28..].starts_with(b"INVITE ");
+        if !is_invite {
+            w.packet(*t, frame).unwrap();
+            continue;
+        }
+        let head = &frame[..frame.len() - ipp.len()];
+        let mut frags = fragment_ipv4(ipp, 300);
+        assert!(frags.len() >= 3, "a real INVITE spans several fragments");
+        frags.reverse();
+        for f in frags {
+            let mut fr = head.to_vec();
+            fr.extend_from_slice(&f);
+            w.packet(*t, &fr).unwrap();
+        }
+        split += 1;
+    }
+    assert_eq!(split, 1);
+    let f = write(rec.dir.path(), "fragmented.pcap", &w.into_inner());
+    let after = inspect(&f, &["--to-host", &to, "--format", "json"]);
+    assert_eq!(after.code, Some(1), "{}", after.stdout);
+    let (fcalls, s) = after.json();
+    assert_eq!(s["counters"]["fragments_reassembled"], 1, "{s}");
+    assert_eq!(outcomes(&fcalls), ["fail"]);
+    // The same verdict as the unfragmented capture.
+    let kinds = |c: &Value| -> Vec<(String, String)> {
+        c["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["header"].to_string(), f["kind"].to_string()))
+            .collect()
+    };
+    assert_eq!(kinds(&fcalls[0]), kinds(&calls[0]));
+    assert!(kinds(&fcalls[0]).contains(&("\"SDP\"".into(), "\"name\"".into())));
+    assert_called_party_absent(&after.stdout, &["491570"], &[], "fragmented");
+}

@@ -22,6 +22,7 @@ pub mod net;
 pub mod pcap;
 pub mod sip;
 pub mod sipp;
+pub mod tcpdump;
 pub mod tls;
 pub mod webdriver;
 

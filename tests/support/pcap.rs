@@ -135,7 +135,7 @@ impl<W: Write> PcapNgWriter<W> {
         self.put32(&mut b, kind);
         self.put32(&mut b, len);
         b.extend_from_slice(body);
-        b.extend(std::iter::repeat(0).take(pad));
+        b.extend(std::iter::repeat_n(0, pad));
         self.put32(&mut b, len);
         self.out.write_all(&b)
     }
