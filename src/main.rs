@@ -83,6 +83,9 @@ enum Command {
         to_host: Vec<String>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// With --pcap: threads judging calls (default: one per CPU).
+        #[arg(long, value_name = "N", requires = "pcap", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// The captured message; `-` reads standard input.
         #[arg(required_unless_present = "pcap")]
         capture: Option<PathBuf>,
@@ -279,6 +282,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
             from_host,
             to_host,
             format,
+            jobs,
             capture: _,
         } => inspect_pcap(
             config.as_deref(),
@@ -287,6 +291,7 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
             &from_host,
             &to_host,
             format,
+            jobs,
         ),
         Command::Inspect {
             config,
@@ -764,6 +769,7 @@ fn inspect_pcap(
     from_host: &[String],
     to_host: &[String],
     format: Format,
+    jobs: Option<u16>,
 ) -> Result<u8, UsageError> {
     use cidguard::capture::hosts::{HostSpec, Selector};
     use cidguard::capture::inspect::Inspection;
@@ -825,8 +831,12 @@ fn inspect_pcap(
     if format == Format::Text {
         put(&mut w, &out::text_start(&setup, inspection.format()));
     }
+    let workers = jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
     let report = inspection
-        .run(&mut |rec| match format {
+        .run_with(workers, &mut |rec| match format {
             Format::Text => {
                 if let Some(line) = out::text_call(rec) {
                     put(&mut w, &line);

@@ -253,6 +253,33 @@ fn tcp_split_merged_reordered_and_retransmitted() {
 }
 
 #[test]
+fn parallel_judging_keeps_capture_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let packets: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            udp_invite(
+                &format!("order{i}"),
+                if i % 7 == 0 { LEAK } else { WITHHELD },
+            )
+        })
+        .collect();
+    let f = write(dir.path(), "order.pcap", &raw_pcap(&packets));
+    let seq = |jobs: &str| -> Vec<(String, String)> {
+        let run = inspect(&f, &["--jobs", jobs, "--format", "json"]);
+        assert_eq!(run.code, Some(1));
+        let (calls, s) = run.json();
+        assert_eq!(invites(&s), (300, 257, 43, 0), "{s}");
+        calls
+            .iter()
+            .map(|c| (c["call_id"].to_string(), c["outcome"].to_string()))
+            .collect()
+    };
+    let one = seq("1");
+    assert_eq!(one[0].0, "\"order0@198.51.100.7\"");
+    assert_eq!(seq("3"), one);
+}
+
+#[test]
 fn retransmissions_and_re_invites_are_not_judged_twice() {
     let dir = tempfile::tempdir().unwrap();
     let inv = udp_invite("rtx", WITHHELD);

@@ -620,3 +620,66 @@ fn skip<R: Read>(r: &mut R, n: u64) -> io::Result<bool> {
     let copied = io::copy(&mut r.by_ref().take(n), &mut io::sink())?;
     Ok(copied == n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(bytes: &[u8]) -> (usize, End) {
+        let mut r = match FileReader::new(bytes) {
+            Ok(r) => r,
+            Err(_) => return (0, End::Clean),
+        };
+        let mut n = 0;
+        while let Ok(Some(_)) = r.next_record() {
+            n += 1;
+        }
+        (n, r.end().clone())
+    }
+
+    #[test]
+    fn timestamps_at_every_resolution() {
+        assert_eq!(to_ns(1_500_000, (10, 6), 0), 1_500_000_000);
+        assert_eq!(to_ns(3, (10, 0), 1), 4_000_000_000);
+        assert_eq!(to_ns(1 << 20, (2, 20), 0), 1_000_000_000);
+        assert_eq!(to_ns(u64::MAX, (10, 0), 0), i64::MAX);
+    }
+
+    #[test]
+    fn a_record_cut_short_is_truncation_not_an_error() {
+        let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&65_535u32.to_le_bytes());
+        f.extend_from_slice(&101u32.to_le_bytes());
+        let mut rec = vec![0u8; 8];
+        rec.extend_from_slice(&20u32.to_le_bytes());
+        rec.extend_from_slice(&20u32.to_le_bytes());
+        rec.extend_from_slice(&[0x45; 20]);
+        f.extend_from_slice(&rec);
+        assert_eq!(records(&f), (1, End::Clean));
+        let cut = f.len() - 5;
+        assert_eq!(records(&f[..cut]), (0, End::Truncated { at: 24 }));
+    }
+
+    #[test]
+    fn any_bytes_after_a_valid_magic_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        let heads: [&[u8]; 3] = [
+            &[0xd4, 0xc3, 0xb2, 0xa1],
+            &[0xa1, 0xb2, 0x3c, 0x4d],
+            &[0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a],
+        ];
+        for round in 0..3000usize {
+            let mut f = heads[round % 3].to_vec();
+            let n = round % 400;
+            f.extend((0..n).map(|_| rnd()));
+            let _ = records(&f);
+        }
+    }
+}

@@ -264,7 +264,8 @@ pub fn inspect_capture<R: Read>(
 /// A capture whose header has been read, ready to be judged.
 pub struct Inspection<'a, R: Read> {
     cap: Capture<R>,
-    judging: Judging<'a>,
+    triage: Triage,
+    judge: Judge<'a>,
 }
 
 impl<'a, R: Read> Inspection<'a, R> {
@@ -278,12 +279,11 @@ impl<'a, R: Read> Inspection<'a, R> {
     ) -> Result<Inspection<'a, R>, CaptureError> {
         Ok(Inspection {
             cap: Capture::open(input, selector, limits)?,
-            judging: Judging {
-                policy,
-                redactor,
+            triage: Triage {
                 seen: Seen::default(),
                 counts: InviteCounts::default(),
             },
+            judge: Judge { policy, redactor },
         })
     }
 
@@ -292,99 +292,256 @@ impl<'a, R: Read> Inspection<'a, R> {
         self.cap.format()
     }
 
-    /// Read it all, judging as it goes.
-    pub fn run(mut self, on_call: &mut impl FnMut(&CallRecord)) -> Result<Report, CaptureError> {
-        let judge = &mut self.judging;
-        self.cap
-            .run(&mut |m: &SipMessage<'_>| judge.message(m, on_call))?;
+    /// Read it all, judging as it goes, on one thread per CPU.
+    pub fn run(self, on_call: &mut impl FnMut(&CallRecord)) -> Result<Report, CaptureError> {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        self.run_with(cpus, on_call)
+    }
+
+    /// Read it all with `workers` judging threads (1: all on this thread).
+    /// The calls reach `on_call` in capture order either way.
+    pub fn run_with(
+        mut self,
+        workers: usize,
+        on_call: &mut impl FnMut(&CallRecord),
+    ) -> Result<Report, CaptureError> {
+        let triage = &mut self.triage;
+        let judge = &self.judge;
+        let mut out = Delivery {
+            counts: InviteCounts::default(),
+            on_call,
+        };
+        let ran = if workers <= 1 {
+            self.cap.run(&mut |m: &SipMessage<'_>| {
+                if let Some(job) = triage.message(m) {
+                    out.deliver(judge.job(&job));
+                }
+            })
+        } else {
+            run_parallel(&mut self.cap, triage, judge, &mut out, workers)
+        };
+        ran?;
+        let mut invites = self.triage.counts;
+        let d = out.counts;
+        invites.seen -= d.in_dialog;
+        invites.in_dialog += d.in_dialog;
+        invites.judged = d.judged;
+        invites.pass = d.pass;
+        invites.fail = d.fail;
+        invites.inconclusive = d.inconclusive;
         Ok(Report {
             format: self.cap.format(),
             interfaces: self.cap.interfaces().to_vec(),
             counters: self.cap.counters(),
             end: self.cap.end().clone(),
-            invites: self.judging.counts,
-            peak_remembered: self.judging.seen.peak,
+            invites,
+            peak_remembered: self.triage.seen.peak,
         })
     }
 }
 
-/// State while judging a capture's messages.
-struct Judging<'a> {
-    policy: &'a Policy,
-    redactor: &'a Redactor,
+/// Judging threads: the reader hands out owned INVITEs (a bounded queue,
+/// so the reader waits rather than buffers), workers judge them, and the
+/// results are put back in capture order before anyone sees them.
+fn run_parallel<R: Read, F: FnMut(&CallRecord)>(
+    cap: &mut Capture<R>,
+    triage: &mut Triage,
+    judge: &Judge<'_>,
+    out: &mut Delivery<'_, F>,
+    workers: usize,
+) -> Result<(), CaptureError> {
+    use std::collections::BTreeMap;
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(workers * 32);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (res_tx, res_rx) = mpsc::channel::<(u64, Judged)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let rx = Arc::clone(&job_rx);
+            let tx = res_tx.clone();
+            scope.spawn(move || loop {
+                // A poisoned lock means another worker panicked: stop too.
+                let next = match rx.lock() {
+                    Ok(guard) => guard.recv(),
+                    Err(_) => return,
+                };
+                let Ok((seq, job)) = next else { return };
+                if tx.send((seq, judge.job(&job))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(res_tx);
+        let mut sent = 0u64;
+        let mut next = 0u64;
+        let mut waiting: BTreeMap<u64, Judged> = BTreeMap::new();
+        let flush =
+            |waiting: &mut BTreeMap<u64, Judged>, next: &mut u64, out: &mut Delivery<'_, F>| {
+                while let Some(j) = waiting.remove(next) {
+                    out.deliver(j);
+                    *next += 1;
+                }
+            };
+        let ran = cap.run(&mut |m: &SipMessage<'_>| {
+            let Some(job) = triage.message(m) else { return };
+            // Workers only stop early if one panicked; the scope reports it.
+            let _ = job_tx.send((sent, job));
+            sent += 1;
+            while let Ok((seq, j)) = res_rx.try_recv() {
+                waiting.insert(seq, j);
+            }
+            flush(&mut waiting, &mut next, out);
+        });
+        drop(job_tx);
+        while next < sent {
+            match res_rx.recv() {
+                Ok((seq, j)) => {
+                    waiting.insert(seq, j);
+                    flush(&mut waiting, &mut next, out);
+                }
+                Err(_) => break,
+            }
+        }
+        ran
+    })
+}
+
+/// Counting and handing on judged calls, in order.
+struct Delivery<'o, F: FnMut(&CallRecord)> {
+    /// Judged and in-dialog counts, as results arrive.
+    counts: InviteCounts,
+    on_call: &'o mut F,
+}
+
+impl<F: FnMut(&CallRecord)> Delivery<'_, F> {
+    fn deliver(&mut self, j: Judged) {
+        match j {
+            // The parser found a To tag the glance missed.
+            Judged::InDialog => self.counts.in_dialog += 1,
+            Judged::Call(record) => {
+                self.counts.judged += 1;
+                match record.outcome {
+                    Outcome::Pass => self.counts.pass += 1,
+                    Outcome::Fail => self.counts.fail += 1,
+                    Outcome::Inconclusive => self.counts.inconclusive += 1,
+                }
+                (self.on_call)(&record);
+            }
+        }
+    }
+}
+
+/// An initial INVITE to judge, owned so it can go to another thread.
+struct Job {
+    time_ns: i64,
+    transport: Transport,
+    src: SocketAddr,
+    dst: SocketAddr,
+    /// The message as captured.
+    bytes: Vec<u8>,
+    /// The snap length cut it.
+    cut: bool,
+}
+
+/// What judging a job gave.
+enum Judged {
+    /// Not an initial INVITE after all (a To tag only the parser found).
+    InDialog,
+    Call(Box<CallRecord>),
+}
+
+/// The reader's side: which messages are initial INVITEs to judge.
+struct Triage {
+    /// Keys of INVITEs already counted.
     seen: Seen,
+    /// Seen, copies, other directions, in-dialog (as the glance reads them).
     counts: InviteCounts,
 }
 
-impl Judging<'_> {
-    fn message(&mut self, m: &SipMessage<'_>, on_call: &mut impl FnMut(&CallRecord)) {
-        let Some(q) = quick_scan(m.bytes) else {
-            return;
-        };
+impl Triage {
+    /// Count a message; an initial INVITE in the chosen direction, seen for
+    /// the first time, comes back to be judged.
+    fn message(&mut self, m: &SipMessage<'_>) -> Option<Job> {
+        let q = quick_scan(m.bytes)?;
         if q.to_tag {
             if m.selected {
                 self.counts.in_dialog += 1;
             }
-            return;
+            return None;
         }
         if !self.seen.insert(q.key(), m.time_ns) {
             self.counts.retransmissions += 1;
-            return;
+            return None;
         }
         self.counts.seen += 1;
         if !m.selected {
             self.counts.other_direction += 1;
-            return;
+            return None;
         }
+        Some(Job {
+            time_ns: m.time_ns,
+            transport: m.transport,
+            src: m.src,
+            dst: m.dst,
+            bytes: m.bytes.to_vec(),
+            cut: m.cut,
+        })
+    }
+}
+
+/// The judging side: pure, shared by the workers.
+struct Judge<'a> {
+    policy: &'a Policy,
+    redactor: &'a Redactor,
+}
+
+impl Judge<'_> {
+    fn job(&self, job: &Job) -> Judged {
         // A cut message ends mid-line: judge only its whole lines (the cut
         // line is unknowable, and would make the headers unreadable).
-        let bytes = if m.cut {
-            m.bytes
+        let bytes = if job.cut {
+            job.bytes
                 .iter()
                 .rposition(|b| *b == b'\n')
-                .map_or(m.bytes, |i| &m.bytes[..=i])
+                .map_or(&job.bytes[..], |i| &job.bytes[..=i])
         } else {
-            m.bytes
+            &job.bytes[..]
         };
         let parsed = sip::parse(bytes);
         if let Ok(msg) = &parsed {
             // The parser's reading of To is the one that counts.
             if msg.header("To").is_some_and(|t| has_tag(t.as_bytes())) {
-                self.counts.seen -= 1;
-                self.counts.in_dialog += 1;
-                return;
+                return Judged::InDialog;
             }
         }
         let mut v = match &parsed {
             Ok(msg) => verdict::judge_message(self.policy, msg),
             Err(_) => verdict::judge(self.policy, bytes),
         };
-        if m.cut {
-            snap_cut(&mut v, m.bytes.len());
+        if job.cut {
+            snap_cut(&mut v, job.bytes.len());
         }
-        self.counts.judged += 1;
-        match v.outcome {
-            Outcome::Pass => self.counts.pass += 1,
-            Outcome::Fail => self.counts.fail += 1,
-            Outcome::Inconclusive => self.counts.inconclusive += 1,
-        }
-        let call_id = match &parsed {
-            Ok(msg) => msg.call_id().unwrap_or_default().to_string(),
-            Err(_) => String::from_utf8_lossy(q.call_id).into_owned(),
+        // Who was called, as the glance reads it (also when the parser
+        // could not read the message).
+        let q = quick_scan(&job.bytes);
+        let call_id = match (&parsed, &q) {
+            (Ok(msg), _) => msg.call_id().unwrap_or_default().to_string(),
+            (Err(_), Some(q)) => String::from_utf8_lossy(q.call_id).into_owned(),
+            (Err(_), None) => String::new(),
         };
-        let to = q.to.map(|t| String::from_utf8_lossy(t).into_owned());
-        let called = self.redactor.called(Some(q.request_uri), to.as_deref());
-        let record = self.record(m, &v, &call_id, &called);
-        on_call(&record);
+        let to = q
+            .as_ref()
+            .and_then(|q| q.to)
+            .map(|t| String::from_utf8_lossy(t).into_owned());
+        let called = self
+            .redactor
+            .called(q.as_ref().map(|q| q.request_uri), to.as_deref());
+        Judged::Call(Box::new(self.record(job, &v, &call_id, &called)))
     }
 
-    fn record(
-        &self,
-        m: &SipMessage<'_>,
-        v: &Verdict,
-        call_id: &str,
-        called: &Called,
-    ) -> CallRecord {
+    fn record(&self, m: &Job, v: &Verdict, call_id: &str, called: &Called) -> CallRecord {
         let r = self.redactor;
         let findings = v
             .findings
