@@ -258,11 +258,29 @@ fn generate(path: &Path, calls: u64) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Run a command to the end, its output to `out`; (wall time, peak RSS in
-/// KiB, exit code).
+/// User + system time in a rusage.
+fn cpu(ru: &libc::rusage) -> Duration {
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// This process's CPU time so far.
+fn self_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    cpu(&ru)
+}
+
+/// Run a command to the end, its output to `out`; (wall time, CPU time,
+/// peak RSS in KiB, exit code).
 // The child is reaped by wait4 (for its own rusage), not Child::wait.
 #[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command, out: &Path) -> (Duration, i64, i32) {
+fn measure(cmd: &mut Command, out: &Path) -> (Duration, Duration, i64, i32) {
     let start = Instant::now();
     let file = std::fs::File::create(out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     let child = cmd
@@ -277,7 +295,7 @@ fn measure(cmd: &mut Command, out: &Path) -> (Duration, i64, i32) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(r, pid, "wait4");
     let wall = start.elapsed();
-    (wall, ru.ru_maxrss, libc::WEXITSTATUS(status))
+    (wall, cpu(&ru), ru.ru_maxrss, libc::WEXITSTATUS(status))
 }
 
 fn main() {
@@ -305,6 +323,7 @@ fn main() {
     // The reader alone, in this process.
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
+    let cpu0 = self_cpu();
     let mut cap = cidguard::capture::Capture::open(file, Default::default(), Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let mut invites = 0u64;
@@ -315,10 +334,13 @@ fn main() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let secs = t.elapsed().as_secs_f64();
+    let reader_cpu = (self_cpu() - cpu0).as_secs_f64();
     let c = cap.counters();
     println!(
-        "reader only: {:.2} s, {:.0} packets/s, {:.0} SIP messages/s, {:.0} MB/s ({} packets, {} SIP messages, {} INVITEs incl. retransmissions, {} reassembled from fragments; held at most {} TCP bytes, {} fragment bytes)",
+        "reader only: {:.2} s ({:.2} s CPU, {:.2} µs CPU per packet), {:.0} packets/s, {:.0} SIP messages/s, {:.0} MB/s ({} packets, {} SIP messages, {} INVITEs incl. retransmissions, {} reassembled from fragments; held at most {} TCP bytes, {} fragment bytes)",
         secs,
+        reader_cpu,
+        reader_cpu * 1e6 / c.packets.max(1) as f64,
         c.packets as f64 / secs,
         c.sip_messages as f64 / secs,
         size as f64 / 1e6 / secs,
@@ -334,7 +356,7 @@ fn main() {
     let bin = env!("CARGO_BIN_EXE_cidguard");
     for (name, extra) in [("text", &[][..]), ("json", &["--format", "json"][..])] {
         let out = dir.join(format!("last-output.{name}"));
-        let (wall, rss_kib, code) = measure(
+        let (wall, cpu_time, rss_kib, code) = measure(
             Command::new(bin)
                 .args(["inspect", "--config", EXAMPLE, "--pcap"])
                 .arg(&path)
@@ -355,8 +377,10 @@ fn main() {
         };
         let s = wall.as_secs_f64();
         println!(
-            "inspect --pcap ({name} output): {s:.1} s, {:.0} calls judged/s, peak RSS {:.1} MB, exit {code}",
+            "inspect --pcap ({name} output): {s:.1} s, {:.0} calls judged/s; {:.1} s CPU, {:.0} µs CPU per call; peak RSS {:.1} MB; exit {code}",
             judged as f64 / s,
+            cpu_time.as_secs_f64(),
+            cpu_time.as_secs_f64() * 1e6 / judged.max(1) as f64,
             rss_kib as f64 / 1024.0
         );
     }

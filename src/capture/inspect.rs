@@ -710,10 +710,18 @@ fn quick_scan(bytes: &[u8]) -> Option<Quick<'_>> {
         {
             via_seen = true;
             q.branch = param(value, b"branch").unwrap_or_default();
-        } else if name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t") {
+        } else if (name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t"))
+            && q.to.is_none()
+        {
             q.to = Some(value);
             q.to_tag = has_tag(value);
             last_was_to = true;
+            continue;
+        }
+        // All four found (they come early): the rest needn't be read, once
+        // a folded To continuation had its chance.
+        if q.to.is_some() && via_seen && !q.call_id.is_empty() && !q.cseq.is_empty() {
+            break;
         }
     }
     Some(q)

@@ -65,8 +65,9 @@ pub struct Redactor {
 /// The called party of one INVITE: what must not appear, and its token.
 #[derive(Debug, Default, Clone)]
 pub struct Called {
-    /// (lower-cased text, token), longest first.
-    secrets: Vec<(String, String)>,
+    /// Lower-cased texts that name the called party, longest first (their
+    /// tokens are made only when one is found: most texts hold none).
+    secrets: Vec<String>,
     /// Token for the called party (Request-URI user, else To user).
     pub token: Option<String>,
 }
@@ -163,19 +164,15 @@ impl Redactor {
                 }
             }
         }
-        let mut pairs: Vec<(String, String)> = secrets
+        let mut secrets: Vec<String> = secrets
             .into_iter()
-            .map(|s| s.trim().to_string())
+            .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                let t = self.token(&s);
-                (s.to_ascii_lowercase(), t)
-            })
             .collect();
-        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        pairs.dedup_by(|a, b| a.0 == b.0);
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
         Called {
-            secrets: pairs,
+            secrets,
             token: token_of.map(|u| self.token(&u)),
         }
     }
@@ -184,8 +181,14 @@ impl Redactor {
     /// Call-ID), made safe to show.
     pub fn text(&self, s: &str, called: &Called) -> String {
         let mut out = s.to_string();
-        for (secret, token) in &called.secrets {
-            out = replace_words(&out, secret, token);
+        let mut lower = out.to_ascii_lowercase();
+        for secret in &called.secrets {
+            if !lower.contains(secret.as_str()) {
+                continue;
+            }
+            // Same input, same token (the token lower-cases text itself).
+            out = replace_words(&out, secret, &self.token(secret));
+            lower = out.to_ascii_lowercase();
         }
         self.numbers(&out)
     }
@@ -193,6 +196,10 @@ impl Redactor {
     /// Replace every digit run that is not one of the organisation's numbers.
     fn numbers(&self, s: &str) -> String {
         let b = s.as_bytes();
+        if b.iter().filter(|c| c.is_ascii_digit()).count() < MIN_DIGITS {
+            // No run can be long enough.
+            return s.to_string();
+        }
         let protected = self.protected(s);
         let mut out = String::with_capacity(s.len());
         let mut i = 0;
