@@ -70,6 +70,9 @@ pub struct Called {
     secrets: Vec<String>,
     /// Token for the called party (Request-URI user, else To user).
     pub token: Option<String>,
+    /// The called number's last digits (at most 8), to find it glued inside
+    /// an identifier.
+    digits: Vec<String>,
 }
 
 impl Redactor {
@@ -171,9 +174,20 @@ impl Redactor {
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
+        let mut digits: Vec<String> = Vec::new();
+        for sec in &secrets {
+            let k = normal_key(sec);
+            if k.len() >= MIN_DIGITS && k.bytes().all(|b| b.is_ascii_digit()) {
+                let tail = k[k.len().saturating_sub(8)..].to_string();
+                if !digits.contains(&tail) {
+                    digits.push(tail);
+                }
+            }
+        }
         Called {
             secrets,
             token: token_of.map(|u| self.token(&u)),
+            digits,
         }
     }
 
@@ -190,11 +204,11 @@ impl Redactor {
             out = replace_words(&out, secret, &self.token(secret));
             lower = out.to_ascii_lowercase();
         }
-        self.numbers(&out)
+        self.numbers(&out, &called.digits)
     }
 
     /// Replace every digit run that is not one of the organisation's numbers.
-    fn numbers(&self, s: &str) -> String {
+    fn numbers(&self, s: &str, called: &[String]) -> String {
         let b = s.as_bytes();
         if b.iter().filter(|c| c.is_ascii_digit()).count() < MIN_DIGITS {
             // No run can be long enough.
@@ -209,13 +223,27 @@ impl Redactor {
                 i = end;
                 continue;
             }
-            // Digits inside a word count too (a number glued into a Call-ID).
             let starts = b[i].is_ascii_digit()
                 || (b[i] == b'+' && b.get(i + 1).is_some_and(u8::is_ascii_digit));
             if !starts {
                 i += 1;
                 continue;
             }
+            // A long hexadecimal identifier (a Call-ID, a tag, a branch) is
+            // random, not a written number: it stays whole, so it can still
+            // be looked up in the capture, unless the called number is
+            // glued inside it.
+            if let Some((ws, we)) = hex_word(b, i) {
+                let word = &s[ws..we];
+                if called.iter().any(|d| word.contains(d.as_str())) {
+                    out.push_str(&s[copied..ws]);
+                    out.push_str(&self.token(word));
+                    copied = we;
+                }
+                i = we;
+                continue;
+            }
+            // Digits inside any other word count (a number glued to text).
             let run = phone_run(b, i, &protected);
             for (a, e, digits) in self.foreign_parts(s, &run) {
                 out.push_str(&s[copied..a]);
@@ -362,6 +390,22 @@ fn quad_at(b: &[u8], i: usize) -> Option<usize> {
     // Not part of a longer dotted run (a version number, a date).
     let longer = b.get(j) == Some(&b'.') && b.get(j + 1).is_some_and(u8::is_ascii_digit);
     (!longer).then_some(j)
+}
+
+/// The bounds of the word around `i` when it is a long hexadecimal
+/// identifier: 12 or more hex digits with at least one letter.
+fn hex_word(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    let mut ws = i;
+    while ws > 0 && b[ws - 1].is_ascii_alphanumeric() {
+        ws -= 1;
+    }
+    let mut we = i;
+    while we < b.len() && b[we].is_ascii_alphanumeric() {
+        we += 1;
+    }
+    let w = &b[ws..we];
+    (w.len() >= 12 && w.iter().all(u8::is_ascii_hexdigit) && w.iter().any(u8::is_ascii_alphabetic))
+        .then_some((ws, we))
 }
 
 /// Visual separators allowed inside a written number.
@@ -526,6 +570,15 @@ umbrella = { name = "Salvation Army", numbers = ["+61 2 9000 0000"] }
             &none,
         );
         assert_eq!(v, "SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK77 ext 201");
+        // Hex identifiers stay whole, unless the called number is inside.
+        let id = "9b9da519c2a66fd7a4e13@192.0.2.10";
+        assert_eq!(r.text(id, &none), id);
+        let c = r.called(Some("sip:0491570156@carrier"), None);
+        let glued = r.text("a0491570156fe3b21@x and c0ffee1234567890@x", &c);
+        assert!(!glued.contains("491570156"), "{glued}");
+        assert!(glued.contains("c0ffee1234567890@x"), "{glued}");
+        // Other words: digits glued to letters still go.
+        assert!(!r.text("user0491570157", &none).contains("0491570157"));
         // An organisation number next to a foreign one: only the foreign goes.
         let m = r.text("+61370100142 0491570156", &none);
         assert!(m.starts_with("+61370100142 #h:"), "{m}");

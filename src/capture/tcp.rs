@@ -266,7 +266,15 @@ impl Tcp {
             } else {
                 seg.seq
             };
+            let was = s.kind;
             take_data(s, key, data_seq, seg, payload, &limits, emit);
+            if was != s.kind {
+                match s.kind {
+                    Kind::Sip => self.counters.sip_streams += 1,
+                    Kind::Other | Kind::Tls => self.counters.other_streams += 1,
+                    Kind::Unknown => {}
+                }
+            }
         }
         if seg.fin {
             close = true;
