@@ -70,7 +70,8 @@ enum Command {
         /// without --line).
         #[arg(long, requires = "pcap")]
         org: bool,
-        /// A packet capture (pcap or pcapng) whose every call is judged.
+        /// A packet capture (pcap or pcapng) whose every call is judged; `-`
+        /// reads standard input.
         #[arg(long, value_name = "FILE", conflicts_with = "capture")]
         pcap: Option<PathBuf>,
         /// With --pcap: judge only messages sent from these hosts (address,
@@ -800,10 +801,21 @@ fn inspect_pcap(
     let redactor = Redactor::new(&cfg)
         .context("organisation numbers")
         .map_err(UsageError)?;
-    let file = std::fs::File::open(pcap)
-        .with_context(|| format!("can't read capture file {}", pcap.display()))
-        .map_err(UsageError)?;
-    let name = pcap.display().to_string();
+    // `-`: a capture streamed in (`tcpdump -w - ... | cidguard inspect --pcap -`).
+    let file: Box<dyn Read> = if pcap == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(pcap)
+                .with_context(|| format!("can't read capture file {}", pcap.display()))
+                .map_err(UsageError)?,
+        )
+    };
+    let name = if pcap == Path::new("-") {
+        "standard input".to_string()
+    } else {
+        pcap.display().to_string()
+    };
     let setup = out::Setup {
         file: &name,
         policy: &policy,
@@ -827,7 +839,7 @@ fn inspect_pcap(
         selector.clone(),
         Default::default(),
     )
-    .map_err(|e| UsageError(anyhow::anyhow!("{}: {e}", pcap.display())))?;
+    .map_err(|e| UsageError(anyhow::anyhow!("{name}: {e}")))?;
     if format == Format::Text {
         put(&mut w, &out::text_start(&setup, inspection.format()));
     }
@@ -848,7 +860,7 @@ fn inspect_pcap(
                 put(&mut w, &line);
             }
         })
-        .map_err(|e| UsageError(anyhow::anyhow!("{}: {e}", pcap.display())))?;
+        .map_err(|e| UsageError(anyhow::anyhow!("{name}: {e}")))?;
     match format {
         Format::Text => put(&mut w, &out::text_summary(&report)),
         Format::Json => {

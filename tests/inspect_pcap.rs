@@ -280,6 +280,33 @@ fn parallel_judging_keeps_capture_order() {
 }
 
 #[test]
+fn a_capture_streams_in_on_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let bytes = raw_pcap(&[udp_invite("stdin1", LEAK), udp_invite("stdin2", WITHHELD)]);
+    let mut child = cidguard()
+        .args([
+            "inspect", "--config", EXAMPLE, "--pcap", "-", "--format", "json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let (_, s) = run.json();
+    assert_eq!(invites(&s), (2, 1, 1, 0));
+    assert_eq!(s["file"], "standard input");
+}
+
+#[test]
 fn retransmissions_and_re_invites_are_not_judged_twice() {
     let dir = tempfile::tempdir().unwrap();
     let inv = udp_invite("rtx", WITHHELD);

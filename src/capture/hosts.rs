@@ -108,7 +108,9 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
 /// to any of `to` (or anywhere when empty).
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
+    /// Senders whose messages are judged (any when empty).
     pub from: Vec<HostSpec>,
+    /// Receivers whose messages are judged (any when empty).
     pub to: Vec<HostSpec>,
 }
 

@@ -34,13 +34,17 @@ const MAX_REMEMBERED: usize = 262_144;
 pub struct CallRecord {
     /// Capture time, ns since the epoch.
     pub time_ns: i64,
+    /// UDP or TCP.
     pub transport: Transport,
+    /// Who sent the INVITE.
     pub src: SocketAddr,
+    /// Who it was sent to.
     pub dst: SocketAddr,
     /// The Call-ID (long digit runs replaced).
     pub call_id: String,
     /// A token for the called party, to group calls to the same person.
     pub called: Option<String>,
+    /// Pass, fail or inconclusive.
     pub outcome: Outcome,
     /// Short summary of the findings, or why it is inconclusive.
     pub summary: String,
@@ -61,8 +65,11 @@ pub struct InviteCounts {
     pub seen: u64,
     /// Of those, judged (in the chosen direction).
     pub judged: u64,
+    /// Judged and passed.
     pub pass: u64,
+    /// Judged and failed.
     pub fail: u64,
+    /// Judged but not fully.
     pub inconclusive: u64,
     /// Copies of an INVITE already counted (retransmissions, or the same
     /// packet captured twice).
@@ -76,11 +83,15 @@ pub struct InviteCounts {
 /// Everything known after reading a capture.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// pcap or pcapng.
     pub format: Format,
+    /// Every capture interface described in the file.
     pub interfaces: Vec<Interface>,
+    /// What the reader saw and held.
     pub counters: Counters,
     /// Why reading stopped.
     pub end: End,
+    /// INVITEs seen and judged.
     pub invites: InviteCounts,
     /// Most INVITE keys remembered at once.
     pub peak_remembered: usize,
@@ -263,8 +274,11 @@ pub fn inspect_capture<R: Read>(
 
 /// A capture whose header has been read, ready to be judged.
 pub struct Inspection<'a, R: Read> {
+    /// The capture being read.
     cap: Capture<R>,
+    /// Picks the INVITEs to judge (on the reading thread).
     triage: Triage,
+    /// Judges them (on any thread).
     judge: Judge<'a>,
 }
 
@@ -412,6 +426,7 @@ fn run_parallel<R: Read, F: FnMut(&CallRecord)>(
 struct Delivery<'o, F: FnMut(&CallRecord)> {
     /// Judged and in-dialog counts, as results arrive.
     counts: InviteCounts,
+    /// Where each judged call goes.
     on_call: &'o mut F,
 }
 
@@ -435,9 +450,13 @@ impl<F: FnMut(&CallRecord)> Delivery<'_, F> {
 
 /// An initial INVITE to judge, owned so it can go to another thread.
 struct Job {
+    /// Capture time, ns since the epoch.
     time_ns: i64,
+    /// UDP or TCP.
     transport: Transport,
+    /// Who sent it.
     src: SocketAddr,
+    /// Who it was sent to.
     dst: SocketAddr,
     /// The message as captured.
     bytes: Vec<u8>,
@@ -493,7 +512,9 @@ impl Triage {
 
 /// The judging side: pure, shared by the workers.
 struct Judge<'a> {
+    /// The line's or the organisation's policy.
     policy: &'a Policy,
+    /// Keeps the called party out of the records.
     redactor: &'a Redactor,
 }
 
@@ -601,8 +622,11 @@ fn snap_cut(v: &mut Verdict, have: usize) {
 /// number.
 #[derive(Default)]
 struct Seen {
+    /// Key -> capture time it was last seen.
     set: HashMap<u128, i64>,
+    /// Keys in the order they came, for forgetting the oldest.
     order: VecDeque<(i64, u128)>,
+    /// Most keys remembered at once.
     peak: usize,
 }
 
@@ -633,11 +657,17 @@ impl Seen {
 
 /// What a glance at an INVITE's headers gives, without parsing it.
 struct Quick<'a> {
+    /// The Request-URI (empty if not UTF-8).
     request_uri: &'a str,
+    /// The Call-ID value.
     call_id: &'a [u8],
+    /// The CSeq value.
     cseq: &'a [u8],
+    /// The top Via's branch parameter.
     branch: &'a [u8],
+    /// The To value.
     to: Option<&'a [u8]>,
+    /// To carries a tag: inside a dialog.
     to_tag: bool,
 }
 

@@ -21,7 +21,9 @@ pub const MAX_DATAGRAM: usize = 65_535;
 /// One IP packet, headers read.
 #[derive(Debug)]
 pub struct IpPacket<'a> {
+    /// The sender's address.
     pub src: IpAddr,
+    /// The receiver's address.
     pub dst: IpAddr,
     /// The upper-layer protocol (after IPv6 extension headers).
     pub proto: u8,
@@ -228,9 +230,13 @@ impl Default for DefragLimits {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FragKey {
+    /// Sender.
     src: IpAddr,
+    /// Receiver.
     dst: IpAddr,
+    /// Upper-layer protocol.
     proto: u8,
+    /// The datagram's identification.
     id: u32,
 }
 
@@ -270,19 +276,26 @@ pub struct DefragCounters {
 /// A completed datagram.
 #[derive(Debug)]
 pub struct Reassembled {
+    /// Sender.
     pub src: IpAddr,
+    /// Receiver.
     pub dst: IpAddr,
+    /// Upper-layer protocol.
     pub proto: u8,
+    /// The whole payload (transport header and data).
     pub data: Vec<u8>,
 }
 
 /// IP fragment reassembly, bounded.
 #[derive(Debug, Default)]
 pub struct Defrag {
+    /// The bounds on what is held.
     limits: DefragLimits,
+    /// Datagrams being reassembled.
     pending: HashMap<FragKey, Pending>,
     /// Payload bytes held now.
     bytes: usize,
+    /// Completed, dropped, peaks.
     pub counters: DefragCounters,
 }
 

@@ -75,8 +75,11 @@ impl std::fmt::Display for Transport {
 pub struct SipMessage<'a> {
     /// Capture time (of the packet that completed it), ns since the epoch.
     pub time_ns: i64,
+    /// Who sent it.
     pub src: SocketAddr,
+    /// Who it was sent to.
     pub dst: SocketAddr,
+    /// UDP or TCP.
     pub transport: Transport,
     /// The message's bytes as they were on the wire.
     pub bytes: &'a [u8],
@@ -89,7 +92,9 @@ pub struct SipMessage<'a> {
 /// Limits on everything the reader holds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
+    /// TCP reassembly's limits.
     pub tcp: TcpLimits,
+    /// IP fragment reassembly's limits.
     pub defrag: DefragLimits,
 }
 
@@ -100,8 +105,9 @@ pub struct Counters {
     pub packets: u64,
     /// Bytes of packet data captured.
     pub bytes: u64,
-    /// Earliest and latest capture time, ns since the epoch.
+    /// Earliest capture time, ns since the epoch.
     pub first_ns: Option<i64>,
+    /// Latest capture time, ns since the epoch.
     pub last_ns: Option<i64>,
     /// Frames that are not IP (ARP, LLDP...).
     pub not_ip: u64,
@@ -111,8 +117,9 @@ pub struct Counters {
     pub malformed: u64,
     /// IP packets that are neither UDP nor TCP.
     pub other_protocol: u64,
-    /// UDP datagrams and TCP segments read.
+    /// UDP datagrams read.
     pub udp: u64,
+    /// TCP segments read.
     pub tcp: u64,
     /// SIP messages found (both directions).
     pub sip_messages: u64,
@@ -145,15 +152,19 @@ pub struct Counters {
     pub oversized_records: u64,
     /// pcapng packets naming an interface never described.
     pub unknown_interface: u64,
-    /// TCP streams seen, and of them carrying SIP.
+    /// TCP streams (one direction of a connection) seen.
     pub tcp_streams: u64,
+    /// Of those, streams found to carry SIP.
     pub tcp_sip_streams: u64,
     /// TCP streams dropped to stay within the limits.
     pub tcp_evicted: u64,
-    /// Memory: the most the reader held at once.
+    /// Memory: the most TCP streams tracked at once.
     pub peak_tcp_streams: usize,
+    /// Memory: the most bytes all TCP streams held at once.
     pub peak_tcp_bytes: usize,
+    /// Memory: the most IP datagrams in reassembly at once.
     pub peak_fragment_datagrams: usize,
+    /// Memory: the most fragment bytes held at once.
     pub peak_fragment_bytes: usize,
     /// Capacity of the record buffer (the largest record read).
     pub record_buffer: usize,
@@ -175,10 +186,15 @@ impl Counters {
 
 /// A capture being read.
 pub struct Capture<R: Read> {
+    /// The records of the file.
     file: FileReader<R>,
+    /// Which direction is judged (for counting what is unreadable there).
     selector: Selector,
+    /// IP fragments being put back together.
     defrag: Defrag,
+    /// TCP streams being put in order.
     tcp: Tcp,
+    /// What was seen so far.
     counters: Counters,
     /// Latest capture time seen (expiry runs on it).
     now_ns: i64,
@@ -281,9 +297,13 @@ impl<R: Read> Capture<R> {
 
 /// The reader's state apart from the file, borrowed together.
 struct Parts<'a> {
+    /// Which direction is judged.
     selector: &'a Selector,
+    /// IP fragment reassembly.
     defrag: &'a mut Defrag,
+    /// TCP reassembly.
     tcp: &'a mut Tcp,
+    /// What was seen so far.
     counters: &'a mut Counters,
 }
 

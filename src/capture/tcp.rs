@@ -53,7 +53,9 @@ impl Default for TcpLimits {
 /// One direction of a TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// The sender.
     pub src: SocketAddr,
+    /// The receiver.
     pub dst: SocketAddr,
 }
 
@@ -91,6 +93,7 @@ enum Kind {
 
 #[derive(Debug)]
 struct Stream {
+    /// What it carries, once known.
     kind: Kind,
     /// Sequence number of the next in-order byte, once known.
     next_seq: Option<u32>,
@@ -143,19 +146,26 @@ pub struct TcpCounters {
 /// Every TCP stream in the capture.
 #[derive(Debug, Default)]
 pub struct Tcp {
+    /// The bounds on everything held.
     limits: TcpLimits,
+    /// Every stream being tracked.
     streams: HashMap<FlowKey, Stream>,
     /// Bytes held by all streams now.
     held: usize,
+    /// Streams seen, kinds, evictions, peaks.
     pub counters: TcpCounters,
 }
 
 /// TCP header fields needed here.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment {
+    /// Sequence number of its first byte (of the SYN for a SYN).
     pub seq: u32,
+    /// Opens a connection.
     pub syn: bool,
+    /// Closes the sender's direction.
     pub fin: bool,
+    /// Aborts the connection.
     pub rst: bool,
     /// Payload bytes the segment had on the wire (more than captured when
     /// the snap length cut it).

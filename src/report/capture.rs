@@ -18,7 +18,9 @@ use crate::verdict::{Finding, Kind, Outcome, Policy};
 pub struct Setup<'a> {
     /// The capture file as named on the command line.
     pub file: &'a str,
+    /// The policy every INVITE was judged against.
     pub policy: &'a Policy,
+    /// The direction judged.
     pub selector: &'a Selector,
 }
 
