@@ -12,7 +12,7 @@
 //! reading stopped. Only a file that can't be read at all (no capture
 //! header, an I/O failure) is a [`CaptureError`].
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use super::CaptureError;
 
@@ -103,7 +103,7 @@ pub enum End {
 /// Streams records out of a pcap or pcapng file.
 pub struct FileReader<R: Read> {
     /// The file, buffered.
-    input: BufReader<R>,
+    input: BufReader<io::Chain<io::Cursor<Vec<u8>>, R>>,
     /// Pcap or pcapng.
     format: Format,
     /// Byte order of the current section (true: big-endian).
@@ -128,9 +128,28 @@ pub struct FileReader<R: Read> {
 
 impl<R: Read> FileReader<R> {
     /// Read the file header and get ready for records.
-    pub fn new(input: R) -> Result<FileReader<R>, CaptureError> {
+    pub fn new(mut input: R) -> Result<FileReader<R>, CaptureError> {
+        // The magic number is read before buffering, whole even from a pipe
+        // that delivers it a byte at a time, then put back in front.
+        let mut magic = [0u8; 4];
+        let got = read_some(&mut input, &mut magic)?;
+        if got == 0 {
+            return Err(CaptureError::Empty);
+        }
+        if got < 4 || !is_magic(magic) {
+            let mut head = magic[..got].to_vec();
+            let mut more = [0u8; 60];
+            if got == 4 {
+                let n = read_some(&mut input, &mut more)?;
+                head.extend_from_slice(&more[..n]);
+            }
+            return Err(CaptureError::NotACapture(describe_start(&head)));
+        }
         let mut r = FileReader {
-            input: BufReader::with_capacity(READ_BUFFER, input),
+            input: BufReader::with_capacity(
+                READ_BUFFER,
+                io::Cursor::new(magic.to_vec()).chain(input),
+            ),
             format: Format::PcapNg,
             big_endian: false,
             interfaces: Vec::new(),
@@ -142,16 +161,6 @@ impl<R: Read> FileReader<R> {
             oversized: 0,
             unknown_interface: 0,
         };
-        let head = r.input.fill_buf()?;
-        if head.is_empty() {
-            return Err(CaptureError::Empty);
-        }
-        let mut magic = [0u8; 4];
-        if head.len() >= 4 {
-            magic.copy_from_slice(&head[..4]);
-        } else {
-            return Err(CaptureError::NotACapture(describe_start(head)));
-        }
         let le = u32::from_le_bytes(magic);
         let be = u32::from_be_bytes(magic);
         if le == PCAPNG_SHB {
@@ -175,12 +184,11 @@ impl<R: Read> FileReader<R> {
             (PCAP_NANO, _) => (false, true),
             (_, PCAP_MICRO) => (true, false),
             (_, PCAP_NANO) => (true, true),
-            _ if le == 0xa1b2_cd34 || be == 0xa1b2_cd34 => {
+            _ => {
                 return Err(CaptureError::NotACapture(
                     "a \"modified\" (Kuznetsov) pcap, which is not supported: convert it with `editcap -F pcap`".into(),
                 ))
             }
-            _ => return Err(CaptureError::NotACapture(describe_start(head))),
         };
         r.format = Format::Pcap { nanos };
         r.big_endian = big_endian;
@@ -555,6 +563,16 @@ struct Pending {
     orig_len: u32,
 }
 
+/// A magic number this reader opens (pcap either resolution and byte
+/// order, pcapng, or the modified pcap it explains it can't read).
+fn is_magic(m: [u8; 4]) -> bool {
+    let (le, be) = (u32::from_le_bytes(m), u32::from_be_bytes(m));
+    le == PCAPNG_SHB
+        || [PCAP_MICRO, PCAP_NANO, 0xa1b2_cd34]
+            .iter()
+            .any(|x| *x == le || *x == be)
+}
+
 /// Timestamp ticks at a resolution to nanoseconds since the epoch.
 fn to_ns(ticks: u64, (base, exp): (u8, u8), offset_s: i64) -> i64 {
     let ns: u128 = if base == 2 {
@@ -659,6 +677,51 @@ mod tests {
         assert_eq!(records(&f), (1, End::Clean));
         let cut = f.len() - 5;
         assert_eq!(records(&f[..cut]), (0, End::Truncated { at: 24 }));
+    }
+
+    /// A pipe that hands over one byte per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            match (self.0.split_first(), out.first_mut()) {
+                (Some((b, rest)), Some(o)) => {
+                    *o = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn a_pipe_delivering_a_byte_at_a_time_reads_the_same() {
+        let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&65_535u32.to_le_bytes());
+        f.extend_from_slice(&101u32.to_le_bytes());
+        for _ in 0..3 {
+            f.extend_from_slice(&[0; 8]);
+            f.extend_from_slice(&20u32.to_le_bytes());
+            f.extend_from_slice(&20u32.to_le_bytes());
+            f.extend_from_slice(&[0x45; 20]);
+        }
+        let mut r = FileReader::new(Trickle(&f)).unwrap();
+        let mut n = 0;
+        while let Some(rec) = r.next_record().unwrap() {
+            assert_eq!(rec.data.len(), 20);
+            n += 1;
+        }
+        assert_eq!((n, r.end().clone()), (3, End::Clean));
+        assert!(matches!(
+            FileReader::new(Trickle(b"ab")),
+            Err(CaptureError::NotACapture(_))
+        ));
+        assert!(matches!(
+            FileReader::new(Trickle(b"")),
+            Err(CaptureError::Empty)
+        ));
     }
 
     #[test]

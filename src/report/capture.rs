@@ -145,12 +145,13 @@ pub fn text_summary(rep: &Report) -> String {
             });
     let _ = writeln!(
         out,
-        "Summary: {}, {} interface{} ({}), {} packets",
+        "Summary: {}, {} interface{} ({}), {} packet{}",
         rep.format,
         rep.interfaces.len(),
         if rep.interfaces.len() == 1 { "" } else { "s" },
         ifaces.join(", "),
-        c.packets
+        c.packets,
+        if c.packets == 1 { "" } else { "s" }
     );
     if let (Some(a), Some(b)) = (c.first_ns, c.last_ns) {
         let _ = writeln!(
