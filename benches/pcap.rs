@@ -368,6 +368,8 @@ fn main() {
             let last = text.lines().last().unwrap_or_default();
             let v: serde_json::Value = serde_json::from_str(last).unwrap_or_default();
             println!("  summary: {}", v["invites"]);
+            // A line per call is hundreds of MB: only the summary is kept.
+            let _ = std::fs::remove_file(&out);
             v["invites"]["judged"].as_u64().unwrap_or(0)
         } else {
             if let Some(l) = text.lines().find(|l| l.starts_with("INVITEs:")) {
