@@ -20,6 +20,9 @@
 //! - [`sip`]: the wire format (our own tolerant parser), and the user agents.
 //! - [`verdict`]: the pure engine: `judge(policy, raw bytes) -> Verdict`.
 //! - [`report`]: human and JSON output, exit codes.
+//! - [`capture`]: reading SIP out of pcap/pcapng captures (streamed,
+//!   bounded) and judging every call in one, without showing whom the
+//!   organisation called.
 //! - [`daemon`]: `cidguard run`: schedules, catch-up, PBX change checks,
 //!   maintenance, systemd integration; the checker, PBX probe and alert
 //!   side plug in through its traits.
@@ -30,6 +33,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
+pub mod capture;
 pub mod check;
 pub mod config;
 pub mod daemon;

@@ -33,21 +33,64 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Judge one captured SIP INVITE against a line's policy.
+    /// Judge one captured SIP INVITE against a line's policy, or every call
+    /// in a packet capture (--pcap).
+    ///
+    /// With --pcap FILE (pcap or pcapng; Ethernet with VLAN tags, Linux
+    /// cooked, raw IP or loopback; IPv4 and IPv6; UDP, and TCP with stream
+    /// reassembly; IP fragments reassembled; TLS and SRTP can't be read and
+    /// are counted as not readable) every initial INVITE is judged once,
+    /// against --line L's policy, or with --org (the default without --line)
+    /// against the organisation alone: its numbers, names and hosts must
+    /// appear nowhere, and no line's presentation rules apply. --from-host
+    /// and --to-host (an address, a CIDR network or address:port; repeat or
+    /// separate with commas) pick the direction that matters, such as the
+    /// PBX's leg to the carrier. Text output is a line per failing or
+    /// inconclusive call, then a summary; --format json writes one JSON
+    /// object per judged call, then a summary object.
+    ///
+    /// The people called stay private: the To header, the Request-URI's
+    /// user part and every number that is not the organisation's are never
+    /// printed or written as JSON. They are replaced by #h: tokens, a hash
+    /// salted afresh on every run: the same person gets the same token
+    /// within one run, so repeated calls can be grouped, and tokens don't
+    /// link across runs.
     ///
     /// Exit status: 0 pass, 1 fail (identity leaked or wrong presentation),
-    /// 3 inconclusive (the message can't be judged), 2 usage or config error.
+    /// 3 inconclusive (the message can't be judged; for --pcap also: no
+    /// INVITE judged, or part of the capture in that direction unreadable),
+    /// 2 usage or config error, or a file that is not a capture.
     Inspect {
         /// Config file (default: the built-in example config).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// The line whose policy applies.
-        #[arg(long, short)]
-        line: String,
+        /// The line whose policy applies (with --pcap: to every INVITE).
+        #[arg(long, short, required_unless_present = "pcap", conflicts_with = "org")]
+        line: Option<String>,
+        /// With --pcap: judge against the organisation alone (the default
+        /// without --line).
+        #[arg(long, requires = "pcap")]
+        org: bool,
+        /// A packet capture (pcap or pcapng) whose every call is judged; `-`
+        /// reads standard input.
+        #[arg(long, value_name = "FILE", conflicts_with = "capture")]
+        pcap: Option<PathBuf>,
+        /// With --pcap: judge only messages sent from these hosts (address,
+        /// CIDR or address:port).
+        #[arg(long, value_name = "HOST", value_delimiter = ',', requires = "pcap")]
+        from_host: Vec<String>,
+        /// With --pcap: judge only messages sent to these hosts (address,
+        /// CIDR or address:port).
+        #[arg(long, value_name = "HOST", value_delimiter = ',', requires = "pcap")]
+        to_host: Vec<String>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// With --pcap: threads judging calls (default: one per CPU).
+        #[arg(long, value_name = "N", requires = "pcap", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// The captured message; `-` reads standard input.
-        capture: PathBuf,
+        #[arg(required_unless_present = "pcap")]
+        capture: Option<PathBuf>,
     },
     /// Place a real test call from each line through the PBX to the
     /// endpoint, match it, and judge what arrived.
@@ -240,9 +283,37 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
         Command::Inspect {
             config,
             line,
+            org: _,
+            pcap: Some(pcap),
+            from_host,
+            to_host,
+            format,
+            jobs,
+            capture: _,
+        } => inspect_pcap(
+            config.as_deref(),
+            line.as_deref(),
+            &pcap,
+            &from_host,
+            &to_host,
+            format,
+            jobs,
+        ),
+        Command::Inspect {
+            config,
+            line,
             format,
             capture,
-        } => inspect(config.as_deref(), &line, format, &capture).map_err(UsageError),
+            ..
+        } => match (line, capture) {
+            (Some(line), Some(capture)) => {
+                inspect(config.as_deref(), &line, format, &capture).map_err(UsageError)
+            }
+            // clap requires both without --pcap.
+            _ => Err(UsageError(anyhow::anyhow!(
+                "give --line L and a capture file, or --pcap FILE"
+            ))),
+        },
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(&config).map_err(UsageError),
@@ -694,6 +765,127 @@ fn inspect(
         ),
     }
     Ok(report::exit_code(v.outcome) as u8)
+}
+
+/// `inspect --pcap`: judge every initial INVITE in a capture, streaming
+/// the calls out as they are judged and the summary last.
+fn inspect_pcap(
+    config: Option<&Path>,
+    line: Option<&str>,
+    pcap: &Path,
+    from_host: &[String],
+    to_host: &[String],
+    format: Format,
+    jobs: Option<u16>,
+) -> Result<u8, UsageError> {
+    use cidguard::capture::hosts::{HostSpec, Selector};
+    use cidguard::capture::inspect::Inspection;
+    use cidguard::capture::redact::Redactor;
+    use cidguard::report::capture as out;
+    use std::io::Write;
+
+    let cfg = load_config(config).map_err(UsageError)?;
+    let policy = match line {
+        Some(l) => policy_for(&cfg, l).map_err(UsageError)?,
+        None => Policy::organisation(&cfg.organisation)
+            .context("organisation numbers")
+            .map_err(UsageError)?,
+    };
+    let hosts = |list: &[String], flag: &str| -> Result<Vec<HostSpec>, UsageError> {
+        list.iter()
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| {
+                h.parse::<HostSpec>()
+                    .map_err(|e| UsageError(anyhow::anyhow!("{flag}: {e}")))
+            })
+            .collect()
+    };
+    let selector = Selector {
+        from: hosts(from_host, "--from-host")?,
+        to: hosts(to_host, "--to-host")?,
+    };
+    let redactor = Redactor::new(&cfg)
+        .context("organisation numbers")
+        .map_err(UsageError)?;
+    // `-`: a capture streamed in (`tcpdump -w - ... | cidguard inspect --pcap -`).
+    let file: Box<dyn Read> = if pcap == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(pcap)
+                .with_context(|| format!("can't read capture file {}", pcap.display()))
+                .map_err(UsageError)?,
+        )
+    };
+    let name = if pcap == Path::new("-") {
+        "standard input".to_string()
+    } else {
+        pcap.display().to_string()
+    };
+    let setup = out::Setup {
+        file: &name,
+        policy: &policy,
+        selector: &selector,
+    };
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    // The first write error (a closed pipe) stops the output, not the reading.
+    let mut write_err: Option<std::io::Error> = None;
+    let mut put = |w: &mut std::io::BufWriter<_>, text: &str| {
+        if write_err.is_none() {
+            if let Err(e) = w.write_all(text.as_bytes()) {
+                write_err = Some(e);
+            }
+        }
+    };
+    let inspection = Inspection::open(
+        file,
+        &policy,
+        &redactor,
+        selector.clone(),
+        Default::default(),
+    )
+    .map_err(|e| UsageError(anyhow::anyhow!("{name}: {e}")))?;
+    if format == Format::Text {
+        put(&mut w, &out::text_start(&setup, inspection.format()));
+    }
+    let workers = jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let report = inspection
+        .run_with(workers, &mut |rec| match format {
+            Format::Text => {
+                if let Some(line) = out::text_call(rec) {
+                    put(&mut w, &line);
+                }
+            }
+            Format::Json => {
+                let mut line = out::json_call(rec).to_string();
+                line.push('\n');
+                put(&mut w, &line);
+            }
+        })
+        .map_err(|e| UsageError(anyhow::anyhow!("{name}: {e}")))?;
+    match format {
+        Format::Text => put(&mut w, &out::text_summary(&report)),
+        Format::Json => {
+            let mut line = out::json_summary(&setup, &report).to_string();
+            line.push('\n');
+            put(&mut w, &line);
+        }
+    }
+    if write_err.is_none() {
+        if let Err(e) = w.flush() {
+            write_err = Some(e);
+        }
+    }
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(UsageError(anyhow::anyhow!("writing the output: {e}")));
+        }
+    }
+    Ok(report.exit_code())
 }
 
 fn config_check(path: &Path) -> anyhow::Result<u8> {

@@ -7,6 +7,8 @@
 //! header shows as `\u{1b}` and can't act on the terminal. JSON output is
 //! escaped by serde and keeps the exact text.
 
+pub mod capture;
+
 use std::fmt::Write as _;
 
 use crate::escape::{clip, control as esc};

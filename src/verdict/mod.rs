@@ -81,6 +81,9 @@ pub struct Policy {
     pub expect: Expect,
     org: Arc<OrgMatcher>,
     umbrella: Option<Arc<UmbrellaMatcher>>,
+    /// Only the organisation-wide rules (its numbers, names and hosts
+    /// nowhere); no line's presentation rules. See [`Policy::organisation`].
+    org_only: bool,
 }
 
 impl Policy {
@@ -98,7 +101,27 @@ impl Policy {
             expect: line.expect,
             org,
             umbrella,
+            org_only: false,
         })
+    }
+
+    /// The organisation alone, for calls that may come from any line (a
+    /// capture of real traffic): its numbers, names and hosts must appear
+    /// nowhere, while rules that depend on a line (withheld or umbrella
+    /// presentation) are not applied. `line` is empty.
+    pub fn organisation(org: &Organisation) -> Result<Policy, NumberError> {
+        Ok(Policy {
+            line: String::new(),
+            expect: Expect::Withheld,
+            org: Arc::new(OrgMatcher::new(org)?),
+            umbrella: None,
+            org_only: true,
+        })
+    }
+
+    /// True for [`Policy::organisation`].
+    pub fn is_organisation_only(&self) -> bool {
+        self.org_only
     }
 
     /// Policies for every line of a validated config.
@@ -112,6 +135,9 @@ impl Policy {
 
     /// What the line should present, in words.
     pub fn expectation(&self) -> String {
+        if self.org_only {
+            return "the organisation's numbers, names and hosts nowhere (no line's presentation rules)".into();
+        }
         match (&self.expect, &self.umbrella) {
             (Expect::Umbrella, Some(u)) if u.numbers.is_empty() => {
                 format!("the umbrella name {:?} with the number withheld", u.name)
@@ -558,6 +584,11 @@ impl Judge<'_> {
     }
 
     fn presentation(&mut self, header: &str, value: &str, matched: &str, what: String) {
+        if self.policy.org_only {
+            // Presentation depends on the line; the organisation alone
+            // only forbids its own identity.
+            return;
+        }
         let detail = format!(
             "{what}; the line expects {}.{}",
             self.policy.expectation(),
@@ -849,6 +880,31 @@ expect = "{expect}"
         );
         assert_eq!(v.outcome, Outcome::Fail);
         assert_eq!(v.findings[0].kind, Kind::Presentation);
+    }
+
+    #[test]
+    fn organisation_only_skips_presentation_rules() {
+        let cfg = Config::from_toml(
+            "[organisation]\nname = \"Eastside Women's Refuge\"\nregion = \"AU\"\nnumbers = [\"+61 3 7010 0142\"]\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let org = Policy::organisation(&cfg.organisation).unwrap();
+        // Another number and name on show: a line's rule, not the organisation's.
+        let v = judge(
+            &org,
+            &invite("\"Dr Smith\" <sip:+61299999999@carrier.test>", ""),
+        );
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        let v = judge(
+            &org,
+            &invite(
+                "\"Eastside Womens Refuge\" <sip:anonymous@anonymous.invalid>",
+                "",
+            ),
+        );
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(v.findings[0].kind, Kind::Name);
     }
 
     #[test]

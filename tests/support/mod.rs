@@ -4,6 +4,8 @@
 //!   relay to the monitored endpoint, per-line caller-ID rules switchable at
 //!   runtime, configurable `Server` header).
 //! - [`Sipp`]: SIPp running one scenario, with its message log captured.
+//! - [`tcpdump::Tcpdump`]: tcpdump capturing loopback traffic to a pcap file,
+//!   and [`pcap`], a writer for hand-made captures.
 //!
 //! Every peer gets its own free loopback ports and its own temporary
 //! directory, so tests run in parallel; every wait is bounded; processes are
@@ -19,8 +21,10 @@
 
 pub mod kamailio;
 pub mod net;
+pub mod pcap;
 pub mod sip;
 pub mod sipp;
+pub mod tcpdump;
 pub mod tls;
 pub mod webdriver;
 
