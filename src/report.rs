@@ -48,7 +48,7 @@ pub fn human(v: &Verdict, policy: &Policy) -> String {
             let _ = writeln!(s, "  {:<22} {}", format!("{}:", id.header), id);
         }
         if let Some(p) = &v.presented.privacy {
-            let _ = writeln!(s, "  {:<22} {}", "Privacy:", p);
+            let _ = writeln!(s, "  {:<22} {}", "Privacy:", crate::escape::clip(p, 160));
         }
     }
     if !v.findings.is_empty() {
@@ -62,16 +62,6 @@ pub fn human(v: &Verdict, policy: &Policy) -> String {
         }
     }
     s
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n).collect();
-        t.push('…');
-        t
-    }
 }
 
 /// A summary of a config, for `config check`.
@@ -92,6 +82,27 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
         if org.names.len() == 1 { "" } else { "s" },
         org.hosts.len(),
         if org.hosts.len() == 1 { "" } else { "s" },
+    );
+    let descriptors = crate::verdict::descriptors_in_force(org);
+    let _ = writeln!(
+        s,
+        "  {} descriptor{} of the kind of service ({}): {}",
+        descriptors.len(),
+        if descriptors.len() == 1 { "" } else { "s" },
+        match (org.default_descriptors, org.descriptors.len()) {
+            (true, 0) => "the built-in list".to_string(),
+            (true, n) => format!("the built-in list and {n} of yours"),
+            (false, _) => "yours only; the built-in list is off".to_string(),
+        },
+        if descriptors.is_empty() {
+            "none: a phrase like \"shelter\" or \"DV\" would not be caught".to_string()
+        } else {
+            descriptors
+                .iter()
+                .map(|d| format!("{d:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     let _ = writeln!(s, "Lines ({}):", cfg.lines.len());
     for (line, p) in cfg.lines.iter().zip(policies) {
@@ -114,6 +125,20 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
             p.expectation(),
             how
         );
+        let dropped = p.descriptors_not_applied();
+        if !dropped.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<9} descriptors not judged on this line (the umbrella name has them): {}",
+                "",
+                "",
+                dropped
+                    .iter()
+                    .map(|d| format!("{d:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
     match &cfg.endpoint {
         Some(ep) => {
@@ -169,7 +194,7 @@ pub fn human_check(r: &crate::check::result::CheckResult, policy: Option<&Policy
             let _ = writeln!(s, "  {:<22} {}", format!("{}:", id.header), id);
         }
         if let Some(p) = &r.presented.privacy {
-            let _ = writeln!(s, "  {:<22} {}", "Privacy:", p);
+            let _ = writeln!(s, "  {:<22} {}", "Privacy:", crate::escape::clip(p, 160));
         }
     }
     write_findings(&mut s, &r.findings);
@@ -198,10 +223,11 @@ fn write_findings(s: &mut String, findings: &[crate::verdict::Finding]) {
         };
         let what = match f.kind {
             Kind::Presentation => "wrong presentation".to_string(),
+            Kind::Descriptor => "kind of service leaked".to_string(),
             k => format!("{k} leaked"),
         };
         let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, f.header);
-        let _ = writeln!(s, "     value:  {}", clip(&f.value, 160));
+        let _ = writeln!(s, "     value:  {}", crate::escape::clip(&f.value, 160));
         let _ = writeln!(s, "     why:    {}", f.detail);
     }
 }
