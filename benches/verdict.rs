@@ -1,10 +1,14 @@
 //! Verdicts per second on a realistic carrier INVITE, with an organisation
 //! that protects 1,000 number entries (ranges and single numbers), several
-//! names and hosts.
+//! names and hosts, and the built-in descriptors. Also the same INVITE with
+//! its SDP gzip-compressed and with an RFC 2047 display name, to show what
+//! decoding costs when there is something to decode.
 //!
 //! Run: `cargo bench --bench verdict`
 
 use std::path::Path;
+
+use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -86,6 +90,30 @@ fn bench(c: &mut Criterion) {
     );
     assert_eq!(judge(&policy, INVITE.as_bytes()).outcome, Outcome::Pass);
     assert_eq!(judge(&policy, leaking.as_bytes()).outcome, Outcome::Fail);
+    let gzipped = {
+        let (head, sdp) = INVITE.split_once("\r\n\r\n").expect("a body");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(sdp.as_bytes()).expect("in memory");
+        let body = e.finish().expect("in memory");
+        let head = head
+            .replace(
+                "Content-Length: 229",
+                &format!("Content-Length: {}", body.len()),
+            )
+            .replace(
+                "Content-Type: application/sdp",
+                "Content-Type: application/sdp\r\nContent-Encoding: gzip",
+            );
+        let mut m = format!("{head}\r\n\r\n").into_bytes();
+        m.extend_from_slice(&body);
+        m
+    };
+    let encoded_name = INVITE.replace("From: \"Anonymous\"", "From: \"=?UTF-8?B?QW5vbnltb3Vz?=\"");
+    assert_eq!(judge(&policy, &gzipped).outcome, Outcome::Pass);
+    assert_eq!(
+        judge(&policy, encoded_name.as_bytes()).outcome,
+        Outcome::Pass
+    );
 
     let mut g = c.benchmark_group("verdict");
     g.throughput(Throughput::Elements(1));
@@ -94,6 +122,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("leaking_invite_1000_numbers", |b| {
         b.iter(|| judge(&policy, leaking.as_bytes()))
+    });
+    g.bench_function("gzip_sdp_invite_1000_numbers", |b| {
+        b.iter(|| judge(&policy, &gzipped))
+    });
+    g.bench_function("rfc2047_display_invite_1000_numbers", |b| {
+        b.iter(|| judge(&policy, encoded_name.as_bytes()))
     });
     g.finish();
 }

@@ -32,7 +32,7 @@ use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
 use crate::sip::{self, Message, StartLine};
 use hosts::{find_host, HostPattern};
-use names::{contains_words, is_anonymous_text, normalise, DescriptorSet, NamePattern};
+use names::{contains_words, is_anonymous_text, normalise, NamePattern, PhraseSet};
 use numbers::{NumberError, NumberSet};
 
 /// The organisation's identity, compiled once and shared by every line.
@@ -42,8 +42,10 @@ pub struct OrgMatcher {
     pub numbers: NumberSet,
     pub names: Vec<NamePattern>,
     pub hosts: Vec<HostPattern>,
+    /// `names` indexed for the free-text scan.
+    name_index: PhraseSet,
     /// Phrases that reveal the kind of service ("shelter", "DV").
-    pub descriptors: DescriptorSet,
+    pub descriptors: PhraseSet,
 }
 
 /// The descriptors in force for an organisation, as written: the built-in
@@ -71,11 +73,12 @@ impl OrgMatcher {
             }
         }
         Ok(OrgMatcher {
+            name_index: PhraseSet::names(&names),
             name: org.name.clone(),
             numbers: NumberSet::new(&org.numbers, &org.region)?,
             names,
             hosts: org.hosts.iter().map(|h| HostPattern::new(h)).collect(),
-            descriptors: DescriptorSet::new(descriptors_in_force(org)),
+            descriptors: PhraseSet::new(descriptors_in_force(org)),
         })
     }
 }
@@ -106,7 +109,7 @@ pub struct Policy {
     umbrella: Option<Arc<UmbrellaMatcher>>,
     /// The descriptors judged on this line: the organisation's, less any
     /// the line's umbrella name itself contains.
-    descriptors: Arc<DescriptorSet>,
+    descriptors: Arc<PhraseSet>,
     /// Descriptors left out on this line because the umbrella name has them.
     descriptors_dropped: Vec<String>,
 }
@@ -123,7 +126,7 @@ impl Policy {
         };
         // An umbrella line may show its umbrella name; a descriptor inside
         // that name ("Women's Refuge Network") can't be a leak there.
-        let in_umbrella = |d: &names::Descriptor| {
+        let in_umbrella = |d: &names::Phrase| {
             umbrella.as_ref().is_some_and(|u| {
                 let phrase = &u.pattern.phrase;
                 contains_words(phrase, &d.pattern.phrase)
@@ -386,7 +389,11 @@ pub fn judge(policy: &Policy, raw: &[u8]) -> Verdict {
     // Header bytes that are not UTF-8 are read as Windows-1252 (what a
     // Latin-1 PBX sends for `Café`), not replaced by U+FFFD and lost.
     let original = raw;
-    let head_end = sip::message::header_end(raw).unwrap_or(raw.len());
+    let head_end = if std::str::from_utf8(raw).is_ok() {
+        0
+    } else {
+        sip::message::header_end(raw).unwrap_or(raw.len())
+    };
     let transcoded;
     let (raw, latin_head) = if std::str::from_utf8(&raw[..head_end]).is_ok() {
         (raw, false)
@@ -599,10 +606,38 @@ fn is_called_party(entry: &str) -> bool {
 /// (`Organization`, `X-Caller-Name`, `;cnam=`, `;display=`): the value is
 /// judged like a display name wherever it is.
 fn name_like(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
+    let n = name.as_bytes();
     ["name", "display", "cnam", "organi", "purpose", "label"]
         .iter()
-        .any(|k| n.contains(k))
+        .any(|k| {
+            n.windows(k.len())
+                .any(|w| w.eq_ignore_ascii_case(k.as_bytes()))
+        })
+}
+
+/// Characters of an unquoted display name (RFC 3261 token characters and
+/// spaces; anything beyond ASCII for senders that don't quote).
+fn display_char(c: char) -> bool {
+    c.is_alphanumeric() || !c.is_ascii() || c.is_whitespace() || "-.!%*_+`'~".contains(c)
+}
+
+/// Could this header value hold a display name or a name-like parameter?
+/// A cheap look before parsing it: most headers (Via, Call-ID, CSeq,
+/// Identity...) can't.
+fn may_carry_names(value: &str) -> bool {
+    value.contains('"')
+        || (value.contains('<')
+            && value.split(',').any(|e| {
+                e.find('<').is_some_and(|i| {
+                    let before = e[..i].trim();
+                    !before.is_empty() && before.chars().all(display_char)
+                })
+            }))
+        || (value.contains('=')
+            && value
+                .split(';')
+                .skip(1)
+                .any(|p| name_like(p.split('=').next().unwrap_or_default())))
 }
 
 /// Where a place stands, for sentences.
@@ -617,7 +652,7 @@ fn where_(shown: bool) -> &'static str {
 /// Is a descriptor part of an organisation name already found in the same
 /// place ("Refuge" in "Eastside Women's Refuge")? Then the name finding says
 /// it all.
-fn covered_by_name(d: &names::Descriptor, named: &[&NamePattern]) -> bool {
+fn covered_by_name(d: &names::Phrase, named: &[&NamePattern]) -> bool {
     named.iter().any(|n| {
         contains_words(&n.phrase, &d.pattern.phrase)
             || d.pattern
@@ -711,9 +746,15 @@ impl Judge<'_> {
     /// a layer's label ("header value", "SDP body").
     fn scan_views(&mut self, header: &str, value: &str, text: &str, shown: bool, noun: &str) {
         self.scan(header, value, text, shown);
+        let words = decode::encoded_words(text);
+        let repaired = decode::unmojibake(text);
+        if words.is_none() && repaired.is_none() {
+            // The common case: nothing encoded, nothing more to read.
+            return;
+        }
         let base = self.layer.clone();
         let what = base.as_deref().unwrap_or(noun).to_string();
-        if let Some(words) = decode::encoded_words(text) {
+        if let Some(words) = words {
             for f in &words.failures {
                 let d = format!("could not fully decode {header}: {f}");
                 if !self.doubts.contains(&d) {
@@ -730,7 +771,7 @@ impl Judge<'_> {
             }
             self.layer = base.clone();
         }
-        if let Some(m) = decode::unmojibake(text) {
+        if let Some(m) = repaired {
             self.layer = Some(format!(
                 "{what} read back as UTF-8 (it had been read as Windows-1252)"
             ));
@@ -765,8 +806,7 @@ impl Judge<'_> {
         if name_like(name) {
             self.name_text(header, value, value, shown, "value");
         }
-        // No quote, angle bracket or parameter: no display name to read.
-        if !value.contains(['"', '<', '=']) {
+        if !may_carry_names(value) {
             return;
         }
         for entry in split_list(value) {
@@ -777,15 +817,10 @@ impl Judge<'_> {
             // An unquoted display name is tokens (RFC 3261 section 25.1):
             // text before a '<' with ';', '=' or '/' in it is something
             // else (an Identity token's parameters, say).
-            let display = na.display.as_deref().filter(|d| {
-                entry.trim_start().starts_with('"')
-                    || d.chars().all(|c| {
-                        c.is_alphanumeric()
-                            || !c.is_ascii()
-                            || c.is_whitespace()
-                            || "-.!%*_+`'~".contains(c)
-                    })
-            });
+            let display = na
+                .display
+                .as_deref()
+                .filter(|d| entry.trim_start().starts_with('"') || d.chars().all(display_char));
             if let Some(d) = display {
                 self.name_text(header, value, d, shown, "display name");
             }
@@ -888,7 +923,7 @@ impl Judge<'_> {
         value: &str,
         shown: bool,
         text: &str,
-        set: &DescriptorSet,
+        set: &PhraseSet,
         hits: &[usize],
     ) {
         let words: Vec<String> = hits
@@ -988,8 +1023,9 @@ impl Judge<'_> {
         }
         let folded = normalise(&name_text);
         let mut named: Vec<&NamePattern> = Vec::new();
-        for p in &org.names {
-            if p.found_in(&folded) {
+        for i in org.name_index.find_in(&folded, &name_text, true) {
+            let p = &org.names[i];
+            {
                 let as_written = match p.locate(&name_text) {
                     Some(w) => format!(" as {}", quote(w)),
                     None => String::new(),

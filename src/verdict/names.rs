@@ -188,10 +188,10 @@ pub const DEFAULT_DESCRIPTORS: &[&str] = &[
     "women's aid",
 ];
 
-/// A descriptor, prepared for matching.
+/// A name or descriptor in a [`PhraseSet`].
 #[derive(Debug, Clone)]
-pub struct Descriptor {
-    /// Matched like a name: whole words, folded, run together in hosts.
+pub struct Phrase {
+    /// Whole words, folded, run together in hosts.
     pub pattern: NamePattern,
     /// A word of three letters or fewer ("DV"): only a token of its own in
     /// ordinary text counts, never letters inside an encoded blob or a
@@ -199,21 +199,52 @@ pub struct Descriptor {
     pub short: bool,
 }
 
-/// The descriptors in force, indexed by their first folded word (and their
+/// Names or descriptors, indexed by their first folded word (and their
 /// run-together form), so a text is looked up once word by word rather than
-/// searched once per descriptor.
-#[derive(Debug, Clone, Default)]
-pub struct DescriptorSet {
+/// searched once per phrase.
+#[derive(Debug, Clone)]
+pub struct PhraseSet {
     /// The descriptors, in configured order.
-    pub items: Vec<Descriptor>,
-    /// First word (or run-together form) -> (descriptor, is the run-together form).
-    index: std::collections::HashMap<String, Vec<(usize, bool)>>,
+    pub items: Vec<Phrase>,
+    /// (first word or run-together form, descriptor, is the run-together form).
+    index: Vec<(String, usize, bool)>,
+    /// For each first byte, the lengths of the index keys starting with it
+    /// (bit n: length n; bit 31: 31 or more). Most words are passed over on
+    /// one table look-up, without comparing strings or hashing.
+    starts: [u32; 256],
 }
 
-impl DescriptorSet {
+impl Default for PhraseSet {
+    fn default() -> PhraseSet {
+        PhraseSet {
+            items: Vec::new(),
+            index: Vec::new(),
+            starts: [0; 256],
+        }
+    }
+}
+
+impl PhraseSet {
+    /// Configured names, in their order; none is short (a name is matched
+    /// as whole words wherever it is).
+    pub fn names(patterns: &[NamePattern]) -> PhraseSet {
+        let mut set = PhraseSet {
+            items: patterns
+                .iter()
+                .map(|p| Phrase {
+                    pattern: p.clone(),
+                    short: false,
+                })
+                .collect(),
+            ..PhraseSet::default()
+        };
+        set.reindex();
+        set
+    }
+
     /// Compile descriptors as written; empty and repeated ones are dropped.
-    pub fn new<'a>(labels: impl IntoIterator<Item = &'a str>) -> DescriptorSet {
-        let mut set = DescriptorSet::default();
+    pub fn new<'a>(labels: impl IntoIterator<Item = &'a str>) -> PhraseSet {
+        let mut set = PhraseSet::default();
         for label in labels {
             let pattern = NamePattern::new(label);
             if pattern.phrase.is_empty()
@@ -222,7 +253,7 @@ impl DescriptorSet {
                 continue;
             }
             let short = !pattern.phrase.contains(' ') && pattern.phrase.chars().count() <= 3;
-            set.items.push(Descriptor { pattern, short });
+            set.items.push(Phrase { pattern, short });
         }
         set.reindex();
         set
@@ -230,23 +261,27 @@ impl DescriptorSet {
 
     fn reindex(&mut self) {
         self.index.clear();
+        self.starts = [0; 256];
         for (i, d) in self.items.iter().enumerate() {
             let first = d.pattern.phrase.split(' ').next().unwrap_or_default();
-            self.index
-                .entry(first.to_string())
-                .or_default()
-                .push((i, false));
+            self.index.push((first.to_string(), i, false));
             if let Some(c) = &d.pattern.compact {
-                self.index.entry(c.clone()).or_default().push((i, true));
+                self.index.push((c.clone(), i, true));
+            }
+        }
+        for (key, _, _) in &self.index {
+            if let Some(b) = key.bytes().next() {
+                self.starts[usize::from(b)] |= length_bit(key.len());
             }
         }
     }
 
     /// The same set without the descriptors `drop` picks.
-    pub fn without(&self, drop: impl Fn(&Descriptor) -> bool) -> DescriptorSet {
-        let mut set = DescriptorSet {
+    pub fn without(&self, drop: impl Fn(&Phrase) -> bool) -> PhraseSet {
+        let mut set = PhraseSet {
             items: self.items.iter().filter(|d| !drop(d)).cloned().collect(),
-            index: Default::default(),
+            index: Vec::new(),
+            starts: [0; 256],
         };
         set.reindex();
         set
@@ -266,9 +301,10 @@ impl DescriptorSet {
         }
         let mut pos = 0;
         for word in folded.split(' ') {
-            if let Some(cands) = self.index.get(word) {
+            let first = word.bytes().next().map_or(0, usize::from);
+            if self.starts[first] & length_bit(word.len()) != 0 {
                 let rest = &folded[pos..];
-                for &(i, compact) in cands {
+                for &(_, i, compact) in self.index.iter().filter(|(k, _, _)| k == word) {
                     let d = &self.items[i];
                     let needle = if compact {
                         d.pattern.compact.as_deref().unwrap_or(&d.pattern.phrase)
@@ -317,6 +353,11 @@ impl DescriptorSet {
         }
         None
     }
+}
+
+/// A word length as a bit of [`PhraseSet::starts`].
+fn length_bit(len: usize) -> u32 {
+    1 << len.min(31)
 }
 
 /// Is `word` (a short folded descriptor) a token of its own in `raw`? Tokens
