@@ -63,12 +63,7 @@ pub fn find_original<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(text.len());
     let chars = text.char_indices().flat_map(|(i, c)| {
         let span = (i, i + c.len_utf8());
-        let decomposed: Vec<char> = if c.is_ascii() {
-            vec![c]
-        } else {
-            std::iter::once(c).nfkd().collect()
-        };
-        decomposed.into_iter().map(move |d| (d, span))
+        std::iter::once(c).nfkd().map(move |d| (d, span))
     });
     let folded = fold(chars, text.len(), |span, n| {
         spans.extend(std::iter::repeat_n(span, n));
