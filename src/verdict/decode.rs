@@ -419,7 +419,7 @@ impl Walker {
                 "could not fully decode: the {} is binary ({} bytes: \"{}\"), so it was not read",
                 prefixed(layers, name),
                 bytes.len(),
-                escape::bytes(bytes, 40)
+                escape::bytes(bytes, 24)
             ));
             self.leftovers(bytes, name, slot, layers);
             return;
@@ -1025,19 +1025,17 @@ pub fn uui(value: &str) -> Option<Uui> {
         Some("hex") => match hex(data) {
             Some(b) => (b, "hex"),
             None => {
-                return Some(Uui::Unreadable(format!(
-                    "the User-to-User data \"{}\" is marked encoding=hex but isn't hex",
-                    escape::clip(data, 40)
-                )))
+                return Some(Uui::Unreadable(
+                    "the User-to-User data is marked encoding=hex but isn't hex".into(),
+                ))
             }
         },
         Some("base64") => match base64(data) {
             Some(b) => (b, "base64"),
             None => {
-                return Some(Uui::Unreadable(format!(
-                    "the User-to-User data \"{}\" is marked encoding=base64 but isn't base64",
-                    escape::clip(data, 40)
-                )))
+                return Some(Uui::Unreadable(
+                    "the User-to-User data is marked encoding=base64 but isn't base64".into(),
+                ))
             }
         },
         Some(other) => {
@@ -1062,10 +1060,11 @@ pub fn uui(value: &str) -> Option<Uui> {
         _ => Uui::Decoded {
             text: text_runs(payload, 3),
             encoding: enc,
+            // Not quoted: contact-centre data can carry a customer's
+            // account or number, which is not the organisation's to keep.
             binary_note: Some(format!(
-                "User-to-User carries {} bytes of binary data (\"{}\"); its text runs were searched",
-                bytes.len(),
-                escape::bytes(&bytes, 40)
+                "User-to-User carries {} bytes of binary data; the text in it was searched",
+                bytes.len()
             )),
         },
     })
