@@ -35,6 +35,10 @@ pub const MAX_DECODED: usize = 1024 * 1024;
 /// Deepest nesting of encodings and multipart bodies followed.
 pub const MAX_DEPTH: usize = 8;
 
+/// Most multipart parts read in one message, over every level: a call's
+/// body has a handful; thousands of tiny parts would only cost time.
+pub const MAX_PARTS: usize = 100;
+
 /// Lenient base64: padding optional, standard or URL-safe alphabet (tried
 /// in that order), whitespace ignored by the caller.
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -150,6 +154,7 @@ pub fn utf8_or_1252(b: &[u8]) -> Cow<'_, str> {
 pub fn body(content_type: Option<&str>, content_encoding: Option<&str>, bytes: &[u8]) -> Body {
     let mut w = Walker {
         budget: MAX_DECODED,
+        parts: 0,
         out: Body::default(),
     };
     w.entity(
@@ -187,6 +192,8 @@ enum Place<'p> {
 struct Walker {
     /// Bytes decoding may still produce.
     budget: usize,
+    /// Multipart parts read so far, over every level.
+    parts: usize,
     out: Body,
 }
 
@@ -374,6 +381,15 @@ impl Walker {
             }
         }
         for (i, part) in split.parts.iter().enumerate() {
+            self.parts += 1;
+            if self.parts > MAX_PARTS {
+                self.doubt(format!(
+                    "could not fully decode: the body has more than {MAX_PARTS} multipart parts"
+                ));
+                let rest: Vec<u8> = split.parts[i..].concat();
+                self.leftovers(&rest, name, "Body", layers);
+                return;
+            }
             let (head, content) = split_part(part);
             let headers = part_headers(head);
             let get = |n: &str| {
@@ -1181,6 +1197,18 @@ mod tests {
         );
         assert!(texts.iter().any(|(_, l, t)| *t == "Eastside Women’s"
             && l.is_some_and(|l| l.contains("quoted-printable-decoded text/plain in part 1 of the multipart/alternative in part 2"))), "{texts:#?}");
+    }
+
+    #[test]
+    fn too_many_parts_is_a_doubt() {
+        let mut text = String::new();
+        for i in 0..(MAX_PARTS + 5) {
+            text.push_str(&format!("--b\r\n\r\npart {i}\r\n"));
+        }
+        text.push_str("--b--\r\n");
+        let b = body(Some("multipart/mixed;boundary=b"), None, text.as_bytes());
+        assert!(b.doubts[0].contains("more than 100"), "{:?}", b.doubts);
+        assert!(b.texts.iter().any(|t| t.text.contains("part 104")));
     }
 
     #[test]
