@@ -1,12 +1,27 @@
 //! Verdicts per second on a realistic carrier INVITE, with an organisation
 //! that protects 1,000 number entries (ranges and single numbers), several
-//! names and hosts.
+//! names and hosts, and the built-in descriptors. Also the same INVITE with
+//! its SDP gzip-compressed and with an RFC 2047 display name, to show what
+//! decoding costs when there is something to decode.
 //!
 //! Run: `cargo bench --bench verdict`
+//!
+//! Wall time on a machine shared with other work is noisy; for a count that
+//! isn't, `CIDGUARD_VERDICT_LOOP=<kind>:<n>` runs n verdicts of one kind
+//! (clean, leaking, gzip, rfc2047) and nothing else, to run under
+//! cachegrind; subtract a run with n = 0 (the set-up) and divide by n:
+//!
+//! ```text
+//! bin=$(cargo bench --bench verdict --no-run 2>&1 | grep -o 'target/release/deps/verdict-[0-9a-f]*')
+//! CIDGUARD_VERDICT_LOOP=clean:2000 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null $bin
+//! CIDGUARD_VERDICT_LOOP=clean:0 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null $bin
+//! ```
 
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::io::Write;
+
+use criterion::{criterion_group, Criterion, Throughput};
 
 use cidguard::config::Config;
 use cidguard::verdict::{judge, Outcome, Policy};
@@ -77,26 +92,96 @@ a=fmtp:101 0-16\r\n\
 a=ptime:20\r\n\
 a=sendrecv\r\n";
 
-fn bench(c: &mut Criterion) {
-    let cfg = config();
-    let policy = Policy::for_config(&cfg).expect("policies").remove(0);
+/// The messages judged: a clean carrier INVITE, the same leaking in PAI,
+/// with its SDP gzip-compressed, and with an RFC 2047 display name.
+struct Messages {
+    clean: Vec<u8>,
+    leaking: Vec<u8>,
+    gzipped: Vec<u8>,
+    encoded_name: Vec<u8>,
+}
+
+fn messages(policy: &Policy) -> Messages {
     let leaking = INVITE.replace(
         "P-Asserted-Identity: <sip:anonymous@anonymous.invalid>",
         "P-Asserted-Identity: \"Eastside Refuge\" <sip:+61370420150@pbx.eastside-refuge.org.au>",
     );
-    assert_eq!(judge(&policy, INVITE.as_bytes()).outcome, Outcome::Pass);
-    assert_eq!(judge(&policy, leaking.as_bytes()).outcome, Outcome::Fail);
+    let gzipped = {
+        let (head, sdp) = INVITE.split_once("\r\n\r\n").expect("a body");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(sdp.as_bytes()).expect("in memory");
+        let body = e.finish().expect("in memory");
+        let head = head
+            .replace(
+                "Content-Length: 229",
+                &format!("Content-Length: {}", body.len()),
+            )
+            .replace(
+                "Content-Type: application/sdp",
+                "Content-Type: application/sdp\r\nContent-Encoding: gzip",
+            );
+        let mut m = format!("{head}\r\n\r\n").into_bytes();
+        m.extend_from_slice(&body);
+        m
+    };
+    let encoded_name = INVITE.replace("From: \"Anonymous\"", "From: \"=?UTF-8?B?QW5vbnltb3Vz?=\"");
+    let m = Messages {
+        clean: INVITE.as_bytes().to_vec(),
+        leaking: leaking.into_bytes(),
+        gzipped,
+        encoded_name: encoded_name.into_bytes(),
+    };
+    assert_eq!(judge(policy, &m.clean).outcome, Outcome::Pass);
+    assert_eq!(judge(policy, &m.leaking).outcome, Outcome::Fail);
+    assert_eq!(judge(policy, &m.gzipped).outcome, Outcome::Pass);
+    assert_eq!(judge(policy, &m.encoded_name).outcome, Outcome::Pass);
+    m
+}
 
+fn bench(c: &mut Criterion) {
+    let cfg = config();
+    let policy = Policy::for_config(&cfg).expect("policies").remove(0);
+    let m = messages(&policy);
     let mut g = c.benchmark_group("verdict");
     g.throughput(Throughput::Elements(1));
     g.bench_function("clean_invite_1000_numbers", |b| {
-        b.iter(|| judge(&policy, INVITE.as_bytes()))
+        b.iter(|| judge(&policy, &m.clean))
     });
     g.bench_function("leaking_invite_1000_numbers", |b| {
-        b.iter(|| judge(&policy, leaking.as_bytes()))
+        b.iter(|| judge(&policy, &m.leaking))
+    });
+    g.bench_function("gzip_sdp_invite_1000_numbers", |b| {
+        b.iter(|| judge(&policy, &m.gzipped))
+    });
+    g.bench_function("rfc2047_display_invite_1000_numbers", |b| {
+        b.iter(|| judge(&policy, &m.encoded_name))
     });
     g.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("CIDGUARD_VERDICT_LOOP") {
+        let (kind, n) = spec
+            .split_once(':')
+            .expect("CIDGUARD_VERDICT_LOOP=<kind>:<n>");
+        let n: usize = n.parse().expect("a count");
+        let cfg = config();
+        let policy = Policy::for_config(&cfg).expect("policies").remove(0);
+        let m = messages(&policy);
+        let msg = match kind {
+            "clean" => &m.clean,
+            "leaking" => &m.leaking,
+            "gzip" => &m.gzipped,
+            "rfc2047" => &m.encoded_name,
+            other => panic!("unknown kind {other:?}: clean, leaking, gzip or rfc2047"),
+        };
+        for _ in 0..n {
+            criterion::black_box(judge(&policy, criterion::black_box(msg)));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

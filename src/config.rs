@@ -230,6 +230,14 @@ pub struct Organisation {
     /// Domains and IP addresses that identify the organisation.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Phrases that reveal what kind of service is calling ("shelter",
+    /// "DV"), matched like names on every line; added to the built-in list.
+    #[serde(default)]
+    pub descriptors: Vec<String>,
+    /// Whether the built-in English descriptors apply as well (default
+    /// true); false leaves only `descriptors`.
+    #[serde(default = "default_true")]
+    pub default_descriptors: bool,
 }
 
 /// What a line must present to the called party.
@@ -993,6 +1001,14 @@ impl Config {
             if crate::verdict::names::normalise(n).is_empty() {
                 bad(
                     format!("organisation.names[{i}]"),
+                    "has no letters or digits".into(),
+                );
+            }
+        }
+        for (i, d) in org.descriptors.iter().enumerate() {
+            if crate::verdict::names::normalise(d).is_empty() {
+                bad(
+                    format!("organisation.descriptors[{i}]"),
                     "has no letters or digits".into(),
                 );
             }

@@ -91,7 +91,7 @@ fn write_presented(s: &mut String, p: &crate::verdict::Presented) {
         );
     }
     if let Some(p) = &p.privacy {
-        let _ = writeln!(s, "  {:<22} {}", "Privacy:", esc(p));
+        let _ = writeln!(s, "  {:<22} {}", "Privacy:", clip(p, 160));
     }
 }
 
@@ -113,6 +113,27 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
         if org.names.len() == 1 { "" } else { "s" },
         org.hosts.len(),
         if org.hosts.len() == 1 { "" } else { "s" },
+    );
+    let descriptors = crate::verdict::descriptors_in_force(org);
+    let _ = writeln!(
+        s,
+        "  {} descriptor{} of the kind of service ({}): {}",
+        descriptors.len(),
+        if descriptors.len() == 1 { "" } else { "s" },
+        match (org.default_descriptors, org.descriptors.len()) {
+            (true, 0) => "the built-in list".to_string(),
+            (true, n) => format!("the built-in list and {n} of yours"),
+            (false, _) => "yours only; the built-in list is off".to_string(),
+        },
+        if descriptors.is_empty() {
+            "none: a phrase like \"shelter\" or \"DV\" would not be caught".to_string()
+        } else {
+            descriptors
+                .iter()
+                .map(|d| format!("{d:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     let _ = writeln!(s, "Lines ({}):", cfg.lines.len());
     for (line, p) in cfg.lines.iter().zip(policies) {
@@ -148,6 +169,20 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
                     crate::escape::control(&uri)
                 );
             }
+        }
+        let dropped = p.descriptors_not_applied();
+        if !dropped.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:<9} descriptors not judged on this line (the umbrella name has them): {}",
+                "",
+                "",
+                dropped
+                    .iter()
+                    .map(|d| format!("{d:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     match &cfg.endpoint {
@@ -243,6 +278,7 @@ fn write_findings(s: &mut String, findings: &[crate::verdict::Finding]) {
         };
         let what = match f.kind {
             Kind::Presentation => "wrong presentation".to_string(),
+            Kind::Descriptor => "kind of service leaked".to_string(),
             k => format!("{k} leaked"),
         };
         let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, esc(&f.header));

@@ -31,6 +31,11 @@ fn inspect_exit_codes() {
         ("f03-pai-with-privacy-id", "reception", 1),
         ("i02-response", "reception", 3),
         ("p07-umbrella-exact", "outreach", 0),
+        // Decoded before judging: a leak in a compressed body fails, what
+        // can't be decoded is inconclusive, never a pass.
+        ("e01-gzip-sdp-number", "reception", 1),
+        ("e04-gzip-bomb", "reception", 3),
+        ("i09-binary-body", "reception", 3),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let cap = dir.path().join("capture.sip");
@@ -183,6 +188,49 @@ fn config_check_summarises_lines() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
         s.contains("reception") && s.contains("withheld") && s.contains("Salvation Army"),
+        "{s}"
+    );
+    // The descriptors in force are listed.
+    assert!(
+        s.contains("descriptors of the kind of service (the built-in list)")
+            && s.contains("\"shelter\"")
+            && s.contains("\"DV\""),
+        "{s}"
+    );
+}
+
+/// What the text report says about a leak found only after decoding, and
+/// about a bomb: the layer, the quoted text, the reason.
+#[test]
+fn inspect_names_the_decoding_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |fixture: &str| {
+        let cap = dir.path().join(format!("{fixture}.sip"));
+        std::fs::write(
+            &cap,
+            strip_comments(&fixture_dir("invites").join(format!("{fixture}.sip"))),
+        )
+        .unwrap();
+        let out = cidguard()
+            .args(["inspect", "--config", EXAMPLE, "--line", "reception"])
+            .arg(&cap)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let s = run("e09-rfc2047-from-display");
+    assert!(
+        s.contains("In the RFC 2047-decoded display name: the display name \"Eastside Women’s Refuge\" shows the organisation's name"),
+        "{s}"
+    );
+    let s = run("e04-gzip-bomb");
+    assert!(
+        s.contains("INCONCLUSIVE (could not fully decode: gzip SDP body larger than 1 MiB when decoded (a compression bomb?))"),
+        "{s}"
+    );
+    let s = run("e02-deflate-sdp-name");
+    assert!(
+        s.contains("In the deflate-decoded SDP body: the organisation's name \"Eastside Women's Refuge\" appears"),
         "{s}"
     );
 }

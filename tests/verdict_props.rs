@@ -163,3 +163,358 @@ proptest! {
         let _ = cidguard::sip::parse(msg.as_bytes());
     }
 }
+
+// --- Encodings × places: decode before judging -----------------------------
+
+use std::io::Write as _;
+
+use base64::Engine as _;
+
+/// What is hidden: one of the organisation's numbers, its name, or a
+/// descriptor of the kind of service, with the kind of finding it must give.
+fn secret(what: u8) -> (&'static str, Kind) {
+    match what % 3 {
+        0 => ("+61370100142", Kind::Number),
+        1 => ("Eastside Women’s Refuge", Kind::Name),
+        _ => ("Domestic Violence", Kind::Descriptor),
+    }
+}
+
+/// Ways a header text can arrive encoded.
+fn header_encoded(text: &str, style: u8) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match style % 6 {
+        0 => text.to_string(),
+        1 => format!("=?UTF-8?B?{}?=", b64.encode(text)),
+        2 => {
+            let q: String = text
+                .bytes()
+                .map(|b| match b {
+                    b' ' => "_".to_string(),
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' => (b as char).to_string(),
+                    _ => format!("={b:02X}"),
+                })
+                .collect();
+            format!("=?utf-8?q?{q}?=")
+        }
+        3 => {
+            // Windows-1252 bytes (’ is 0x92), Q-encoded.
+            let q: String = text
+                .chars()
+                .map(|c| match c {
+                    '’' => "=92".to_string(),
+                    ' ' => "_".to_string(),
+                    c => c.to_string(),
+                })
+                .collect();
+            format!("=?windows-1252?Q?{q}?=")
+        }
+        4 => {
+            // UTF-8 misread as Windows-1252 on the way.
+            text.replace('’', "â€™")
+        }
+        _ => {
+            // Two encoded words, split inside the text.
+            let cut = text.char_indices().nth(5).map_or(text.len(), |(i, _)| i);
+            format!(
+                "=?UTF-8?B?{}?= =?UTF-8?B?{}?=",
+                b64.encode(&text[..cut]),
+                b64.encode(&text[cut..])
+            )
+        }
+    }
+}
+
+/// Headers that carry a display name or a name (the text as their display
+/// name, a name-like parameter, or their whole value).
+fn name_place(display: &str, place: u8) -> (String, &'static str) {
+    match place % 9 {
+        0 => (
+            format!(
+                "Diversion: \"{display}\" <sip:intake@carrier.example>;reason=unconditional\r\n"
+            ),
+            "Diversion",
+        ),
+        1 => (
+            format!("History-Info: \"{display}\" <sip:intake@carrier.example>;index=1\r\n"),
+            "History-Info",
+        ),
+        2 => (
+            format!("Referred-By: \"{display}\" <sip:intake@carrier.example>\r\n"),
+            "Referred-By",
+        ),
+        3 => (
+            format!("P-Served-User: \"{display}\" <sip:intake@carrier.example>;sescase=orig\r\n"),
+            "P-Served-User",
+        ),
+        4 => (
+            format!("Reply-To: \"{display}\" <sip:intake@carrier.example>\r\n"),
+            "Reply-To",
+        ),
+        5 => (format!("Organization: {display}\r\n"), "Organization"),
+        6 => (format!("X-Caller-Name: {display}\r\n"), "X-Caller-Name"),
+        7 => (
+            format!("Call-Info: <https://carrier.example/c>;purpose=\"{display}\"\r\n"),
+            "Call-Info",
+        ),
+        _ => (
+            format!("P-Asserted-Identity: \"{display}\" <sip:anonymous@anonymous.invalid>\r\n"),
+            "P-Asserted-Identity",
+        ),
+    }
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn raw_deflate(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A brotli stream of one uncompressed meta-block (RFC 7932 section 9.2):
+/// valid brotli that any decoder must read, without an encoder crate. The
+/// fixture corpus has a stream from a real encoder.
+fn brotli_stored(b: &[u8]) -> Vec<u8> {
+    assert!(!b.is_empty() && b.len() <= 65536);
+    let mlen = (b.len() - 1) as u32;
+    // Bits, least significant first: WBITS=16 (0), ISLAST=0, MNIBBLES=4
+    // (00), MLEN-1 (16 bits), ISUNCOMPRESSED=1, then padding to a byte.
+    let bits: u32 = (mlen << 4) | (1 << 20);
+    let mut out = vec![bits as u8, (bits >> 8) as u8, (bits >> 16) as u8];
+    out.extend_from_slice(b);
+    // ISLAST=1, ISLASTEMPTY=1.
+    out.push(0b11);
+    out
+}
+
+/// Ways a body can arrive: (extra headers, body bytes, what the finding
+/// must be reported in).
+fn body_encoded(text: &str, style: u8) -> (String, Vec<u8>, &'static str) {
+    let sdp = format!("v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns={text}\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sdp_type = "Content-Type: application/sdp\r\n";
+    match style % 9 {
+        0 => (
+            format!("{sdp_type}Content-Encoding: gzip\r\n"),
+            gzip(sdp.as_bytes()),
+            "SDP",
+        ),
+        1 => (
+            format!("{sdp_type}Content-Encoding: deflate\r\n"),
+            zlib(sdp.as_bytes()),
+            "SDP",
+        ),
+        2 => (
+            format!("{sdp_type}Content-Encoding: deflate\r\n"),
+            raw_deflate(sdp.as_bytes()),
+            "SDP",
+        ),
+        3 => (
+            format!("{sdp_type}Content-Encoding: br\r\n"),
+            brotli_stored(sdp.as_bytes()),
+            "SDP",
+        ),
+        4 => (
+            format!("{sdp_type}Content-Encoding: gzip, br\r\n"),
+            brotli_stored(&gzip(sdp.as_bytes())),
+            "SDP",
+        ),
+        5 => {
+            let body = format!(
+                "--b1\r\nContent-Type: application/sdp\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b1--\r\n",
+                b64.encode(&sdp)
+            );
+            (
+                "Content-Type: multipart/mixed;boundary=b1\r\n".into(),
+                body.into_bytes(),
+                "SDP",
+            )
+        }
+        6 => {
+            let qp: String = text
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b' ' {
+                        (b as char).to_string()
+                    } else {
+                        format!("={b:02X}")
+                    }
+                })
+                .collect();
+            let body = format!(
+                "--b1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nnote: {qp}\r\n--b1--\r\n"
+            );
+            (
+                "Content-Type: multipart/mixed; boundary=\"b1\"\r\n".into(),
+                body.into_bytes(),
+                "Body",
+            )
+        }
+        7 => {
+            let inner = format!(
+                "--in\r\nContent-Type: application/sdp\r\nContent-Encoding: gzip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--in--\r\n",
+                b64.encode(gzip(sdp.as_bytes()))
+            );
+            let body = format!(
+                "--out\r\nContent-Type: multipart/alternative;boundary=in\r\n\r\n{inner}\r\n--out--\r\n"
+            );
+            (
+                "Content-Type: multipart/mixed;boundary=out\r\n".into(),
+                body.into_bytes(),
+                "SDP",
+            )
+        }
+        _ => {
+            let hexed: String = format!("agent note {text}")
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (
+                format!("User-to-User: 04{hexed};encoding=hex\r\n"),
+                Vec::new(),
+                "User-to-User",
+            )
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    /// A number, name or descriptor in any header that carries a name, in
+    /// any header encoding, is caught as what it is.
+    #[test]
+    fn an_encoded_secret_in_any_name_header_is_caught(what in 0u8..3, style in 0u8..6, place in 0u8..9) {
+        let policies = example_policies();
+        let (text, kind) = secret(what);
+        let (line, header) = name_place(&header_encoded(text, style), place);
+        let msg = format!("{BASE}{line}Content-Length: 0\r\n\r\n");
+        let v = judge(&policies[0], msg.as_bytes());
+        prop_assert_eq!(v.outcome, Outcome::Fail, "{:?} in {}: {:#?}", text, line, v);
+        prop_assert!(v.findings.iter().any(|f| f.header == header && f.kind == kind), "{} in {}: {:#?}", text, line, v.findings);
+        // Base64 words can't match as sent: the finding names the layer.
+        if matches!(style, 1 | 5) {
+            prop_assert!(v.findings.iter().any(|f| f.header == header && f.detail.starts_with("In the ")), "the layer is named: {:#?}", v.findings);
+        }
+    }
+
+    /// The same in an encoded or multipart body, or User-to-User data.
+    #[test]
+    fn an_encoded_secret_in_any_body_is_caught(what in 0u8..3, style in 0u8..9) {
+        let policies = example_policies();
+        let (text, kind) = secret(what);
+        let (headers, body, place) = body_encoded(text, style);
+        let mut msg = format!("{BASE}{headers}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        msg.extend_from_slice(&body);
+        let v = judge(&policies[0], &msg);
+        prop_assert_eq!(v.outcome, Outcome::Fail, "{:?} style {}: {:#?}", text, style, v);
+        prop_assert!(v.findings.iter().any(|f| f.header == place && f.kind == kind && f.detail.contains("-decoded")), "{:?} style {}: {:#?}", text, style, v.findings);
+    }
+
+    /// The same clean body in any encoding passes: decoding adds no false
+    /// alarm and no doubt.
+    #[test]
+    fn a_clean_encoded_body_passes(style in 0u8..9) {
+        let policies = example_policies();
+        let (headers, body, _) = body_encoded("-", style);
+        let mut msg = format!("{BASE}{headers}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        msg.extend_from_slice(&body);
+        let v = judge(&policies[0], &msg);
+        prop_assert_eq!(v.outcome, Outcome::Pass, "style {}: {:#?}", style, v);
+    }
+
+    /// Junk where encoded data should be: never a panic, and never a pass
+    /// unless it decoded to text that was read.
+    #[test]
+    fn encoded_junk_never_panics(coding in 0u8..6, junk in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let policies = example_policies();
+        let header = match coding {
+            0 => "Content-Encoding: gzip\r\n",
+            1 => "Content-Encoding: deflate\r\n",
+            2 => "Content-Encoding: br\r\n",
+            3 => "Content-Type: multipart/mixed;boundary=x\r\n",
+            4 => "Content-Type: multipart/mixed;boundary=x\r\nContent-Encoding: gzip\r\n",
+            _ => "Subject: =?UTF-8?B?\r\n",
+        };
+        let mut msg = format!("{BASE}{header}Content-Length: {}\r\n\r\n", junk.len()).into_bytes();
+        msg.extend_from_slice(&junk);
+        let v = judge(&policies[0], &msg);
+        if v.outcome == Outcome::Inconclusive {
+            prop_assert!(v.reason.is_some());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// The caller-name (CNAM) form, upper case and cut to 15 characters, in
+    /// every header that carries a name, plain or encoded.
+    #[test]
+    fn the_cnam_form_is_caught_in_any_name_header(style in 0u8..6, place in 0u8..9) {
+        let policies = example_policies();
+        let (line, header) = name_place(&header_encoded("EASTSIDE WOMENS", style), place);
+        let msg = format!("{BASE}{line}Content-Length: 0\r\n\r\n");
+        let v = judge(&policies[0], msg.as_bytes());
+        prop_assert!(v.findings.iter().any(|f| f.header == header && f.kind == Kind::Name), "{}: {:#?}", line, v.findings);
+    }
+
+    /// "DV" by chance inside an encoded blob is not a descriptor.
+    #[test]
+    fn a_short_descriptor_inside_a_blob_is_not_a_leak(blob in "[A-Za-z0-9]{10,30}", at in 0usize..40, sep in 0usize..4) {
+        let policies = example_policies();
+        let blob = format!("Ab1{blob}");
+        let cut = at.min(blob.len());
+        let seps = ["+dv/", "-dv_", "/DV+", "_dV-"];
+        let token = format!("{}{}{}", &blob[..cut], seps[sep], &blob[cut..]);
+        let msg = format!("{BASE}X-Token: {token}\r\nP-Charging-Vector: icid-value={token};orig-ioi=carrier.example\r\nContent-Length: 0\r\n\r\n");
+        let v = judge(&policies[0], msg.as_bytes());
+        prop_assert_eq!(v.outcome, Outcome::Pass, "{}: {:#?}", token, v);
+    }
+}
+
+/// A compression bomb in any coding and at any depth is inconclusive,
+/// quickly, never a pass (and never an out-of-memory).
+#[test]
+fn compression_bombs_are_inconclusive() {
+    let policies = example_policies();
+    let big = vec![b'a'; 2 * 1024 * 1024];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        ("Content-Encoding: gzip\r\n".into(), gzip(&big)),
+        ("Content-Encoding: deflate\r\n".into(), zlib(&big)),
+        ("Content-Encoding: gzip, gzip\r\n".into(), gzip(&gzip(&big))),
+        (
+            "Content-Type: multipart/mixed;boundary=b\r\n".into(),
+            format!(
+                "--b\r\nContent-Type: application/sdp\r\nContent-Encoding: gzip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+                b64.encode(gzip(&big))
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (headers, body) in cases {
+        let mut msg = format!("{BASE}{headers}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        msg.extend_from_slice(&body);
+        let v = judge(&policies[0], &msg);
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{headers}: {v:#?}");
+        assert!(
+            v.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("compression bomb"),
+            "{headers}: {v:#?}"
+        );
+    }
+}

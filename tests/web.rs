@@ -304,6 +304,44 @@ async fn check_page_explains_findings_and_draws_the_ladder() {
     assert!(body.contains(&format!("href=\"/checks/{id}/evidence.json\" download")));
 }
 
+/// An umbrella line's pass reads as an umbrella pass, not "withheld"; a
+/// descriptor finding is summarised and explained in plain words.
+#[tokio::test]
+async fn umbrella_passes_and_descriptor_findings_read_right() {
+    let f = Fixture::new(&["outreach", "intake"], false);
+    let t = now() - 60_000;
+    let rec = Record {
+        recorded_at_ms: t,
+        ..Record::default()
+    };
+    let mut r = result_at("outreach", Outcome::Pass, t);
+    r.expected = cidguard::config::Expect::Umbrella;
+    f.store.record_check(&r, &rec).unwrap();
+    let mut r = result_at("intake", Outcome::Fail, t);
+    r.findings = vec![Finding {
+        header: "Via".into(),
+        value: "SIP/2.0/UDP dv-shelter-pbx.local:5060".into(),
+        kind: Kind::Descriptor,
+        shown: false,
+        detail: "\"shelter\" reveals what kind of service is calling".into(),
+        matched: "shelter".into(),
+    }];
+    let id = f.store.record_check(&r, &rec).unwrap();
+    let app = app(f.state(None));
+    let (_, _, body) = get(&app, "/").await;
+    assert!(
+        body.contains("umbrella identity shown as expected"),
+        "{body}"
+    );
+    assert!(!body.contains("identity withheld as expected"), "{body}");
+    assert!(body.contains("kind of service shown in Via"), "{body}");
+    let (_, _, body) = get(&app, &format!("/checks/{id}")).await;
+    assert!(
+        body.contains("Words that reveal what kind of service is calling, <strong>“shelter”</strong>, are in <code>Via</code>"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn overview_and_api_say_when_each_line_is_next_checked() {
     let mut f = Fixture::new(&["refuge"], false);

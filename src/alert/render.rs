@@ -239,6 +239,7 @@ impl Renderer {
                 .map(|(i, f)| {
                     let what = match f.kind {
                         Kind::Presentation => "wrong presentation".to_string(),
+                        Kind::Descriptor => "kind of service leaked".to_string(),
                         k => format!("{k} leaked"),
                     };
                     let place = if f.shown {

@@ -164,7 +164,12 @@ impl CheckResult {
 
     /// One-line summary: `number shown in From, name shown in PAI`.
     pub fn summary(&self) -> String {
-        crate::verdict::summarise(self.outcome, self.reason.as_deref(), &self.findings)
+        crate::verdict::summarise(
+            self.outcome,
+            self.expected,
+            self.reason.as_deref(),
+            &self.findings,
+        )
     }
 }
 

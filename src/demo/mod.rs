@@ -191,10 +191,7 @@ fn console_summary_raw(r: &CheckResult) -> String {
     if r.outcome != crate::verdict::Outcome::Pass {
         return r.summary();
     }
-    let what = match r.expected {
-        Expect::Umbrella => "umbrella identity as expected".to_string(),
-        _ => r.summary(),
-    };
+    let what = r.summary();
     let from = r
         .presented
         .identities

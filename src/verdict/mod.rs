@@ -4,7 +4,10 @@
 //! ```text
 //!   raw bytes ──parse──▶ Message ──┬─ identity headers (From, PAI, PPI, RPID): presentation rules
 //!                                  ├─ Identity (PASSporT claims)
-//!                                  ├─ every header, Request-URI, body: numbers / names / hosts
+//!                                  ├─ every display name and name-like parameter: name rules
+//!                                  ├─ every header, Request-URI, body: numbers / names / hosts / descriptors
+//!                                  │    each also decoded (decode.rs): Content-Encoding, multipart,
+//!                                  │    transfer encodings, RFC 2047 words, User-to-User, mojibake
 //!                                  └─▶ Verdict { outcome, findings, notes }
 //! ```
 //!
@@ -13,6 +16,7 @@
 //! message being fully judged makes the outcome [`Outcome::Inconclusive`],
 //! never [`Outcome::Pass`].
 
+pub mod decode;
 pub mod hosts;
 pub mod names;
 pub mod numbers;
@@ -24,10 +28,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Config, Expect, Line, Organisation};
+use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
 use crate::sip::{self, Message, StartLine};
 use hosts::{find_host, HostPattern};
-use names::{is_anonymous_text, normalise, NamePattern};
+use names::{contains_words, is_anonymous_text, normalise, NamePattern, PhraseSet};
 use numbers::{NumberError, NumberSet};
 
 /// The organisation's identity, compiled once and shared by every line.
@@ -37,6 +42,25 @@ pub struct OrgMatcher {
     pub numbers: NumberSet,
     pub names: Vec<NamePattern>,
     pub hosts: Vec<HostPattern>,
+    /// `names` indexed for the free-text scan.
+    name_index: PhraseSet,
+    /// Phrases that reveal the kind of service ("shelter", "DV").
+    pub descriptors: PhraseSet,
+}
+
+/// The descriptors in force for an organisation, as written: the built-in
+/// list (unless `default_descriptors = false`), then the configured ones.
+pub fn descriptors_in_force(org: &Organisation) -> Vec<&str> {
+    let builtin = if org.default_descriptors {
+        names::DEFAULT_DESCRIPTORS
+    } else {
+        &[]
+    };
+    builtin
+        .iter()
+        .copied()
+        .chain(org.descriptors.iter().map(String::as_str))
+        .collect()
 }
 
 impl OrgMatcher {
@@ -49,10 +73,12 @@ impl OrgMatcher {
             }
         }
         Ok(OrgMatcher {
+            name_index: PhraseSet::names(&names),
             name: org.name.clone(),
             numbers: NumberSet::new(&org.numbers, &org.region)?,
             names,
             hosts: org.hosts.iter().map(|h| HostPattern::new(h)).collect(),
+            descriptors: PhraseSet::new(descriptors_in_force(org)),
         })
     }
 }
@@ -84,6 +110,11 @@ pub struct Policy {
     /// Only the organisation-wide rules (its numbers, names and hosts
     /// nowhere); no line's presentation rules. See [`Policy::organisation`].
     org_only: bool,
+    /// The descriptors judged on this line: the organisation's, less any
+    /// the line's umbrella name itself contains.
+    descriptors: Arc<PhraseSet>,
+    /// Descriptors left out on this line because the umbrella name has them.
+    descriptors_dropped: Vec<String>,
 }
 
 impl Policy {
@@ -96,24 +127,52 @@ impl Policy {
             })),
             None => None,
         };
+        // An umbrella line may show its umbrella name; a descriptor inside
+        // that name ("Women's Refuge Network") can't be a leak there.
+        let in_umbrella = |d: &names::Phrase| {
+            umbrella.as_ref().is_some_and(|u| {
+                let phrase = &u.pattern.phrase;
+                contains_words(phrase, &d.pattern.phrase)
+                    || d.pattern.compact.as_deref().is_some_and(|c| {
+                        contains_words(phrase, c) || u.pattern.compact.as_deref() == Some(c)
+                    })
+            })
+        };
+        let dropped: Vec<String> = org
+            .descriptors
+            .items
+            .iter()
+            .filter(|d| in_umbrella(d))
+            .map(|d| d.pattern.label.clone())
+            .collect();
+        let descriptors = if dropped.is_empty() {
+            Arc::new(org.descriptors.clone())
+        } else {
+            Arc::new(org.descriptors.without(in_umbrella))
+        };
         Ok(Policy {
             line: line.name.clone(),
             expect: line.expect,
             org,
             umbrella,
             org_only: false,
+            descriptors,
+            descriptors_dropped: dropped,
         })
     }
 
     /// The organisation alone, for calls that may come from any line (a
-    /// capture of real traffic): its numbers, names and hosts must appear
-    /// nowhere, while rules that depend on a line (withheld or umbrella
-    /// presentation) are not applied. `line` is empty.
+    /// capture of real traffic): its numbers, names, hosts and service
+    /// descriptors must appear nowhere, while rules that depend on a line
+    /// (withheld or umbrella presentation) are not applied. `line` is empty.
     pub fn organisation(org: &Organisation) -> Result<Policy, NumberError> {
+        let org = Arc::new(OrgMatcher::new(org)?);
         Ok(Policy {
             line: String::new(),
             expect: Expect::Withheld,
-            org: Arc::new(OrgMatcher::new(org)?),
+            descriptors: Arc::new(org.descriptors.clone()),
+            descriptors_dropped: Vec::new(),
+            org,
             umbrella: None,
             org_only: true,
         })
@@ -122,6 +181,20 @@ impl Policy {
     /// True for [`Policy::organisation`].
     pub fn is_organisation_only(&self) -> bool {
         self.org_only
+    }
+
+    /// The descriptors judged on this line, as written.
+    pub fn descriptors(&self) -> impl Iterator<Item = &str> {
+        self.descriptors
+            .items
+            .iter()
+            .map(|d| d.pattern.label.as_str())
+    }
+
+    /// Descriptors not judged on this line because its umbrella name
+    /// contains them.
+    pub fn descriptors_not_applied(&self) -> &[String] {
+        &self.descriptors_dropped
     }
 
     /// Policies for every line of a validated config.
@@ -190,6 +263,9 @@ pub enum Kind {
     /// must present either (a number shown on a withheld line, a missing
     /// umbrella name).
     Presentation,
+    /// Words that reveal the kind of service calling ("shelter", "DV"),
+    /// whatever the organisation is called.
+    Descriptor,
 }
 
 impl fmt::Display for Kind {
@@ -199,6 +275,7 @@ impl fmt::Display for Kind {
             Kind::Name => "name",
             Kind::Host => "host",
             Kind::Presentation => "presentation",
+            Kind::Descriptor => "descriptor",
         })
     }
 }
@@ -231,14 +308,16 @@ pub struct PresentedIdentity {
 
 impl fmt::Display for PresentedIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values from the wire: control characters escaped, cut short.
         match &self.display {
-            Some(d) => write!(f, "{:?} ", d)?,
+            Some(d) => write!(f, "{} ", quote(d))?,
             None => f.write_str("(no name) ")?,
         }
+        let host = escape::clip(&self.host, 80);
         match (&self.user, self.host.is_empty()) {
-            (Some(u), true) => write!(f, "tel:{u}"),
-            (Some(u), false) => write!(f, "{u}@{}", self.host),
-            (None, _) => write!(f, "{}", self.host),
+            (Some(u), true) => write!(f, "tel:{}", escape::clip(u, 80)),
+            (Some(u), false) => write!(f, "{}@{host}", escape::clip(u, 80)),
+            (None, _) => write!(f, "{host}"),
         }
     }
 }
@@ -273,7 +352,12 @@ impl Verdict {
     /// A short summary for subjects and one-line reports:
     /// `number shown in From, name in P-Asserted-Identity`.
     pub fn summary(&self) -> String {
-        summarise(self.outcome, self.reason.as_deref(), &self.findings)
+        summarise(
+            self.outcome,
+            self.expected,
+            self.reason.as_deref(),
+            &self.findings,
+        )
     }
 
     fn inconclusive(policy: &Policy, reason: String) -> Verdict {
@@ -291,8 +375,16 @@ impl Verdict {
 
 /// A short summary of an outcome for subjects and one-line reports:
 /// `number shown in From, name shown in P-Asserted-Identity`.
-pub fn summarise(outcome: Outcome, reason: Option<&str>, findings: &[Finding]) -> String {
+pub fn summarise(
+    outcome: Outcome,
+    expected: Expect,
+    reason: Option<&str>,
+    findings: &[Finding],
+) -> String {
     match outcome {
+        Outcome::Pass if expected == Expect::Umbrella => {
+            "umbrella identity shown as expected".into()
+        }
         Outcome::Pass => "identity withheld as expected".into(),
         Outcome::Inconclusive => reason.unwrap_or("could not be judged").to_string(),
         Outcome::Fail => {
@@ -300,6 +392,7 @@ pub fn summarise(outcome: Outcome, reason: Option<&str>, findings: &[Finding]) -
             for f in findings {
                 let what = match f.kind {
                     Kind::Presentation => "wrong presentation".to_string(),
+                    Kind::Descriptor => "kind of service shown".to_string(),
                     k => format!("{k} shown"),
                 };
                 let s = format!("{what} in {}", f.header);
@@ -322,10 +415,67 @@ const IDENTITY_HEADERS: &[&str] = &[
 
 /// Judge raw bytes as received.
 pub fn judge(policy: &Policy, raw: &[u8]) -> Verdict {
+    // Header bytes that are not UTF-8 are read as Windows-1252 (what a
+    // Latin-1 PBX sends for `Café`), not replaced by U+FFFD and lost.
+    let original = raw;
+    let head_end = if std::str::from_utf8(raw).is_ok() {
+        0
+    } else {
+        sip::message::header_end(raw).unwrap_or(raw.len())
+    };
+    let transcoded;
+    let (raw, latin_head) = if std::str::from_utf8(&raw[..head_end]).is_ok() {
+        (raw, false)
+    } else {
+        let mut v = decode::utf8_or_1252(&raw[..head_end])
+            .into_owned()
+            .into_bytes();
+        v.extend_from_slice(&raw[head_end..]);
+        transcoded = v;
+        (&transcoded[..], true)
+    };
     match sip::parse(raw) {
-        Ok(m) => judge_message(policy, &m),
-        Err(e) => Verdict::inconclusive(policy, format!("the message can't be read as SIP: {e}")),
+        Ok(m) => {
+            let mut v = judge_message(policy, &m);
+            if latin_head {
+                v.notes
+                    .push("header bytes that are not UTF-8 were read as Windows-1252".into());
+            }
+            v
+        }
+        Err(sip::message::ParseError::BadStartLine(_)) => {
+            // Quoted from the bytes as they arrived, not as transcoded.
+            let mut first = original
+                .iter()
+                .skip_while(|b| b.is_ascii_whitespace())
+                .take_while(|b| **b != b'\n')
+                .copied()
+                .collect::<Vec<u8>>();
+            if first.last() == Some(&b'\r') {
+                first.pop();
+            }
+            Verdict::inconclusive(
+                policy,
+                format!(
+                    "the message can't be read as SIP: the first line is not a SIP request or status line: \"{}\"",
+                    escape::bytes(&first, 80)
+                ),
+            )
+        }
+        Err(e) => Verdict::inconclusive(
+            policy,
+            format!(
+                "the message can't be read as SIP: {}",
+                escape::clip(&e.to_string(), 200)
+            ),
+        ),
     }
+}
+
+/// A value from the wire quoted for a sentence: control characters
+/// escaped, cut to a readable length.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", escape::clip(s, 80))
 }
 
 /// Judge a parsed message.
@@ -333,18 +483,24 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
     match &msg.start {
         StartLine::Request { method, .. } if method == "INVITE" => {}
         StartLine::Request { method, .. } => {
-            return Verdict::inconclusive(policy, format!("this is a {method} request, not an INVITE: only an INVITE carries the call's presentation"))
+            return Verdict::inconclusive(policy, format!("this is a {} request, not an INVITE: only an INVITE carries the call's presentation", escape::clip(method, 40)))
         }
         StartLine::Response { code, reason, .. } => {
-            return Verdict::inconclusive(policy, format!("this is a response ({code} {reason}), not an INVITE"))
+            return Verdict::inconclusive(policy, format!("this is a response ({code} {}), not an INVITE", escape::clip(reason, 60)))
         }
     }
     let mut j = Judge {
         policy,
         findings: Vec::new(),
-        notes: msg.anomalies.clone(),
+        notes: msg
+            .anomalies
+            .iter()
+            .map(|a| escape::clip(a, 200).into_owned())
+            .collect(),
         doubts: Vec::new(),
         presented: Presented::default(),
+        layer: None,
+        allow_short: true,
     };
     let privacy: Vec<&str> = msg
         .headers_named("Privacy")
@@ -352,11 +508,14 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         .collect();
     if !privacy.is_empty() {
         j.presented.privacy = Some(privacy.join(", "));
-        j.notes.push(format!("Privacy: {}", privacy.join(", ")));
+        j.notes.push(format!(
+            "Privacy: {}",
+            escape::clip(&privacy.join(", "), 200)
+        ));
     }
 
     if let Some(uri) = msg.request_uri() {
-        j.scan("Request-URI", uri, uri, false);
+        j.scan_views("Request-URI", uri, uri, false, "Request-URI");
     }
     let from_count = msg.headers_named("From").count();
     match from_count {
@@ -366,14 +525,25 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
     }
     for h in &msg.headers {
         let canonical = h.canonical.as_str();
-        if IDENTITY_HEADERS.contains(&canonical) {
+        let shown = IDENTITY_HEADERS.contains(&canonical) || canonical == "Identity";
+        if canonical == "Remote-Party-ID" {
             j.presented.identity_headers.push(canonical.to_string());
             j.identity_header(canonical, &h.value);
-            j.scan(canonical, &h.value, &h.value, true);
+            // An entry for the called party is not the caller's identity:
+            // the organisation's number there is still wrong, but not shown
+            // as the caller.
+            for entry in split_list(&h.value) {
+                let caller = !is_called_party(entry);
+                j.scan_views(canonical, &h.value, entry, caller, "header value");
+            }
+        } else if IDENTITY_HEADERS.contains(&canonical) {
+            j.presented.identity_headers.push(canonical.to_string());
+            j.identity_header(canonical, &h.value);
+            j.scan_views(canonical, &h.value, &h.value, true, "header value");
         } else if canonical == "Identity" {
             j.presented.identity_headers.push(canonical.to_string());
             j.identity_passport(&h.value);
-            j.scan(canonical, &h.value, &h.value, true);
+            j.scan_views(canonical, &h.value, &h.value, true, "header value");
         } else {
             // Unknown and X- headers can carry the name in their own name.
             let known = canonical != h.name || sip::message::canonical_name(&h.name) != h.name;
@@ -382,31 +552,51 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
             } else {
                 format!("{}: {}", h.name, h.value)
             };
-            j.scan(canonical, &h.value, &text, false);
+            j.scan_views(canonical, &h.value, &text, false, "header value");
             if matches!(canonical, "Diversion" | "History-Info" | "P-Charge-Info") {
                 j.presented.identity_headers.push(canonical.to_string());
             }
+            if h.name.eq_ignore_ascii_case("User-to-User")
+                || h.name.eq_ignore_ascii_case("X-User-to-User")
+            {
+                j.user_to_user(canonical, &h.value);
+            }
         }
+        j.display_names(canonical, &h.name, &h.value, shown);
     }
     if msg.truncated {
         j.notes.retain(|n| !n.starts_with("Content-Length is"));
         j.doubts.push(format!(
             "the message is truncated (Content-Length {}, {} bytes arrived), so part of the body was never seen",
-            msg.header("Content-Length").unwrap_or("?"),
+            escape::clip(msg.header("Content-Length").unwrap_or("?"), 20),
             msg.body.len()
         ));
     }
-    for part in [&msg.body, &msg.trailing] {
-        if part.is_empty() {
-            continue;
-        }
-        let text = String::from_utf8_lossy(part);
-        for line in text.lines() {
-            let line = line.trim_end_matches('\r');
-            if !line.trim().is_empty() {
-                j.scan("SDP", line, line, false);
+    let content_type = msg.header("Content-Type");
+    let content_encoding = msg.header("Content-Encoding");
+    if !msg.body.is_empty() {
+        match std::str::from_utf8(&msg.body) {
+            // The common case, read in place: plain text, nothing to undo.
+            Ok(text) if !decode::body_needs_decoding(content_type, content_encoding, &msg.body) => {
+                j.scan_lines(decode::place_for(content_type), text, None);
+            }
+            _ => {
+                let body = decode::body(content_type, content_encoding, &msg.body);
+                j.doubts.extend(body.doubts);
+                j.notes.extend(body.notes);
+                for t in &body.texts {
+                    j.scan_lines(t.place, &t.text, t.layer.clone());
+                }
             }
         }
+    }
+    if !msg.trailing.is_empty() {
+        let text = String::from_utf8_lossy(&msg.trailing);
+        j.scan_lines(
+            "SDP",
+            &text,
+            Some("bytes after the declared Content-Length".into()),
+        );
     }
 
     let (outcome, reason) = if !j.findings.is_empty() {
@@ -432,6 +622,75 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
     }
 }
 
+/// Is this Remote-Party-ID entry about the called party (`party=called`)?
+fn is_called_party(entry: &str) -> bool {
+    parse_name_addr(entry).is_ok_and(|na| {
+        na.param("party")
+            .flatten()
+            .is_some_and(|p| p.eq_ignore_ascii_case("called"))
+    })
+}
+
+/// A header or parameter name that says its value is a name
+/// (`Organization`, `X-Caller-Name`, `;cnam=`, `;display=`): the value is
+/// judged like a display name wherever it is.
+fn name_like(name: &str) -> bool {
+    let n = name.as_bytes();
+    ["name", "display", "cnam", "organi", "purpose", "label"]
+        .iter()
+        .any(|k| {
+            n.windows(k.len())
+                .any(|w| w.eq_ignore_ascii_case(k.as_bytes()))
+        })
+}
+
+/// Characters of an unquoted display name (RFC 3261 token characters and
+/// spaces; anything beyond ASCII for senders that don't quote).
+fn display_char(c: char) -> bool {
+    c.is_alphanumeric() || !c.is_ascii() || c.is_whitespace() || "-.!%*_+`'~".contains(c)
+}
+
+/// Could this header value hold a display name or a name-like parameter?
+/// A cheap look before parsing it: most headers (Via, Call-ID, CSeq,
+/// Identity...) can't.
+fn may_carry_names(value: &str) -> bool {
+    value.contains('"')
+        || (value.contains('<')
+            && value.split(',').any(|e| {
+                e.find('<').is_some_and(|i| {
+                    let before = e[..i].trim();
+                    !before.is_empty() && before.chars().all(display_char)
+                })
+            }))
+        || (value.contains('=')
+            && value
+                .split(';')
+                .skip(1)
+                .any(|p| name_like(p.split('=').next().unwrap_or_default())))
+}
+
+/// Where a place stands, for sentences.
+fn where_(shown: bool) -> &'static str {
+    if shown {
+        "a place phones display"
+    } else {
+        "not normally displayed, but readable by whoever receives the call"
+    }
+}
+
+/// Is a descriptor part of an organisation name already found in the same
+/// place ("Refuge" in "Eastside Women's Refuge")? Then the name finding says
+/// it all.
+fn covered_by_name(d: &names::Phrase, named: &[&NamePattern]) -> bool {
+    named.iter().any(|n| {
+        contains_words(&n.phrase, &d.pattern.phrase)
+            || d.pattern
+                .compact
+                .as_deref()
+                .is_some_and(|c| contains_words(&n.phrase, c))
+    })
+}
+
 /// Working state while judging one message.
 struct Judge<'p> {
     policy: &'p Policy,
@@ -440,6 +699,12 @@ struct Judge<'p> {
     /// Things that stop a pass (a From we can't read...).
     doubts: Vec<String>,
     presented: Presented,
+    /// The decoding layer of the text being scanned ("gzip-decoded SDP
+    /// body"); findings made meanwhile name it.
+    layer: Option<String>,
+    /// False on SDP codec lines, where a short descriptor ("DV") is a
+    /// codec's name, not words.
+    allow_short: bool,
 }
 
 /// How a URI's user part reads.
@@ -482,17 +747,254 @@ fn classify_user(uri: &Uri) -> UserPart {
 }
 
 impl Judge<'_> {
-    fn push(&mut self, f: Finding) {
+    fn push(&mut self, mut f: Finding) {
         // One finding per place and kind of identity: the display-name rule
         // and the free-text scan often see the same name or number.
         let dup = self.findings.iter().any(|g| {
             g.header == f.header
                 && g.kind == f.kind
                 && g.value == f.value
-                && (g.matched == f.matched || matches!(f.kind, Kind::Name | Kind::Number))
+                && (g.matched == f.matched
+                    || matches!(f.kind, Kind::Name | Kind::Number | Kind::Descriptor))
         });
         if !dup {
+            if let Some(layer) = &self.layer {
+                f.detail = format!("In the {layer}: {}", f.detail);
+            }
             self.findings.push(f);
+        }
+    }
+
+    /// Scan a text as received and every decoding of it: RFC 2047 encoded
+    /// words, and UTF-8 misread as Windows-1252. `noun` names the text for
+    /// a layer's label ("header value", "SDP body").
+    fn scan_views(&mut self, header: &str, value: &str, text: &str, shown: bool, noun: &str) {
+        self.scan(header, value, text, shown);
+        let words = decode::encoded_words(text);
+        let repaired = decode::unmojibake(text);
+        if words.is_none() && repaired.is_none() {
+            // The common case: nothing encoded, nothing more to read.
+            return;
+        }
+        let base = self.layer.clone();
+        let what = base.as_deref().unwrap_or(noun).to_string();
+        if let Some(words) = words {
+            for f in &words.failures {
+                let d = format!("could not fully decode {header}: {f}");
+                if !self.doubts.contains(&d) {
+                    self.doubts.push(d);
+                }
+            }
+            self.layer = Some(format!("RFC 2047-decoded {what}"));
+            self.scan(header, value, &words.text, shown);
+            if let Some(m) = decode::unmojibake(&words.text) {
+                self.layer = Some(format!(
+                    "RFC 2047-decoded {what}, read back as UTF-8 (it had been read as Windows-1252)"
+                ));
+                self.scan(header, value, &m, shown);
+            }
+            self.layer = base.clone();
+        }
+        if let Some(m) = repaired {
+            self.layer = Some(format!(
+                "{what} read back as UTF-8 (it had been read as Windows-1252)"
+            ));
+            self.scan(header, value, &m, shown);
+            self.layer = base;
+        }
+    }
+
+    /// Scan a body text line by line.
+    fn scan_lines(&mut self, place: &str, text: &str, layer: Option<String>) {
+        let noun = if place == "SDP" { "SDP body" } else { "body" };
+        self.layer = layer;
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            // rtpmap and fmtp name codecs (RFC 6469's is "DV").
+            self.allow_short = !(line.starts_with("a=rtpmap:") || line.starts_with("a=fmtp:"));
+            self.scan_views(place, line, line, false, noun);
+        }
+        self.allow_short = true;
+        self.layer = None;
+    }
+
+    /// The name rules for every display name and name-like parameter of a
+    /// header (and the whole value of a header named for a name): the
+    /// organisation's names, cut to CNAM length too, and descriptors. One
+    /// mechanism for every header whose value parses as a name-addr list,
+    /// rather than a list of headers that would go stale.
+    fn display_names(&mut self, header: &str, name: &str, value: &str, shown: bool) {
+        if name_like(name) {
+            self.name_text(header, value, value, shown, "value");
+        }
+        if !may_carry_names(value) {
+            return;
+        }
+        for entry in split_list(value) {
+            let Ok(na) = parse_name_addr(entry) else {
+                continue;
+            };
+            let shown = shown && !(header == "Remote-Party-ID" && is_called_party(entry));
+            // An unquoted display name is tokens (RFC 3261 section 25.1):
+            // text before a '<' with ';', '=' or '/' in it is something
+            // else (an Identity token's parameters, say).
+            let display = na
+                .display
+                .as_deref()
+                .filter(|d| entry.trim_start().starts_with('"') || d.chars().all(display_char));
+            if let Some(d) = display {
+                self.name_text(header, value, d, shown, "display name");
+            }
+            let uri_params = if na.uri.contains(';') && na.uri.contains('=') {
+                parse_uri(&na.uri).params
+            } else {
+                Vec::new()
+            };
+            for (k, v) in na.params.iter().chain(uri_params.iter()) {
+                if let Some(v) = v.as_deref().filter(|_| name_like(k)) {
+                    let what = format!("{} parameter", escape::clip(k, 30));
+                    self.name_text(header, value, v, shown, &what);
+                }
+            }
+        }
+    }
+
+    /// One display name (or name-like text), as sent and decoded.
+    fn name_text(&mut self, header: &str, value: &str, text: &str, shown: bool, what: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let mut views: Vec<(Option<String>, std::borrow::Cow<'_, str>)> =
+            vec![(None, std::borrow::Cow::Borrowed(text))];
+        if let Some(words) = decode::encoded_words(text) {
+            for f in &words.failures {
+                let d = format!("could not fully decode {header}: {f}");
+                if !self.doubts.contains(&d) {
+                    self.doubts.push(d);
+                }
+            }
+            views.push((
+                Some(format!("RFC 2047-decoded {what}")),
+                std::borrow::Cow::Owned(words.text),
+            ));
+        }
+        let repaired: Vec<(Option<String>, std::borrow::Cow<'_, str>)> = views
+            .iter()
+            .filter_map(|(l, t)| {
+                decode::unmojibake(t).map(|m| {
+                    let label = format!(
+                        "{} read back as UTF-8 (it had been read as Windows-1252)",
+                        l.as_deref().unwrap_or(what)
+                    );
+                    (Some(label), std::borrow::Cow::Owned(m))
+                })
+            })
+            .collect();
+        views.extend(repaired);
+        let org = self.policy.org.clone();
+        let descriptors = self.policy.descriptors.clone();
+        let base = self.layer.clone();
+        for (label, t) in &views {
+            if label.is_some() {
+                self.layer = label.clone();
+            }
+            let folded = normalise(t);
+            let mut named: Vec<&NamePattern> = Vec::new();
+            for p in &org.names {
+                if p.shown_as_display(&folded) {
+                    let cut = if p.found_in(&folded) {
+                        ""
+                    } else {
+                        ", cut short as caller-name (CNAM) delivery does"
+                    };
+                    self.push(Finding {
+                        header: header.into(),
+                        value: value.into(),
+                        kind: Kind::Name,
+                        shown,
+                        detail: format!(
+                            "the {what} {} shows the organisation's name {}{cut}; {header} is {}.",
+                            quote(t),
+                            quote(&p.label),
+                            where_(shown)
+                        ),
+                        matched: p.label.clone(),
+                    });
+                    named.push(p);
+                }
+            }
+            let mut hits = descriptors.find_in(&folded, t, self.allow_short);
+            if hits.is_empty() {
+                hits.extend(descriptors.cut_in_display(&folded, t));
+            }
+            hits.retain(|i| !covered_by_name(&descriptors.items[*i], &named));
+            if !hits.is_empty() {
+                self.descriptor_finding(header, value, shown, t, &descriptors, &hits);
+            }
+            self.layer = base.clone();
+        }
+    }
+
+    /// One finding for the descriptors found in one place, quoting each as
+    /// written.
+    fn descriptor_finding(
+        &mut self,
+        header: &str,
+        value: &str,
+        shown: bool,
+        text: &str,
+        set: &PhraseSet,
+        hits: &[usize],
+    ) {
+        let words: Vec<String> = hits
+            .iter()
+            .map(|i| {
+                let p = &set.items[*i].pattern;
+                match p.locate(text) {
+                    Some(w) if w != p.label => {
+                        format!("{} (as {})", quote(&p.label), quote(w))
+                    }
+                    _ => quote(&p.label),
+                }
+            })
+            .collect();
+        let detail = format!(
+            "{} {} what kind of service is calling, whatever the organisation is called; {header} is {}.",
+            words.join(", "),
+            if hits.len() == 1 { "reveals" } else { "reveal" },
+            where_(shown)
+        );
+        self.push(Finding {
+            header: header.into(),
+            value: value.into(),
+            kind: Kind::Descriptor,
+            shown,
+            detail,
+            matched: set.items[hits[0]].pattern.label.clone(),
+        });
+    }
+
+    /// RFC 7433 User-to-User data, decoded and searched.
+    fn user_to_user(&mut self, header: &str, value: &str) {
+        match decode::uui(value) {
+            None => {}
+            Some(decode::Uui::Unreadable(why)) => {
+                self.doubts.push(format!("could not fully decode: {why}"))
+            }
+            Some(decode::Uui::Decoded {
+                text,
+                encoding,
+                binary_note,
+            }) => {
+                self.notes.extend(binary_note);
+                self.layer = Some(format!("{encoding}-decoded User-to-User data"));
+                self.scan_views(header, value, &text, false, "User-to-User data");
+                self.layer = None;
+            }
         }
     }
 
@@ -546,11 +1048,17 @@ impl Judge<'_> {
             name_text = name_text.replace(tok.as_str(), " ");
         }
         let folded = normalise(&name_text);
-        for p in &org.names {
-            if p.found_in(&folded) {
+        let mut named: Vec<&NamePattern> = Vec::new();
+        for i in org.name_index.find_in(&folded, &name_text, true) {
+            let p = &org.names[i];
+            {
+                let as_written = match p.locate(&name_text) {
+                    Some(w) => format!(" as {}", quote(w)),
+                    None => String::new(),
+                };
                 let detail = format!(
-                    "the organisation's name {:?} appears; {header} is {where_}.{}",
-                    p.label,
+                    "the organisation's name {} appears{as_written}; {header} is {where_}.{}",
+                    quote(&p.label),
                     if shown {
                         self.privacy_note(header)
                     } else {
@@ -565,12 +1073,20 @@ impl Judge<'_> {
                     detail,
                     matched: p.label.clone(),
                 });
+                named.push(p);
             }
+        }
+        let descriptors = self.policy.descriptors.clone();
+        let mut hits = descriptors.find_in(&folded, &name_text, self.allow_short);
+        hits.retain(|i| !covered_by_name(&descriptors.items[*i], &named));
+        if !hits.is_empty() {
+            self.descriptor_finding(header, value, shown, &name_text, &descriptors, &hits);
         }
         for (p, tok) in host_hits {
             let detail = format!(
-                "the organisation's host {:?} appears as {tok:?}; {header} is {where_}.",
-                p.label
+                "the organisation's host {} appears as {}; {header} is {where_}.",
+                quote(&p.label),
+                quote(&tok)
             );
             self.push(Finding {
                 header: header.into(),
@@ -616,29 +1132,65 @@ impl Judge<'_> {
                 Ok(na) => na,
                 Err(e) => {
                     self.doubts
-                        .push(format!("can't read {header} {entry:?}: {e}"));
+                        .push(format!("can't read {header} {}: {e}", quote(entry)));
                     continue;
                 }
             };
+            if header == "Remote-Party-ID" && is_called_party(entry) {
+                self.notes.push(
+                    "a Remote-Party-ID entry has party=called: it names the called party, so it is not judged as the caller's identity (it is still searched)".into(),
+                );
+                continue;
+            }
             let uri = parse_uri(&na.uri);
             if !matches!(uri.scheme.as_str(), "sip" | "sips" | "tel") {
                 self.notes.push(format!(
-                    "{header} has a {:?} URI; checked as text only",
-                    uri.scheme
+                    "{header} has a {} URI; checked as text only",
+                    quote(&uri.scheme)
+                ));
+            }
+            // The display name as a phone shows it: encoded words decoded,
+            // UTF-8 misread as Windows-1252 read back.
+            let mut display = na.display.clone();
+            let mut layer: Option<String> = None;
+            if let Some(words) = na.display.as_deref().and_then(decode::encoded_words) {
+                if words.failures.is_empty() {
+                    display = Some(words.text);
+                    layer = Some("RFC 2047-decoded display name".into());
+                } else {
+                    for f in &words.failures {
+                        self.doubts.push(format!(
+                            "could not fully decode {header}'s display name: {f}"
+                        ));
+                    }
+                    display = None;
+                }
+            }
+            if let Some(m) = display.as_deref().and_then(decode::unmojibake) {
+                display = Some(m);
+                layer = Some(format!(
+                    "{} read back as UTF-8 (it had been read as Windows-1252)",
+                    layer.as_deref().unwrap_or("display name")
                 ));
             }
             self.presented.identities.push(PresentedIdentity {
                 header: header.into(),
-                display: na.display.clone(),
+                display: display.clone().or_else(|| na.display.clone()),
                 user: uri.user.clone(),
                 host: uri.host.clone(),
             });
             if header == "Remote-Party-ID" {
                 if let Some(p) = na.param("privacy").flatten() {
-                    self.notes.push(format!("Remote-Party-ID privacy={p}"));
+                    self.notes
+                        .push(format!("Remote-Party-ID privacy={}", escape::clip(p, 40)));
                 }
             }
-            self.check_display(header, value, na.display.as_deref());
+            let undecodable = display.is_none() && na.display.is_some();
+            if !undecodable {
+                self.layer = layer;
+                self.check_display(header, value, display.as_deref());
+                self.layer = None;
+            }
             self.check_user(header, value, &uri);
         }
     }
@@ -658,8 +1210,14 @@ impl Judge<'_> {
                         kind: Kind::Name,
                         shown: true,
                         detail: format!(
-                            "the display name {d:?} shows the organisation's name {:?}.{}",
-                            p.label,
+                            "the display name {} shows the organisation's name {}{}.{}",
+                            quote(d),
+                            quote(&p.label),
+                            if p.found_in(&folded) {
+                                ""
+                            } else {
+                                ", cut short as caller-name (CNAM) delivery does"
+                            },
                             self.privacy_note(header)
                         ),
                         matched: p.label.clone(),
@@ -672,11 +1230,16 @@ impl Judge<'_> {
                             header,
                             value,
                             d,
-                            format!("the display name is {d:?}, not the umbrella name"),
+                            format!("the display name is {}, not the umbrella name", quote(d)),
                         );
                     }
                 } else {
-                    self.presentation(header, value, d, format!("a name is presented: {d:?}"));
+                    self.presentation(
+                        header,
+                        value,
+                        d,
+                        format!("a name is presented: {}", quote(d)),
+                    );
                 }
             }
             None => {
@@ -913,5 +1476,176 @@ expect = "{expect}"
         assert_eq!(v.outcome, Outcome::Inconclusive);
         let v = judge(&policy("withheld"), b"");
         assert_eq!(v.outcome, Outcome::Inconclusive);
+    }
+
+    fn policy_from(org_extra: &str, umbrella: &str) -> Policy {
+        let toml = format!(
+            r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+{org_extra}
+
+[[line]]
+name = "l"
+expect = "{}"
+{umbrella}
+"#,
+            if umbrella.is_empty() {
+                "withheld"
+            } else {
+                "umbrella"
+            }
+        );
+        let cfg = Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
+        Policy::for_config(&cfg).unwrap().remove(0)
+    }
+
+    #[test]
+    fn descriptors_are_judged_on_umbrella_lines_unless_the_umbrella_name_has_them() {
+        let p = policy_from("", r#"umbrella = { name = "Women's Refuge Network" }"#);
+        assert!(p.descriptors_not_applied().contains(&"refuge".to_string()));
+        assert!(p
+            .descriptors_not_applied()
+            .contains(&"women's refuge".to_string()));
+        let v = judge(
+            &p,
+            &invite(
+                "\"Women's Refuge Network\" <sip:anonymous@anonymous.invalid>",
+                "",
+            ),
+        );
+        assert_eq!(v.outcome, Outcome::Pass, "{v:#?}");
+        assert_eq!(v.summary(), "umbrella identity shown as expected");
+        let v = judge(
+            &p,
+            &invite(
+                "\"Women's Refuge Network\" <sip:anonymous@anonymous.invalid>",
+                "Subject: shelter intake\r\n",
+            ),
+        );
+        assert_eq!(v.outcome, Outcome::Fail, "{v:#?}");
+        assert_eq!(v.findings[0].kind, Kind::Descriptor);
+        assert_eq!(v.summary(), "kind of service shown in Subject");
+    }
+
+    #[test]
+    fn descriptors_extend_or_replace_the_built_in_list() {
+        let extended = policy_from(r#"descriptors = ["Women's Health"]"#, "");
+        let replaced = policy_from(
+            r#"descriptors = ["Women's Health"]
+default_descriptors = false"#,
+            "",
+        );
+        assert!(extended.descriptors().any(|d| d == "shelter"));
+        assert_eq!(
+            replaced.descriptors().collect::<Vec<_>>(),
+            ["Women's Health"]
+        );
+        let health = invite(
+            "<sip:anonymous@anonymous.invalid>",
+            "Subject: WOMENS HEALTH\r\n",
+        );
+        let shelter = invite("<sip:anonymous@anonymous.invalid>", "Subject: Shelter\r\n");
+        assert_eq!(judge(&extended, &health).outcome, Outcome::Fail);
+        assert_eq!(judge(&extended, &shelter).outcome, Outcome::Fail);
+        assert_eq!(judge(&replaced, &health).outcome, Outcome::Fail);
+        assert_eq!(judge(&replaced, &shelter).outcome, Outcome::Pass);
+    }
+
+    #[test]
+    fn findings_quote_what_matched() {
+        let v = judge(
+            &policy("withheld"),
+            &invite(
+                "<sip:anonymous@anonymous.invalid>",
+                "Subject: call EASTSIDE  WOMENS-REFUGE back\r\nVia: SIP/2.0/UDP dv-shelter-pbx.local\r\n",
+            ),
+        );
+        let name = v.findings.iter().find(|f| f.kind == Kind::Name).unwrap();
+        assert!(
+            name.detail
+                .contains(r#"appears as "EASTSIDE  WOMENS-REFUGE""#),
+            "{name:#?}"
+        );
+        let d = v
+            .findings
+            .iter()
+            .find(|f| f.kind == Kind::Descriptor)
+            .unwrap();
+        assert!(
+            d.detail.contains(r#""shelter""#) && d.detail.contains(r#""DV" (as "dv")"#),
+            "{d:#?}"
+        );
+    }
+
+    #[test]
+    fn binary_input_is_quoted_escaped_in_the_reason() {
+        let v = judge(&policy("withheld"), b"\x1b[31mINVITE\xff\xfe sip:x\r\n\r\n");
+        let r = v.reason.unwrap();
+        assert!(r.contains(r"\u{1b}[31mINVITE\xff\xfe"), "{r}");
+        assert!(!r.contains('\u{1b}') && !r.contains('\u{fffd}'), "{r}");
+        let v = judge(&policy("withheld"), b"\x1b]0;x\x07 sip:x SIP/2.0\r\n\r\n");
+        let r = v.reason.unwrap();
+        assert!(!r.chars().any(char::is_control), "{r}");
+    }
+
+    #[test]
+    fn latin1_header_bytes_are_read_as_windows_1252() {
+        // 0x92 is Windows-1252's right single quote.
+        let raw = invite(
+            "<sip:anonymous@anonymous.invalid>",
+            "Organization: Eastside Women\u{0}s Refuge\r\n",
+        );
+        let raw: Vec<u8> = raw
+            .iter()
+            .map(|b| if *b == 0 { 0x92 } else { *b })
+            .collect();
+        let v = judge(&policy("withheld"), &raw);
+        assert_eq!(v.outcome, Outcome::Fail, "{v:#?}");
+        assert!(v
+            .findings
+            .iter()
+            .any(|f| f.kind == Kind::Name && f.value.contains('’')));
+    }
+
+    #[test]
+    fn rpid_for_the_called_party_is_not_the_caller() {
+        let v = judge(
+            &policy("withheld"),
+            &invite(
+                "<sip:anonymous@anonymous.invalid>",
+                "Remote-Party-ID: \"Cidguard\" <sip:5550100@endpoint.test>;party=called\r\n",
+            ),
+        );
+        assert_eq!(v.outcome, Outcome::Pass, "{v:#?}");
+        assert!(v
+            .presented
+            .identities
+            .iter()
+            .all(|i| i.header != "Remote-Party-ID"));
+        let v = judge(
+            &policy("withheld"),
+            &invite(
+                "<sip:anonymous@anonymous.invalid>",
+                "Remote-Party-ID: <sip:+61370100142@carrier.test>;party=called\r\n",
+            ),
+        );
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(v.findings.iter().all(|f| !f.shown), "{v:#?}");
+    }
+
+    #[test]
+    fn an_undecodable_display_name_is_a_doubt_not_a_pass() {
+        let v = judge(
+            &policy("umbrella"),
+            &invite(
+                "\"=?KOI8-R?B?98/T1MPJ?=\" <sip:anonymous@anonymous.invalid>",
+                "",
+            ),
+        );
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{v:#?}");
+        assert!(v.reason.unwrap().contains("KOI8-R"));
     }
 }

@@ -16,33 +16,62 @@ pub const CNAM_LEN: usize = 15;
 /// Fold text to lower-case words separated by single spaces.
 pub fn normalise(s: &str) -> String {
     if s.is_ascii() {
-        return fold_chars(s.chars(), s.len());
+        return fold(s.chars().map(|c| (c, ())), s.len(), |_, _| {});
     }
-    fold_chars(s.nfkd(), s.len())
+    fold(s.nfkd().map(|c| (c, ())), s.len(), |_, _| {})
 }
 
-fn fold_chars(chars: impl Iterator<Item = char>, len: usize) -> String {
+/// Fold `chars`, each with a tag (where it came from); `record(tag, n)` is
+/// told of every `n` bytes pushed for a tagged character, spaces included,
+/// so a match in the folded text can be traced back to the original.
+fn fold<T: Copy>(
+    chars: impl Iterator<Item = (char, T)>,
+    len: usize,
+    mut record: impl FnMut(T, usize),
+) -> String {
     let mut out = String::with_capacity(len);
     let mut pending_space = false;
-    for c in chars {
+    for (c, tag) in chars {
         if is_combining_mark(c) || matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '\u{00b4}') {
             continue;
         }
         if c.is_alphanumeric() {
             if pending_space && !out.is_empty() {
                 out.push(' ');
+                record(tag, 1);
             }
             pending_space = false;
+            let before = out.len();
             if c.is_ascii() {
                 out.push(c.to_ascii_lowercase());
             } else {
                 out.extend(c.to_lowercase());
             }
+            record(tag, out.len() - before);
         } else {
             pending_space = true;
         }
     }
     out
+}
+
+/// Where `needle` (folded words) first appears as whole words in `text`,
+/// as `text` spells it: `Eastside  WOMENS-Refuge` for
+/// `eastside womens refuge`. For quoting what matched in a finding.
+pub fn find_original<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
+    // The byte range in `text` of the character behind each folded byte.
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(text.len());
+    let chars = text.char_indices().flat_map(|(i, c)| {
+        let span = (i, i + c.len_utf8());
+        std::iter::once(c).nfkd().map(move |d| (d, span))
+    });
+    let folded = fold(chars, text.len(), |span, n| {
+        spans.extend(std::iter::repeat_n(span, n));
+    });
+    let (s, e) = word_match(&folded, needle)?;
+    let start = spans.get(s)?.0;
+    let end = spans.get(e.checked_sub(1)?)?.1;
+    text.get(start..end)
 }
 
 /// A configured name, prepared for matching.
@@ -119,10 +148,271 @@ impl NamePattern {
     }
 }
 
+impl NamePattern {
+    /// The text in `text` this name matched as, as written there (the
+    /// phrase, or its run-together form in a host name).
+    pub fn locate<'a>(&self, text: &'a str) -> Option<&'a str> {
+        find_original(text, &self.phrase)
+            .or_else(|| self.compact.as_deref().and_then(|c| find_original(text, c)))
+    }
+}
+
+/// Phrases that reveal what kind of service is calling, whatever the
+/// organisation is called: a survivor's abuser who sees "Shelter" or "DV"
+/// on a phone knows who called. The built-in English list; a config adds
+/// to it with `organisation.descriptors` or leaves it out with
+/// `default_descriptors = false`.
+pub const DEFAULT_DESCRIPTORS: &[&str] = &[
+    "refuge",
+    "women's refuge",
+    "shelter",
+    "women's shelter",
+    "safe house",
+    "domestic violence",
+    "domestic abuse",
+    "family violence",
+    "intimate partner violence",
+    "DV",
+    "DFV",
+    "IPV",
+    "sexual assault",
+    "sexual violence",
+    "rape crisis",
+    "crisis centre",
+    "crisis center",
+    "women's aid",
+];
+
+/// A name or descriptor in a [`PhraseSet`].
+#[derive(Debug, Clone)]
+pub struct Phrase {
+    /// Whole words, folded, run together in hosts.
+    pub pattern: NamePattern,
+    /// A word of three letters or fewer ("DV"): only a token of its own in
+    /// ordinary text counts, never letters inside an encoded blob or a
+    /// codec name, where such short words turn up by chance.
+    pub short: bool,
+}
+
+/// Names or descriptors, indexed by their first folded word (and their
+/// run-together form), so a text is looked up once word by word rather than
+/// searched once per phrase.
+#[derive(Debug, Clone)]
+pub struct PhraseSet {
+    /// The descriptors, in configured order.
+    pub items: Vec<Phrase>,
+    /// (first word or run-together form, descriptor, is the run-together form).
+    index: Vec<(String, usize, bool)>,
+    /// For each first byte, the lengths of the index keys starting with it
+    /// (bit n: length n; bit 31: 31 or more). Most words are passed over on
+    /// one table look-up, without comparing strings or hashing.
+    starts: [u32; 256],
+}
+
+impl Default for PhraseSet {
+    fn default() -> PhraseSet {
+        PhraseSet {
+            items: Vec::new(),
+            index: Vec::new(),
+            starts: [0; 256],
+        }
+    }
+}
+
+impl PhraseSet {
+    /// Configured names, in their order; none is short (a name is matched
+    /// as whole words wherever it is).
+    pub fn names(patterns: &[NamePattern]) -> PhraseSet {
+        let mut set = PhraseSet {
+            items: patterns
+                .iter()
+                .map(|p| Phrase {
+                    pattern: p.clone(),
+                    short: false,
+                })
+                .collect(),
+            ..PhraseSet::default()
+        };
+        set.reindex();
+        set
+    }
+
+    /// Compile descriptors as written; empty and repeated ones are dropped.
+    pub fn new<'a>(labels: impl IntoIterator<Item = &'a str>) -> PhraseSet {
+        let mut set = PhraseSet::default();
+        for label in labels {
+            let pattern = NamePattern::new(label);
+            if pattern.phrase.is_empty()
+                || set.items.iter().any(|d| d.pattern.phrase == pattern.phrase)
+            {
+                continue;
+            }
+            let short = !pattern.phrase.contains(' ') && pattern.phrase.chars().count() <= 3;
+            set.items.push(Phrase { pattern, short });
+        }
+        set.reindex();
+        set
+    }
+
+    fn reindex(&mut self) {
+        self.index.clear();
+        self.starts = [0; 256];
+        for (i, d) in self.items.iter().enumerate() {
+            let first = d.pattern.phrase.split(' ').next().unwrap_or_default();
+            self.index.push((first.to_string(), i, false));
+            if let Some(c) = &d.pattern.compact {
+                self.index.push((c.clone(), i, true));
+            }
+        }
+        for (key, _, _) in &self.index {
+            if let Some(b) = key.bytes().next() {
+                self.starts[usize::from(b)] |= length_bit(key.len());
+            }
+        }
+    }
+
+    /// The same set without the descriptors `drop` picks.
+    pub fn without(&self, drop: impl Fn(&Phrase) -> bool) -> PhraseSet {
+        let mut set = PhraseSet {
+            items: self.items.iter().filter(|d| !drop(d)).cloned().collect(),
+            index: Vec::new(),
+            starts: [0; 256],
+        };
+        set.reindex();
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Descriptors present in `folded` (the folded form of `raw`) as whole
+    /// words, in order of first appearance. Short ones also need a token of
+    /// their own in `raw`, and `allow_short` (false for codec lines).
+    pub fn find_in(&self, folded: &str, raw: &str, allow_short: bool) -> Vec<usize> {
+        let mut hits: Vec<usize> = Vec::new();
+        if self.items.is_empty() {
+            return hits;
+        }
+        let mut pos = 0;
+        for word in folded.split(' ') {
+            let first = word.bytes().next().map_or(0, usize::from);
+            if self.starts[first] & length_bit(word.len()) != 0 {
+                let rest = &folded[pos..];
+                for &(_, i, compact) in self.index.iter().filter(|(k, _, _)| k == word) {
+                    let d = &self.items[i];
+                    let needle = if compact {
+                        d.pattern.compact.as_deref().unwrap_or(&d.pattern.phrase)
+                    } else {
+                        &d.pattern.phrase
+                    };
+                    let whole = rest.starts_with(needle)
+                        && rest.as_bytes().get(needle.len()).is_none_or(|b| *b == b' ');
+                    if whole
+                        && !hits.contains(&i)
+                        && (!d.short || (allow_short && short_token_in(raw, &d.pattern.phrase)))
+                    {
+                        hits.push(i);
+                    }
+                }
+            }
+            pos += word.len() + 1;
+        }
+        hits
+    }
+
+    /// A display name of exactly CNAM length (so probably cut) that ends in
+    /// the start of a descriptor, cut inside a word: `EASTSIDE DOMESTIC
+    /// VIOL`, `NORTHERN SHELTE`. A cut at a word's end (`... WOMENS`) is
+    /// too ambiguous to count.
+    pub fn cut_in_display(&self, folded: &str, display: &str) -> Option<usize> {
+        if display.trim().chars().count() != CNAM_LEN {
+            return None;
+        }
+        let mut starts = vec![0];
+        starts.extend(folded.match_indices(' ').map(|(i, _)| i + 1));
+        for s in starts {
+            let tail = &folded[s..];
+            if tail.len() < 4 {
+                continue;
+            }
+            for (i, d) in self.items.iter().enumerate() {
+                let p = &d.pattern.phrase;
+                if p.len() > tail.len()
+                    && p.starts_with(tail)
+                    && p.as_bytes().get(tail.len()).is_some_and(|b| *b != b' ')
+                {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A word length as a bit of [`PhraseSet::starts`].
+fn length_bit(len: usize) -> u32 {
+    1 << len.min(31)
+}
+
+/// Is `word` (a short folded descriptor) a token of its own in `raw`? Tokens
+/// are split at spaces and SIP punctuation; inside one, words are split at
+/// `.`, `-`, `_`, `/`, `+` (`dv-shelter-pbx.local`). A long token mixing
+/// upper case, lower case and digits is an encoded blob (base64, a tag):
+/// letters in it are chance, not words.
+pub fn short_token_in(raw: &str, word: &str) -> bool {
+    raw.split(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>'
+                    | '"'
+                    | '\''
+                    | ';'
+                    | ','
+                    | '@'
+                    | ':'
+                    | '='
+                    | '('
+                    | ')'
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '?'
+                    | '&'
+                    | '|'
+                    | '!'
+                    | '*'
+                    | '#'
+                    | '%'
+                    | '^'
+                    | '~'
+                    | '`'
+            )
+    })
+    .filter(|tok| {
+        let blob = tok.len() >= 16
+            && tok.bytes().any(|b| b.is_ascii_uppercase())
+            && tok.bytes().any(|b| b.is_ascii_lowercase())
+            && tok.bytes().any(|b| b.is_ascii_digit());
+        !blob
+    })
+    .any(|tok| {
+        tok.split(|c: char| !c.is_alphanumeric())
+            .any(|w| normalise(w) == word)
+    })
+}
+
 /// Whole-word containment on folded text.
 pub fn contains_words(hay: &str, needle: &str) -> bool {
+    word_match(hay, needle).is_some()
+}
+
+/// The byte range of the first whole-word occurrence of `needle` in `hay`.
+fn word_match(hay: &str, needle: &str) -> Option<(usize, usize)> {
     if needle.is_empty() {
-        return false;
+        return None;
     }
     let mut from = 0;
     while let Some(pos) = hay[from..].find(needle) {
@@ -131,11 +421,11 @@ pub fn contains_words(hay: &str, needle: &str) -> bool {
         let left_ok = s == 0 || hay.as_bytes()[s - 1] == b' ';
         let right_ok = e == hay.len() || hay.as_bytes()[e] == b' ';
         if left_ok && right_ok {
-            return true;
+            return Some((s, e));
         }
         from = s + hay[s..].chars().next().map_or(1, char::len_utf8);
     }
-    false
+    None
 }
 
 /// Words that say "no identity here" in display names and user parts.

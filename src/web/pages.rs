@@ -614,6 +614,10 @@ pub(crate) fn finding_sentence(f: &Finding) -> String {
             "The organisation's address <strong>{}</strong> is in {header}, {place}; it points to the organisation.",
             esc(&f.matched)
         ),
+        Kind::Descriptor => format!(
+            "Words that reveal what kind of service is calling, <strong>“{}”</strong>, are in {header}, {place}.",
+            esc(&f.matched)
+        ),
         Kind::Presentation if f.matched.is_empty() => format!(
             "{header} does not present what this line should present, {place}."
         ),
