@@ -9,6 +9,7 @@ mod daemon_cli;
 mod daemon_e2e;
 mod demo;
 mod deploy;
+mod hostile;
 mod package;
 mod peers;
 mod sip_ua;

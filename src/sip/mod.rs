@@ -6,6 +6,7 @@
 pub mod build;
 pub mod digest;
 pub mod endpoint;
+pub mod guard;
 pub mod header;
 pub mod hooks;
 pub mod message;
