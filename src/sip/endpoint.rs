@@ -478,7 +478,14 @@ async fn register_endpoint(
             a
         });
     let line = match Line::on_stack(&account, stack.clone(), contact).await {
-        Ok(l) => l,
+        Ok(l) => {
+            // The provider's answers must reach us whatever endpoint.allow says.
+            stack
+                .transports()
+                .guard()
+                .also_allow(l.next_hop().addr.ip());
+            l
+        }
         Err(e) => {
             warn!(error = %e, "endpoint registration not possible");
             return Registration {
@@ -593,9 +600,16 @@ struct EndpointNotices {
 /// What a bucket says about one more request.
 enum Take {
     Allowed,
-    /// Over the limit, by this much debt (in requests).
-    Over(f64),
+    /// Over the limit. `tell` is true for the first refusal in
+    /// [`TELL_BUSY_EVERY`] (worth a 503), false for the rest (silence).
+    Over {
+        tell: bool,
+    },
 }
+
+/// A source over its INVITE rate gets at most one 503 this often: a busy
+/// peer learns to retry, a flood draws next to nothing.
+const TELL_BUSY_EVERY: Duration = Duration::from_secs(1);
 
 /// Token buckets keyed by source (an IPv4 address or IPv6 /64: a new port
 /// is not a new source).
@@ -609,6 +623,8 @@ struct Buckets {
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// When this source was last told it is over the rate.
+    told: Option<Instant>,
 }
 
 impl Buckets {
@@ -642,6 +658,7 @@ impl Buckets {
         let b = map.entry(src).or_insert(Bucket {
             tokens: self.burst,
             last: now,
+            told: None,
         });
         let refill = now.saturating_duration_since(b.last).as_secs_f64() * self.rate;
         b.tokens = (b.tokens + refill).min(self.burst);
@@ -652,11 +669,16 @@ impl Buckets {
         }
         // Each refused request deepens the debt a little, so a source that
         // keeps flooding stays refused; bounded so it can recover.
-        let debt = -b.tokens;
         if b.tokens > -self.burst {
             b.tokens -= 0.1;
         }
-        Some(Take::Over(debt))
+        let tell = b
+            .told
+            .is_none_or(|t| now.saturating_duration_since(t) >= TELL_BUSY_EVERY);
+        if tell {
+            b.told = Some(now);
+        }
+        Some(Take::Over { tell })
     }
 }
 
@@ -687,13 +709,13 @@ impl Limiter {
         }
     }
 
-    /// A new INVITE: 503 somewhat over the rate, nothing far over it or
-    /// with the source table full (a flood must not turn us into a
-    /// reflector).
+    /// A new INVITE: over the rate, one 503 a second at most (a peer that
+    /// is merely busy learns to retry) and silence otherwise, as with the
+    /// source table full (a flood must not turn us into a reflector).
     fn invite(&self, src: SocketAddr, allowed: Screen) -> Screen {
         match self.take(&self.invites, src) {
             Some(Take::Allowed) => allowed,
-            Some(Take::Over(debt)) if debt < self.invites.burst => {
+            Some(Take::Over { tell: true }) => {
                 Screen::Reply(Reply::new(503).with("Retry-After", "1"))
             }
             _ => Screen::Drop,
@@ -1412,14 +1434,16 @@ mod tests {
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(matches!(b.take(a), Some(Take::Allowed)));
         assert!(matches!(b.take(a), Some(Take::Allowed)));
-        assert!(matches!(b.take(a), Some(Take::Over(_))));
+        assert!(matches!(b.take(a), Some(Take::Over { tell: true })));
+        // Told once; then silence until a second has passed.
+        assert!(matches!(b.take(a), Some(Take::Over { tell: false })));
         // A second source while the table is full and the first still owes.
         assert!(b.take("127.0.0.2".parse().unwrap()).is_none());
         // Debt is bounded by the burst.
         for _ in 0..1000 {
             b.take(a);
         }
-        assert!(matches!(b.take(a), Some(Take::Over(d)) if d <= 2.1));
+        assert!(lock(&b.map)[&a].tokens >= -2.1);
     }
 
     #[test]

@@ -18,9 +18,9 @@
 //! holds). What is dropped is counted, and logged at most every
 //! [`NOTICE_EVERY`], never once per packet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -288,6 +288,9 @@ impl Source {
 /// The allow-list and the per-source table.
 pub struct Guard {
     allow: AllowList,
+    /// Addresses we chose to talk to (the provider's registrar the endpoint
+    /// registers at), answered even when the allow-list leaves them out.
+    also: Mutex<Vec<IpAddr>>,
     /// None: no per-source limits (the line's own stack, which only hears
     /// its PBX).
     limits: Option<SourceLimits>,
@@ -318,6 +321,7 @@ impl Guard {
     pub fn new(allow: AllowList, limits: Option<SourceLimits>) -> Guard {
         Guard {
             allow,
+            also: Mutex::new(Vec::new()),
             limits,
             table: Mutex::new(HashMap::new()),
             counters: Counters::default(),
@@ -346,10 +350,20 @@ impl Guard {
         }
     }
 
+    /// Answer `ip` too, whatever the allow-list says: a peer we chose to
+    /// talk to (the registrar the endpoint registers at must be heard).
+    pub fn also_allow(&self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        let mut also = lock(&self.also);
+        if !also.contains(&ip) {
+            also.push(ip);
+        }
+    }
+
     /// True when `ip` is on the allow-list. Otherwise counted and, at most
     /// every [`NOTICE_EVERY`], logged.
     pub fn allowed(&self, ip: IpAddr) -> bool {
-        if self.allow.allows(ip) {
+        if self.allow.allows(ip) || lock(&self.also).contains(&ip.to_canonical()) {
             return true;
         }
         self.counters.not_allowed.fetch_add(1, Ordering::Relaxed);
@@ -611,8 +625,53 @@ struct QueueState<T> {
     lanes: HashMap<IpAddr, Lane<T>>,
     /// Sources with something waiting, in the order they are served.
     turn: VecDeque<IpAddr>,
+    /// Every lane by its length, to find the longest at once.
+    by_len: BTreeSet<(usize, IpAddr)>,
     items: usize,
     bytes: usize,
+}
+
+impl<T> QueueState<T> {
+    /// Record a lane's length changing from `from` to `to`.
+    fn relen(&mut self, key: IpAddr, from: usize, to: usize) {
+        if from > 0 {
+            self.by_len.remove(&(from, key));
+        }
+        if to > 0 {
+            self.by_len.insert((to, key));
+        }
+    }
+
+    fn lane_len(&self, key: &IpAddr) -> usize {
+        self.lanes.get(key).map_or(0, |l| l.items.len())
+    }
+
+    /// Drop the newest item of the longest lane, if that lane is longer
+    /// than `than` items. False when there is none.
+    fn push_out(&mut self, than: usize) -> bool {
+        let Some(&(len, key)) = self.by_len.last() else {
+            return false;
+        };
+        if len <= than {
+            return false;
+        }
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return false;
+        };
+        let Some((_, bytes)) = lane.items.pop_back() else {
+            return false;
+        };
+        lane.bytes -= bytes;
+        let empty = lane.items.is_empty();
+        if empty {
+            self.lanes.remove(&key);
+            self.turn.retain(|k| *k != key);
+        }
+        self.relen(key, len, len - 1);
+        self.items -= 1;
+        self.bytes -= bytes;
+        true
+    }
 }
 
 /// Limits of a [`FairQueue`].
@@ -634,6 +693,8 @@ pub struct FairQueue<T> {
     /// Wakes producers waiting for room.
     room: Notify,
     closed: AtomicBool,
+    /// Items dropped to make room for another source's.
+    pushed_out: AtomicU64,
 }
 
 impl<T> FairQueue<T> {
@@ -642,6 +703,7 @@ impl<T> FairQueue<T> {
             state: Mutex::new(QueueState {
                 lanes: HashMap::new(),
                 turn: VecDeque::new(),
+                by_len: BTreeSet::new(),
                 items: 0,
                 bytes: 0,
             }),
@@ -654,11 +716,15 @@ impl<T> FairQueue<T> {
             ready: Notify::new(),
             room: Notify::new(),
             closed: AtomicBool::new(false),
+            pushed_out: AtomicU64::new(0),
         }
     }
 
     /// Queue `item` (costing `bytes`) in `ip`'s source's lane, or give it
-    /// back when the queue or the lane is full.
+    /// back when its lane is full, or the queue is and no source has more
+    /// waiting than this one. When the queue is full, the newest item of
+    /// the longest lane makes room for a source with fewer waiting: a flood
+    /// from many sources can't shut a quiet one out.
     pub fn try_push(&self, ip: IpAddr, item: T, bytes: usize) -> Result<(), T> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(item);
@@ -674,26 +740,41 @@ impl<T> FairQueue<T> {
             .map_or((0, 0), |lane| (lane.items.len(), lane.bytes));
         let fits_lane = lane_items < l.items_per_source
             && (lane_items == 0 || lane_bytes.saturating_add(bytes) <= l.bytes_per_source);
-        let fits_all =
-            st.items < l.items && (st.items == 0 || st.bytes.saturating_add(bytes) <= l.bytes);
-        if !(fits_lane && fits_all) {
+        if !fits_lane {
             return Err(item);
         }
+        let fits_all = |st: &QueueState<T>| {
+            st.items < l.items && (st.items == 0 || st.bytes.saturating_add(bytes) <= l.bytes)
+        };
+        while !fits_all(&st) {
+            // Only a lane at least two longer than ours gives way, so two
+            // busy sources don't take turns pushing each other out.
+            if !st.push_out(lane_items + 1) {
+                return Err(item);
+            }
+            self.pushed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        let len = st.lane_len(&key);
         let lane = st.lanes.entry(key).or_insert_with(|| Lane {
             items: VecDeque::new(),
             bytes: 0,
         });
-        let was_empty = lane.items.is_empty();
         lane.items.push_back((item, bytes));
         lane.bytes += bytes;
-        if was_empty {
+        if len == 0 {
             st.turn.push_back(key);
         }
+        st.relen(key, len, len + 1);
         st.items += 1;
         st.bytes += bytes;
         drop(st);
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Items dropped from the longest lane to make room for another source.
+    pub fn pushed_out(&self) -> u64 {
+        self.pushed_out.load(Ordering::Relaxed)
     }
 
     /// Queue `item`, waiting for room until `deadline` (a stream, which
@@ -738,6 +819,7 @@ impl<T> FairQueue<T> {
     fn try_pop(&self) -> Option<T> {
         let mut st = lock(&self.state);
         while let Some(key) = st.turn.pop_front() {
+            let len = st.lane_len(&key);
             let Some(lane) = st.lanes.get_mut(&key) else {
                 continue;
             };
@@ -751,6 +833,7 @@ impl<T> FairQueue<T> {
             } else {
                 st.turn.push_back(key);
             }
+            st.relen(key, len, len - 1);
             st.items -= 1;
             st.bytes -= bytes;
             drop(st);
@@ -776,6 +859,7 @@ impl<T> FairQueue<T> {
         let mut st = lock(&self.state);
         st.lanes.clear();
         st.turn.clear();
+        st.by_len.clear();
         st.items = 0;
         st.bytes = 0;
         drop(st);
@@ -783,10 +867,6 @@ impl<T> FairQueue<T> {
         self.room.notify_waiters();
     }
 }
-
-/// An unspecified address, for sources with no IP (never seen in practice:
-/// every socket address has one).
-pub const NO_SOURCE: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 #[cfg(test)]
 mod tests {
@@ -928,6 +1008,8 @@ mod tests {
         assert!(!g.admit(ip("198.51.100.1")));
         assert!(!g.allowed(ip("2001:db8::1")));
         assert_eq!(g.stats().not_allowed, 2);
+        g.also_allow(ip("2001:db8::1"));
+        assert!(g.allowed(ip("2001:db8::1")));
     }
 
     #[tokio::test]
@@ -954,6 +1036,38 @@ mod tests {
         q.close();
         assert_eq!(q.pop().await, None);
         assert!(q.try_push(quiet, 1, 1).is_err());
+    }
+
+    /// Many flooding sources fill the whole queue; a quiet one still gets
+    /// in, in place of the newest item of the longest lane.
+    #[tokio::test]
+    async fn a_full_queue_makes_room_for_a_quieter_source() {
+        let q = FairQueue::new(QueueLimits {
+            items: 10,
+            bytes: 1 << 20,
+            items_per_source: 8,
+            bytes_per_source: 1 << 20,
+        });
+        let a = ip("192.0.2.1");
+        let b = ip("192.0.2.2");
+        let quiet = ip("192.0.2.3");
+        for i in 0..6 {
+            q.try_push(a, i, 1).unwrap();
+        }
+        for i in 10..14 {
+            q.try_push(b, i, 1).unwrap();
+        }
+        // Full. a's newest gives way to the quiet source...
+        q.try_push(quiet, 100, 1).unwrap();
+        assert_eq!(q.pushed_out(), 1);
+        // ...but b (4 waiting) can't push a (5) out, only a lane two longer.
+        assert!(q.try_push(b, 14, 1).is_err());
+        assert_eq!(q.len(), 10);
+        let mut got = Vec::new();
+        while !q.is_empty() {
+            got.push(q.pop().await.unwrap());
+        }
+        assert_eq!(got, [0, 10, 100, 1, 11, 2, 12, 3, 13, 4]);
     }
 
     #[tokio::test]

@@ -151,6 +151,9 @@ pub struct TransportOptions {
     /// that stops reading is disconnected.
     pub write_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Receive buffer asked of the kernel for UDP sockets we bind (it
+    /// grants at most `net.core.rmem_max`).
+    pub udp_receive_buffer: usize,
     /// Inbound messages queued for the transaction layer, in all...
     pub inbound_queue: usize,
     /// ...and their bytes.
@@ -173,6 +176,7 @@ impl Default for TransportOptions {
             message_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            udp_receive_buffer: 4 * 1024 * 1024,
             inbound_queue: 4096,
             inbound_queue_bytes: 16 * 1024 * 1024,
             tls_client: None,
@@ -191,6 +195,7 @@ impl std::fmt::Debug for TransportOptions {
             .field("message_timeout", &self.message_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("udp_receive_buffer", &self.udp_receive_buffer)
             .field("inbound_queue", &self.inbound_queue)
             .field("inbound_queue_bytes", &self.inbound_queue_bytes)
             .field("tls_client", &self.tls_client.is_some())
@@ -208,8 +213,11 @@ pub struct TransportStats {
     /// Datagrams or stream messages that didn't parse as SIP.
     pub garbage: u64,
     /// Messages dropped because the inbound queue (or their source's lane
-    /// in it) was full.
+    /// in it) was full...
     pub queue_full: u64,
+    /// ...and queued messages dropped from the source with most waiting
+    /// to make room for another's.
+    pub queue_pushed_out: u64,
     /// Connections now open, and the most ever open at once.
     pub connections: usize,
     pub peak_connections: usize,
@@ -420,6 +428,7 @@ impl Transports {
             messages_out: s.messages_out.load(Ordering::Relaxed),
             garbage: s.garbage.load(Ordering::Relaxed),
             queue_full: s.queue_full.load(Ordering::Relaxed),
+            queue_pushed_out: self.inner.inbound.pushed_out(),
             connections: lock(&self.inner.conns).len(),
             peak_connections: s.peak_connections.load(Ordering::Relaxed),
             connections_refused: s.connections_refused.load(Ordering::Relaxed),
@@ -435,18 +444,13 @@ impl Transports {
 
     /// Bind a UDP socket and start receiving on it.
     pub async fn bind_udp(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
-        let sock = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| TransportError::Bind {
-                transport: Transport::Udp,
-                addr,
-                source,
-            })?;
-        self.add_udp(sock).map_err(|source| TransportError::Bind {
+        let err = |source| TransportError::Bind {
             transport: Transport::Udp,
             addr,
             source,
-        })
+        };
+        let sock = udp_socket(addr, self.inner.opts.udp_receive_buffer).map_err(err)?;
+        self.add_udp(sock).map_err(err)
     }
 
     /// Start receiving on a UDP socket the caller bound.
@@ -1129,6 +1133,24 @@ impl Transports {
             .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// A bound, non-blocking UDP socket with (best effort) a receive buffer
+/// of `recv_buffer` bytes: during a burst the kernel queues datagrams here
+/// until the receive loop sheds them by source, instead of dropping them
+/// without regard to who sent them.
+fn udp_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = sock.set_recv_buffer_size(recv_buffer) {
+        debug!(%addr, error = %e, "could not enlarge the UDP receive buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 /// The local IP the system would send from to reach `dest`, found by

@@ -128,9 +128,7 @@ pub fn branch_and_status(resp: &[u8]) -> Option<(String, u16)> {
     let code = text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()?;
     let at = text.find("branch=")? + "branch=".len();
     let rest = &text[at..];
-    let end = rest
-        .find([';', '\r', '\n', ','])
-        .unwrap_or(rest.len());
+    let end = rest.find([';', '\r', '\n', ',']).unwrap_or(rest.len());
     Some((rest[..end].to_string(), code))
 }
 
@@ -519,4 +517,84 @@ pub fn healthz(addr: SocketAddr, within: Duration) -> Result<Duration> {
         bail!("healthz answered {:?}", resp.lines().next());
     }
     Ok(t0.elapsed())
+}
+
+/// What a slow-connection attack saw.
+#[derive(Debug, Default, Clone)]
+pub struct Slow {
+    /// Connections that got as far as sending a byte.
+    pub opened: u64,
+    /// Connections closed by the endpoint while the attack went on.
+    pub closed_by_endpoint: u64,
+    /// The longest any connection lived, from its connect until the
+    /// endpoint closed it (or the attack ended).
+    pub longest: Duration,
+}
+
+/// `per_source` connections from each of `sources` addresses, each sending
+/// one byte of a never-finished request every `every`, for `for_how_long`;
+/// a connection the endpoint closes is opened again a second later (as
+/// slow-connection tools do).
+pub async fn slow_connections(
+    target: SocketAddr,
+    sources: usize,
+    per_source: usize,
+    every: Duration,
+    for_how_long: Duration,
+) -> Slow {
+    let end = tokio::time::Instant::now() + for_how_long;
+    let out = Arc::new(Mutex::new(Slow::default()));
+    let mut tasks = Vec::new();
+    for i in 0..sources * per_source {
+        let src = attacker(i % sources);
+        let out = out.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = b"INVITE sip:4000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP x";
+            while tokio::time::Instant::now() < end {
+                let Ok(mut c) = tcp_from(src, target).await else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let born = tokio::time::Instant::now();
+                let mut sent_any = false;
+                let mut buf = [0u8; 256];
+                let mut k = 0;
+                let closed = loop {
+                    if c.write_all(&request[k % request.len()..][..1])
+                        .await
+                        .is_err()
+                    {
+                        break true;
+                    }
+                    k += 1;
+                    if !sent_any {
+                        sent_any = true;
+                        lock(&out).opened += 1;
+                    }
+                    let next = (tokio::time::Instant::now() + every).min(end);
+                    match tokio::time::timeout_at(next, c.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break true,
+                        Ok(Ok(_)) => {}
+                        Err(_) if tokio::time::Instant::now() >= end => break false,
+                        Err(_) => {}
+                    }
+                };
+                {
+                    let mut o = lock(&out);
+                    o.longest = o.longest.max(born.elapsed());
+                    if closed && sent_any {
+                        o.closed_by_endpoint += 1;
+                    }
+                }
+                if closed {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let o = lock(&out).clone();
+    o
 }
