@@ -729,7 +729,7 @@ impl Limiter {
         // Not the number dialled nor the caller's: neither is the
         // organisation's, so neither is logged.
         self.notices.stray.hit(|n| {
-            info!(
+            warn!(
                 calls = n,
                 latest = %source,
                 "stray calls (to numbers that are not the endpoint's) answered 404"
