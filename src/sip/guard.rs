@@ -805,6 +805,9 @@ impl<T> FairQueue<T> {
 
     /// The next item, taking sources in turn; None once closed.
     pub async fn pop(&self) -> Option<T> {
+        // Take part in tokio's cooperative budget: a consumer that always
+        // finds an item waiting still lets other tasks run.
+        tokio::task::consume_budget().await;
         loop {
             if let Some(item) = self.try_pop() {
                 return Some(item);

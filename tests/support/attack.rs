@@ -180,8 +180,22 @@ pub async fn udp_flood(
     linger: Duration,
     make: impl Fn(usize) -> Req,
 ) -> Result<Tally> {
+    udp_flood_from(0, target, sources, total, over, linger, make).await
+}
+
+/// [`udp_flood`] from attacker addresses `first..first + sources` (so
+/// attacks in a row don't share their sources' budgets).
+pub async fn udp_flood_from(
+    first: usize,
+    target: SocketAddr,
+    sources: usize,
+    total: usize,
+    over: Duration,
+    linger: Duration,
+    make: impl Fn(usize) -> Req,
+) -> Result<Tally> {
     let mut socks = Vec::new();
-    for i in 0..sources {
+    for i in first..first + sources {
         let s = UdpSocket::bind(SocketAddr::new(attacker(i), 0))
             .await
             .with_context(|| format!("binding {}", attacker(i)))?;
