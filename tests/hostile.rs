@@ -582,3 +582,70 @@ fn config_check_explains_the_allow_list() {
         "{err}"
     );
 }
+
+/// At the overall connection limit a new source still gets in: the least
+/// recently active connection of the source holding the most makes room
+/// (before, the limit was first come, first served, for ever).
+#[test]
+fn at_the_connection_limit_a_new_source_takes_the_place_of_the_greediest() {
+    use cidguard::sip::endpoint::{
+        CallHandler, Disposition, Endpoint, EndpointOptions, FinishedCall, IncomingCall,
+    };
+    struct Reject;
+    impl CallHandler for Reject {
+        fn on_invite(&self, _: &IncomingCall) -> Disposition {
+            Disposition::Reject(486)
+        }
+        fn on_finished(&self, _: FinishedCall) {}
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cfg: cidguard::config::Endpoint =
+            toml::from_str("listen = [\"tcp:127.0.0.1:0\"]\nnumbers = [\"4000\"]\n").expect("cfg");
+        let mut opts = EndpointOptions::default();
+        opts.stack.transport.max_connections = 8;
+        let ep = Endpoint::start_with(&cfg, std::sync::Arc::new(Reject), opts)
+            .await
+            .expect("endpoint");
+        let tcp = ep.addr(cidguard::config::Transport::Tcp).expect("tcp");
+        let stats = || ep.stats().transport;
+        // Four addresses take two slots each: the table is full.
+        let mut held = Vec::new();
+        for i in 0..8 {
+            held.push(tcp_from(attacker(i % 4), tcp).await.expect("connect"));
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while stats().connections < 8 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("8 connections accepted");
+        // A source already holding as many as anyone can't push others out.
+        let mut greedy = tcp_from(attacker(0), tcp).await.expect("connect");
+        assert!(closed_by_peer(&mut greedy, Duration::from_secs(2)).await);
+        assert_eq!(stats().connections_evicted, 0);
+        // A fifth address still gets in and is answered.
+        let mut newcomer = tcp_from(attacker(10), tcp).await.expect("connect");
+        let local = newcomer.local_addr().expect("local");
+        let (_, bytes) = Req::new("OPTIONS", "x").over("TCP").build(local, tcp);
+        newcomer.write_all(&bytes).await.expect("send");
+        let answers = attack::read_messages(&mut newcomer, Duration::from_secs(2)).await;
+        assert!(
+            answers
+                .iter()
+                .any(|m| attack::branch_and_status(m).is_some_and(|(_, c)| c == 200)),
+            "the newcomer's OPTIONS was not answered: {:?}",
+            stats()
+        );
+        let st = stats();
+        assert_eq!(st.connections_evicted, 1, "{st:?}");
+        assert!(st.connections <= 8, "{st:?}");
+        drop(held);
+        ep.shutdown().await;
+    });
+}
