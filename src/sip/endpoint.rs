@@ -189,13 +189,16 @@ pub struct EndpointOptions {
     pub stack: StackOptions,
     /// Calls in progress at once; more get 503.
     pub max_calls: usize,
-    /// INVITEs per second from one source address and port, and the burst
-    /// allowed above that rate. Over the limit: 503 with Retry-After, and
-    /// silence when far over. Other out-of-dialog requests (OPTIONS...) get
-    /// five times this, and are dropped over it.
+    /// New INVITEs per second from one source (an IPv4 address or IPv6
+    /// /64, whatever the port)...
     pub invite_rate: f64,
+    /// ...and how many may come at once above that rate. Over the limit: a
+    /// 503 with Retry-After once a second, silence otherwise. Requests that
+    /// are not calls (OPTIONS, requests for dialogs that don't exist...)
+    /// get five times both, and are dropped over them.
     pub invite_burst: f64,
-    /// Sources tracked by the rate limiter (oldest forgotten first).
+    /// Sources tracked by the rate limiter (those that owe nothing are
+    /// forgotten first).
     pub max_sources: usize,
     /// After a final response, how long to wait for the ACK before the call
     /// is reported.

@@ -13,9 +13,13 @@
 //! linger timers (D, I, J, K) are zero.
 //!
 //! Requests that can't be answered (no Via, From, To, Call-ID or CSeq) are
-//! dropped; requests that can but are malformed get a stateless 400. A
-//! [`RequestFilter`] lets the transaction user refuse new requests (rate
-//! limits) before any state is kept for them.
+//! dropped; requests that can but are malformed get a stateless 400;
+//! responses that match no transaction are dropped, never answered. A
+//! [`RequestFilter`] screens every new request (and every ACK of no
+//! transaction) before any state is kept for it: accept, drop, or answer
+//! once without state ([`Screen::Reply`]), the same answer going again to
+//! a retransmission of that request. Each source may hold only so many
+//! transactions (its share in the transport's guard).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
