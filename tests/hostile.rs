@@ -305,7 +305,8 @@ fn content_length_near_u64_max_over_tcp_closes_only_that_connection() {
 /// OPTIONS and a fresh INVITE from anyone got 503 for about 32 s, and each
 /// drew about 2.6 responses (481s retransmitted); 6,000 stray CANCELs did
 /// the same. Now they count against their source's rate, and each gets at
-/// most one 481, never retransmitted.
+/// most one 481, never retransmitted. Responses that match nothing (a
+/// reflection aimed at us) get nothing.
 #[test]
 fn in_dialog_invites_and_cancels_for_nothing_neither_fill_the_table_nor_amplify() {
     if support::skip_without_peers() {
@@ -347,6 +348,20 @@ fn in_dialog_invites_and_cancels_for_nothing_neither_fill_the_table_nor_amplify(
             tally.codes
         );
     }
+    let tally = t.withstands("6,000 responses to nothing", |udp, _| async move {
+        attack::udp_flood_from(
+            10,
+            udp,
+            1,
+            6000,
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            |i| Req::new("INVITE", &format!("{}", 1000 + i % 97)).response(200),
+        )
+        .await
+        .expect("flood")
+    });
+    assert_eq!(tally.responses, 0, "{:?}", tally.codes);
 }
 
 /// The third report: 300 connections from 20 addresses, each

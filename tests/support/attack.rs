@@ -49,6 +49,9 @@ pub struct Req {
     pub via: &'static str,
     /// The User-Agent SIPVicious sends unless told otherwise.
     pub scanner: bool,
+    /// Send a response with this status (to the method's CSeq) instead of
+    /// the request.
+    pub status: Option<u16>,
 }
 
 impl Req {
@@ -59,7 +62,14 @@ impl Req {
             to_tag: false,
             via: "UDP",
             scanner: false,
+            status: None,
         }
+    }
+
+    /// A response to a request never sent: matches nothing.
+    pub fn response(mut self, status: u16) -> Req {
+        self.status = Some(status);
+        self
     }
 
     pub fn in_dialog(mut self) -> Req {
@@ -100,8 +110,12 @@ impl Req {
         } else {
             (String::new(), "")
         };
+        let start = match self.status {
+            Some(code) => format!("SIP/2.0 {code} OK"),
+            None => format!("{} sip:{}@{target} SIP/2.0", self.method, self.user),
+        };
         let text = format!(
-            "{m} sip:{u}@{target} SIP/2.0\r\n\
+            "{start}\r\n\
              Via: SIP/2.0/{via} {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n\
              From: \"{u}\" <sip:{u}@{ip}>;tag=f{t}\r\n\
