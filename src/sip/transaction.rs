@@ -1339,6 +1339,30 @@ mod tests {
     }
 
     #[test]
+    fn stateless_answers_remembered_are_bounded() {
+        let now = Instant::now();
+        let mut r = Recent::default();
+        let key = |i: usize| ServerKey {
+            transport: Transport::Udp,
+            branch: format!("z9hG4bK{i}"),
+            sent_by: "h".into(),
+            method: "OPTIONS".into(),
+        };
+        for i in 0..RECENT_REPLIES + 100 {
+            r.put(key(i), vec![1], now);
+        }
+        assert_eq!(r.map.len(), RECENT_REPLIES);
+        assert_eq!(r.order.len(), RECENT_REPLIES);
+        // The oldest went first.
+        assert!(r.get(&key(0), now).is_none());
+        assert_eq!(r.get(&key(RECENT_REPLIES + 99), now), Some(vec![1]));
+        // And each is kept only as long as a client retransmits.
+        assert!(r
+            .get(&key(RECENT_REPLIES + 99), now + Recent::KEEP)
+            .is_none());
+    }
+
+    #[test]
     fn ack_for_non_2xx() {
         let mut inv = Request::new("INVITE", "sip:1@x");
         inv.push("Via", "SIP/2.0/UDP a:1;branch=z9hG4bKq");
