@@ -274,8 +274,11 @@ struct Source {
     tokens: f64,
     /// When the tokens were last brought up to date.
     last: Instant,
+    /// Open connections.
     conns: usize,
+    /// Bytes in receive buffers over all its connections.
     buffered: usize,
+    /// Server transactions in progress.
     transactions: usize,
 }
 
@@ -287,6 +290,7 @@ impl Source {
 
 /// The allow-list and the per-source table.
 pub struct Guard {
+    /// Addresses answered at all.
     allow: AllowList,
     /// Addresses we chose to talk to (the provider's registrar the endpoint
     /// registers at), answered even when the allow-list leaves them out.
@@ -294,18 +298,26 @@ pub struct Guard {
     /// None: no per-source limits (the line's own stack, which only hears
     /// its PBX).
     limits: Option<SourceLimits>,
+    /// Each source's share in use, by [`source_key`].
     table: Mutex<HashMap<IpAddr, Source>>,
+    /// What was turned away, for [`GuardStats`].
     counters: Counters,
+    /// The rate-limited log lines.
     notices: Notices,
 }
 
 /// The rate-limited log lines, one per kind of dropped traffic.
 #[derive(Default)]
 struct Notices {
+    /// Traffic from outside the allow-list.
     not_allowed: Notice,
+    /// Messages over a source's rate.
     over_budget: Notice,
+    /// Connections refused at a source's limit.
     connections: Notice,
+    /// Connections closed for a source's buffered bytes.
     buffers: Notice,
+    /// Requests dropped at a source's transaction limit.
     transactions: Notice,
 }
 
@@ -567,9 +579,13 @@ impl Guard {
 /// A share of a source's limits in use (a connection, a transaction, or
 /// bytes buffered), given back when dropped.
 pub struct Held {
+    /// Where to give it back.
     guard: Arc<Guard>,
+    /// The source's address (keyed by [`source_key`]).
     ip: IpAddr,
+    /// Which share.
     share: Share,
+    /// How much of it (1 for a connection or transaction, bytes when buffered).
     amount: usize,
 }
 
@@ -616,18 +632,22 @@ impl fmt::Debug for Held {
 
 /// Items waiting from one source.
 struct Lane<T> {
+    /// Each item with its cost in bytes, oldest first.
     items: VecDeque<(T, usize)>,
     /// Sum of the items' costs (bytes).
     bytes: usize,
 }
 
 struct QueueState<T> {
+    /// One lane per source with something waiting.
     lanes: HashMap<IpAddr, Lane<T>>,
     /// Sources with something waiting, in the order they are served.
     turn: VecDeque<IpAddr>,
     /// Every lane by its length, to find the longest at once.
     by_len: BTreeSet<(usize, IpAddr)>,
+    /// Items waiting in all lanes.
     items: usize,
+    /// Their bytes.
     bytes: usize,
 }
 
@@ -677,21 +697,29 @@ impl<T> QueueState<T> {
 /// Limits of a [`FairQueue`].
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
+    /// Items waiting in all...
     pub items: usize,
+    /// ...and their bytes.
     pub bytes: usize,
+    /// Items waiting from one source...
     pub items_per_source: usize,
+    /// ...and their bytes (one item bigger than this still goes into an
+    /// empty lane).
     pub bytes_per_source: usize,
 }
 
 /// A bounded queue with one lane per source, served in turn (one item per
 /// source per round), for many producers and one consumer.
 pub struct FairQueue<T> {
+    /// The lanes and the turn.
     state: Mutex<QueueState<T>>,
+    /// Its bounds.
     limits: QueueLimits,
     /// Wakes the consumer.
     ready: Notify,
     /// Wakes producers waiting for room.
     room: Notify,
+    /// Set by [`FairQueue::close`].
     closed: AtomicBool,
     /// Items dropped to make room for another source's.
     pushed_out: AtomicU64,

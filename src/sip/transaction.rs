@@ -250,7 +250,9 @@ const RECENT_REPLIES: usize = 2048;
 /// a client retransmits), oldest forgotten first.
 #[derive(Default)]
 struct Recent {
+    /// Each answer's bytes and when it was sent.
     map: HashMap<ServerKey, (Vec<u8>, Instant)>,
+    /// Keys in the order they came, oldest first.
     order: VecDeque<ServerKey>,
 }
 

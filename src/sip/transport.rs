@@ -273,16 +273,22 @@ struct Conn {
 /// (parsing happens when it is taken, so a flood costs the receive loop
 /// only a copy).
 struct Raw {
+    /// The datagram, or one framed stream message.
     bytes: Vec<u8>,
+    /// Where it came from and on what.
     flow: Flow,
+    /// Monotonic receive time.
     at: Instant,
+    /// Wall-clock receive time.
     wall: SystemTime,
 }
 
 /// The receiving end of a transport layer: every inbound message, parsed,
 /// with sources taken in turn.
 pub struct InboundRx {
+    /// Shared with the transport layer, which fills it.
     queue: Arc<FairQueue<Raw>>,
+    /// For the messages-in and garbage counts.
     stats: Arc<Stats>,
 }
 
@@ -322,8 +328,11 @@ impl InboundRx {
 /// What a connection's tasks share with the table: its id, its activity
 /// time and the signal that closes it.
 struct ConnCtl {
+    /// Tells this connection from a later one to the same address.
     id: u64,
+    /// When its last whole message or ping arrived (ms since start).
     active: Arc<AtomicU64>,
+    /// Notified to close it.
     close: Arc<Notify>,
 }
 
@@ -353,7 +362,9 @@ struct Inner {
     conns: Mutex<HashMap<(Transport, SocketAddr), Conn>>,
     /// Serialises opening connections, so two sends to the same peer share one.
     connecting: tokio::sync::Mutex<()>,
+    /// Every inbound message, waiting in its source's lane.
     inbound: Arc<FairQueue<Raw>>,
+    /// The allow-list and the per-source shares.
     guard: Arc<Guard>,
     stats: Arc<Stats>,
     next_id: AtomicU64,
