@@ -578,25 +578,33 @@ struct Shared {
 /// within its source's rate, or nothing: a scanner can't fill the
 /// transaction table, and no request draws more than one response.
 struct Limiter {
+    /// New INVITEs per source.
     invites: Buckets,
     /// Out-of-dialog requests other than INVITE (OPTIONS, REGISTER...),
     /// and requests for calls that don't exist.
     others: Buckets,
+    /// Calls in progress at once; more get 503.
     max_calls: usize,
+    /// The endpoint's counters (rate-limited, stray, over capacity...).
     counters: Arc<Counters>,
     /// Calls in progress (shared with the request loop).
     calls: Calls,
     /// The endpoint's numbers: (normalised, as configured).
     numbers: Arc<Vec<(String, String)>>,
+    /// Told of stray calls (the screen answers them).
     handler: Arc<dyn CallHandler>,
+    /// Rate-limited log lines.
     notices: EndpointNotices,
 }
 
 /// Rate-limited log lines of the endpoint.
 #[derive(Default)]
 struct EndpointNotices {
+    /// Stray calls answered 404.
     stray: Notice,
+    /// Requests refused over a source's request rate.
     rate_limited: Notice,
+    /// Calls refused at the call limit.
     over_capacity: Notice,
 }
 
