@@ -395,6 +395,11 @@ pub struct Endpoint {
     /// Register the endpoint at a SIP provider as the DID the lines call.
     #[serde(default)]
     pub register: Option<EndpointRegistration>,
+    /// Addresses or CIDR blocks (IPv4 and IPv6) the endpoint answers at all:
+    /// the provider's and the PBX's. From anywhere else nothing is answered,
+    /// not even an error. Empty (the default): every address is answered.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// The endpoint's own registration at a provider.
@@ -1155,6 +1160,14 @@ impl Config {
             if let Some(r) = &ep.register {
                 if let Err(m) = r.password.check_shape() {
                     bad("endpoint.register.password".into(), m);
+                }
+            }
+            for (i, a) in ep.allow.iter().enumerate() {
+                if let Err(m) = crate::sip::guard::Cidr::parse(a) {
+                    bad(
+                        format!("endpoint.allow[{i}]"),
+                        format!("{m} (write an address, or a block such as \"203.0.113.0/24\")"),
+                    );
                 }
             }
         }

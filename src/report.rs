@@ -206,10 +206,57 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
                 ep.matching,
                 ep.listen.join(", ")
             );
+            let _ = write!(s, "{}", endpoint_exposure(ep));
         }
         None => {
             let _ = writeln!(s, "Endpoint: not configured (needed for `check`)");
         }
+    }
+    s
+}
+
+/// Who the endpoint answers, for `config check`: the allow-list in force,
+/// or plainly that it answers everyone, with the advice to set one when it
+/// listens beyond loopback.
+pub fn endpoint_exposure(ep: &crate::config::Endpoint) -> String {
+    let mut s = String::new();
+    let public = ep
+        .listen
+        .iter()
+        .any(|l| crate::config::parse_listen(l).is_ok_and(|(_, a)| !a.ip().is_loopback()));
+    if ep.allow.is_empty() {
+        let _ = writeln!(
+            s,
+            "  Answers: every address (no endpoint.allow){}",
+            if public {
+                ""
+            } else {
+                "; it listens on loopback only"
+            }
+        );
+        if public {
+            let _ = writeln!(
+                s,
+                "  Recommended: SIP scanners find every public SIP port within hours. Set endpoint.allow \
+                 to your SIP provider's and PBX's addresses (nothing else is then answered at all), and \
+                 let only those through the firewall."
+            );
+        }
+    } else {
+        let _ = writeln!(
+            s,
+            "  Answers only: {}{}; from anywhere else nothing is answered, not even an error",
+            ep.allow
+                .iter()
+                .map(|a| a.trim())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if ep.register.is_some() {
+                ", and the registrar it registers at"
+            } else {
+                ""
+            }
+        );
     }
     s
 }

@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod example_numbers;
 mod fuzz_mutations;
+mod hostile;
 mod inspect_pcap;
 mod local_hygiene;
 mod package;

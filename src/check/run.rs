@@ -32,7 +32,7 @@ use crate::check::token;
 use crate::config::{Config, Matching, Transport};
 use crate::sip::endpoint::{
     normalise_number, CallHandler, Disposition, Endpoint, EndpointHandle, EndpointOptions,
-    FinishedCall, IncomingCall, StrayCall, Then,
+    FinishedCall, IncomingCall, Then,
 };
 use crate::sip::transport::{CapturedMessage, Direction};
 use crate::sip::uac::{CallOptions, CallReport, Line, LineOptions};
@@ -169,10 +169,9 @@ impl CallHandler for Arbiter {
         }
     }
 
-    fn on_stray(&self, call: &StrayCall) {
-        warn!(call_id = %esc(&call.call_id), source = %call.source, dialled = %esc(&crate::escape::mask_digits(&call.dialled)),
-            "stray call to a number that is not the endpoint's; answered 404");
-    }
+    // Stray calls (to numbers that are not the endpoint's) are counted and
+    // logged by the endpoint, at most every few seconds: a scanner's
+    // thousands must not each make a log line.
 }
 
 /// Read RTP from an answered call's socket into the token decoder until the
@@ -235,6 +234,14 @@ impl Checker {
         eo.invite_rate = eo.invite_rate.max(parallel as f64);
         eo.max_calls = eo.max_calls.max(2 * parallel + 16);
         eo.region = Some(cfg.organisation.region.clone());
+        // The PBX's share of everything: each call is an INVITE, an ACK,
+        // perhaps a CANCEL or BYE and their retransmissions over UDP.
+        if let Some(l) = eo.stack.transport.limits.as_mut() {
+            l.burst = l.burst.max(8.0 * parallel as f64 + 100.0);
+            l.rate = l.rate.max(4.0 * parallel as f64);
+            l.max_transactions = l.max_transactions.max(4 * parallel + 64);
+            l.max_queued = l.max_queued.max(4 * parallel + 64);
+        }
         let endpoint = Endpoint::start_with(&ep, arbiter.clone(), eo).await?;
         Ok(Checker {
             current: std::sync::RwLock::new(Current {

@@ -225,7 +225,15 @@ pub fn canonical_name(name: &str) -> String {
 /// Where the header section ends: the index just after the blank line, for
 /// CRLF CRLF or bare LF LF. None if the blank line hasn't arrived yet.
 pub fn header_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+    header_end_from(buf, 0)
+}
+
+/// [`header_end`], knowing that no blank line ends before `from` (a stream
+/// reader remembers how far it has looked, so a message arriving a byte at
+/// a time is scanned once, not once per byte).
+pub fn header_end_from(buf: &[u8], from: usize) -> Option<usize> {
+    // Back up two bytes: the end marker may straddle what was already seen.
+    let mut i = from.saturating_sub(2);
     while i < buf.len() {
         if buf[i] == b'\n' {
             // Look at the next line: blank if it is "\n" or "\r\n".
@@ -240,19 +248,78 @@ pub fn header_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Why a stream can't be framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("no Content-Length on a stream transport")]
+    NoContentLength,
+    #[error("unreadable Content-Length")]
+    BadContentLength,
+    #[error("a Content-Length larger than a message may be")]
+    ContentLengthTooLarge,
+    #[error("header section too large")]
+    HeaderTooLarge,
+    #[error("message too large")]
+    MessageTooLarge,
+    #[error("the stream is not SIP")]
+    NotSip,
+}
+
+/// Most digits read of a Content-Length: enough for any length below
+/// [`MAX_MESSAGE`] with leading zeros to spare, few enough that the value
+/// fits a u64 without overflow.
+const MAX_LENGTH_DIGITS: usize = 12;
+
 /// Read the Content-Length out of a header block without a full parse
-/// (used by stream framing). Returns Ok(None) when absent.
-pub fn sniff_content_length(head: &[u8]) -> Result<Option<usize>, std::num::ParseIntError> {
+/// (used by stream framing). Ok(None) when absent. A folded value is
+/// unfolded; the value must be digits only (RFC 3261 section 20.14 has no
+/// sign); and a length that could never fit a message is refused here, so
+/// no sum with it can overflow. With several Content-Length headers the
+/// first frames the stream (the parser then finds the message malformed,
+/// and it is answered 400).
+pub fn sniff_content_length(head: &[u8]) -> Result<Option<usize>, FramingError> {
     let text = String::from_utf8_lossy(head);
-    for line in text.lines().skip(1) {
-        if let Some((name, value)) = line.split_once(':') {
-            let n = name.trim();
-            if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l") {
-                return value.trim().parse::<usize>().map(Some);
-            }
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .skip(1)
+        .peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let n = name.trim_end_matches([' ', '\t']);
+        if !(n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l")) {
+            continue;
         }
+        let mut value = value.to_string();
+        while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+            value.push(' ');
+            value.push_str(next);
+        }
+        return read_length(value.trim()).map(Some);
     }
     Ok(None)
+}
+
+/// A Content-Length value: 1 to [`MAX_LENGTH_DIGITS`] ASCII digits, at most
+/// [`MAX_MESSAGE`].
+fn read_length(v: &str) -> Result<usize, FramingError> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FramingError::BadContentLength);
+    }
+    let digits = v.trim_start_matches('0');
+    if digits.len() > MAX_LENGTH_DIGITS {
+        return Err(FramingError::ContentLengthTooLarge);
+    }
+    // Cannot overflow: at most 12 digits.
+    let n = digits
+        .bytes()
+        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    match usize::try_from(n) {
+        Ok(n) if n <= MAX_MESSAGE => Ok(n),
+        _ => Err(FramingError::ContentLengthTooLarge),
+    }
 }
 
 /// Outcome of looking for one whole message at the front of a stream buffer.
@@ -265,11 +332,12 @@ pub enum Frame {
     /// Leading CRLFs (RFC 5626 keep-alive pings); skip this many bytes.
     KeepAlive(usize),
     /// The stream can't be framed (no or bad Content-Length, or too big).
-    Invalid(&'static str),
+    Invalid(FramingError),
 }
 
 /// Frame a message on a stream transport (TCP/TLS), where Content-Length is
-/// mandatory (RFC 3261 section 18.3).
+/// mandatory (RFC 3261 section 18.3). Every length from the wire is checked
+/// against [`MAX_MESSAGE`] before it is added to anything.
 pub fn frame_stream(buf: &[u8]) -> Frame {
     let ws = buf
         .iter()
@@ -280,26 +348,163 @@ pub fn frame_stream(buf: &[u8]) -> Frame {
     }
     let Some(end) = header_end(buf) else {
         return if buf.len() > MAX_MESSAGE {
-            Frame::Invalid("header section too large")
+            Frame::Invalid(FramingError::HeaderTooLarge)
         } else {
             Frame::Incomplete
         };
     };
-    match sniff_content_length(&buf[..end]) {
-        // Checked: a Content-Length near 2^64 must not wrap to a small total
-        // (tests/fixtures/fuzz/content-length-near-2-64.sip).
-        Ok(Some(len)) => match end.checked_add(len) {
-            Some(total) if total <= MAX_MESSAGE => {
-                if buf.len() >= total {
-                    Frame::Complete(total)
-                } else {
-                    Frame::Incomplete
-                }
+    match frame_length(&buf[..end]) {
+        Ok(total) if buf.len() >= total => Frame::Complete(total),
+        Ok(_) => Frame::Incomplete,
+        Err(e) => Frame::Invalid(e),
+    }
+}
+
+/// The whole length of a message whose header section is `head`.
+fn frame_length(head: &[u8]) -> Result<usize, FramingError> {
+    let len = sniff_content_length(head)?.ok_or(FramingError::NoContentLength)?;
+    match head.len().checked_add(len) {
+        Some(total) if total <= MAX_MESSAGE => Ok(total),
+        _ => Err(FramingError::MessageTooLarge),
+    }
+}
+
+/// Longest first line waited for on a stream before deciding it is not SIP.
+pub const MAX_START_LINE: usize = 8 * 1024;
+
+/// What a [`StreamFramer`] found at the front of its buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// One whole message, taken off the buffer.
+    Message(Vec<u8>),
+    /// Leading CRLFs taken off the buffer: a ping (RFC 5626 section 4.4.1)
+    /// when they held a double CRLF, else a pong or noise.
+    KeepAlive { ping: bool },
+    /// Need more bytes.
+    Incomplete,
+}
+
+/// The receive side of one stream connection: a buffer that never holds
+/// more than one message, and the framing state, so each byte is looked at
+/// a bounded number of times however the peer slices its sends.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    /// Bytes received and not yet framed.
+    buf: Vec<u8>,
+    /// No blank line ends before this index of `buf`.
+    scanned: usize,
+    /// The first line has been seen and looks like SIP.
+    start_ok: bool,
+    /// Once the header section is complete: the whole message's length.
+    total: Option<usize>,
+}
+
+impl StreamFramer {
+    pub fn new() -> StreamFramer {
+        StreamFramer::default()
+    }
+
+    /// Bytes held.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Room for the message in progress: a read never needs more than this
+    /// (the rest of a framed message, or up to [`MAX_MESSAGE`] in all).
+    pub fn room(&self) -> usize {
+        match self.total {
+            Some(t) => t.saturating_sub(self.buf.len()).max(1),
+            None => MAX_MESSAGE.saturating_sub(self.buf.len()).max(1),
+        }
+    }
+
+    /// Add received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Take the next thing off the front of the buffer. An error means the
+    /// stream can't be framed any more: close it (RFC 3261 section 18.3).
+    pub fn next_frame(&mut self) -> Result<Framed, FramingError> {
+        if !self.start_ok {
+            // Between messages: CRLFs are keep-alives, not a message.
+            let ws = self
+                .buf
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            if ws > 0 {
+                let ping = self.buf[..ws].windows(4).any(|w| w == b"\r\n\r\n");
+                self.buf.drain(..ws);
+                return Ok(Framed::KeepAlive { ping });
             }
-            _ => Frame::Invalid("message too large"),
-        },
-        Ok(None) => Frame::Invalid("no Content-Length on a stream transport"),
-        Err(_) => Frame::Invalid("unreadable Content-Length"),
+            match opening(&self.buf) {
+                Opening::Sip => self.start_ok = true,
+                Opening::Waiting => return Ok(Framed::Incomplete),
+                Opening::NotSip => return Err(FramingError::NotSip),
+            }
+        }
+        let total = match self.total {
+            Some(t) => t,
+            None => match header_end_from(&self.buf, self.scanned) {
+                Some(end) => {
+                    let t = frame_length(&self.buf[..end])?;
+                    self.total = Some(t);
+                    t
+                }
+                None => {
+                    self.scanned = self.buf.len();
+                    if self.buf.len() > MAX_MESSAGE {
+                        return Err(FramingError::HeaderTooLarge);
+                    }
+                    return Ok(Framed::Incomplete);
+                }
+            },
+        };
+        if self.buf.len() < total {
+            return Ok(Framed::Incomplete);
+        }
+        let rest = self.buf.split_off(total);
+        let msg = std::mem::replace(&mut self.buf, rest);
+        self.scanned = 0;
+        self.total = None;
+        self.start_ok = false;
+        Ok(Framed::Message(msg))
+    }
+}
+
+/// Whether the front of a stream buffer can become a SIP message.
+enum Opening {
+    Sip,
+    Waiting,
+    NotSip,
+}
+
+/// The first line must be a request line ending in a `SIP/` version or a
+/// status line; a stream that sends anything else (HTTP, a TLS hello on the
+/// plain port, noise) is not held open waiting for a blank line.
+fn opening(buf: &[u8]) -> Opening {
+    let head = &buf[..buf.len().min(MAX_START_LINE)];
+    let Some(end) = head.iter().position(|b| *b == b'\n') else {
+        return if buf.len() >= MAX_START_LINE {
+            Opening::NotSip
+        } else {
+            Opening::Waiting
+        };
+    };
+    let line = head[..end].strip_suffix(b"\r").unwrap_or(&head[..end]);
+    // Trailing spaces after the version are read liberally by the parser
+    // (RFC 4475 section 3.1.2.9), so they must not make a stream "not SIP".
+    let line = match line.iter().rposition(|b| *b != b' ' && *b != b'\t') {
+        Some(i) => &line[..=i],
+        None => &line[..0],
+    };
+    let is_sip = |t: &[u8]| t.len() > 4 && t[..4].eq_ignore_ascii_case(b"SIP/");
+    let last = line.rsplit(|b| *b == b' ').next().unwrap_or_default();
+    if is_sip(line) || (line.contains(&b' ') && is_sip(last)) {
+        Opening::Sip
+    } else {
+        Opening::NotSip
     }
 }
 
@@ -852,5 +1057,154 @@ mod tests {
         assert_eq!(frame_stream(msg), Frame::Complete(msg.len()));
         assert_eq!(frame_stream(&msg[..10]), Frame::Incomplete);
         assert_eq!(frame_stream(b"\r\n\r\n"), Frame::KeepAlive(4));
+    }
+
+    /// The issue's 73-byte TCP message: the framing added this length to
+    /// the header end unchecked, the sum wrapped and the reader spun.
+    #[test]
+    fn content_length_near_u64_max_is_refused_not_wrapped() {
+        let msg =
+            b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nContent-Length: 18446744073709551543\r\n\r\n";
+        assert_eq!(msg.len(), 73);
+        assert_eq!(
+            frame_stream(msg),
+            Frame::Invalid(FramingError::ContentLengthTooLarge)
+        );
+        let mut f = StreamFramer::new();
+        f.push(msg);
+        assert_eq!(f.next_frame(), Err(FramingError::ContentLengthTooLarge));
+    }
+
+    #[test]
+    fn content_length_values_from_the_wire() {
+        let framed = |v: &str| {
+            let m = format!("OPTIONS sip:x SIP/2.0\r\nContent-Length: {v}\r\n\r\n");
+            frame_stream(m.as_bytes())
+        };
+        for v in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "340282366920938463463374607431768211456",
+            "131073",
+        ] {
+            assert_eq!(
+                framed(v),
+                Frame::Invalid(FramingError::ContentLengthTooLarge),
+                "{v}"
+            );
+        }
+        // Within the number's bound but not with the headers added.
+        assert_eq!(
+            framed("131072"),
+            Frame::Invalid(FramingError::MessageTooLarge)
+        );
+        for v in ["+5", "-1", "5 5", "0x10", "", "1e3", "\u{665}"] {
+            assert_eq!(
+                framed(v),
+                Frame::Invalid(FramingError::BadContentLength),
+                "{v:?}"
+            );
+        }
+        // Leading zeros are still a small number.
+        let zeros = "OPTIONS sip:x SIP/2.0\r\nContent-Length: 0000000000000000000000\r\n\r\n";
+        assert_eq!(frame_stream(zeros.as_bytes()), Frame::Complete(zeros.len()));
+        // With two, the first frames (and the parser finds two).
+        let two = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 5\r\nl: 99999999999999\r\n\r\nhello";
+        assert_eq!(frame_stream(two), Frame::Complete(two.len()));
+        // A folded value is read whole.
+        let folded = b"OPTIONS sip:x SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nhi";
+        assert_eq!(frame_stream(folded), Frame::Complete(folded.len()));
+        assert_eq!(
+            frame_stream(b"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n\r\n"),
+            Frame::Invalid(FramingError::NoContentLength)
+        );
+    }
+
+    /// However the peer slices its sends (a byte at a time included), the
+    /// framer yields the same messages and keep-alives, and never holds
+    /// more than one message.
+    #[test]
+    fn stream_framer_any_slicing() {
+        let a = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        let b = b"SIP/2.0 200 OK\nl: 0\n\n".to_vec();
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"\r\n\r\n");
+        stream.extend_from_slice(&a);
+        stream.extend_from_slice(&b);
+        stream.extend_from_slice(b"\r\n");
+        stream.extend_from_slice(&a);
+        let mut x: u32 = 7;
+        for slicing in 0..200 {
+            let mut f = StreamFramer::new();
+            let mut got = Vec::new();
+            let mut i = 0;
+            while i < stream.len() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let n = if slicing == 0 { 1 } else { 1 + x as usize % 40 };
+                let n = n.min(stream.len() - i).min(f.room());
+                f.push(&stream[i..i + n]);
+                i += n;
+                loop {
+                    match f.next_frame().unwrap() {
+                        Framed::Incomplete => break,
+                        other => got.push(other),
+                    }
+                }
+                assert!(f.buffered() <= MAX_MESSAGE);
+            }
+            let messages: Vec<&Framed> = got
+                .iter()
+                .filter(|g| matches!(g, Framed::Message(_)))
+                .collect();
+            assert_eq!(
+                messages,
+                [
+                    &Framed::Message(a.clone()),
+                    &Framed::Message(b.clone()),
+                    &Framed::Message(a.clone())
+                ],
+                "slicing {slicing}"
+            );
+            assert_eq!(f.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn stream_framer_refuses_what_is_not_sip_early() {
+        let mut f = StreamFramer::new();
+        f.push(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        assert_eq!(f.next_frame(), Err(FramingError::NotSip));
+        let mut f = StreamFramer::new();
+        f.push(b"\x16\x03\x01\x02\x00\x01\n");
+        assert_eq!(f.next_frame(), Err(FramingError::NotSip));
+        let mut f = StreamFramer::new();
+        f.push(&[b'a'; MAX_START_LINE]);
+        assert_eq!(f.next_frame(), Err(FramingError::NotSip));
+        let mut f = StreamFramer::new();
+        f.push(b"INVITE sip:a@b SIP/2.");
+        assert_eq!(f.next_frame(), Ok(Framed::Incomplete));
+        // Trailing spaces after the version (RFC 4475 3.1.2.9 reads them
+        // liberally) arriving split across reads are still SIP.
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0  \r\n");
+        assert_eq!(f.next_frame(), Ok(Framed::Incomplete));
+        f.push(b"Content-Length: 0\r\n\r\n");
+        assert!(matches!(f.next_frame(), Ok(Framed::Message(_))));
+        // A header section that never ends is refused at the size limit.
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:x SIP/2.0\r\n");
+        while f.buffered() <= MAX_MESSAGE {
+            assert_eq!(f.next_frame(), Ok(Framed::Incomplete));
+            f.push(&[b'x'; 4096]);
+        }
+        assert_eq!(f.next_frame(), Err(FramingError::HeaderTooLarge));
+        // Keep-alives: a ping (double CRLF) and a pong (one CRLF).
+        let mut f = StreamFramer::new();
+        f.push(b"\r\n\r\n");
+        assert_eq!(f.next_frame(), Ok(Framed::KeepAlive { ping: true }));
+        f.push(b"\r\n");
+        assert_eq!(f.next_frame(), Ok(Framed::KeepAlive { ping: false }));
     }
 }

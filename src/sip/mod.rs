@@ -7,6 +7,7 @@ pub mod build;
 pub mod dial;
 pub mod digest;
 pub mod endpoint;
+pub mod guard;
 pub mod header;
 pub mod hooks;
 pub mod message;

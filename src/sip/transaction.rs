@@ -12,12 +12,16 @@
 //! retransmitted (timers A, E, G); over TCP and TLS they are not, and the
 //! linger timers (D, I, J, K) are zero.
 //!
-//! Requests that can't be answered (no Via or CSeq) are dropped; requests
-//! that can but are malformed get a stateless 400 (or 505 for another SIP
-//! version). A [`RequestFilter`] lets the transaction user refuse new
-//! requests (rate limits) before any state is kept for them.
+//! Requests that can't be answered (no Via, From, To, Call-ID or CSeq) are
+//! dropped; requests that can but are malformed get a stateless 400;
+//! responses that match no transaction are dropped, never answered. A
+//! [`RequestFilter`] screens every new request (and every ACK of no
+//! transaction) before any state is kept for it: accept, drop, or answer
+//! once without state ([`Screen::Reply`]), the same answer going again to
+//! a retransmission of that request. Each source may hold only so many
+//! transactions (its share in the transport's guard).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,11 +31,12 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, trace, warn};
 
 use super::build::{parse_via, response_to, Request, Response};
+use super::guard::{Held, Notice};
 use super::header::parse_name_addr;
 use super::message::{Message, StartLine};
 use super::transport::{
-    Capture, Direction, Flow, Inbound, Target, Transport, TransportError, TransportOptions,
-    Transports,
+    Capture, Direction, Flow, Inbound, InboundRx, Target, Transport, TransportError,
+    TransportOptions, Transports,
 };
 
 /// RFC 3261 timer base values.
@@ -80,19 +85,43 @@ pub enum TxError {
 
 /// What the transaction user decides about a new request before any state
 /// is kept for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Screen {
+    /// Start a server transaction and hand the request up.
     Accept,
-    /// Answer statelessly with this code (and Retry-After seconds, for 503).
-    Reject {
-        code: u16,
-        retry_after: Option<u32>,
-    },
+    /// Answer without keeping state: one response to this request (and the
+    /// same one again to each retransmission of it that arrives), none of
+    /// our own retransmissions, no transaction. For everything that is not
+    /// part of a call: a scanner's requests, requests for dialogs that
+    /// don't exist, refusals.
+    Reply(Reply),
     /// Say nothing.
     Drop,
 }
 
-/// A hook run on every new request (not retransmissions, not ACK).
+/// A stateless response: its status and the headers to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn new(code: u16) -> Reply {
+        Reply {
+            code,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// A hook run on every new request (not retransmissions), ACKs that match
+/// no transaction included, before any state is kept for it.
 pub trait RequestFilter: Send + Sync {
     fn screen(&self, request: &Inbound) -> Screen;
 }
@@ -200,8 +229,55 @@ struct StackInner {
     servers: Mutex<HashMap<ServerKey, mpsc::Sender<ServerEvent>>>,
     requests: mpsc::Sender<IncomingRequest>,
     filter: Option<Arc<dyn RequestFilter>>,
+    /// Requests answered without state, for their retransmissions.
+    recent: Mutex<Recent>,
     counters: Counters,
+    /// Rate-limited log lines.
+    notices: StackNotices,
     shutdown: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct StackNotices {
+    /// The server transaction table is full.
+    table_full: Notice,
+}
+
+/// Most stateless answers remembered for retransmissions.
+const RECENT_REPLIES: usize = 2048;
+
+/// The last [`RECENT_REPLIES`] stateless answers, each for 64*T1 (how long
+/// a client retransmits), oldest forgotten first.
+#[derive(Default)]
+struct Recent {
+    /// Each answer's bytes and when it was sent.
+    map: HashMap<ServerKey, (Vec<u8>, Instant)>,
+    /// Keys in the order they came, oldest first.
+    order: VecDeque<ServerKey>,
+}
+
+impl Recent {
+    const KEEP: Duration = Duration::from_secs(32);
+
+    fn get(&mut self, key: &ServerKey, now: Instant) -> Option<Vec<u8>> {
+        match self.map.get(key) {
+            Some((bytes, at)) if now.saturating_duration_since(*at) < Self::KEEP => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, key: ServerKey, bytes: Vec<u8>, now: Instant) {
+        while self.order.len() >= RECENT_REPLIES {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        if self.map.insert(key.clone(), (bytes, now)).is_none() {
+            self.order.push_back(key);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -228,7 +304,9 @@ impl Stack {
                 servers: Mutex::new(HashMap::new()),
                 requests: req_tx,
                 filter,
+                recent: Mutex::new(Recent::default()),
                 counters: Counters::default(),
+                notices: StackNotices::default(),
                 shutdown,
             }),
         };
@@ -295,7 +373,7 @@ impl Stack {
         }
     }
 
-    async fn dispatch(&self, inbound: Arc<tokio::sync::Mutex<mpsc::Receiver<Inbound>>>) {
+    async fn dispatch(&self, inbound: Arc<tokio::sync::Mutex<InboundRx>>) {
         let mut inbound = inbound.lock().await;
         let mut stop = self.stopped();
         loop {
@@ -377,10 +455,19 @@ impl Stack {
         let key = server_key(&m.message, &via, &method, m.flow.transport);
         let existing = lock(&self.inner.servers).get(&key).cloned();
         if method == "ACK" {
-            if let Some(tx) = existing {
-                let _ = tx.try_send(ServerEvent::Ack);
+            match existing {
+                Some(tx) => {
+                    let _ = tx.try_send(ServerEvent::Ack);
+                }
+                // An ACK of no transaction of ours goes up only if the
+                // transaction user wants it (the ACK of a call's 2xx);
+                // one for nothing is dropped here, never answered.
+                None => match &self.inner.filter {
+                    Some(f) if f.screen(&m) != Screen::Accept => return,
+                    _ => {}
+                },
             }
-            // ACKs go up too: for a 2xx they belong to the dialog, and the
+            // ACKs go up: for a 2xx they belong to the dialog, and the
             // endpoint keeps every ACK as evidence.
             let _ = self.inner.requests.try_send(IncomingRequest {
                 inbound: m,
@@ -393,22 +480,46 @@ impl Stack {
             let _ = tx.try_send(ServerEvent::Retransmission);
             return;
         }
+        // A retransmission of a request answered without state gets the
+        // same answer again, and the transaction user doesn't see it twice.
+        let again = lock(&self.inner.recent).get(&key, Instant::now());
+        if let Some(bytes) = again {
+            self.inner.counters.absorbed.fetch_add(1, Ordering::Relaxed);
+            self.send_stateless(&m, &bytes).await;
+            return;
+        }
         if let Some(f) = &self.inner.filter {
             match f.screen(&m) {
                 Screen::Accept => {}
                 Screen::Drop => return,
-                Screen::Reject { code, retry_after } => {
-                    self.respond_stateless(&m, code, retry_after).await;
+                Screen::Reply(reply) => {
+                    let bytes = self.stateless_response(&m, &reply);
+                    self.send_stateless(&m, &bytes).await;
+                    lock(&self.inner.recent).put(key, bytes, Instant::now());
                     return;
                 }
             }
         }
+        // Each source may hold only so many transactions.
+        let Some(held) = self
+            .inner
+            .transports
+            .guard()
+            .transaction(m.flow.remote.ip())
+        else {
+            return;
+        };
         if lock(&self.inner.servers).len() >= self.inner.opts.max_server_transactions {
-            warn!("server transaction limit reached; answering 503");
+            self.inner.notices.table_full.hit(|n| {
+                warn!(
+                    refused = n,
+                    "server transaction limit reached; answering 503"
+                )
+            });
             self.respond_stateless(&m, 503, Some(5)).await;
             return;
         }
-        let tx = self.new_server_tx(key, &m, &method, &call_id);
+        let tx = self.new_server_tx(key, &m, &method, &call_id, held);
         if let Err(mpsc::error::TrySendError::Full(req))
         | Err(mpsc::error::TrySendError::Closed(req)) =
             self.inner.requests.try_send(IncomingRequest {
@@ -424,7 +535,14 @@ impl Stack {
         }
     }
 
-    fn new_server_tx(&self, key: ServerKey, m: &Inbound, method: &str, call_id: &str) -> ServerTx {
+    fn new_server_tx(
+        &self,
+        key: ServerKey,
+        m: &Inbound,
+        method: &str,
+        call_id: &str,
+        held: Held,
+    ) -> ServerTx {
         let (ev_tx, ev_rx) = mpsc::channel(16);
         {
             let mut servers = lock(&self.inner.servers);
@@ -447,6 +565,7 @@ impl Stack {
             shared: shared.clone(),
             request: m.message.clone(),
             call_id: call_id.to_string(),
+            _held: held,
         };
         tokio::spawn(task.run(ev_rx));
         ServerTx {
@@ -460,11 +579,24 @@ impl Stack {
 
     /// Answer without keeping state (malformed or refused requests).
     pub async fn respond_stateless(&self, req: &Inbound, code: u16, retry_after: Option<u32>) {
-        let mut r = response_to(&req.message, code, Some(&super::build::new_tag()));
+        let mut reply = Reply::new(code);
         if let Some(s) = retry_after {
-            r.push("Retry-After", s.to_string());
+            reply = reply.with("Retry-After", s.to_string());
+        }
+        let bytes = self.stateless_response(req, &reply);
+        self.send_stateless(req, &bytes).await;
+    }
+
+    fn stateless_response(&self, req: &Inbound, reply: &Reply) -> Vec<u8> {
+        let mut r = response_to(&req.message, reply.code, Some(&super::build::new_tag()));
+        for (n, v) in &reply.headers {
+            r.push(n, v.clone());
         }
         r.push("Server", self.user_agent());
+        r.to_bytes()
+    }
+
+    async fn send_stateless(&self, req: &Inbound, bytes: &[u8]) {
         self.inner
             .counters
             .stateless
@@ -472,7 +604,7 @@ impl Stack {
         if let Err(e) = self
             .inner
             .transports
-            .send_on(&response_flow(req), &r.to_bytes())
+            .send_on(&response_flow(req), bytes)
             .await
         {
             debug!(error = %e, "stateless response not sent");
@@ -783,6 +915,8 @@ struct ServerTask {
     shared: Arc<Mutex<ServerState>>,
     request: Message,
     call_id: String,
+    /// The source's transaction share, given back when the task ends.
+    _held: Held,
 }
 
 /// Longest a server transaction waits for its user's final response before
@@ -1163,6 +1297,30 @@ mod tests {
         let neg =
             format!("OPTIONS sip:x SIP/2.0\r\n{base}CSeq: 1 OPTIONS\r\nContent-Length: -1\r\n\r\n");
         assert_eq!(malformed(&parse(neg.as_bytes()).unwrap()), Some(400));
+    }
+
+    #[test]
+    fn stateless_answers_remembered_are_bounded() {
+        let now = Instant::now();
+        let mut r = Recent::default();
+        let key = |i: usize| ServerKey {
+            transport: Transport::Udp,
+            branch: format!("z9hG4bK{i}"),
+            sent_by: "h".into(),
+            method: "OPTIONS".into(),
+        };
+        for i in 0..RECENT_REPLIES + 100 {
+            r.put(key(i), vec![1], now);
+        }
+        assert_eq!(r.map.len(), RECENT_REPLIES);
+        assert_eq!(r.order.len(), RECENT_REPLIES);
+        // The oldest went first.
+        assert!(r.get(&key(0), now).is_none());
+        assert_eq!(r.get(&key(RECENT_REPLIES + 99), now), Some(vec![1]));
+        // And each is kept only as long as a client retransmits.
+        assert!(r
+            .get(&key(RECENT_REPLIES + 99), now + Recent::KEEP)
+            .is_none());
     }
 
     #[test]

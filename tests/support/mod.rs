@@ -19,6 +19,7 @@
 // Not every test module uses every helper.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod kamailio;
 pub mod net;
 pub mod pcap;
