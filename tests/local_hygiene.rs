@@ -174,24 +174,29 @@ fn sip_listen_prints_hostile_calls_escaped() {
             hostile_invite("127.0.0.1", &format!("5001{EVIL}"), 2),
         ],
     );
-    let mut calls = 0;
+    // The stray call is reported as it is screened, so it may come first.
+    let (mut stray, mut contact) = (false, false);
     let printed = lines_until(&out, Duration::from_secs(10), |l| {
-        calls += usize::from(l.starts_with("call "));
+        stray |= l.contains("(stray, answered 404)");
         // Contact is the last identity header listen prints.
-        calls == 2 && l.starts_with("  Contact:")
+        contact |= l.starts_with("  Contact:");
+        stray && contact
     });
     let text = printed.join("\n");
     assert_clean("sip listen output", &text);
     assert!(
         text.contains(&format!("call evil1{EVIL_SHOWN}@x"))
-            && text.contains(&format!("to 5001{EVIL_SHOWN} (stray, answered 404)"))
-            && text.contains(&format!("From: \"Eastside Refuge{EVIL_SHOWN}\"")),
+            && text.contains(&format!("From: \"Eastside Refuge{EVIL_SHOWN}\""))
+            && text.contains(&format!("call evil2{EVIL_SHOWN}@x")),
         "{text}"
     );
-    // The endpoint's own log line about the stray call.
+    // A stray call may be anyone's: its number is masked, its caller not shown.
+    assert!(!text.contains("5001"), "{text}");
+    // The endpoint's own log line about the stray call: counted, without
+    // the number dialled (it may be a stranger's).
     let logged = lines_until(&err, Duration::from_secs(10), |l| l.contains("stray call"));
     assert_clean("sip listen log", &logged.join("\n"));
-    assert!(logged.join("\n").contains(EVIL_SHOWN), "{logged:#?}");
+    assert!(!logged.join("\n").contains("5001"), "{logged:#?}");
 }
 
 /// Regression: the daemon's stray-call warnings logged the Call-ID and the
@@ -230,17 +235,11 @@ fn stray_call_log_lines_are_escaped() {
     });
     let text = logged.join("\n");
     assert_clean("daemon log", &text);
-    assert!(
-        text.contains(&format!("evil3{EVIL_SHOWN}@x"))
-            && text.contains(&format!("evil4{EVIL_SHOWN}@x")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("evil3{EVIL_SHOWN}@x")), "{text}");
     // The number dialled on a stray call may be anyone's (a misrouted real
-    // call): only its last two digits are logged.
-    assert!(
-        text.contains("dialled=••••") && !text.contains("5001"),
-        "{text}"
-    );
+    // call): it is not logged (stray calls are counted, and logged at most
+    // every few seconds without the number).
+    assert!(!text.contains("5001"), "{text}");
 }
 
 /// Regression: `inspect`'s text report printed header names, values and

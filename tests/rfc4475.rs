@@ -381,9 +381,11 @@ async fn start_endpoint() -> EndpointHandle {
     )
     .unwrap();
     let mut opts = EndpointOptions::default();
-    // clerr over TCP waits for a body that never comes: a short idle limit
-    // shows the connection being closed without a long wait.
+    // clerr over TCP waits for a body that never comes: a short limit on a
+    // whole message's arrival shows the connection being closed without a
+    // long wait.
     opts.stack.transport.idle_timeout = Duration::from_millis(1500);
+    opts.stack.transport.message_timeout = Duration::from_millis(1500);
     // A message and a probe in quick succession from one address: the rate
     // limit is not under test here.
     opts.invite_rate = 100.0;

@@ -62,12 +62,15 @@ pub struct CallIdentity {
     pub call_id: String,
     /// The endpoint number dialled; None for a stray call (answered 404).
     pub number: Option<String>,
+    /// The user part dialled (masked to its last two digits for a stray
+    /// call).
     pub dialled: String,
     pub transport: Transport,
     pub source: SocketAddr,
     pub received_at: SystemTime,
     /// From, P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID,
-    /// Privacy, Identity, Diversion, History-Info and Contact, as received.
+    /// Privacy, Identity, Diversion, History-Info and Contact, as received
+    /// (none for a stray call, whose caller may be anyone).
     pub headers: Vec<(String, String)>,
 }
 
@@ -103,14 +106,17 @@ impl<F: Fn(&CallIdentity) + Send + Sync + 'static> CallHandler for Reporter<F> {
     fn on_finished(&self, _call: FinishedCall) {}
 
     fn on_stray(&self, call: &StrayCall) {
+        // A call to a number that isn't ours may be anyone's (a misrouted
+        // real call): its dialled number is shown masked and its caller's
+        // identity not at all.
         (self.report)(&CallIdentity {
             call_id: call.call_id.clone(),
             number: None,
-            dialled: call.dialled.clone(),
+            dialled: crate::escape::mask_digits(&call.dialled),
             transport: call.transport,
             source: call.source,
             received_at: call.received_at,
-            headers: call.identity.clone(),
+            headers: Vec::new(),
         });
     }
 }
