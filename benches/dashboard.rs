@@ -143,6 +143,7 @@ fn result(i: usize, h: i64, start_ms: i64, last_week_from: i64) -> (CheckResult,
             shown: true,
             detail: "the organisation's number +61 3 7010 0100-0199".into(),
             matched: "+61 3 7010 0100-0199".into(),
+            seen: String::new(),
         }];
         if h % 2 == 0 {
             f.push(Finding {
@@ -152,6 +153,7 @@ fn result(i: usize, h: i64, start_ms: i64, last_week_from: i64) -> (CheckResult,
                 shown: true,
                 detail: "the organisation's name".into(),
                 matched: "Eastside Refuge".into(),
+                seen: String::new(),
             });
         }
         f

@@ -26,6 +26,7 @@ pub fn result_at(line: &str, outcome: Outcome, at_ms: i64) -> CheckResult {
             shown: true,
             detail: "the organisation's number".into(),
             matched: "+61 3 7010 0142".into(),
+            seen: String::new(),
         }]
     } else {
         Vec::new()

@@ -100,6 +100,7 @@ fn hostile_result(at_ms: i64) -> cidguard::check::result::CheckResult {
         shown: true,
         detail: "the organisation's name <b>".into(),
         matched: "+61370100142".into(),
+        seen: String::new(),
     }];
     r.evidence = vec![
         EvidenceMessage {
@@ -220,6 +221,7 @@ async fn check_page_explains_findings_and_draws_the_ladder() {
         shown: true,
         detail: "the organisation's number".into(),
         matched: "03 7010 0142".into(),
+        seen: String::new(),
     });
     // The endpoint's 486 and the line's INVITE, captured out of time order.
     r.evidence.insert(
@@ -325,6 +327,7 @@ async fn umbrella_passes_and_descriptor_findings_read_right() {
         shown: false,
         detail: "\"shelter\" reveals what kind of service is calling".into(),
         matched: "shelter".into(),
+        seen: String::new(),
     }];
     let id = f.store.record_check(&r, &rec).unwrap();
     let app = app(f.state(None));

@@ -1097,6 +1097,7 @@ file = {{ dir = "/tmp/x" }}
                 shown: true,
                 detail: "the caller number \"+61370100142\" is the organisation's number +61370100142 (configured as \"+61 3 7010 0142\", read in international (E.164) form).".into(),
                 matched: "+61 3 7010 0142".into(),
+                seen: String::new(),
             }],
             reason: None,
             notes: vec![],

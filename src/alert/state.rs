@@ -567,6 +567,7 @@ file = { dir = "/tmp/unused" }
                     shown: true,
                     detail: "the caller number is the organisation's".into(),
                     matched: "+61 3 7010 0142".into(),
+                    seen: String::new(),
                 }],
                 None,
                 vec![anon("From")],

@@ -295,6 +295,11 @@ pub struct Finding {
     /// The configured entry that matched (a number, name or host as written
     /// in the config), or the presented text for presentation findings.
     pub matched: String,
+    /// The text as the message wrote it, when it differs from `matched`
+    /// (a number inside a configured range, a name in capitals or cut to
+    /// caller-name length); empty when they are the same or not known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seen: String,
 }
 
 /// A person's view of one identity header entry.
@@ -923,6 +928,7 @@ impl Judge<'_> {
                             where_(shown)
                         ),
                         matched: p.label.clone(),
+                        seen: t.to_string(),
                     });
                     named.push(p);
                 }
@@ -975,6 +981,11 @@ impl Judge<'_> {
             shown,
             detail,
             matched: set.items[hits[0]].pattern.label.clone(),
+            seen: set.items[hits[0]]
+                .pattern
+                .locate(text)
+                .unwrap_or_default()
+                .to_string(),
         });
     }
 
@@ -1038,6 +1049,7 @@ impl Judge<'_> {
                 shown,
                 detail,
                 matched: hit.number.entry.label.clone(),
+                seen: hit.as_written.clone(),
             });
         }
         // Hosts first: a configured domain such as `eastside-refuge.org.au`
@@ -1052,9 +1064,11 @@ impl Judge<'_> {
         for i in org.name_index.find_in(&folded, &name_text, true) {
             let p = &org.names[i];
             {
-                let as_written = match p.locate(&name_text) {
-                    Some(w) => format!(" as {}", quote(w)),
-                    None => String::new(),
+                let seen = p.locate(&name_text).unwrap_or_default().to_string();
+                let as_written = if seen.is_empty() {
+                    String::new()
+                } else {
+                    format!(" as {}", quote(&seen))
                 };
                 let detail = format!(
                     "the organisation's name {} appears{as_written}; {header} is {where_}.{}",
@@ -1072,6 +1086,7 @@ impl Judge<'_> {
                     shown,
                     detail,
                     matched: p.label.clone(),
+                    seen,
                 });
                 named.push(p);
             }
@@ -1095,6 +1110,7 @@ impl Judge<'_> {
                 shown,
                 detail,
                 matched: p.label.clone(),
+                seen: tok.clone(),
             });
         }
     }
@@ -1117,6 +1133,7 @@ impl Judge<'_> {
             shown: true,
             detail,
             matched: matched.into(),
+            seen: String::new(),
         });
     }
 
@@ -1221,6 +1238,7 @@ impl Judge<'_> {
                             self.privacy_note(header)
                         ),
                         matched: p.label.clone(),
+                        seen: d.to_string(),
                     });
                 } else if expect_umbrella && umbrella.as_ref().is_some_and(|u| u.name_matches(d)) {
                     // The umbrella name: what this line should show.
@@ -1268,6 +1286,7 @@ impl Judge<'_> {
                             self.privacy_note(header)
                         ),
                         matched: m.entry.label.clone(),
+                        seen: shown_as.clone(),
                     });
                     return;
                 }
@@ -1336,6 +1355,7 @@ impl Judge<'_> {
                                 m.describe()
                             ),
                             matched: m.entry.label.clone(),
+                            seen: tn.clone(),
                         });
                     }
                 }

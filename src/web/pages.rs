@@ -101,7 +101,8 @@ fn local_time(rfc3339: &str, tz: chrono_tz::Tz) -> String {
     }
 }
 
-/// What to highlight in a message for the findings: the configured entry a
+/// What to highlight in a message for the findings: the text as the
+/// message wrote it, if the finding knows it; else the configured entry a
 /// finding matched, if it appears as written; else the presented text the
 /// finding's sentence quotes (`the caller number "+61370100142"`), if it is
 /// in the message; else the whole header value.
@@ -109,6 +110,9 @@ fn leak_needles<'a>(findings: &'a [crate::verdict::Finding], text: &str) -> Vec<
     findings
         .iter()
         .map(|f| {
+            if !f.seen.is_empty() && text.contains(f.seen.as_str()) {
+                return f.seen.as_str();
+            }
             if !f.matched.is_empty() && text.contains(f.matched.as_str()) {
                 return f.matched.as_str();
             }
@@ -601,14 +605,26 @@ fn where_shown(header: &str, shown: bool) -> &'static str {
 pub(crate) fn finding_sentence(f: &Finding) -> String {
     let header = format!("<code>{}</code>", esc(&f.header));
     let place = where_shown(&f.header, f.shown);
+    // The text as the message wrote it, with the configured entry it fell
+    // in when they differ (a number inside a range, a name in capitals).
+    let as_configured = if f.seen.is_empty() || f.seen == f.matched {
+        String::new()
+    } else {
+        format!(" (configured as {})", esc(&f.matched))
+    };
+    let shown = if f.seen.is_empty() {
+        &f.matched
+    } else {
+        &f.seen
+    };
     match f.kind {
         Kind::Number => format!(
-            "The organisation's number <strong>{}</strong> is in {header}, {place}.",
-            esc(&f.matched)
+            "The organisation's number <strong>{}</strong>{as_configured} is in {header}, {place}.",
+            esc(shown)
         ),
         Kind::Name => format!(
-            "The organisation's name <strong>“{}”</strong> is in {header}, {place}.",
-            esc(&f.matched)
+            "The organisation's name <strong>“{}”</strong>{as_configured} is in {header}, {place}.",
+            esc(shown)
         ),
         Kind::Host => format!(
             "The organisation's address <strong>{}</strong> is in {header}, {place}; it points to the organisation.",
@@ -726,17 +742,32 @@ mod tests {
             shown: true,
             detail: "x".into(),
             matched: "01632 960123".into(),
+            seen: String::new(),
         };
         assert_eq!(
             finding_sentence(&f),
             "The organisation's number <strong>01632 960123</strong> is in \
 <code>P-Asserted-Identity</code>, which phones show when Privacy is missing."
         );
+        // A number inside a configured range: the number seen, and the
+        // range it fell in.
+        let in_range = Finding {
+            matched: "+61 3 7010 0100-0199".into(),
+            seen: "+61370100150".into(),
+            ..f.clone()
+        };
+        assert_eq!(
+            finding_sentence(&in_range),
+            "The organisation's number <strong>+61370100150</strong> (configured as \
++61 3 7010 0100-0199) is in <code>P-Asserted-Identity</code>, which phones show when \
+Privacy is missing."
+        );
         let hostile = Finding {
             header: "X-<b>".into(),
             kind: Kind::Name,
             shown: false,
             matched: "<script>".into(),
+            seen: String::new(),
             ..f
         };
         let s = finding_sentence(&hostile);
