@@ -20,6 +20,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::config::Matching;
+
 /// A call seen at the endpoint while a check's window was open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
@@ -206,6 +208,132 @@ pub fn choose_hold(
         }
     }
     min + span / 2
+}
+
+/// One way of matching, as one type: how many checks may be in flight, how
+/// long the endpoint holds a call, whether it answers, and how the proof is
+/// decided. [`mode`] gives the one for `endpoint.matching`.
+pub trait MatchingMode: Send + Sync + std::fmt::Debug {
+    /// Checks that may be in flight at once with `numbers` endpoint numbers.
+    fn in_flight(&self, numbers: usize) -> usize;
+    /// How long the endpoint holds this check's call, from the configured
+    /// `[min, max]`, given the holds of recent checks, the smallest gap
+    /// between two holds, and a uniform random number in [0, 1).
+    fn hold(
+        &self,
+        range: (Duration, Duration),
+        recent: &[Duration],
+        gap: Duration,
+        random: f64,
+    ) -> Duration;
+    /// Whether the endpoint answers the call (and reads a token from its
+    /// media) rather than rejecting it after the hold.
+    fn answers(&self) -> bool;
+    /// Whether `arrivals` hold the line's own call, and which.
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match;
+}
+
+/// What a check did to be recognised, for [`MatchingMode::decide`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sent<'a> {
+    /// How long the endpoint was asked to hold the call.
+    pub hold: Duration,
+    /// The endpoint number the line dialled.
+    pub number: &'a str,
+    /// The media token the line sent, when the mode answers.
+    pub token: Option<&'a str>,
+    /// How late the line's final response may come after the endpoint's
+    /// (timing).
+    pub tolerance: Duration,
+}
+
+/// One number, one call at a time, matched by a random hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing;
+
+/// Several numbers, one per call in flight, matched by the number dialled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Numbers;
+
+/// Answered, matched by a token sent as RFC 4733 events in the media.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Media;
+
+impl MatchingMode for Timing {
+    fn in_flight(&self, _numbers: usize) -> usize {
+        1
+    }
+    fn hold(
+        &self,
+        (min, max): (Duration, Duration),
+        recent: &[Duration],
+        gap: Duration,
+        random: f64,
+    ) -> Duration {
+        choose_hold(random, min, max, recent, gap)
+    }
+    fn answers(&self) -> bool {
+        false
+    }
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match {
+        by_timing(placed, arrivals, sent.hold, sent.tolerance)
+    }
+}
+
+impl MatchingMode for Numbers {
+    fn in_flight(&self, numbers: usize) -> usize {
+        numbers.max(1)
+    }
+    fn hold(
+        &self,
+        (min, _): (Duration, Duration),
+        _: &[Duration],
+        _: Duration,
+        _: f64,
+    ) -> Duration {
+        min
+    }
+    fn answers(&self) -> bool {
+        false
+    }
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match {
+        by_number(placed, arrivals, sent.number)
+    }
+}
+
+impl MatchingMode for Media {
+    fn in_flight(&self, _numbers: usize) -> usize {
+        1
+    }
+    fn hold(
+        &self,
+        (min, _): (Duration, Duration),
+        _: &[Duration],
+        _: Duration,
+        _: f64,
+    ) -> Duration {
+        min
+    }
+    fn answers(&self) -> bool {
+        true
+    }
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match {
+        match sent.token {
+            Some(t) => by_token(placed, arrivals, t),
+            None => Match::Mismatch {
+                detail: "no token was chosen".into(),
+            },
+        }
+    }
+}
+
+/// The mode `endpoint.matching` names.
+pub fn mode(m: Matching) -> &'static dyn MatchingMode {
+    match m {
+        Matching::Timing => &Timing,
+        Matching::Numbers => &Numbers,
+        Matching::Media => &Media,
+    }
 }
 
 #[cfg(test)]

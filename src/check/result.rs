@@ -39,6 +39,28 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Its name, as stored, logged and listed: `schedule`, `manual`,
+    /// `pbx-change`, `confirm` or `api`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual { .. } => "manual",
+            Trigger::PbxChange { .. } => "pbx-change",
+            Trigger::Confirm => "confirm",
+            Trigger::Api { .. } => "api",
+        }
+    }
+
+    /// The words kept beside the kind: the person's label, or for a PBX
+    /// change the new software.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            Trigger::PbxChange { to, .. } => Some(to),
+            other => other.label(),
+        }
+    }
+
+    /// The label someone gave a check run by hand or through the API.
     pub fn label(&self) -> Option<&str> {
         match self {
             Trigger::Manual { label, .. } | Trigger::Api { label, .. } => label.as_deref(),

@@ -10,11 +10,16 @@
 //!
 //! Calls are synchronous and short (one indexed statement or one small
 //! transaction); the connection sits behind a mutex so the daemon, the alert
-//! sender and the dashboard can share one `Arc<Store>`.
+//! sender and the dashboard can share one `Arc<Store>`. Each of them uses
+//! it through the trait of its own needs ([`HistoryWrite`], [`HistoryRead`],
+//! [`MaintenanceStore`], and the alert side's outbox), which [`Store`] is
+//! the SQLite implementation of.
 
 mod outbox;
 pub use outbox::Release;
 pub mod schema;
+mod traits;
+pub use traits::{HistoryRead, HistoryWrite, MaintenanceStore};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
