@@ -1009,6 +1009,178 @@ Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\
     );
 }
 
+/// A config for the reload test: `lines` are (name, schedule), each with an
+/// account so it is scheduled; `extra_daemon` goes into `[daemon]`.
+fn reload_config(state: &Path, lines: &[(&str, &str)], extra_daemon: &str) -> String {
+    let mut t = format!(
+        "[organisation]\nname = \"Safe Haven\"\nregion = \"AU\"\n\
+[daemon]\nstate_dir = \"{}\"\njitter = \"0s\"\ntime_zone = \"UTC\"\n{extra_daemon}\n\
+[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
+        state.display()
+    );
+    for (name, schedule) in lines {
+        t.push_str(&format!(
+            "[[line]]\nname = \"{name}\"\nexpect = \"withheld\"\nschedule = \"{schedule}\"\n\
+[line.account]\nregistrar = \"sip:127.0.0.1:5999\"\nusername = \"201\"\npassword = \"s3cret\"\n"
+        ));
+    }
+    t
+}
+
+/// GET over the real socket; the body.
+async fn get_body(addr: std::net::SocketAddr, path: &str) -> String {
+    let r = http(
+        addr,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            addr.port()
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    r[r.find("\r\n\r\n").unwrap() + 4..].to_string()
+}
+
+/// Each line of `/api/v1/lines` with its next check.
+async fn api_lines(addr: std::net::SocketAddr) -> Vec<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&get_body(addr, "/api/v1/lines").await).unwrap();
+    v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_str().unwrap().to_string(),
+                l["next_check_at"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The daemon's next event matching `pred`, within 10 s.
+async fn next_event(
+    events: &mut mpsc::UnboundedReceiver<cidguard::daemon::Event>,
+    what: &str,
+    pred: impl Fn(&cidguard::daemon::Event) -> bool,
+) -> cidguard::daemon::Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.expect("the daemon ended");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within 10 s"))
+}
+
+/// Regression: a reload re-read the config for the daemon, but the
+/// dashboard kept the config it started with, so its overview and API
+/// showed the old lines and schedules. Through the service (port-0
+/// listeners): a line added to the file shows, with its schedule, as soon
+/// as the reload is done; a file with a problem is refused and the
+/// dashboard keeps showing the plan in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_shows_the_new_lines_and_schedules_on_the_dashboard_at_once() {
+    use cidguard::daemon::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("cidguard.toml");
+    std::fs::write(&cfg, reload_config(&state, &[("refuge", "0 3 * * *")], "")).unwrap();
+    let service = cidguard::service::Service::prepare(&cfg).await.unwrap();
+    let addr = service.dashboard_addr().unwrap();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let deps = cidguard::daemon::Deps {
+        checker: Arc::new(cidguard::daemon::UnavailableChecker),
+        probe: Arc::new(cidguard::daemon::NoProbe),
+        alerts: Arc::new(cidguard::daemon::NoAlerts),
+        clock: Arc::new(cidguard::daemon::SystemClock),
+        notifier: cidguard::daemon::notify::Notifier::disabled(),
+        events: Some(events_tx),
+        runs: None,
+    };
+    let (reload_tx, reload) = mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        service
+            .run(deps, reload, async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    next_event(&mut events, "ready", |e| *e == Event::Ready).await;
+
+    let lines = api_lines(addr).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, "refuge");
+    assert!(lines[0].1.ends_with("T03:00:00.000Z"), "{lines:?}");
+    let page = get_body(addr, "/").await;
+    assert!(
+        page.contains("refuge") && !page.contains("helpline"),
+        "{page}"
+    );
+
+    // A line added, another schedule for the first: both at once.
+    std::fs::write(
+        &cfg,
+        reload_config(
+            &state,
+            &[("refuge", "15 5 * * *"), ("helpline", "30 4 * * *")],
+            "",
+        ),
+    )
+    .unwrap();
+    reload_tx.send(()).await.unwrap();
+    let e = next_event(&mut events, "the reload", |e| {
+        matches!(e, Event::Reloaded { .. })
+    })
+    .await;
+    assert!(matches!(e, Event::Reloaded { ok: true, .. }), "{e:?}");
+    let lines = api_lines(addr).await;
+    let names: Vec<&str> = lines.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["refuge", "helpline"], "{lines:?}");
+    assert!(lines[0].1.ends_with("T05:15:00.000Z"), "{lines:?}");
+    assert!(lines[1].1.ends_with("T04:30:00.000Z"), "{lines:?}");
+    let page = get_body(addr, "/").await;
+    assert!(page.contains("/lines/helpline"), "{page}");
+    assert!(
+        page.contains("04:30 UTC") && page.contains("05:15 UTC"),
+        "{page}"
+    );
+    assert!(!page.contains("03:00 UTC"), "{page}");
+    let line_page = get_body(addr, "/lines/helpline").await;
+    assert!(line_page.contains("Line helpline"), "{line_page}");
+
+    // A file with a problem: refused, and the dashboard still shows the
+    // plan in force.
+    std::fs::write(
+        &cfg,
+        reload_config(&state, &[("refuge", "0 3 * * *")], "jitter = \"soon\""),
+    )
+    .unwrap();
+    reload_tx.send(()).await.unwrap();
+    let e = next_event(&mut events, "the refused reload", |e| {
+        matches!(e, Event::Reloaded { .. })
+    })
+    .await;
+    assert!(matches!(e, Event::Reloaded { ok: false, .. }), "{e:?}");
+    assert_eq!(api_lines(addr).await, lines);
+    let page = get_body(addr, "/").await;
+    assert!(
+        page.contains("/lines/helpline") && page.contains("04:30 UTC"),
+        "{page}"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// `cidguard check` handing its run to a daemon that finishes without a
 /// result for every line it queued (it was restarted in between): the
 /// command fails and names the missing line instead of reporting on the
