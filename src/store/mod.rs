@@ -275,25 +275,6 @@ fn outcome_of(s: &str) -> Outcome {
     }
 }
 
-fn trigger_kind(t: &Trigger) -> &'static str {
-    match t {
-        Trigger::Schedule => "schedule",
-        Trigger::Manual { .. } => "manual",
-        Trigger::PbxChange { .. } => "pbx-change",
-        Trigger::Confirm => "confirm",
-        Trigger::Api { .. } => "api",
-    }
-}
-
-/// The label stored beside the kind: the person's words, or for a PBX
-/// change the new software.
-fn trigger_label(t: &Trigger) -> Option<String> {
-    match t {
-        Trigger::PbxChange { to, .. } => Some(to.clone()),
-        other => other.label().map(str::to_string),
-    }
-}
-
 /// The columns read back into a [`StoredCheck`], in [`check_of_row`]'s order.
 const CHECK_COLUMNS: &str = "id, line, trigger_json, started_at_ms, duration_ms, outcome, reason, \
      expected, presented_json, findings_json, notes_json, call_json, pbx_software, \
@@ -898,8 +879,8 @@ fn insert_check_in(tx: &Connection, r: &CheckResult, rec: &Record) -> Result<i64
     .ctx(what)?
     .execute(params![
         r.line,
-        trigger_kind(&r.trigger),
-        trigger_label(&r.trigger),
+        r.trigger.kind(),
+        r.trigger.note(),
         serde_json::to_string(&r.trigger).ctx(what)?,
         started_ms,
         r.duration_ms.min(i64::MAX as u64) as i64,
