@@ -11,13 +11,15 @@
 //!                                   │
 //!                              queue of checks ──▶ Checker::check (≤ slots in flight)
 //!                                                        │ CheckResult
-//!                         Store::record_check ◀──────────┘
+//!          HistoryWrite::record_check (blocking thread) ◀┘
 //!                                   │ StoredCheck
 //!                         AlertSink::on_result ──▶ follow-ups (recheck now / later)
 //! ```
 //!
-//! Everything runs on one task that owns the state; checks and PBX probes
-//! run as their own tasks and report back. Every wait is bounded: a check by
+//! Everything runs on one task that owns the state; checks, the writes of
+//! their results and PBX probes run as their own tasks and report back (a
+//! line keeps its slot until its result is written, so one line's results
+//! reach the history and the alert side in order). Every wait is bounded: a check by
 //! `daemon.check_timeout`, a probe by [`PROBE_TIMEOUT`], a stop by
 //! `daemon.grace`. Wall-clock time comes from a [`Clock`], so tests can run
 //! the daemon on tokio's paused time.
@@ -66,6 +68,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long the checker may take to apply a configuration.
 pub const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stop waits for results still being written to the history.
+const WRITES_AT_STOP: Duration = Duration::from_secs(10);
 /// The loop wakes at least this often, to see wall-clock changes
 /// (suspend, NTP steps) and maintenance windows set through the API.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -449,20 +453,38 @@ struct Pending {
     slot_ms: Option<i64>,
 }
 
-/// A check in flight.
+/// A check in flight, until its result is in the history.
 #[derive(Debug)]
 struct Running {
+    /// Why it runs.
     trigger: Trigger,
+    /// The scheduled time it runs for (scheduled and catch-up checks).
     slot_ms: Option<i64>,
+    /// Its place among the checks in flight.
     slot: usize,
+    /// When it was started.
     started: DateTime<Utc>,
+    /// Its task.
     task: Id,
+    /// The check is done and its result is being written.
+    writing: bool,
 }
 
 /// What a check task hands back.
 struct Done {
+    /// The line checked.
     line: String,
+    /// What was found.
     result: CheckResult,
+}
+
+/// A result written to the history (off the daemon's task), or not.
+struct Written {
+    /// The line whose check it is.
+    line: String,
+    /// The result, how it was recorded and its id; Err: why it could not
+    /// be stored.
+    stored: Result<(CheckResult, Record, i64), String>,
 }
 
 /// A line's place in the schedule.
@@ -513,6 +535,8 @@ struct Daemon {
     free_slots: BTreeSet<usize>,
     limit: usize,
     tasks: JoinSet<Done>,
+    /// Results being written to the history.
+    writes: JoinSet<Written>,
     sweep: Sweep,
     in_maintenance: bool,
     maintenance_next: Option<DateTime<Utc>>,
@@ -560,6 +584,7 @@ impl Daemon {
             free_slots: (0..limit).collect(),
             limit,
             tasks: JoinSet::new(),
+            writes: JoinSet::new(),
             sweep: Sweep::default(),
             in_maintenance: false,
             maintenance_next: None,
@@ -734,6 +759,9 @@ impl Daemon {
                 },
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finish(joined);
+                }
+                Some(written) = self.writes.join_next(), if !self.writes.is_empty() => {
+                    self.recorded(written);
                 }
                 Some(seen) = self.pbx_rx.recv() => self.on_pbx(seen),
                 r = next_run(&mut runs) => match r {
@@ -951,6 +979,7 @@ impl Daemon {
                     slot,
                     started: now,
                     task: handle.id(),
+                    writing: false,
                 },
             );
             self.emit(Event::CheckStarted {
@@ -961,7 +990,7 @@ impl Daemon {
         }
     }
 
-    /// A check task ended: record its result.
+    /// A check task ended: write its result to the history.
     fn finish(&mut self, joined: Result<(Id, Done), JoinError>) {
         let (line, mut result) = match joined {
             Ok((_, done)) => (done.line, done.result),
@@ -984,21 +1013,20 @@ impl Daemon {
                 (line, r)
             }
         };
-        let Some(run) = self.running.remove(&line) else {
+        let Some(run) = self.running.get_mut(&line) else {
             return;
         };
-        if run.slot < self.limit {
-            self.free_slots.insert(run.slot);
-        }
+        run.writing = true;
         // The daemon's view of what was checked and why is authoritative.
-        result.line = line.clone();
+        result.line = line;
         result.trigger = run.trigger.clone();
+        let slot_ms = run.slot_ms;
         match result.outcome {
             Outcome::Pass => self.sweep.pass += 1,
             Outcome::Fail => self.sweep.fail += 1,
             Outcome::Inconclusive => self.sweep.inconclusive += 1,
         }
-        self.record(result, run.slot_ms, false);
+        self.write(result, slot_ms, false);
     }
 
     /// An inconclusive result for a line whose check gave none.
@@ -1019,26 +1047,59 @@ impl Daemon {
         r
     }
 
-    /// Store a result and hand it to the alert side.
-    fn record(&mut self, result: CheckResult, slot_ms: Option<i64>, interrupted: bool) {
-        let now = self.now();
+    /// Write a result to the history on a blocking thread, so a slow disk
+    /// holds up neither the schedule nor the other checks; the line keeps
+    /// its slot until [`Daemon::recorded`] has it.
+    fn write(&mut self, result: CheckResult, slot_ms: Option<i64>, interrupted: bool) {
         let rec = Record {
-            recorded_at_ms: now.timestamp_millis(),
+            recorded_at_ms: self.now().timestamp_millis(),
             interrupted,
             // An interrupted check didn't happen: leave its slot due, so it
             // is caught up after the restart.
             slot_ms: if interrupted { None } else { slot_ms },
         };
-        let id = match HistoryWrite::record_check(&*self.store, &result, &rec) {
-            Ok(id) => id,
+        let store = self.store.clone();
+        let line = result.line.clone();
+        self.writes.spawn(async move {
+            let stored = tokio::task::spawn_blocking(move || {
+                HistoryWrite::record_check(&*store, &result, &rec)
+                    .map(|id| (result, rec, id))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            Written { line, stored }
+        });
+    }
+
+    /// A result is in the history (or could not be written): free the
+    /// line's slot, and hand the result to the alert side.
+    fn recorded(&mut self, written: Result<Written, JoinError>) {
+        let Written { line, stored } = match written {
+            Ok(w) => w,
+            // Only a panic in the write's own task could get here; the
+            // blocking write's failures come back as Err in `stored`.
             Err(e) => {
-                tracing::error!(line = %result.line, "the result could not be stored: {e}");
+                tracing::error!("writing a result failed: {e}");
+                return;
+            }
+        };
+        if let Some(run) = self.running.remove(&line) {
+            if run.slot < self.limit {
+                self.free_slots.insert(run.slot);
+            }
+        }
+        let (result, rec, id) = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(line = %line, "the result could not be stored: {e}");
                 self.deps
                     .notifier
                     .status(&format!("error: can't write the history: {e}"));
                 return;
             }
         };
+        let interrupted = rec.interrupted;
         let recorded = Event::Recorded {
             id,
             line: result.line.clone(),
@@ -1059,6 +1120,7 @@ impl Daemon {
             result,
         };
         stored.result.evidence_ref = Some(id.to_string());
+        let now = self.now();
         let plan = self.plan();
         let ctx = AlertContext {
             store: &self.store,
@@ -1328,8 +1390,25 @@ impl Daemon {
                 Some(i) => deadline.min(Instant::now() + i),
                 None => deadline,
             };
-            match tokio::time::timeout_at(until, self.tasks.join_next_with_id()).await {
-                Ok(Some(j)) => self.finish(j),
+            // Results of checks done in the meantime are recorded as they
+            // come, not held back until the grace period is over.
+            enum Next {
+                Check(Result<(Id, Done), JoinError>),
+                Written(Result<Written, JoinError>),
+            }
+            let next = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    Some(j) = self.tasks.join_next_with_id() => Some(Next::Check(j)),
+                    Some(w) = self.writes.join_next(), if !self.writes.is_empty() => {
+                        Some(Next::Written(w))
+                    }
+                    else => None,
+                }
+            })
+            .await;
+            match next {
+                Ok(Some(Next::Check(j))) => self.finish(j),
+                Ok(Some(Next::Written(w))) => self.recorded(w),
                 Ok(None) => break,
                 Err(_) if Instant::now() < deadline => self.deps.notifier.watchdog(),
                 Err(_) => break,
@@ -1337,15 +1416,38 @@ impl Daemon {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let left: Vec<String> = self.running.keys().cloned().collect();
+        let left: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| !r.writing)
+            .map(|(l, _)| l.clone())
+            .collect();
         for line in left {
             let r = self.placeholder_result(
                 &line,
                 "interrupted: cidguard stopped before the check finished".into(),
             );
             tracing::warn!(line = %line, "check interrupted by the stop");
-            if let Some(run) = self.running.remove(&line) {
-                self.record(r, run.slot_ms, true);
+            if let Some(run) = self.running.get_mut(&line) {
+                run.writing = true;
+                let slot_ms = run.slot_ms;
+                self.write(r, slot_ms, true);
+            }
+        }
+        // Every result that finished is written before the stop completes.
+        let deadline = Instant::now() + WRITES_AT_STOP;
+        loop {
+            match tokio::time::timeout_at(deadline, self.writes.join_next()).await {
+                Ok(Some(w)) => self.recorded(w),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::error!(
+                        "{} result{} still being written to the history at the stop",
+                        self.writes.len(),
+                        if self.writes.len() == 1 { "" } else { "s" }
+                    );
+                    break;
+                }
             }
         }
         if let Some(p) = self.pruner.take() {
