@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use crate::store::{ms_of_rfc3339, CheckQuery, Store, StoreError, StoredCheck};
+use crate::store::{ms_of_rfc3339, CheckQuery, HistoryRead, StoreError, StoredCheck};
 use crate::verdict::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Format {
 
 /// Every check of `line` started at or after `since_ms`, oldest first.
 pub fn checks_since(
-    store: &Store,
+    store: &dyn HistoryRead,
     line: &str,
     since_ms: Option<i64>,
 ) -> Result<Vec<StoredCheck>, StoreError> {

@@ -1467,7 +1467,7 @@ fn stamp(r: &mut CheckResult, started: DateTime<Utc>, now: DateTime<Utc>) {
 /// Delete expired evidence every [`PRUNE_EVERY`], in small batches off the
 /// async threads.
 async fn prune_loop(
-    store: Arc<Store>,
+    store: Arc<dyn HistoryWrite>,
     clock: Arc<dyn Clock>,
     mut retention: watch::Receiver<Duration>,
     events: Option<mpsc::UnboundedSender<Event>>,

@@ -11,7 +11,7 @@ use super::transport::Transport;
 /// One account on a registrar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
-    /// The PBX (registrar and proxy), as a SIP URI or host[:port]:
+    /// The PBX (registrar and proxy), as a SIP URI or `host[:port]`:
     /// `sip:pbx.example.org:5060`.
     pub registrar: String,
     /// Send requests here instead of to the registrar (an SBC, say).
