@@ -426,6 +426,59 @@ mod tests {
         ));
     }
 
+    /// Each mode answers the four questions the checker asks of it.
+    #[test]
+    fn each_mode_says_how_many_in_flight_how_long_how_to_answer_and_decides() {
+        let range = (Duration::from_millis(1500), Duration::from_millis(6000));
+        let gap = Duration::from_millis(250);
+        assert_eq!(mode(Matching::Timing).in_flight(3), 1);
+        assert_eq!(mode(Matching::Numbers).in_flight(3), 3);
+        assert_eq!(mode(Matching::Numbers).in_flight(0), 1);
+        assert_eq!(mode(Matching::Media).in_flight(3), 1);
+        // Timing picks a hold clear of the recent ones; the others hold the
+        // shortest time.
+        let recent = [Duration::from_millis(1500)];
+        let h = mode(Matching::Timing).hold(range, &recent, gap, 0.0);
+        assert!(h >= range.0 + gap && h <= range.1, "{h:?}");
+        assert_eq!(
+            mode(Matching::Numbers).hold(range, &recent, gap, 0.9),
+            range.0
+        );
+        assert_eq!(
+            mode(Matching::Media).hold(range, &recent, gap, 0.9),
+            range.0
+        );
+        assert!(mode(Matching::Media).answers());
+        assert!(!mode(Matching::Timing).answers() && !mode(Matching::Numbers).answers());
+        // Each decides by its own proof.
+        let mut a = arrival(5, 3005);
+        a.token = Some("4821".into());
+        let sent = |token| Sent {
+            hold: Duration::from_millis(3000),
+            number: "4000",
+            token,
+            tolerance: Duration::from_millis(1500),
+        };
+        let arrivals = [a];
+        for m in [Matching::Timing, Matching::Numbers, Matching::Media] {
+            assert!(
+                matches!(
+                    mode(m).decide(&placed(3010), &arrivals, &sent(Some("4821"))),
+                    Match::Matched { .. }
+                ),
+                "{m:?}"
+            );
+        }
+        assert!(matches!(
+            mode(Matching::Media).decide(&placed(3010), &arrivals, &sent(None)),
+            Match::Mismatch { .. }
+        ));
+        assert!(matches!(
+            mode(Matching::Media).decide(&placed(3010), &arrivals, &sent(Some("4822"))),
+            Match::Mismatch { .. }
+        ));
+    }
+
     #[test]
     fn holds_are_distinct() {
         let min = Duration::from_millis(1500);

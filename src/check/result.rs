@@ -274,4 +274,39 @@ mod tests {
             "{r}"
         );
     }
+
+    /// The one name of a trigger is the one its JSON carries, so the
+    /// history's column, the CSV, the log and the stored JSON agree.
+    #[test]
+    fn a_trigger_is_named_as_it_is_stored() {
+        for (t, note) in [
+            (Trigger::Schedule, None),
+            (Trigger::Confirm, None),
+            (
+                Trigger::PbxChange {
+                    from: Some("Asterisk 18".into()),
+                    to: "Asterisk 20".into(),
+                },
+                Some("Asterisk 20"),
+            ),
+            (
+                Trigger::Manual {
+                    label: Some("after the upgrade".into()),
+                    run: None,
+                },
+                Some("after the upgrade"),
+            ),
+            (
+                Trigger::Api {
+                    label: None,
+                    run: Some(7),
+                },
+                None,
+            ),
+        ] {
+            let json = serde_json::to_value(&t).unwrap();
+            assert_eq!(json["kind"], t.kind(), "{t:?}");
+            assert_eq!(t.note(), note, "{t:?}");
+        }
+    }
 }

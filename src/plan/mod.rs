@@ -469,6 +469,117 @@ pub fn delivered_keys(number: &str, region: Option<&str>) -> Vec<String> {
 mod tests {
     use super::*;
 
+    const ORG: &str = "[organisation]\nname = \"Eastside Women's Refuge\"\nregion = \"AU\"\nnumbers = [\"+61 3 7010 0142\"]\n";
+
+    fn plan(extra: &str) -> Plan {
+        let text = format!(
+            "{ORG}[daemon]\ntime_zone = \"Australia/Sydney\"\ndefault_schedule = \"0 * * * *\"\n\
+[[daemon.maintenance]]\nstart = \"2025-06-01 22:00\"\nend = \"2025-06-02 02:00\"\n\
+[endpoint]\nnumbers = [\"+61 3 9999 0001\", \"+61 3 9999 0002\"]\nmatching = \"numbers\"\n\
+[[line]]\nname = \"reception\"\nexpect = \"withheld\"\nschedule = \"30 2 * * *\"\n\
+[line.account]\nregistrar = \"sip:pbx.example.org\"\nusername = \"201\"\npassword = \"x\"\ndial_prefix = \"1831\"\n\
+[[line]]\nname = \"outreach\"\nexpect = \"umbrella\"\numbrella = {{ name = \"Salvation Army\" }}\n\
+[line.account]\nregistrar = \"sip:pbx.example.org\"\nusername = \"202\"\npassword = \"x\"\n\
+[[line]]\nname = \"inspect-only\"\nexpect = \"withheld\"\n{extra}"
+        );
+        Plan::from_toml(&text, Path::new("t.toml")).unwrap()
+    }
+
+    /// What every part reads is compiled once, here: the zone, each line's
+    /// schedule (its own or the default, in the zone), what it dials per
+    /// endpoint number, its policy, and the windows in UTC.
+    #[test]
+    fn a_plan_holds_everything_compiled_once() {
+        let p = plan("");
+        assert_eq!(p.tz(), chrono_tz::Australia::Sydney);
+        let names: Vec<&str> = p.lines().iter().map(LinePlan::name).collect();
+        assert_eq!(names, ["reception", "outreach", "inspect-only"]);
+        let reception = p.line("reception").unwrap();
+        let schedule = reception.schedule().unwrap();
+        assert_eq!(
+            (schedule.as_str(), schedule.time_zone()),
+            ("30 2 * * *", p.tz())
+        );
+        assert_eq!(
+            p.line("outreach").unwrap().schedule().unwrap().as_str(),
+            "0 * * * *"
+        );
+        assert!(p.line("inspect-only").unwrap().schedule().is_none());
+        let scheduled: Vec<&str> = p.scheduled().map(|(l, _)| l.name()).collect();
+        assert_eq!(scheduled, ["reception", "outreach"]);
+        assert_eq!(
+            reception.target(0),
+            Some("sip:1831+61399990001@pbx.example.org")
+        );
+        assert_eq!(
+            reception.target(1),
+            Some("sip:1831+61399990002@pbx.example.org")
+        );
+        assert_eq!(reception.target(2), None);
+        assert!(p.line("inspect-only").unwrap().target(0).is_none());
+        assert_eq!(reception.policy().line, "reception");
+        assert_eq!(
+            p.line("outreach").unwrap().umbrella(),
+            Some("Salvation Army")
+        );
+        assert!(p.organisation_policy().is_organisation_only());
+        assert_eq!(p.expect_of("outreach"), Expect::Umbrella);
+        assert_eq!(p.expect_of("nobody"), Expect::Withheld);
+        // 22:00 in Sydney in June (AEST, +10) is 12:00 UTC.
+        assert_eq!(
+            p.maintenance()[0].start.to_rfc3339(),
+            "2025-06-01T12:00:00+00:00"
+        );
+        let pbxs = p.pbxs();
+        assert_eq!(pbxs.len(), 1);
+        assert_eq!(pbxs["sip:pbx.example.org"].username, "201");
+        assert_eq!(p.lines_on("sip:pbx.example.org"), ["reception", "outreach"]);
+        let ep = p.endpoint().unwrap();
+        assert_eq!(ep.matching(), Matching::Numbers);
+        assert_eq!(ep.sip().numbers[0].number, "+61 3 9999 0001");
+        assert!(ep.sip().numbers[0].keys.contains(&"0399990001".to_string()));
+    }
+
+    /// A reload keeps the endpoint running only when its compiled settings
+    /// are equal as values: the same file is, a changed password (which a
+    /// comparison of printed settings could not see) or region is not.
+    #[test]
+    fn endpoint_plans_are_compared_as_values() {
+        let register = "[endpoint.register]\nregistrar = \"sip:provider.example\"\nusername = \"did\"\npassword = \"one\"\n";
+        let with = |extra: &str| {
+            let text = format!(
+                "{ORG}[endpoint]\nnumbers = [\"+61 3 9999 0001\"]\n{extra}[[line]]\nname = \"l\"\nexpect = \"withheld\"\n"
+            );
+            Plan::from_toml(&text, Path::new("t.toml")).unwrap()
+        };
+        let a = with(register);
+        assert_eq!(a.endpoint(), with(register).endpoint());
+        assert_ne!(
+            a.endpoint(),
+            with(&register.replace("\"one\"", "\"two\"")).endpoint()
+        );
+        let nz = Plan::from_toml(
+            &format!(
+                "{}[endpoint]\nnumbers = [\"+61 3 9999 0001\"]\n{register}[[line]]\nname = \"l\"\nexpect = \"withheld\"\n",
+                ORG.replace("\"AU\"", "\"NZ\"")
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_ne!(a.endpoint(), nz.endpoint());
+    }
+
+    /// A file with a problem is refused with its first problem's field, and
+    /// nothing is compiled.
+    #[test]
+    fn a_file_with_a_problem_is_refused_naming_the_field() {
+        let text = format!("{ORG}[daemon]\ntime_zone = \"Mars/Olympus\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n");
+        match Plan::from_toml(&text, Path::new("t.toml")) {
+            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "daemon.time_zone"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A number configured as people write it is recognised however the
     /// PBX delivers it; otherwise real test calls become strays.
     #[test]
