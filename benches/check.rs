@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use cidguard::check::result::Trigger;
 use cidguard::check::run::{CheckOptions, Checker};
-use cidguard::config::{Config, Transport as CfgTransport};
+use cidguard::config::Transport as CfgTransport;
+use cidguard::plan::Plan;
 use cidguard::sip::endpoint::EndpointOptions;
 use cidguard::verdict::Outcome;
 
@@ -243,7 +244,7 @@ fn main() {
         "rate-limited"
     );
     for n in [1usize, 10, 50] {
-        let cfg = match Config::from_toml(&config(&pbx, n), Path::new("bench.toml")) {
+        let cfg = match Plan::from_toml(&config(&pbx, n), Path::new("bench.toml")) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("bench config invalid: {e}");
@@ -320,7 +321,7 @@ fn main() {
             checker.shutdown().await;
             // SIPp on the same path: line account, PBX with its auth
             // challenge, cidguard's endpoint rejecting at once.
-            let Ok(cfg) = Config::from_toml(&config(&pbx, 1), Path::new("bench.toml")) else {
+            let Ok(cfg) = Plan::from_toml(&config(&pbx, 1), Path::new("bench.toml")) else {
                 return;
             };
             let Ok(target) = Checker::start(Arc::new(cfg), CheckOptions::default()).await else {

@@ -26,7 +26,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tower::ServiceExt;
 
 use cidguard::check::result::{CallSummary, CheckResult, EvidenceMessage, Trigger};
-use cidguard::config::{Config, Expect};
+use cidguard::config::Expect;
+use cidguard::plan::Plan;
 use cidguard::store::{rfc3339_of_ms, schema, CheckQuery, Record, Store};
 use cidguard::verdict::{Finding, Kind, Outcome, Presented, PresentedIdentity};
 use cidguard::web::{app, AppState};
@@ -43,7 +44,7 @@ fn line_name(i: usize) -> String {
     format!("line-{i:03}")
 }
 
-fn config() -> Config {
+fn config() -> Plan {
     let mut t = String::from(
         "[organisation]\nname = \"Eastside Women's Refuge\"\nregion = \"AU\"\n\
 numbers = [\"+61 3 7010 0142\", \"+61 3 7010 0100-0199\"]\n\
@@ -60,7 +61,7 @@ hosts = [\"pbx.eastside-refuge.org.au\"]\n\
             200 + i
         ));
     }
-    Config::from_toml(&t, Path::new("bench.toml")).expect("bench config")
+    Plan::from_toml(&t, Path::new("bench.toml")).expect("bench config")
 }
 
 /// The outcome of line `i`'s check at hour `h`, and whether it was
@@ -300,8 +301,9 @@ fn bench(c: &mut Criterion) {
     let (_dir, path) = history();
     let store = Arc::new(Store::open(&path).expect("open the history"));
     let cfg = Arc::new(config());
-    let dash = cfg.dashboard.clone().expect("dashboard section");
-    let state = AppState::new(store.clone(), cfg.clone(), &dash, None).expect("app state");
+    let dash = cfg.config().dashboard.clone().expect("dashboard section");
+    let (_, plans) = tokio::sync::watch::channel(cfg.clone());
+    let state = AppState::new(store.clone(), plans, &dash, None).expect("app state");
     let router = app(state);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,6 +1,8 @@
-//! Configuration: a TOML file, read with `deny_unknown_fields`, then validated
-//! into something the rest of cidguard can trust. Every error names the file,
-//! the field and what is wrong, and is reported before any socket is bound.
+//! Configuration: the TOML file as written, read with
+//! `deny_unknown_fields`. This module only reads the file into these types;
+//! [`crate::plan`] validates them (every error names the file, the field and
+//! what is wrong, before any socket is bound) and compiles them into the
+//! plan the rest of cidguard runs on.
 //!
 //! Secrets (SIP and SMTP passwords, API tokens) are [`Secret`]s: they may be
 //! inline, but can always come from an environment variable, a file, or a
@@ -12,7 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::verdict::numbers::{NumberError, NumberSet};
+pub use crate::secret::{Secret, SecretSource};
+pub use crate::sip::Transport;
 
 /// The whole file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,7 +40,7 @@ pub struct Config {
 }
 
 /// The dashboard's settings (`[dashboard]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dashboard {
     /// Address to listen on. Loopback by default: the pages name lines and
@@ -146,12 +149,6 @@ impl Daemon {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| self.configured_state_dir.clone())
-    }
-
-    /// The configured time zone (UTC if it can't be read; `problems()`
-    /// reports that).
-    pub fn tz(&self) -> chrono_tz::Tz {
-        crate::daemon::schedule::parse_time_zone(&self.time_zone).unwrap_or(chrono_tz::Tz::UTC)
     }
 }
 
@@ -288,28 +285,8 @@ pub struct Line {
     pub schedule: Option<String>,
 }
 
-/// SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    #[default]
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        })
-    }
-}
-
 /// How a line reaches the PBX.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     /// The PBX (registrar and proxy), as a SIP URI or host[:port]:
@@ -360,7 +337,7 @@ pub enum Matching {
 }
 
 /// cidguard's own receiving side.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Sockets to listen on: `udp:127.0.0.1:5080`, `tcp:[::1]:5080`, `tls:0.0.0.0:5061`.
@@ -403,7 +380,7 @@ pub struct Endpoint {
 }
 
 /// The endpoint's own registration at a provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointRegistration {
     pub registrar: String,
@@ -623,7 +600,8 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn alerts_problems(a: &Alerts, bad: &mut dyn FnMut(String, String)) {
+/// Problems in `[alerts]` (part of [`crate::plan::problems`]).
+pub(crate) fn alerts_problems(a: &Alerts, bad: &mut dyn FnMut(String, String)) {
     use lettre::message::Mailbox;
     if a.recipients.is_empty() {
         bad(
@@ -750,7 +728,8 @@ fn alerts_problems(a: &Alerts, bad: &mut dyn FnMut(String, String)) {
     }
 }
 
-fn dashboard_problems(d: &Dashboard, bad: &mut dyn FnMut(String, String)) {
+/// Problems in `[dashboard]` (part of [`crate::plan::problems`]).
+pub(crate) fn dashboard_problems(d: &Dashboard, bad: &mut dyn FnMut(String, String)) {
     if d.listen.parse::<std::net::SocketAddr>().is_err() {
         bad(
             "dashboard.listen".into(),
@@ -787,87 +766,6 @@ fn dashboard_problems(d: &Dashboard, bad: &mut dyn FnMut(String, String)) {
             );
         }
     }
-}
-
-/// A secret value. Written in TOML as an inline string, or as a table
-/// `{ env = "VAR" }`, `{ file = "/path" }` or `{ credential = "name" }`
-/// (a systemd credential, read from `$CREDENTIALS_DIRECTORY/name`).
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Secret {
-    Inline(String),
-    Source(SecretSource),
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    #[serde(default)]
-    pub env: Option<String>,
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    #[serde(default)]
-    pub credential: Option<String>,
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Secret::Inline(_) => f.write_str("Secret(inline, redacted)"),
-            Secret::Source(s) => f
-                .debug_struct("Secret")
-                .field("env", &s.env)
-                .field("file", &s.file)
-                .field("credential", &s.credential)
-                .finish(),
-        }
-    }
-}
-
-impl Secret {
-    /// Read the secret. The error says where it was looked for, never what it is.
-    pub fn reveal(&self) -> Result<String, String> {
-        match self {
-            Secret::Inline(s) => Ok(s.clone()),
-            Secret::Source(src) => {
-                if let Some(var) = &src.env {
-                    return std::env::var(var)
-                        .map_err(|_| format!("environment variable {var} is not set"));
-                }
-                if let Some(path) = &src.file {
-                    return read_secret_file(path);
-                }
-                if let Some(name) = &src.credential {
-                    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                        format!("credential {name:?} asked for, but CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)")
-                    })?;
-                    return read_secret_file(&Path::new(&dir).join(name));
-                }
-                Err("no env, file or credential given".into())
-            }
-        }
-    }
-
-    fn check_shape(&self) -> Result<(), String> {
-        match self {
-            Secret::Inline(_) => Ok(()),
-            Secret::Source(s) => {
-                let n =
-                    s.env.is_some() as u8 + s.file.is_some() as u8 + s.credential.is_some() as u8;
-                if n == 1 {
-                    Ok(())
-                } else {
-                    Err("give exactly one of env, file or credential".into())
-                }
-            }
-        }
-    }
-}
-
-fn read_secret_file(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-        .map_err(|e| format!("can't read secret file {}: {e}", path.display()))
 }
 
 /// Parse a duration written as `500ms`, `2s`, `5m`, `1h`, `30d`, or a bare
@@ -942,12 +840,16 @@ impl ConfigError {
 /// A single validation problem, before the file path is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The field at fault, as written in the file (`line[0] (a).umbrella`).
     pub field: String,
+    /// What is wrong with it, and how to write it instead.
     pub message: String,
 }
 
 impl Config {
-    /// Read, parse and validate a config file.
+    /// Read and parse a config file, as written. Not yet validated: the
+    /// checks that need the verdict engine, SIP and the schedules are
+    /// [`crate::plan::problems`], and [`crate::plan::Plan::load`] does both.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -956,372 +858,19 @@ impl Config {
         Config::from_toml(&text, path)
     }
 
-    /// Parse and validate TOML text; `path` is only used in messages.
+    /// Parse TOML text, as written (unknown fields and wrong types are
+    /// refused here; everything else by [`crate::plan::problems`]); `path`
+    /// is only used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
-        })?;
-        if let Some(p) = cfg.problems().into_iter().next() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                field: p.field,
-                message: p.message,
-            });
-        }
-        Ok(cfg)
-    }
-
-    /// Every semantic problem in the config, in file order.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut bad = |field: String, message: String| out.push(Problem { field, message });
-        if let Some(d) = &self.dashboard {
-            dashboard_problems(d, &mut bad);
-        }
-        let tz = crate::daemon::schedule::parse_time_zone(&self.daemon.time_zone);
-        let org = &self.organisation;
-        if org.name.trim().is_empty() {
-            bad("organisation.name".into(), "must not be empty".into());
-        }
-        if crate::verdict::numbers::region_id(&org.region).is_none() {
-            bad(
-                "organisation.region".into(),
-                format!(
-                    "{:?} is not a known ISO 3166 region code (e.g. AU, GB, US)",
-                    org.region
-                ),
-            );
-        } else {
-            for (i, n) in org.numbers.iter().enumerate() {
-                if let Err(e) = NumberSet::parse_one(n, &org.region) {
-                    bad(
-                        format!("organisation.numbers[{i}]"),
-                        describe_number_error(n, &e),
-                    );
-                }
-            }
-        }
-        for (i, n) in org.names.iter().enumerate() {
-            if crate::verdict::names::normalise(n).is_empty() {
-                bad(
-                    format!("organisation.names[{i}]"),
-                    "has no letters or digits".into(),
-                );
-            }
-        }
-        for (i, d) in org.descriptors.iter().enumerate() {
-            if crate::verdict::names::normalise(d).is_empty() {
-                bad(
-                    format!("organisation.descriptors[{i}]"),
-                    "has no letters or digits".into(),
-                );
-            }
-        }
-        for (i, h) in org.hosts.iter().enumerate() {
-            let h = h.trim();
-            if h.is_empty() || h.contains(['/', ' ', '@']) {
-                bad(
-                    format!("organisation.hosts[{i}]"),
-                    format!("{h:?} is not a domain or IP address"),
-                );
-            }
-        }
-        if self.lines.is_empty() {
-            bad(
-                "line".into(),
-                "no [[line]] tables: configure at least one line".into(),
-            );
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, line) in self.lines.iter().enumerate() {
-            let f = |s: &str| format!("line[{i}] ({}).{s}", line.name);
-            if line.name.trim().is_empty()
-                || !line
-                    .name
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || "-_.".contains(c))
-            {
-                bad(
-                    format!("line[{i}].name"),
-                    format!(
-                        "{:?} must be non-empty letters, digits, '-', '_' or '.'",
-                        line.name
-                    ),
-                );
-            }
-            if !seen.insert(line.name.clone()) {
-                bad(f("name"), "the same name is used by an earlier line".into());
-            }
-            match (line.expect, &line.umbrella) {
-                (Expect::Umbrella, None) => bad(
-                    f("umbrella"),
-                    "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into(),
-                ),
-                (Expect::Withheld, Some(_)) => bad(
-                    f("umbrella"),
-                    "set only for expect = \"umbrella\"; this line expects withheld".into(),
-                ),
-                (Expect::Umbrella, Some(u)) => {
-                    if crate::verdict::names::normalise(&u.name).is_empty() {
-                        bad(f("umbrella.name"), "must not be empty".into());
-                    }
-                    for (j, n) in u.numbers.iter().enumerate() {
-                        if let Err(e) = NumberSet::parse_one(n, &org.region) {
-                            bad(
-                                f(&format!("umbrella.numbers[{j}]")),
-                                describe_number_error(n, &e),
-                            );
-                        }
-                    }
-                }
-                (Expect::Withheld, None) => {}
-            }
-            if let Some(acc) = &line.account {
-                if let Err(m) = acc.password.check_shape() {
-                    bad(f("account.password"), m);
-                }
-                if acc.registrar.trim().is_empty() {
-                    bad(
-                        f("account.registrar"),
-                        "must name the PBX, e.g. \"sip:pbx.example.org:5060\"".into(),
-                    );
-                }
-                if acc.username.trim().is_empty() {
-                    bad(f("account.username"), "must not be empty".into());
-                }
-                if acc.ring_timeout.is_zero() {
-                    bad(f("account.ring_timeout"), "must be more than zero".into());
-                }
-                if !acc.registrar.trim().is_empty()
-                    && crate::sip::uac::registrar_uri_part(&acc.registrar).is_err()
-                {
-                    bad(
-                        f("account.registrar"),
-                        format!(
-                            "{:?} is not a SIP address (write \"sip:pbx.example.org:5060\" or \"pbx.example.org\")",
-                            acc.registrar
-                        ),
-                    );
-                }
-                if let Some(p) = acc.dial_prefix.as_deref().filter(|p| !p.trim().is_empty()) {
-                    if let Err(e) = crate::verdict::numbers::dial_chars(p) {
-                        bad(
-                            f("account.dial_prefix"),
-                            format!("{p:?} can't be dialled: {e}"),
-                        );
-                    }
-                }
-            }
-            if let (Some(s), Ok(tz)) = (&line.schedule, &tz) {
-                if let Err(e) = crate::daemon::schedule::Schedule::parse(s, *tz) {
-                    bad(f("schedule"), e.to_string());
-                }
-            }
-        }
-        if let Some(ep) = &self.endpoint {
-            if ep.numbers.is_empty() {
-                bad(
-                    "endpoint.numbers".into(),
-                    "list at least one number or user the lines call".into(),
-                );
-            }
-            endpoint_number_problems(self, ep, &mut bad);
-            for (i, l) in ep.listen.iter().enumerate() {
-                match parse_listen(l) {
-                    Err(m) => bad(format!("endpoint.listen[{i}]"), m),
-                    Ok((Transport::Tls, _)) if ep.tls_cert.is_none() || ep.tls_key.is_none() => {
-                        bad(
-                            format!("endpoint.listen[{i}]"),
-                            "a tls: listener needs endpoint.tls_cert and endpoint.tls_key".into(),
-                        )
-                    }
-                    Ok(_) => {}
-                }
-            }
-            if !(400..=699).contains(&ep.reject_code) {
-                bad(
-                    "endpoint.reject_code".into(),
-                    format!("{} is not a 4xx-6xx final response", ep.reject_code),
-                );
-            }
-            if ep.hold_min > ep.hold_max {
-                bad(
-                    "endpoint.hold_min".into(),
-                    "is longer than endpoint.hold_max".into(),
-                );
-            }
-            if ep.matching == Matching::Numbers && ep.numbers.len() < 2 {
-                bad(
-                    "endpoint.matching".into(),
-                    "\"numbers\" matching needs at least two endpoint numbers".into(),
-                );
-            }
-            if let Some(r) = &ep.register {
-                if let Err(m) = r.password.check_shape() {
-                    bad("endpoint.register.password".into(), m);
-                }
-            }
-            for (i, a) in ep.allow.iter().enumerate() {
-                if let Err(m) = crate::sip::guard::Cidr::parse(a) {
-                    bad(
-                        format!("endpoint.allow[{i}]"),
-                        format!("{m} (write an address, or a block such as \"203.0.113.0/24\")"),
-                    );
-                }
-            }
-        }
-        if let Some(a) = &self.alerts {
-            alerts_problems(a, &mut bad);
-        }
-        let d = &self.daemon;
-        if d.configured_state_dir.as_os_str().is_empty() {
-            bad("daemon.state_dir".into(), "must name a directory".into());
-        }
-        match &tz {
-            Err(m) => bad("daemon.time_zone".into(), m.clone()),
-            Ok(tz) => {
-                if let Err(e) = crate::daemon::schedule::Schedule::parse(&d.default_schedule, *tz) {
-                    bad("daemon.default_schedule".into(), e.to_string());
-                }
-                for (i, w) in d.maintenance.iter().enumerate() {
-                    let start = parse_time(&w.start, *tz);
-                    let end = parse_time(&w.end, *tz);
-                    if let Err(m) = &start {
-                        bad(format!("daemon.maintenance[{i}].start"), m.clone());
-                    }
-                    if let Err(m) = &end {
-                        bad(format!("daemon.maintenance[{i}].end"), m.clone());
-                    }
-                    if let (Ok(s), Ok(e)) = (start, end) {
-                        if e <= s {
-                            bad(
-                                format!("daemon.maintenance[{i}].end"),
-                                "must be after start".into(),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        for (name, v) in [
-            ("pbx_poll", d.pbx_poll),
-            ("check_timeout", d.check_timeout),
-            ("evidence_retention", d.evidence_retention),
-        ] {
-            if v.is_zero() {
-                bad(format!("daemon.{name}"), "must be more than zero".into());
-            }
-        }
-        out
+        })
     }
 
     pub fn line(&self, name: &str) -> Option<&Line> {
         self.lines.iter().find(|l| l.name == name)
     }
-}
-
-/// Endpoint numbers that can't be dialled, the same number listed twice,
-/// and, per line with an account, a Request-URI that can't be built (the
-/// field at fault named: the number, `endpoint.dial`, the line's
-/// `dial_prefix` or `registrar`).
-fn endpoint_number_problems(cfg: &Config, ep: &Endpoint, bad: &mut dyn FnMut(String, String)) {
-    use crate::sip::dial::{self, DialError};
-    let region = &cfg.organisation.region;
-    let known_region = crate::verdict::numbers::region_id(region).is_some();
-    let mut keys: Vec<(usize, Vec<String>)> = Vec::new();
-    let mut dialable = vec![true; ep.numbers.len()];
-    for (i, n) in ep.numbers.iter().enumerate() {
-        if let Err(e) = dial::dial_user(n, Some(region)) {
-            let hint = match e {
-                DialError::Number {
-                    source: crate::verdict::numbers::DialableError::Letter(_),
-                    ..
-                } => " (a SIP user name instead is letters, '-', '_' and '.' only)",
-                _ => "",
-            };
-            bad(format!("endpoint.numbers[{i}]"), format!("{e}{hint}"));
-            dialable[i] = false;
-            continue;
-        }
-        let mine = crate::sip::endpoint::delivered_keys(n, known_region.then_some(region.as_str()));
-        if let Some((j, _)) = keys
-            .iter()
-            .find(|(_, k)| k.iter().any(|x| mine.contains(x)))
-        {
-            bad(
-                format!("endpoint.numbers[{i}]"),
-                format!(
-                    "{n:?} is the same number as endpoint.numbers[{j}] ({:?}): a call to one can't be told from a call to the other",
-                    ep.numbers[*j]
-                ),
-            );
-        }
-        keys.push((i, mine));
-    }
-    let mut reported: Vec<String> = Vec::new();
-    for (li, line) in cfg.lines.iter().enumerate() {
-        let Some(acc) = &line.account else { continue };
-        for (i, n) in ep.numbers.iter().enumerate() {
-            if !dialable[i] {
-                continue;
-            }
-            let field = |s: &str| format!("line[{li}] ({}).account.{s}", line.name);
-            let (f, msg) = match dial::for_line(acc, ep, n, region) {
-                Ok(_) => continue,
-                // Reported above, with the account's own checks.
-                Err(
-                    DialError::Number { .. }
-                    | DialError::Registrar { .. }
-                    | DialError::Prefix { .. },
-                ) => continue,
-                Err(e @ DialError::PrefixWithoutUser { .. }) => {
-                    (field("dial_prefix"), e.to_string())
-                }
-                Err(e @ DialError::Template { .. }) => ("endpoint.dial".to_string(), e.to_string()),
-                Err(e @ DialError::Uri { .. }) => {
-                    let f = if ep.dial.is_some() {
-                        "endpoint.dial".to_string()
-                    } else {
-                        field("registrar")
-                    };
-                    (
-                        f,
-                        format!("the test call to endpoint.numbers[{i}] would be sent to {e}"),
-                    )
-                }
-            };
-            if !reported.contains(&f) {
-                reported.push(f.clone());
-                bad(f, msg);
-            }
-        }
-    }
-}
-
-fn describe_number_error(n: &str, e: &NumberError) -> String {
-    format!("{n:?} is not a usable phone number or range: {e}")
-}
-
-/// Parse an endpoint listen spec: `udp:127.0.0.1:5080`, `tcp:[::1]:5080`.
-pub fn parse_listen(spec: &str) -> Result<(Transport, std::net::SocketAddr), String> {
-    let (proto, addr) = spec.split_once(':').ok_or_else(|| {
-        format!("{spec:?}: write it as udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT")
-    })?;
-    let t = match proto.to_ascii_lowercase().as_str() {
-        "udp" => Transport::Udp,
-        "tcp" => Transport::Tcp,
-        "tls" => Transport::Tls,
-        other => {
-            return Err(format!(
-                "{spec:?}: unknown transport {other:?} (udp, tcp or tls)"
-            ))
-        }
-    };
-    let sa = addr
-        .parse()
-        .map_err(|_| format!("{spec:?}: {addr:?} is not an IP address and port"))?;
-    Ok((t, sa))
 }
 
 #[cfg(test)]
@@ -1343,7 +892,7 @@ mod tests {
             "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[alerts]\n{alerts}\n"
         );
         let cfg: Config = toml::from_str(&text).unwrap();
-        cfg.problems()
+        crate::plan::problems(&cfg)
     }
 
     fn dashboard_problems_for(section: &str) -> Vec<String> {
@@ -1351,7 +900,10 @@ mod tests {
             "[organisation]\nname = \"Org\"\nregion = \"AU\"\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n[dashboard]\n{section}\n"
         );
         let cfg: Config = toml::from_str(&text).unwrap();
-        cfg.problems().into_iter().map(|p| p.field).collect()
+        crate::plan::problems(&cfg)
+            .into_iter()
+            .map(|p| p.field)
+            .collect()
     }
 
     #[test]
@@ -1419,11 +971,5 @@ mod tests {
             "recipients = [\"a@example.org\"]\nfrom = \"c@example.org\"\n[alerts.smtp]\nhost = \"127.0.0.1\"\nport = 25\nsecurity = \"plain\"\nusername = \"u\"\npassword = \"p\"",
         );
         assert!(p.is_empty(), "{p:?}");
-    }
-
-    #[test]
-    fn secret_debug_never_shows_value() {
-        let s = Secret::Inline("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

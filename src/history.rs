@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use crate::store::{ms_of_rfc3339, CheckQuery, Store, StoreError, StoredCheck};
+use crate::store::{ms_of_rfc3339, CheckQuery, HistoryRead, StoreError, StoredCheck};
 use crate::verdict::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Format {
 
 /// Every check of `line` started at or after `since_ms`, oldest first.
 pub fn checks_since(
-    store: &Store,
+    store: &dyn HistoryRead,
     line: &str,
     since_ms: Option<i64>,
 ) -> Result<Vec<StoredCheck>, StoreError> {
@@ -60,15 +60,14 @@ fn outcome_word(c: &StoredCheck) -> &'static str {
 
 fn trigger_text(c: &StoredCheck) -> String {
     use crate::check::result::Trigger;
-    match &c.result.trigger {
-        Trigger::Schedule => "schedule".into(),
-        Trigger::Confirm => "confirm".into(),
+    let t = &c.result.trigger;
+    match t {
         Trigger::PbxChange { from, to } => format!(
-            "pbx-change ({} -> {to})",
+            "{} ({} -> {to})",
+            t.kind(),
             from.as_deref().unwrap_or("unknown")
         ),
-        Trigger::Manual { label, .. } => labelled("manual", label.as_deref()),
-        Trigger::Api { label, .. } => labelled("api", label.as_deref()),
+        other => labelled(other.kind(), other.label()),
     }
 }
 
@@ -180,18 +179,11 @@ const CSV_HEADER: &str = "id,started_at,line,trigger,trigger_label,outcome,inter
 /// or ESC into a spreadsheet or a terminal running `cat`), so every record
 /// is one line.
 fn csv(checks: &[StoredCheck]) -> String {
-    use crate::check::result::Trigger;
     let mut out = String::from(CSV_HEADER);
     out.push_str("\r\n");
     for c in checks {
         let r = &c.result;
-        let (kind, label) = match &r.trigger {
-            Trigger::Schedule => ("schedule", None),
-            Trigger::Confirm => ("confirm", None),
-            Trigger::PbxChange { to, .. } => ("pbx-change", Some(to.as_str())),
-            Trigger::Manual { label, .. } => ("manual", label.as_deref()),
-            Trigger::Api { label, .. } => ("api", label.as_deref()),
-        };
+        let (kind, label) = (r.trigger.kind(), r.trigger.note());
         let fields = [
             c.id.to_string(),
             r.started_at.clone(),

@@ -14,6 +14,7 @@ use cidguard::check::evidence::EvidenceDir;
 use cidguard::check::result::Trigger;
 use cidguard::check::run::{CheckOptions, Checker};
 use cidguard::config::Config;
+use cidguard::plan::Plan;
 use cidguard::report;
 use cidguard::verdict::{self, Policy};
 
@@ -352,10 +353,10 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
 }
 
 fn alert_test(path: &Path) -> Result<u8, UsageError> {
-    let cfg = Config::load(path).map_err(|e| UsageError(e.into()))?;
+    let plan = Plan::load(path).map_err(|e| UsageError(e.into()))?;
     let report = runtime()?
         .block_on(cidguard::alert::send_test_email(
-            &cfg,
+            &plan,
             path,
             chrono::Utc::now(),
         ))
@@ -388,28 +389,21 @@ async fn check(
     standalone: bool,
     evidence_dir: Option<PathBuf>,
 ) -> Result<u8, UsageError> {
-    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
+    let plan = Arc::new(Plan::load(config).map_err(|e| UsageError(e.into()))?);
     for l in lines {
-        if cfg.line(l).is_none() {
+        if plan.line(l).is_none() {
             return Err(UsageError(anyhow::anyhow!(
                 "no line named {l:?} in {} (lines: {})",
                 config.display(),
-                cfg.lines
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                line_names(&plan)
             )));
         }
     }
-    let policies = Policy::for_config(&cfg)
-        .context("organisation numbers")
-        .map_err(UsageError)?;
     let from_daemon = if standalone {
         None
     } else {
         cidguard::web::client::check_via_daemon(
-            &cfg,
+            plan.config(),
             lines,
             label.clone(),
             std::time::Duration::from_secs(600),
@@ -429,13 +423,12 @@ async fn check(
             // no test calls.
             let dir = match &evidence_dir {
                 Some(d) => EvidenceDir::named(d),
-                None => EvidenceDir::default_for(&cfg.daemon),
+                None => EvidenceDir::default_for(&plan.config().daemon),
             }
             .context("evidence")
             .map_err(UsageError)?;
             evidence = Some(dir);
-            let cfg = std::sync::Arc::new(cfg.clone());
-            let checker = Checker::start(cfg, CheckOptions::default())
+            let checker = Checker::start(plan.clone(), CheckOptions::default())
                 .await
                 .with_context(|| format!("{}: endpoint", config.display()))
                 .map_err(UsageError)?;
@@ -466,7 +459,7 @@ async fn check(
                 }
                 print!(
                     "{}",
-                    report::human_check(r, policies.iter().find(|p| p.line == r.line))
+                    report::human_check(r, plan.line(&r.line).map(|l| l.policy()))
                 );
             }
         }
@@ -484,14 +477,14 @@ async fn check(
 }
 
 async fn sip_register(config: &Path, line: &str) -> Result<u8, UsageError> {
-    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
-    let Some(l) = cfg.line(line) else {
+    let plan = Plan::load(config).map_err(|e| UsageError(e.into()))?;
+    let Some(l) = plan.line(line) else {
         return Err(UsageError(anyhow::anyhow!(
             "no line named {line:?} in {}",
             config.display()
         )));
     };
-    let Some(account) = &l.account else {
+    let Some(account) = l.account() else {
         return Err(UsageError(anyhow::anyhow!(
             "{}: line {line:?} has no [line.account] to register",
             config.display()
@@ -515,8 +508,8 @@ async fn sip_register(config: &Path, line: &str) -> Result<u8, UsageError> {
 }
 
 async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
-    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
-    let Some(ep) = &cfg.endpoint else {
+    let plan = Plan::load(config).map_err(|e| UsageError(e.into()))?;
+    let (Some(ep), Some(written)) = (plan.endpoint(), &plan.config().endpoint) else {
         return Err(UsageError(anyhow::anyhow!(
             "{}: no [endpoint] table",
             config.display()
@@ -524,19 +517,21 @@ async fn sip_listen(config: &Path) -> Result<u8, UsageError> {
     };
     println!(
         "listening on {} for calls to {}; Ctrl-C to stop",
-        ep.listen.join(", "),
-        ep.numbers.join(", ")
+        written.listen.join(", "),
+        ep.numbers().join(", ")
     );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     cidguard::sip::hooks::listen(
-        ep,
-        cidguard::sip::endpoint::EndpointOptions {
-            // A call delivered in national form still finds its number.
-            region: Some(cfg.organisation.region.clone()),
-            ..Default::default()
+        // Each number with the forms a PBX may deliver it in (national, E.164).
+        ep.sip(),
+        cidguard::sip::hooks::Hold {
+            min: ep.hold_min(),
+            max: ep.hold_max(),
+            reject_code: ep.reject_code(),
         },
+        cidguard::sip::endpoint::EndpointOptions::default(),
         |c| {
             // Everything but the address and transport came off the wire:
             // escaped, so an ESC or CR in a header can't act on the terminal.
@@ -570,35 +565,32 @@ fn failed(e: impl std::fmt::Display) -> Result<u8, UsageError> {
 }
 
 fn run_daemon(config: &Path) -> Result<u8, UsageError> {
-    use cidguard::daemon::wiring::{EmailAlerts, OptionsProbe, SipChecker};
-    use cidguard::daemon::{self, DaemonError, Deps};
+    use cidguard::daemon::{self, DaemonError};
+    use cidguard::service::{self, ServiceError};
     // Refuse a bad config before anything starts, with status 2.
-    Config::load(config).map_err(|e| UsageError(e.into()))?;
+    Plan::load(config).map_err(|e| UsageError(e.into()))?;
     let rt = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => return failed(format!("can't start the runtime: {e}")),
     };
     let outcome = rt.block_on(async {
         let (reload, stop) = daemon::unix_signals()?;
-        let deps = Deps::new(
-            Arc::new(SipChecker::new()),
-            Arc::new(OptionsProbe),
-            Arc::new(EmailAlerts::new(config)),
-        );
-        daemon::run(config, deps, reload, stop).await
+        service::run(config, reload, stop).await
     });
     match outcome {
         Ok(()) => Ok(0),
-        Err(DaemonError::Config(e)) => Err(UsageError(e.into())),
+        Err(ServiceError::Config(e) | ServiceError::Daemon(DaemonError::Config(e))) => {
+            Err(UsageError(e.into()))
+        }
         Err(e) => failed(e),
     }
 }
 
 fn run_demo(every: &str, run_for: Option<&str>, dir: Option<PathBuf>) -> Result<u8, UsageError> {
     use cidguard::config::parse_duration;
-    use cidguard::demo;
+    use cidguard::service::demo;
     let every = parse_duration(every).map_err(|e| UsageError(anyhow::anyhow!("--every: {e}")))?;
-    demo::schedule_for(every).map_err(|e| UsageError(e.into()))?;
+    cidguard::demo::schedule_for(every).map_err(|e| UsageError(e.into()))?;
     let run_for = run_for
         .map(|s| parse_duration(s).map_err(|e| UsageError(anyhow::anyhow!("--for: {e}"))))
         .transpose()?;
@@ -667,7 +659,7 @@ fn history(
     format: HistoryFormat,
 ) -> Result<u8, UsageError> {
     use cidguard::store::Store;
-    let cfg = Config::load(config).map_err(|e| UsageError(e.into()))?;
+    let plan = Plan::load(config).map_err(|e| UsageError(e.into()))?;
     let since_ms = match since {
         Some(s) => {
             let d = cidguard::config::parse_duration(s)
@@ -678,19 +670,15 @@ fn history(
         }
         None => None,
     };
-    let path = cfg.daemon.state_dir().join(Store::FILE_NAME);
+    let path = plan.state_dir().join(Store::FILE_NAME);
     let store = match Store::open_existing(&path) {
         Ok(s) => s,
         Err(e) => return failed(e),
     };
-    if cfg.line(line).is_none() && !store.lines().unwrap_or_default().iter().any(|l| l == line) {
+    if plan.line(line).is_none() && !store.lines().unwrap_or_default().iter().any(|l| l == line) {
         return Err(UsageError(anyhow::anyhow!(
             "no line named {line:?} in the config or the history (lines: {})",
-            cfg.lines
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            line_names(&plan)
         )));
     }
     let checks = match cidguard::history::checks_since(&store, line, since_ms) {
@@ -702,19 +690,16 @@ fn history(
         HistoryFormat::Json => cidguard::history::Format::Json,
         HistoryFormat::Csv => cidguard::history::Format::Csv,
     };
-    print!(
-        "{}",
-        cidguard::history::render(&checks, format, cfg.daemon.tz())
-    );
+    print!("{}", cidguard::history::render(&checks, format, plan.tz()));
     Ok(0)
 }
 
-fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+fn load_plan(path: Option<&Path>) -> anyhow::Result<Plan> {
     match path {
-        Some(p) => Ok(Config::load(p)?),
+        Some(p) => Ok(Plan::load(p)?),
         None => {
             eprintln!("cidguard: no --config given; using the built-in example config (config/example.toml)");
-            Ok(Config::from_toml(
+            Ok(Plan::from_toml(
                 EXAMPLE_CONFIG,
                 Path::new("built-in example.toml"),
             )?)
@@ -722,17 +707,21 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     }
 }
 
-fn policy_for(cfg: &Config, line: &str) -> anyhow::Result<Policy> {
-    let policies = Policy::for_config(cfg).context("organisation numbers")?;
-    match policies.into_iter().find(|p| p.line == line) {
-        Some(p) => Ok(p),
+/// The names of the plan's lines, for messages.
+fn line_names(plan: &Plan) -> String {
+    plan.lines()
+        .iter()
+        .map(|l| l.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn policy_for(plan: &Plan, line: &str) -> anyhow::Result<Policy> {
+    match plan.line(line) {
+        Some(l) => Ok(l.policy().clone()),
         None => bail!(
             "no line named {line:?} in the config (lines: {})",
-            cfg.lines
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            line_names(plan)
         ),
     }
 }
@@ -743,8 +732,8 @@ fn inspect(
     format: Format,
     capture: &Path,
 ) -> anyhow::Result<u8> {
-    let cfg = load_config(config)?;
-    let policy = policy_for(&cfg, line)?;
+    let plan = load_plan(config)?;
+    let policy = policy_for(&plan, line)?;
     let raw = if capture == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -784,12 +773,10 @@ fn inspect_pcap(
     use cidguard::report::capture as out;
     use std::io::Write;
 
-    let cfg = load_config(config).map_err(UsageError)?;
+    let plan = load_plan(config).map_err(UsageError)?;
     let policy = match line {
-        Some(l) => policy_for(&cfg, l).map_err(UsageError)?,
-        None => Policy::organisation(&cfg.organisation)
-            .context("organisation numbers")
-            .map_err(UsageError)?,
+        Some(l) => policy_for(&plan, l).map_err(UsageError)?,
+        None => plan.organisation_policy().clone(),
     };
     let hosts = |list: &[String], flag: &str| -> Result<Vec<HostSpec>, UsageError> {
         list.iter()
@@ -804,7 +791,7 @@ fn inspect_pcap(
         from: hosts(from_host, "--from-host")?,
         to: hosts(to_host, "--to-host")?,
     };
-    let redactor = Redactor::new(&cfg)
+    let redactor = Redactor::new(plan.config())
         .context("organisation numbers")
         .map_err(UsageError)?;
     // `-`: a capture streamed in (`tcpdump -w - ... | cidguard inspect --pcap -`).
@@ -895,7 +882,7 @@ fn config_check(path: &Path) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(e) => bail!("{}: {}", path.display(), e.to_string().trim_end()),
     };
-    let problems = cfg.problems();
+    let problems = cidguard::plan::problems(&cfg);
     if !problems.is_empty() {
         let mut msg = format!(
             "{}: {} problem{}:",
@@ -908,8 +895,8 @@ fn config_check(path: &Path) -> anyhow::Result<u8> {
         }
         bail!(msg);
     }
-    let policies = Policy::for_config(&cfg).context("organisation numbers")?;
+    let plan = Plan::compile(cfg, path)?;
     println!("{}: OK", path.display());
-    print!("{}", report::config_summary(&cfg, &policies));
+    print!("{}", report::config_summary(&plan));
     Ok(0)
 }

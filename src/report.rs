@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 
 use crate::escape::{clip, control as esc};
 
-use crate::config::{Config, Expect};
+use crate::config::Expect;
+use crate::plan::Plan;
 use crate::verdict::{Kind, Outcome, Policy, Verdict};
 
 /// Process exit status for an outcome: 0 pass, 1 fail, 3 inconclusive
@@ -95,8 +96,9 @@ fn write_presented(s: &mut String, p: &crate::verdict::Presented) {
     }
 }
 
-/// A summary of a config, for `config check`.
-pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
+/// A summary of a plan, for `config check`.
+pub fn config_summary(plan: &Plan) -> String {
+    let cfg = plan.config();
     let mut s = String::new();
     let org = &cfg.organisation;
     let _ = writeln!(
@@ -136,7 +138,8 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
         }
     );
     let _ = writeln!(s, "Lines ({}):", cfg.lines.len());
-    for (line, p) in cfg.lines.iter().zip(policies) {
+    for (line, compiled) in cfg.lines.iter().zip(plan.lines()) {
+        let p = compiled.policy();
         let how = match &line.account {
             Some(a) => format!(
                 "calls as {} via {} ({})",
@@ -156,17 +159,14 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
             p.expectation(),
             how
         );
-        // The exact Request-URI of each test call, from the same function
-        // the line dials with.
-        if let (Some(acc), Some(ep)) = (&line.account, &cfg.endpoint) {
-            for n in &ep.numbers {
-                let uri = crate::sip::dial::for_line(acc, ep, n, &org.region)
-                    .unwrap_or_else(|e| format!("(can't be dialled: {e})"));
+        // The exact Request-URI of each test call: the one the line dials.
+        if let Some(ep) = plan.endpoint() {
+            for uri in (0..ep.numbers().len()).filter_map(|i| compiled.target(i)) {
                 let _ = writeln!(
                     s,
                     "  {:<16} dials {}",
                     line.name,
-                    crate::escape::control(&uri)
+                    crate::escape::control(uri)
                 );
             }
         }
@@ -191,7 +191,7 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
                 .numbers
                 .iter()
                 .map(
-                    |n| match crate::sip::dial::dial_user(n, Some(&org.region)) {
+                    |n| match crate::plan::dial::dial_user(n, Some(&org.region)) {
                         Ok(d) if d != *n => format!("{n}, dialled as {d}"),
                         _ => n.clone(),
                     },
@@ -223,7 +223,7 @@ pub fn endpoint_exposure(ep: &crate::config::Endpoint) -> String {
     let public = ep
         .listen
         .iter()
-        .any(|l| crate::config::parse_listen(l).is_ok_and(|(_, a)| !a.ip().is_loopback()));
+        .any(|l| crate::sip::transport::parse_listen(l).is_ok_and(|(_, a)| !a.ip().is_loopback()));
     if ep.allow.is_empty() {
         let _ = writeln!(
             s,

@@ -20,8 +20,8 @@ use cidguard::alert::{
     OutgoingAlert, RetryPolicy, SenderOptions, SenderStats,
 };
 use cidguard::check::result::{CallSummary, CheckResult, Trigger};
-use cidguard::config::Config;
-use cidguard::verdict::{self, Policy};
+use cidguard::plan::Plan;
+use cidguard::verdict;
 
 use crate::support::net::free_port;
 use crate::support::poll_until;
@@ -43,13 +43,13 @@ expect = "withheld"
 "#;
 
 /// A config with `[alerts]` lines and a transport table appended.
-fn config(dir: &Path, alerts: &str, transport: &str) -> Result<(Config, PathBuf)> {
+fn config(dir: &Path, alerts: &str, transport: &str) -> Result<(Plan, PathBuf)> {
     let text = format!(
         "{ORG}\n[alerts]\nrecipients = [\"noc@example.org\", \"Manager <manager@example.org>\"]\nfrom = \"cidguard <cidguard@example.org>\"\n{alerts}\n{transport}\n"
     );
     let path = dir.join("cidguard.toml");
     std::fs::write(&path, &text)?;
-    let cfg = Config::load(&path)?;
+    let cfg = Plan::load(&path)?;
     Ok((cfg, path))
 }
 
@@ -70,19 +70,15 @@ CSeq: 1 INVITE\r\n\
 X-Note: <script>alert('x')</script> +61 3 7010 0142\r\n\
 Content-Length: 0\r\n\r\n";
 
-fn judged(cfg: &Config, invite: &str, trigger: Trigger) -> CheckResult {
-    let policy = Policy::for_config(cfg)
-        .unwrap()
-        .into_iter()
-        .find(|p| p.line == "reception")
-        .unwrap();
-    let v = verdict::judge(&policy, invite.as_bytes());
+fn judged(cfg: &Plan, invite: &str, trigger: Trigger) -> CheckResult {
+    let policy = cfg.line("reception").unwrap().policy();
+    let v = verdict::judge(policy, invite.as_bytes());
     CheckResult::from_verdict(v, SystemTime::now(), CallSummary::default(), trigger)
 }
 
 /// The leak alert the state machine queues for a fail confirmed by a
 /// re-check (check ids `first` and `first + 1`).
-fn leak_alert(cfg: &Config, policy: &AlertPolicy, first: i64) -> OutgoingAlert {
+fn leak_alert(cfg: &Plan, policy: &AlertPolicy, first: i64) -> OutgoingAlert {
     let now = Utc::now();
     let fail = judged(cfg, LEAKING_INVITE, Trigger::Schedule);
     let (s, a) = on_result(&LineAlertState::default(), &fail, first, now, policy, false);
@@ -178,7 +174,7 @@ fn leak_alert_arrives_with_both_parts_and_every_finding() -> Result<()> {
             ..Opts::default()
         },
     )?;
-    let policy = AlertPolicy::from_config(&cfg, &path)?;
+    let policy = AlertPolicy::from_plan(&cfg, &path)?;
     let alert = leak_alert(&cfg, &policy, 41);
     let store = Arc::new(MemoryOutbox::default());
     assert!(store.enqueue(&alert)?);
@@ -186,7 +182,7 @@ fn leak_alert_arrives_with_both_parts_and_every_finding() -> Result<()> {
     assert!(!store.enqueue(&alert)?);
 
     let rt = runtime();
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = Mailer::from_config(cfg.config().alerts.as_ref().unwrap())?;
     let sender = start_sender(&rt, &store, &mailer);
     let got =
         wait_for_messages(mail.path(), 1, Duration::from_secs(20)).with_context(|| server.log())?;
@@ -264,11 +260,11 @@ fn masked_numbers_never_reach_the_mailbox() -> Result<()> {
         &smtp_table(port, "plain", ""),
     )?;
     let server = SmtpServer::start(port, mail.path(), &Opts::default())?;
-    let policy = AlertPolicy::from_config(&cfg, &path)?;
+    let policy = AlertPolicy::from_plan(&cfg, &path)?;
     let store = Arc::new(MemoryOutbox::default());
     store.enqueue(&leak_alert(&cfg, &policy, 7))?;
     let rt = runtime();
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = Mailer::from_config(cfg.config().alerts.as_ref().unwrap())?;
     let sender = start_sender(&rt, &store, &mailer);
     let got =
         wait_for_messages(mail.path(), 1, Duration::from_secs(20)).with_context(|| server.log())?;
@@ -298,8 +294,8 @@ fn outage_then_recovery_delivers_each_alert_exactly_once() -> Result<()> {
     let mail = tempfile::tempdir()?;
     let port = free_port()?;
     let (cfg, path) = config(dir.path(), "", &smtp_table(port, "plain", ""))?;
-    let policy = AlertPolicy::from_config(&cfg, &path)?;
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let policy = AlertPolicy::from_plan(&cfg, &path)?;
+    let mailer = Mailer::from_config(cfg.config().alerts.as_ref().unwrap())?;
     // The store is the database: it outlives every sender.
     let store = Arc::new(MemoryOutbox::default());
     let rt = runtime();
@@ -389,7 +385,7 @@ fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
 }
 
 /// `send_test_email` (what `cidguard alert test` runs) against a server.
-fn test_email(cfg: &Config, path: &Path) -> Result<cidguard::alert::TestReport> {
+fn test_email(cfg: &Plan, path: &Path) -> Result<cidguard::alert::TestReport> {
     Ok(runtime().block_on(cidguard::alert::send_test_email(cfg, path, Utc::now()))?)
 }
 
@@ -602,11 +598,11 @@ fn file_transport_writes_eml_files() -> Result<()> {
         "",
         &format!("[alerts.file]\ndir = \"{}\"", out_dir.display()),
     )?;
-    let policy = AlertPolicy::from_config(&cfg, &path)?;
+    let policy = AlertPolicy::from_plan(&cfg, &path)?;
     let store = Arc::new(MemoryOutbox::default());
     store.enqueue(&leak_alert(&cfg, &policy, 5))?;
     let rt = runtime();
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = Mailer::from_config(cfg.config().alerts.as_ref().unwrap())?;
     let sender = start_sender(&rt, &store, &mailer);
     poll_until(Duration::from_secs(10), "the alert to be written", || {
         Ok((store.pending()? == 0).then_some(()))

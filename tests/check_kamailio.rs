@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use cidguard::check::result::{CheckResult, Trigger};
 use cidguard::check::run::{CheckOptions, Checker};
-use cidguard::config::{Config, Transport as CfgTransport};
+use cidguard::config::Transport as CfgTransport;
+use cidguard::plan::Plan;
 use cidguard::verdict::{Kind, Outcome};
 
 use crate::support::sipp::pbx_scenario;
@@ -90,8 +91,8 @@ pub async fn setup_with(
 ) -> Setup {
     let pbx = Kamailio::start(KamailioOpts::default()).expect("start the PBX");
     let text = edit(config_text(&pbx, transport, matching, lines, numbers));
-    let cfg = Config::from_toml(&text, Path::new("test.toml")).expect("config");
-    let checker = Checker::start(Arc::new(cfg), CheckOptions::default())
+    let plan = Plan::from_toml(&text, Path::new("test.toml")).expect("config");
+    let checker = Checker::start(Arc::new(plan), CheckOptions::default())
         .await
         .expect("checker");
     let (ct, st) = match transport {
@@ -232,8 +233,8 @@ fn a_wrong_password_is_inconclusive_with_an_auth_reason() {
             &[org::ENDPOINT_NUMBER],
         )
         .replace("line201-test-secret", "not-the-password");
-        let cfg = Config::from_toml(&text, Path::new("t.toml")).expect("config");
-        let checker = Checker::start(Arc::new(cfg), CheckOptions::default())
+        let plan = Plan::from_toml(&text, Path::new("t.toml")).expect("config");
+        let checker = Checker::start(Arc::new(plan), CheckOptions::default())
             .await
             .expect("checker");
         let r = checker.check_line("reception", Trigger::Schedule).await;
@@ -262,8 +263,8 @@ fn the_pbx_down_is_inconclusive_never_a_pass() {
             &[org::ENDPOINT_NUMBER],
         );
         drop(pbx); // the PBX goes away: nothing answers on its port
-        let cfg = Config::from_toml(&text, Path::new("t.toml")).expect("config");
-        let checker = Checker::start(Arc::new(cfg), CheckOptions::default())
+        let plan = Plan::from_toml(&text, Path::new("t.toml")).expect("config");
+        let checker = Checker::start(Arc::new(plan), CheckOptions::default())
             .await
             .expect("checker");
         let r = tokio::time::timeout(

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use cidguard::config::{Config, ConfigError};
+use cidguard::plan::Plan;
 
+/// The config as written, once it has been validated and compiled.
 fn check(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, Path::new("test.toml"))
+    Plan::from_toml(text, Path::new("test.toml")).map(|p| p.config().clone())
 }
 
 const ORG: &str = r#"
@@ -18,11 +20,12 @@ numbers = ["+61 3 7010 0142"]
 
 #[test]
 fn shipped_example_is_valid() {
-    let cfg = Config::load(Path::new(concat!(
+    let plan = Plan::load(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/example.toml"
     )))
     .unwrap();
+    let cfg = plan.config();
     assert_eq!(cfg.lines.len(), 2);
     assert_eq!(
         cfg.lines[1].umbrella.as_ref().unwrap().name,
@@ -162,13 +165,14 @@ reason = "PBX upgrade"
 {LINE}schedule = "0 */15 * * * *"
 "#
     );
-    let cfg = check(&text).unwrap();
+    let plan = Plan::from_toml(&text, Path::new("test.toml")).unwrap();
+    let cfg = plan.config();
     let d = &cfg.daemon;
-    assert_eq!(d.tz(), chrono_tz::Australia::Sydney);
+    assert_eq!(plan.tz(), chrono_tz::Australia::Sydney);
     assert_eq!(d.jitter, std::time::Duration::from_secs(120));
     assert_eq!(d.pbx_poll, std::time::Duration::from_secs(60));
     assert_eq!(cfg.lines[0].schedule.as_deref(), Some("0 */15 * * * *"));
-    let (start, end) = d.maintenance[0].resolve(d.tz()).unwrap();
+    let (start, end) = d.maintenance[0].resolve(plan.tz()).unwrap();
     // 22:00 in Sydney in June (AEST, +10) is 12:00 UTC.
     assert_eq!(start.to_rfc3339(), "2025-06-01T12:00:00+00:00");
     assert_eq!(end.to_rfc3339(), "2025-06-01T16:00:00+00:00");

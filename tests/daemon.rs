@@ -13,12 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use cidguard::check::result::{CheckResult, Trigger};
-use cidguard::config::{Account, Config, Expect};
+use cidguard::config::Expect;
 use cidguard::daemon::notify::Notifier;
 use cidguard::daemon::{
     self, maintenance, AlertContext, AlertSink, BoxError, CheckRequest, Checker, Clock,
     DaemonError, Deps, Event, FollowUp, PbxProbe, TokioClock,
 };
+use cidguard::plan::Plan;
+use cidguard::sip::Account;
 use cidguard::store::{Store, StoredCheck};
 use cidguard::verdict::Outcome;
 
@@ -120,7 +122,7 @@ impl Drop for InFlight<'_> {
 
 #[async_trait]
 impl Checker for FakeChecker {
-    async fn configure(&self, _config: &Arc<Config>) -> Result<(), BoxError> {
+    async fn configure(&self, _plan: &Arc<Plan>) -> Result<(), BoxError> {
         if *self.refuse_configure.lock().unwrap() {
             return Err("can't bind udp:127.0.0.1:5080: address in use".into());
         }
@@ -297,7 +299,6 @@ impl Harness {
             notifier: o.notifier,
             events: Some(ev_tx),
             runs: None,
-            demo: None,
         };
         let (reload, reload_rx) = mpsc::channel(4);
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -860,7 +861,7 @@ async fn maintenance_holds_alerts_but_checks_go_on() {
     assert_eq!(told, [false, true, true, false, false]);
     // A window set through the API counts too.
     let store = h.store();
-    let config = Config::load(&h.config_path).unwrap();
+    let plan = Plan::load(&h.config_path).unwrap();
     store
         .add_maintenance(
             utc(5, 0).timestamp_millis(),
@@ -868,9 +869,9 @@ async fn maintenance_holds_alerts_but_checks_go_on() {
             None,
         )
         .unwrap();
-    assert!(maintenance::in_maintenance(&config, &store, utc(5, 30)).unwrap());
-    assert!(!maintenance::in_maintenance(&config, &store, utc(6, 0)).unwrap());
-    assert!(maintenance::in_maintenance(&config, &store, utc(1, 59)).unwrap());
+    assert!(maintenance::in_maintenance(&plan, &store, utc(5, 30)).unwrap());
+    assert!(!maintenance::in_maintenance(&plan, &store, utc(6, 0)).unwrap());
+    assert!(maintenance::in_maintenance(&plan, &store, utc(1, 59)).unwrap());
     h.wait("the API window", 4 * HOUR, |e| {
         *e == Event::MaintenanceChanged { active: true }
     })
@@ -1007,7 +1008,6 @@ async fn a_bad_config_or_state_dir_stops_the_start() {
         notifier: Notifier::disabled(),
         events: None,
         runs: None,
-        demo: None,
     };
     let (_tx, rx) = mpsc::channel(1);
     let r = daemon::run(&cfg, deps(), rx, std::future::pending::<()>()).await;

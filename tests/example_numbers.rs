@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use cidguard::check::result::{CheckResult, Trigger};
 use cidguard::check::run::{CheckOptions, Checker};
-use cidguard::config::{Config, Transport as CfgTransport};
+use cidguard::config::Transport as CfgTransport;
+use cidguard::plan::Plan;
 use cidguard::verdict::{Kind, Outcome};
 
 use crate::support::{self, CallerIdRule, Kamailio, KamailioOpts, Transport, LINES};
@@ -107,14 +108,14 @@ fn example_through_a_real_pbx(transport: &str) {
     rt.block_on(async {
         let pbx = Kamailio::start(KamailioOpts::default()).expect("start the PBX");
         let text = example_on(&pbx, transport);
-        let cfg = Config::from_toml(&text, Path::new("example.toml")).expect("config");
-        let ep = cfg.endpoint.clone().expect("endpoint");
+        let plan = Plan::from_toml(&text, Path::new("example.toml")).expect("config");
+        let ep = plan.config().endpoint.clone().expect("endpoint");
         assert!(
             ep.numbers.iter().all(|n| n.contains(' ')),
             "the example writes its numbers as people do: {:?}",
             ep.numbers
         );
-        let checker = Checker::start(Arc::new(cfg), CheckOptions::default())
+        let checker = Checker::start(Arc::new(plan), CheckOptions::default())
             .await
             .expect("checker");
         let (ct, st) = match transport {

@@ -623,7 +623,8 @@ fn at_the_connection_limit_a_new_source_takes_the_place_of_the_greediest() {
             toml::from_str("listen = [\"tcp:127.0.0.1:0\"]\nnumbers = [\"4000\"]\n").expect("cfg");
         let mut opts = EndpointOptions::default();
         opts.stack.transport.max_connections = 8;
-        let ep = Endpoint::start_with(&cfg, std::sync::Arc::new(Reject), opts)
+        let spec = cidguard::plan::endpoint_spec(&cfg, None).expect("spec");
+        let ep = Endpoint::start_with(&spec, std::sync::Arc::new(Reject), opts)
             .await
             .expect("endpoint");
         let tcp = ep.addr(cidguard::config::Transport::Tcp).expect("tcp");

@@ -901,9 +901,9 @@ fn a_large_capture_streams_in_bounded_memory() {
     use cidguard::capture::redact::Redactor;
     use cidguard::capture::tcp::TcpLimits;
     use cidguard::capture::{ip::DefragLimits, Limits};
-    let cfg = cidguard::config::Config::load(Path::new(EXAMPLE)).unwrap();
-    let policy = cidguard::verdict::Policy::organisation(&cfg.organisation).unwrap();
-    let redactor = Redactor::new(&cfg).unwrap();
+    let plan = cidguard::plan::Plan::load(Path::new(EXAMPLE)).unwrap();
+    let policy = plan.organisation_policy().clone();
+    let redactor = Redactor::new(plan.config()).unwrap();
     let limits = Limits {
         tcp: TcpLimits {
             max_streams: 2_000,

@@ -17,9 +17,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use cidguard::check::result::Trigger;
-use cidguard::config::Config;
+use cidguard::plan::Plan;
 use cidguard::store::{Record, Store};
-use cidguard::verdict::{self, Outcome, Policy};
+use cidguard::verdict::{self, Outcome};
 
 use crate::check_kamailio::config_text;
 use crate::support::{self, org, Kamailio, KamailioOpts, Transport};
@@ -359,13 +359,9 @@ fn alert_subjects_are_one_line_with_controls_escaped() {
         ),
     )
     .unwrap();
-    let cfg = Config::load(&path).unwrap();
-    let policy = AlertPolicy::from_config(&cfg, &path).unwrap();
-    let line = Policy::for_config(&cfg)
-        .unwrap()
-        .into_iter()
-        .find(|p| p.line == "reception")
-        .unwrap();
+    let plan = Plan::load(&path).unwrap();
+    let policy = AlertPolicy::from_plan(&plan, &path).unwrap();
+    let line = plan.line("reception").unwrap().policy().clone();
     let judged = |trigger: Trigger| {
         let v = verdict::judge(&line, &hostile_invite("127.0.0.1", "5000", 6));
         cidguard::check::result::CheckResult::from_verdict(
@@ -397,7 +393,7 @@ fn alert_subjects_are_one_line_with_controls_escaped() {
     for l in alert.text.lines() {
         assert_clean("text part", l);
     }
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap()).unwrap();
+    let mailer = Mailer::from_config(plan.config().alerts.as_ref().unwrap()).unwrap();
     let message = String::from_utf8(mailer.build_message(alert).unwrap().formatted()).unwrap();
     for l in message.split_terminator("\r\n") {
         assert_clean("built message", l);

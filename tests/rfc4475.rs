@@ -390,7 +390,8 @@ async fn start_endpoint() -> EndpointHandle {
     // limit is not under test here.
     opts.invite_rate = 100.0;
     opts.invite_burst = 100.0;
-    Endpoint::start_with(&cfg, Arc::new(Reject486), opts)
+    let spec = cidguard::plan::endpoint_spec(&cfg, None).unwrap();
+    Endpoint::start_with(&spec, Arc::new(Reject486), opts)
         .await
         .unwrap()
 }

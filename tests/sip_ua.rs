@@ -13,13 +13,14 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cidguard::config::{self, Account, Transport};
+use cidguard::config::{self, Transport};
 use cidguard::sip::endpoint::{
     CallEnd, CallHandler, Disposition, Endpoint, EndpointHandle, EndpointOptions, FinishedCall,
     IncomingCall, StrayCall, Then,
 };
 use cidguard::sip::transport::{Direction, TlsVerify};
 use cidguard::sip::uac::{CallOptions, CallOutcome, Hangup, Line, LineOptions, UacError};
+use cidguard::sip::Account;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -243,7 +244,8 @@ impl TestEndpoint {
             finished: ftx,
             strays: Mutex::new(0),
         });
-        let handle = Endpoint::start_with(&cfg, recorder.clone(), opts)
+        let spec = cidguard::plan::endpoint_spec(&cfg, None).unwrap();
+        let handle = Endpoint::start_with(&spec, recorder.clone(), opts)
             .await
             .unwrap();
         TestEndpoint {
@@ -278,11 +280,12 @@ impl TestEndpoint {
 }
 
 fn account(registrar: SocketAddr, transport: Transport, password: &str, ring: &str) -> Account {
-    toml::from_str(&format!(
+    let written: config::Account = toml::from_str(&format!(
         "registrar = \"{registrar}\"\ntransport = \"{transport}\"\nusername = \"{USER}\"\n\
          password = \"{password}\"\nregister = false\nring_timeout = \"{ring}\"\n"
     ))
-    .unwrap()
+    .unwrap();
+    cidguard::plan::sip_account(&written)
 }
 
 fn line_options() -> LineOptions {

@@ -4,16 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use cidguard::config::Config;
+use cidguard::plan::Plan;
 use cidguard::verdict::{judge, Kind, Outcome, Policy};
 
 pub fn example_policies() -> Vec<Policy> {
-    let cfg = Config::load(Path::new(concat!(
+    let plan = Plan::load(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/example.toml"
     )))
     .unwrap();
-    Policy::for_config(&cfg).unwrap()
+    plan.lines().iter().map(|l| l.policy().clone()).collect()
 }
 
 pub fn fixture_dir(sub: &str) -> PathBuf {

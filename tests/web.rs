@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use cidguard::check::result::{EvidenceMessage, Trigger};
-use cidguard::config::Config;
 use cidguard::daemon::RunRequest;
+use cidguard::plan::Plan;
 use cidguard::store::{Record, Store, DAY_MS};
 use cidguard::verdict::{Finding, Kind, Outcome};
 use cidguard::web::{app, AppState, ROUTES};
@@ -23,7 +23,7 @@ use crate::store::result_at;
 
 const TOKEN: &str = "0123456789abcdef-test-token";
 
-fn config(lines: &[&str], read_auth: bool) -> Arc<Config> {
+fn config(lines: &[&str], read_auth: bool) -> Arc<Plan> {
     let mut t = String::from(
         "[organisation]\nname = \"Safe Haven\"\nregion = \"AU\"\nnumbers = [\"+61 3 7010 0142\"]\n",
     );
@@ -35,13 +35,13 @@ fn config(lines: &[&str], read_auth: bool) -> Arc<Config> {
     t.push_str(&format!(
         "[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nread_auth = {read_auth}\n"
     ));
-    Arc::new(Config::from_toml(&t, Path::new("web.toml")).unwrap())
+    Arc::new(Plan::from_toml(&t, Path::new("web.toml")).unwrap())
 }
 
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<Store>,
-    cfg: Arc<Config>,
+    cfg: Arc<Plan>,
 }
 
 impl Fixture {
@@ -55,8 +55,10 @@ impl Fixture {
         }
     }
     fn state(&self, runs: Option<mpsc::Sender<RunRequest>>) -> AppState {
-        let dash = self.cfg.dashboard.clone().unwrap();
-        AppState::new(self.store.clone(), self.cfg.clone(), &dash, runs).unwrap()
+        let dash = self.cfg.config().dashboard.clone().unwrap();
+        // A plan that never changes: its channel's sender is dropped.
+        let (_, plans) = tokio::sync::watch::channel(self.cfg.clone());
+        AppState::new(self.store.clone(), plans, &dash, runs).unwrap()
     }
     fn record(&self, line: &str, outcome: Outcome, at_ms: i64) -> i64 {
         let r = result_at(line, outcome, at_ms);
@@ -357,7 +359,7 @@ async fn overview_and_api_say_when_each_line_is_next_checked() {
 [line.account]\nregistrar = \"sip:127.0.0.1:5999\"\nusername = \"201\"\npassword = \"s3cret\"\n\
 [[line]]\nname = \"inspect-only\"\nexpect = \"withheld\"\n"
     );
-    f.cfg = Arc::new(Config::from_toml(&text, Path::new("web.toml")).unwrap());
+    f.cfg = Arc::new(Plan::from_toml(&text, Path::new("web.toml")).unwrap());
     let app = app(f.state(None));
     let (s, _, body) = get(&app, "/").await;
     assert_eq!(s, StatusCode::OK);
@@ -853,12 +855,34 @@ fn openapi_lists_exactly_the_api_routes() {
     }
 }
 
+/// The app served on a port-0 loopback listener, and how to stop it.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), cidguard::web::WebError>>,
+}
+
+impl Served {
+    async fn start(state: AppState) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cidguard::web::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Served { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn serves_on_a_real_socket_and_stops() {
     let f = Fixture::new(&["refuge"], false);
-    let server = cidguard::web::serve(f.state(None), "127.0.0.1:0")
-        .await
-        .unwrap();
+    let server = Served::start(f.state(None)).await;
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -895,19 +919,13 @@ async fn http(addr: std::net::SocketAddr, req: String) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_the_dashboard_and_runs_checks_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    // A free loopback port for the dashboard.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
             "[organisation]\nname = \"Safe Haven\"\nregion = \"AU\"\n\
 [daemon]\nstate_dir = \"{}\"\njitter = \"0s\"\n\
-[dashboard]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n\
+[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\
 [[line]]\nname = \"refuge\"\nexpect = \"withheld\"\nschedule = \"0 0 1 1 *\"\n\
 [line.account]\nregistrar = \"sip:127.0.0.1:5999\"\nusername = \"201\"\npassword = \"s3cret\"\n",
             dir.path().join("state").display()
@@ -922,22 +940,20 @@ async fn the_daemon_serves_the_dashboard_and_runs_checks_asked_for() {
         notifier: cidguard::daemon::notify::Notifier::disabled(),
         events: None,
         runs: None,
-        demo: None,
     };
     let (_reload_tx, reload) = mpsc::channel(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The service binds the dashboard on a free port and says which.
+    let service = cidguard::service::Service::prepare(&cfg).await.unwrap();
+    let addr = service.dashboard_addr().unwrap();
+    let port = addr.port();
     let daemon = tokio::spawn(async move {
-        cidguard::daemon::run(&cfg, deps, reload, async {
-            let _ = stop_rx.await;
-        })
-        .await
+        service
+            .run(deps, reload, async {
+                let _ = stop_rx.await;
+            })
+            .await
     });
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "the dashboard never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let body = r#"{"lines":["refuge"],"label":"smoke"}"#;
     let r = http(
         addr,
@@ -993,6 +1009,178 @@ Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\
     );
 }
 
+/// A config for the reload test: `lines` are (name, schedule), each with an
+/// account so it is scheduled; `extra_daemon` goes into `[daemon]`.
+fn reload_config(state: &Path, lines: &[(&str, &str)], extra_daemon: &str) -> String {
+    let mut t = format!(
+        "[organisation]\nname = \"Safe Haven\"\nregion = \"AU\"\n\
+[daemon]\nstate_dir = \"{}\"\njitter = \"0s\"\ntime_zone = \"UTC\"\n{extra_daemon}\n\
+[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
+        state.display()
+    );
+    for (name, schedule) in lines {
+        t.push_str(&format!(
+            "[[line]]\nname = \"{name}\"\nexpect = \"withheld\"\nschedule = \"{schedule}\"\n\
+[line.account]\nregistrar = \"sip:127.0.0.1:5999\"\nusername = \"201\"\npassword = \"s3cret\"\n"
+        ));
+    }
+    t
+}
+
+/// GET over the real socket; the body.
+async fn get_body(addr: std::net::SocketAddr, path: &str) -> String {
+    let r = http(
+        addr,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            addr.port()
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    r[r.find("\r\n\r\n").unwrap() + 4..].to_string()
+}
+
+/// Each line of `/api/v1/lines` with its next check.
+async fn api_lines(addr: std::net::SocketAddr) -> Vec<(String, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&get_body(addr, "/api/v1/lines").await).unwrap();
+    v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_str().unwrap().to_string(),
+                l["next_check_at"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The daemon's next event matching `pred`, within 10 s.
+async fn next_event(
+    events: &mut mpsc::UnboundedReceiver<cidguard::daemon::Event>,
+    what: &str,
+    pred: impl Fn(&cidguard::daemon::Event) -> bool,
+) -> cidguard::daemon::Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.expect("the daemon ended");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within 10 s"))
+}
+
+/// Regression: a reload re-read the config for the daemon, but the
+/// dashboard kept the config it started with, so its overview and API
+/// showed the old lines and schedules. Through the service (port-0
+/// listeners): a line added to the file shows, with its schedule, as soon
+/// as the reload is done; a file with a problem is refused and the
+/// dashboard keeps showing the plan in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_shows_the_new_lines_and_schedules_on_the_dashboard_at_once() {
+    use cidguard::daemon::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("cidguard.toml");
+    std::fs::write(&cfg, reload_config(&state, &[("refuge", "0 3 * * *")], "")).unwrap();
+    let service = cidguard::service::Service::prepare(&cfg).await.unwrap();
+    let addr = service.dashboard_addr().unwrap();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let deps = cidguard::daemon::Deps {
+        checker: Arc::new(cidguard::daemon::UnavailableChecker),
+        probe: Arc::new(cidguard::daemon::NoProbe),
+        alerts: Arc::new(cidguard::daemon::NoAlerts),
+        clock: Arc::new(cidguard::daemon::SystemClock),
+        notifier: cidguard::daemon::notify::Notifier::disabled(),
+        events: Some(events_tx),
+        runs: None,
+    };
+    let (reload_tx, reload) = mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        service
+            .run(deps, reload, async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    next_event(&mut events, "ready", |e| *e == Event::Ready).await;
+
+    let lines = api_lines(addr).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, "refuge");
+    assert!(lines[0].1.ends_with("T03:00:00.000Z"), "{lines:?}");
+    let page = get_body(addr, "/").await;
+    assert!(
+        page.contains("refuge") && !page.contains("helpline"),
+        "{page}"
+    );
+
+    // A line added, another schedule for the first: both at once.
+    std::fs::write(
+        &cfg,
+        reload_config(
+            &state,
+            &[("refuge", "15 5 * * *"), ("helpline", "30 4 * * *")],
+            "",
+        ),
+    )
+    .unwrap();
+    reload_tx.send(()).await.unwrap();
+    let e = next_event(&mut events, "the reload", |e| {
+        matches!(e, Event::Reloaded { .. })
+    })
+    .await;
+    assert!(matches!(e, Event::Reloaded { ok: true, .. }), "{e:?}");
+    let lines = api_lines(addr).await;
+    let names: Vec<&str> = lines.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["refuge", "helpline"], "{lines:?}");
+    assert!(lines[0].1.ends_with("T05:15:00.000Z"), "{lines:?}");
+    assert!(lines[1].1.ends_with("T04:30:00.000Z"), "{lines:?}");
+    let page = get_body(addr, "/").await;
+    assert!(page.contains("/lines/helpline"), "{page}");
+    assert!(
+        page.contains("04:30 UTC") && page.contains("05:15 UTC"),
+        "{page}"
+    );
+    assert!(!page.contains("03:00 UTC"), "{page}");
+    let line_page = get_body(addr, "/lines/helpline").await;
+    assert!(line_page.contains("Line helpline"), "{line_page}");
+
+    // A file with a problem: refused, and the dashboard still shows the
+    // plan in force.
+    std::fs::write(
+        &cfg,
+        reload_config(&state, &[("refuge", "0 3 * * *")], "jitter = \"soon\""),
+    )
+    .unwrap();
+    reload_tx.send(()).await.unwrap();
+    let e = next_event(&mut events, "the refused reload", |e| {
+        matches!(e, Event::Reloaded { .. })
+    })
+    .await;
+    assert!(matches!(e, Event::Reloaded { ok: false, .. }), "{e:?}");
+    assert_eq!(api_lines(addr).await, lines);
+    let page = get_body(addr, "/").await;
+    assert!(
+        page.contains("/lines/helpline") && page.contains("04:30 UTC"),
+        "{page}"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// `cidguard check` handing its run to a daemon that finishes without a
 /// result for every line it queued (it was restarted in between): the
 /// command fails and names the missing line instead of reporting on the
@@ -1025,7 +1213,7 @@ async fn check_via_daemon_fails_when_a_queued_line_has_no_result() {
             }),
         );
     let server = tokio::spawn(async move { axum::serve(listener, stand_in).await });
-    let mut cfg = (*config(&["refuge", "helpline"], false)).clone();
+    let mut cfg = config(&["refuge", "helpline"], false).config().clone();
     if let Some(d) = cfg.dashboard.as_mut() {
         d.listen = addr.to_string();
     }
@@ -1115,13 +1303,10 @@ async fn a_dns_rebinding_host_is_refused_before_anything_is_read() {
         .unwrap();
     assert_eq!(send(&app, two).await.0, StatusCode::MISDIRECTED_REQUEST);
     // The name in public_url is ours.
-    let mut cfg = (*f.cfg).clone();
-    if let Some(d) = cfg.dashboard.as_mut() {
-        d.public_url = Some("https://cidguard.example.org/".into());
-    }
-    let dash = cfg.dashboard.clone().unwrap();
-    let app =
-        cidguard::web::app(AppState::new(f.store.clone(), Arc::new(cfg), &dash, None).unwrap());
+    let mut dash = f.cfg.config().dashboard.clone().unwrap();
+    dash.public_url = Some("https://cidguard.example.org/".into());
+    let (_, plans) = tokio::sync::watch::channel(f.cfg.clone());
+    let app = cidguard::web::app(AppState::new(f.store.clone(), plans, &dash, None).unwrap());
     assert_eq!(
         send(&app, with_host("/", "cidguard.example.org")).await.0,
         StatusCode::OK
@@ -1141,9 +1326,7 @@ async fn a_dns_rebinding_host_is_refused_on_a_real_socket() {
         .store
         .record_check(&hostile_result(now()), &Record::default())
         .unwrap();
-    let server = cidguard::web::serve(f.state(None), "127.0.0.1:0")
-        .await
-        .unwrap();
+    let server = Served::start(f.state(None)).await;
     let addr = server.addr;
     let port = addr.port();
     let get = |target: String, host: String| {

@@ -242,18 +242,19 @@ impl TestReport {
 /// file) are errors; a failed send is a report with `result` set to the
 /// error.
 pub async fn send_test_email(
-    cfg: &crate::config::Config,
+    plan: &crate::plan::Plan,
     config_path: &Path,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<TestReport, AlertSetupError> {
-    let alerts = cfg
+    let alerts = plan
+        .config()
         .alerts
         .as_ref()
         .ok_or_else(|| AlertSetupError::NotConfigured {
             path: config_path.to_path_buf(),
         })?;
     let renderer =
-        Renderer::from_config(cfg, config_path).map_err(|source| AlertSetupError::Render {
+        Renderer::from_plan(plan, config_path).map_err(|source| AlertSetupError::Render {
             path: config_path.to_path_buf(),
             source,
         })?;

@@ -18,9 +18,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::check::result::{CheckResult, Trigger};
-use crate::config::Config;
+use crate::plan::Plan;
 use crate::verdict::numbers::{NumberError, NumberSet};
-use crate::verdict::{Kind, Policy};
+use crate::verdict::Kind;
 
 use super::shape::IdentityShape;
 use super::state::HeldAlert;
@@ -100,8 +100,8 @@ const MAX_VALUE_CHARS: usize = 400;
 impl Renderer {
     /// `config_path` is what the re-check command in emails names; give the
     /// path the daemon was started with, absolute if possible.
-    pub fn from_config(cfg: &Config, config_path: &Path) -> Result<Renderer, RenderSetupError> {
-        let policies = Policy::for_config(cfg)?;
+    pub fn from_plan(plan: &Plan, config_path: &Path) -> Result<Renderer, RenderSetupError> {
+        let cfg = plan.config();
         let alerts = cfg.alerts.as_ref();
         Ok(Renderer {
             org_name: cfg.organisation.name.clone(),
@@ -112,9 +112,10 @@ impl Renderer {
             config_path: config_path.display().to_string(),
             mask: alerts.is_some_and(|a| a.mask_numbers),
             numbers: NumberSet::new(&cfg.organisation.numbers, &cfg.organisation.region)?,
-            expectations: policies
+            expectations: plan
+                .lines()
                 .iter()
-                .map(|p| (p.line.clone(), p.expectation()))
+                .map(|l| (l.name().to_string(), l.policy().expectation()))
                 .collect(),
             lines: cfg.lines.iter().map(|l| l.name.clone()).collect(),
         })
@@ -1081,8 +1082,8 @@ mask_numbers = {mask}
 file = {{ dir = "/tmp/x" }}
 "#
         );
-        let cfg = Config::from_toml(&toml, Path::new("t.toml")).unwrap();
-        Renderer::from_config(&cfg, Path::new("/etc/cidguard/cidguard.toml")).unwrap()
+        let plan = Plan::from_toml(&toml, Path::new("t.toml")).unwrap();
+        Renderer::from_plan(&plan, Path::new("/etc/cidguard/cidguard.toml")).unwrap()
     }
 
     fn leak_result(value: &str) -> CheckResult {
@@ -1250,8 +1251,8 @@ recipients = ["noc@example.org"]
 from = "cidguard@example.org"
 file = { dir = "/tmp/x" }
 "#;
-        let cfg = Config::from_toml(toml, Path::new("t.toml")).unwrap();
-        let rd = Renderer::from_config(&cfg, Path::new("my config.toml")).unwrap();
+        let plan = Plan::from_toml(toml, Path::new("t.toml")).unwrap();
+        let rd = Renderer::from_plan(&plan, Path::new("my config.toml")).unwrap();
         let e = rd.leak(
             &leak_result("x"),
             3,

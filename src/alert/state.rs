@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::check::result::CheckResult;
-use crate::config::Config;
+use crate::plan::Plan;
 use crate::verdict::Outcome;
 
 use super::render::{LastKnown, LeakBasis, RenderSetupError, Renderer, SummaryLine};
@@ -170,15 +170,15 @@ pub struct AlertPolicy {
 }
 
 impl AlertPolicy {
-    /// From a validated config that has an `[alerts]` section. Without one,
+    /// From a plan whose config has an `[alerts]` section. Without one,
     /// the defaults apply and emails have no recipients: the daemon should
     /// not run alerting then.
-    pub fn from_config(
-        cfg: &Config,
+    pub fn from_plan(
+        plan: &Plan,
         config_path: &std::path::Path,
     ) -> Result<AlertPolicy, RenderSetupError> {
-        let render = Renderer::from_config(cfg, config_path)?;
-        let a = cfg.alerts.as_ref();
+        let render = Renderer::from_plan(plan, config_path)?;
+        let a = plan.config().alerts.as_ref();
         Ok(AlertPolicy {
             inconclusive_after: a.map_or(3, |a| a.inconclusive_after).max(1),
             reminder_every: a
@@ -529,8 +529,8 @@ reminder_every = "24h"
 inconclusive_after = 3
 file = { dir = "/tmp/unused" }
 "#;
-        let cfg = Config::from_toml(toml, std::path::Path::new("t.toml")).unwrap();
-        AlertPolicy::from_config(&cfg, std::path::Path::new("/etc/cidguard.toml")).unwrap()
+        let plan = Plan::from_toml(toml, std::path::Path::new("t.toml")).unwrap();
+        AlertPolicy::from_plan(&plan, std::path::Path::new("/etc/cidguard.toml")).unwrap()
     }
 
     fn t0() -> DateTime<Utc> {

@@ -20,6 +20,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::config::Matching;
+
 /// A call seen at the endpoint while a check's window was open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
@@ -208,6 +210,132 @@ pub fn choose_hold(
     min + span / 2
 }
 
+/// One way of matching, as one type: how many checks may be in flight, how
+/// long the endpoint holds a call, whether it answers, and how the proof is
+/// decided. [`mode`] gives the one for `endpoint.matching`.
+pub trait MatchingMode: Send + Sync + std::fmt::Debug {
+    /// Checks that may be in flight at once with `numbers` endpoint numbers.
+    fn in_flight(&self, numbers: usize) -> usize;
+    /// How long the endpoint holds this check's call, from the configured
+    /// `[min, max]`, given the holds of recent checks, the smallest gap
+    /// between two holds, and a uniform random number in [0, 1).
+    fn hold(
+        &self,
+        range: (Duration, Duration),
+        recent: &[Duration],
+        gap: Duration,
+        random: f64,
+    ) -> Duration;
+    /// Whether the endpoint answers the call (and reads a token from its
+    /// media) rather than rejecting it after the hold.
+    fn answers(&self) -> bool;
+    /// Whether `arrivals` hold the line's own call, and which.
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match;
+}
+
+/// What a check did to be recognised, for [`MatchingMode::decide`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sent<'a> {
+    /// How long the endpoint was asked to hold the call.
+    pub hold: Duration,
+    /// The endpoint number the line dialled.
+    pub number: &'a str,
+    /// The media token the line sent, when the mode answers.
+    pub token: Option<&'a str>,
+    /// How late the line's final response may come after the endpoint's
+    /// (timing).
+    pub tolerance: Duration,
+}
+
+/// One number, one call at a time, matched by a random hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing;
+
+/// Several numbers, one per call in flight, matched by the number dialled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Numbers;
+
+/// Answered, matched by a token sent as RFC 4733 events in the media.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Media;
+
+impl MatchingMode for Timing {
+    fn in_flight(&self, _numbers: usize) -> usize {
+        1
+    }
+    fn hold(
+        &self,
+        (min, max): (Duration, Duration),
+        recent: &[Duration],
+        gap: Duration,
+        random: f64,
+    ) -> Duration {
+        choose_hold(random, min, max, recent, gap)
+    }
+    fn answers(&self) -> bool {
+        false
+    }
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match {
+        by_timing(placed, arrivals, sent.hold, sent.tolerance)
+    }
+}
+
+impl MatchingMode for Numbers {
+    fn in_flight(&self, numbers: usize) -> usize {
+        numbers.max(1)
+    }
+    fn hold(
+        &self,
+        (min, _): (Duration, Duration),
+        _: &[Duration],
+        _: Duration,
+        _: f64,
+    ) -> Duration {
+        min
+    }
+    fn answers(&self) -> bool {
+        false
+    }
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match {
+        by_number(placed, arrivals, sent.number)
+    }
+}
+
+impl MatchingMode for Media {
+    fn in_flight(&self, _numbers: usize) -> usize {
+        1
+    }
+    fn hold(
+        &self,
+        (min, _): (Duration, Duration),
+        _: &[Duration],
+        _: Duration,
+        _: f64,
+    ) -> Duration {
+        min
+    }
+    fn answers(&self) -> bool {
+        true
+    }
+    fn decide(&self, placed: &Placed, arrivals: &[Arrival], sent: &Sent<'_>) -> Match {
+        match sent.token {
+            Some(t) => by_token(placed, arrivals, t),
+            None => Match::Mismatch {
+                detail: "no token was chosen".into(),
+            },
+        }
+    }
+}
+
+/// The mode `endpoint.matching` names.
+pub fn mode(m: Matching) -> &'static dyn MatchingMode {
+    match m {
+        Matching::Timing => &Timing,
+        Matching::Numbers => &Numbers,
+        Matching::Media => &Media,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +422,59 @@ mod tests {
         ));
         assert!(matches!(
             by_token(&placed(3010), &[a], "4822"),
+            Match::Mismatch { .. }
+        ));
+    }
+
+    /// Each mode answers the four questions the checker asks of it.
+    #[test]
+    fn each_mode_says_how_many_in_flight_how_long_how_to_answer_and_decides() {
+        let range = (Duration::from_millis(1500), Duration::from_millis(6000));
+        let gap = Duration::from_millis(250);
+        assert_eq!(mode(Matching::Timing).in_flight(3), 1);
+        assert_eq!(mode(Matching::Numbers).in_flight(3), 3);
+        assert_eq!(mode(Matching::Numbers).in_flight(0), 1);
+        assert_eq!(mode(Matching::Media).in_flight(3), 1);
+        // Timing picks a hold clear of the recent ones; the others hold the
+        // shortest time.
+        let recent = [Duration::from_millis(1500)];
+        let h = mode(Matching::Timing).hold(range, &recent, gap, 0.0);
+        assert!(h >= range.0 + gap && h <= range.1, "{h:?}");
+        assert_eq!(
+            mode(Matching::Numbers).hold(range, &recent, gap, 0.9),
+            range.0
+        );
+        assert_eq!(
+            mode(Matching::Media).hold(range, &recent, gap, 0.9),
+            range.0
+        );
+        assert!(mode(Matching::Media).answers());
+        assert!(!mode(Matching::Timing).answers() && !mode(Matching::Numbers).answers());
+        // Each decides by its own proof.
+        let mut a = arrival(5, 3005);
+        a.token = Some("4821".into());
+        let sent = |token| Sent {
+            hold: Duration::from_millis(3000),
+            number: "4000",
+            token,
+            tolerance: Duration::from_millis(1500),
+        };
+        let arrivals = [a];
+        for m in [Matching::Timing, Matching::Numbers, Matching::Media] {
+            assert!(
+                matches!(
+                    mode(m).decide(&placed(3010), &arrivals, &sent(Some("4821"))),
+                    Match::Matched { .. }
+                ),
+                "{m:?}"
+            );
+        }
+        assert!(matches!(
+            mode(Matching::Media).decide(&placed(3010), &arrivals, &sent(None)),
+            Match::Mismatch { .. }
+        ));
+        assert!(matches!(
+            mode(Matching::Media).decide(&placed(3010), &arrivals, &sent(Some("4822"))),
             Match::Mismatch { .. }
         ));
     }

@@ -39,6 +39,28 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Its name, as stored, logged and listed: `schedule`, `manual`,
+    /// `pbx-change`, `confirm` or `api`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual { .. } => "manual",
+            Trigger::PbxChange { .. } => "pbx-change",
+            Trigger::Confirm => "confirm",
+            Trigger::Api { .. } => "api",
+        }
+    }
+
+    /// The words kept beside the kind: the person's label, or for a PBX
+    /// change the new software.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            Trigger::PbxChange { to, .. } => Some(to),
+            other => other.label(),
+        }
+    }
+
+    /// The label someone gave a check run by hand or through the API.
     pub fn label(&self) -> Option<&str> {
         match self {
             Trigger::Manual { label, .. } | Trigger::Api { label, .. } => label.as_deref(),
@@ -251,5 +273,40 @@ mod tests {
             r.contains("username=\"201\"") && r.contains("Call-ID: 1") && r.ends_with("v=0\r\n"),
             "{r}"
         );
+    }
+
+    /// The one name of a trigger is the one its JSON carries, so the
+    /// history's column, the CSV, the log and the stored JSON agree.
+    #[test]
+    fn a_trigger_is_named_as_it_is_stored() {
+        for (t, note) in [
+            (Trigger::Schedule, None),
+            (Trigger::Confirm, None),
+            (
+                Trigger::PbxChange {
+                    from: Some("Asterisk 18".into()),
+                    to: "Asterisk 20".into(),
+                },
+                Some("Asterisk 20"),
+            ),
+            (
+                Trigger::Manual {
+                    label: Some("after the upgrade".into()),
+                    run: None,
+                },
+                Some("after the upgrade"),
+            ),
+            (
+                Trigger::Api {
+                    label: None,
+                    run: Some(7),
+                },
+                None,
+            ),
+        ] {
+            let json = serde_json::to_value(&t).unwrap();
+            assert_eq!(json["kind"], t.kind(), "{t:?}");
+            assert_eq!(t.note(), note, "{t:?}");
+        }
     }
 }

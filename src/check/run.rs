@@ -19,24 +19,26 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{info, info_span, warn, Instrument};
 
 // Call-IDs, dialled numbers and summaries quoting the wire reach the log
 // escaped: a CR could forge a log line, an ESC drive the terminal.
 use crate::escape::control as esc;
 
-use crate::check::matching::{self, Arrival, Match, Placed};
+use crate::check::matching::{self, Arrival, Match, Placed, Sent};
 use crate::check::result::{redact, CallSummary, CheckResult, EvidenceMessage, Trigger};
 use crate::check::token;
-use crate::config::{Config, Matching, Transport};
+use crate::config::Expect;
+use crate::plan::{EndpointPlan, LinePlan, Plan};
 use crate::sip::endpoint::{
     normalise_number, CallHandler, Disposition, Endpoint, EndpointHandle, EndpointOptions,
-    FinishedCall, IncomingCall, Then,
+    FinishedCall, IncomingCall, Listeners, Then,
 };
 use crate::sip::transport::{CapturedMessage, Direction};
 use crate::sip::uac::{CallOptions, CallReport, Line, LineOptions};
-use crate::verdict::{self, Policy};
+use crate::sip::{Account, Transport};
+use crate::verdict;
 
 /// Why checks can't run at all (as opposed to one line being inconclusive).
 #[derive(Debug, thiserror::Error)]
@@ -45,17 +47,8 @@ pub enum CheckError {
     NoEndpoint,
     #[error("can't start the endpoint: {0}")]
     Endpoint(#[from] crate::sip::endpoint::EndpointError),
-    #[error("organisation numbers: {0}")]
-    Numbers(#[from] crate::verdict::numbers::NumberError),
-    #[error("the [endpoint] settings changed: restart cidguard to apply them")]
+    #[error("the [endpoint] settings changed (or how its numbers are read, organisation.region): restart cidguard to apply them")]
     EndpointChanged,
-}
-
-fn compile(cfg: &Config) -> Result<HashMap<String, Policy>, CheckError> {
-    Ok(Policy::for_config(cfg)?
-        .into_iter()
-        .map(|p| (p.line.clone(), p))
-        .collect())
 }
 
 /// Tunables that tests and benchmarks change; the config gives the rest.
@@ -102,10 +95,15 @@ struct Seen {
 
 /// What a check waits for at the endpoint.
 struct Window {
+    /// The line whose call it is.
     line: String,
+    /// How long to hold the call.
     hold: Duration,
-    mode: Matching,
+    /// Answer it (and read a token from its media) rather than reject it.
+    answer: bool,
+    /// The calls that arrived.
     seen: Vec<Seen>,
+    /// Woken when a call arrives or finishes.
     changed: Arc<Notify>,
 }
 
@@ -126,8 +124,9 @@ impl CallHandler for Arbiter {
                 "stray call: no check is waiting for a call to this number; rejected, not judged");
             return Disposition::Reject(self.reject_code);
         };
-        let decoder =
-            (w.mode == Matching::Media).then(|| Arc::new(Mutex::new(token::Decoder::new())));
+        let decoder = w
+            .answer
+            .then(|| Arc::new(Mutex::new(token::Decoder::new())));
         if let Some(d) = &decoder {
             spawn_token_reader(call, d.clone(), self.answered_for);
         }
@@ -144,18 +143,14 @@ impl CallHandler for Arbiter {
             return Disposition::Reject(self.reject_code);
         }
         info!(line = %w.line, call_id = %esc(&call.call_id), hold_ms = w.hold.as_millis() as u64, "test call arrived");
-        match w.mode {
-            Matching::Media => Disposition::Hold {
-                hold: w.hold,
-                then: Then::Answer {
-                    hangup_after: self.answered_for,
-                },
-            },
-            Matching::Timing | Matching::Numbers => Disposition::Hold {
-                hold: w.hold,
-                then: Then::Reject(self.reject_code),
-            },
-        }
+        let then = if w.answer {
+            Then::Answer {
+                hangup_after: self.answered_for,
+            }
+        } else {
+            Then::Reject(self.reject_code)
+        };
+        Disposition::Hold { hold: w.hold, then }
     }
 
     fn on_finished(&self, call: FinishedCall) {
@@ -192,40 +187,51 @@ fn spawn_token_reader(
     });
 }
 
-/// The configuration in force and the policies compiled from it.
-struct Current {
-    cfg: Arc<Config>,
-    policies: Arc<HashMap<String, Policy>>,
-}
-
-/// Runs checks for a config; owns the endpoint.
+/// Runs checks; owns the endpoint.
 pub struct Checker {
-    current: std::sync::RwLock<Current>,
+    /// The plan in force: a daemon publishes each new one here; a one-off
+    /// check's plan never changes.
+    plans: watch::Receiver<Arc<Plan>>,
+    /// The endpoint settings it runs with: a plan with others is refused
+    /// (they need a restart).
+    endpoint_plan: EndpointPlan,
+    /// The endpoint test calls arrive at.
     endpoint: EndpointHandle,
+    /// The endpoint's call handler, holding each check's window.
     arbiter: Arc<Arbiter>,
-    /// Calls in flight at once: 1 for timing and media matching, the number
-    /// of endpoint numbers for number matching.
+    /// Calls in flight at once: the matching mode's limit.
     gate: Arc<Semaphore>,
-    /// Endpoint numbers not in use by a check.
-    free_numbers: Mutex<Vec<String>>,
+    /// Endpoint numbers (their index in `endpoint.numbers`) not in use by
+    /// a check.
+    free_numbers: Mutex<Vec<usize>>,
+    /// The holds of recent checks, so timing signatures stay distinct.
     recent_holds: Mutex<Vec<Duration>>,
+    /// Tunables.
     opts: CheckOptions,
 }
 
 impl Checker {
-    /// Start the endpoint and get ready to check.
-    pub async fn start(cfg: Arc<Config>, opts: CheckOptions) -> Result<Checker, CheckError> {
-        let ep = cfg.endpoint.clone().ok_or(CheckError::NoEndpoint)?;
-        let policies = compile(&cfg)?;
+    /// Start the endpoint for a plan that won't change (`cidguard check`).
+    pub async fn start(plan: Arc<Plan>, opts: CheckOptions) -> Result<Checker, CheckError> {
+        let (_, plans) = watch::channel(plan.clone());
+        Checker::follow(&plan, plans, None, opts).await
+    }
+
+    /// Start the endpoint for `start`, on `listeners` when they were bound
+    /// already, and from then on check with whatever plan `plans` holds.
+    pub async fn follow(
+        start: &Plan,
+        plans: watch::Receiver<Arc<Plan>>,
+        listeners: Option<Listeners>,
+        opts: CheckOptions,
+    ) -> Result<Checker, CheckError> {
+        let ep = start.endpoint().ok_or(CheckError::NoEndpoint)?.clone();
         let arbiter = Arc::new(Arbiter {
             windows: Mutex::new(HashMap::new()),
-            reject_code: ep.reject_code,
+            reject_code: ep.reject_code(),
             answered_for: opts.answered_for,
         });
-        let parallel = match ep.matching {
-            Matching::Numbers => ep.numbers.len().max(1),
-            Matching::Timing | Matching::Media => 1,
-        };
+        let parallel = matching::mode(ep.matching()).in_flight(ep.numbers().len());
         // Test calls all come from the PBX (or the carrier's edge): one
         // source. The flood limit must let a whole parallel sweep through
         // while still stopping a scanner.
@@ -233,7 +239,6 @@ impl Checker {
         eo.invite_burst = eo.invite_burst.max(2.0 * parallel as f64 + 10.0);
         eo.invite_rate = eo.invite_rate.max(parallel as f64);
         eo.max_calls = eo.max_calls.max(2 * parallel + 16);
-        eo.region = Some(cfg.organisation.region.clone());
         // The PBX's share of everything: each call is an INVITE, an ACK,
         // perhaps a CANCEL or BYE and their retransmissions over UDP.
         if let Some(l) = eo.stack.transport.limits.as_mut() {
@@ -242,37 +247,34 @@ impl Checker {
             l.max_transactions = l.max_transactions.max(4 * parallel + 64);
             l.max_queued = l.max_queued.max(4 * parallel + 64);
         }
-        let endpoint = Endpoint::start_with(&ep, arbiter.clone(), eo).await?;
+        let endpoint = match listeners {
+            Some(l) => Endpoint::start_on(ep.sip(), l, arbiter.clone(), eo).await?,
+            None => Endpoint::start_with(ep.sip(), arbiter.clone(), eo).await?,
+        };
         Ok(Checker {
-            current: std::sync::RwLock::new(Current {
-                cfg: cfg.clone(),
-                policies: Arc::new(policies),
-            }),
+            plans,
+            free_numbers: Mutex::new((0..ep.numbers().len()).rev().collect()),
+            endpoint_plan: ep,
             endpoint,
             arbiter,
             gate: Arc::new(Semaphore::new(parallel)),
-            free_numbers: Mutex::new(ep.numbers.iter().rev().cloned().collect()),
             recent_holds: Mutex::new(Vec::new()),
             opts,
         })
     }
 
-    fn current(&self) -> (Arc<Config>, Arc<HashMap<String, Policy>>) {
-        let c = self.current.read().unwrap_or_else(|p| p.into_inner());
-        (c.cfg.clone(), c.policies.clone())
+    /// The plan in force.
+    fn plan(&self) -> Arc<Plan> {
+        self.plans.borrow().clone()
     }
 
-    /// Take a new configuration (a reload). The endpoint keeps running, so
-    /// its settings must not change: that needs a restart, and the new
-    /// configuration is refused (the old one stays in force).
-    pub fn reconfigure(&self, cfg: Arc<Config>) -> Result<(), CheckError> {
-        let (old, _) = self.current();
-        if format!("{:?}", old.endpoint) != format!("{:?}", cfg.endpoint) {
+    /// Whether a new plan can be taken while the endpoint keeps running:
+    /// its settings must not change (that needs a restart), else the plan
+    /// is refused and the old one stays in force.
+    pub fn accepts(&self, plan: &Plan) -> Result<(), CheckError> {
+        if plan.endpoint() != Some(&self.endpoint_plan) {
             return Err(CheckError::EndpointChanged);
         }
-        let policies = Arc::new(compile(&cfg)?);
-        let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *c = Current { cfg, policies };
         Ok(())
     }
 
@@ -290,11 +292,10 @@ impl Checker {
     /// mode allows. Results come back in the order asked.
     pub async fn check_lines(&self, lines: &[String], trigger: Trigger) -> Vec<CheckResult> {
         let names: Vec<String> = if lines.is_empty() {
-            self.current()
-                .0
-                .lines
+            self.plan()
+                .lines()
                 .iter()
-                .map(|l| l.name.clone())
+                .map(|l| l.name().to_string())
                 .collect()
         } else {
             lines.to_vec()
@@ -311,29 +312,26 @@ impl Checker {
 
     async fn check_line_inner(&self, name: &str, trigger: Trigger) -> CheckResult {
         let started = SystemTime::now();
-        let (cfg, policies) = self.current();
-        let Some(policy) = policies.get(name) else {
+        let plan = self.plan();
+        let Some(line) = plan.line(name) else {
             return CheckResult::inconclusive(
                 name,
-                crate::config::Expect::Withheld,
+                Expect::Withheld,
                 started,
                 format!("no line named {name:?} in the config"),
                 trigger,
             );
         };
         let inconclusive = |reason: String, trigger: Trigger| {
-            CheckResult::inconclusive(name, policy.expect, started, reason, trigger)
+            CheckResult::inconclusive(name, line.expect(), started, reason, trigger)
         };
-        let Some(line_cfg) = cfg.line(name) else {
-            return inconclusive(format!("no line named {name:?} in the config"), trigger);
-        };
-        let Some(account) = &line_cfg.account else {
+        let Some(account) = line.account() else {
             return inconclusive(
                 "the line has no [line.account]: it can be inspected, not called".into(),
                 trigger,
             );
         };
-        let Some(ep) = &cfg.endpoint else {
+        let Some(ep) = plan.endpoint() else {
             return inconclusive("no [endpoint] configured".into(), trigger);
         };
 
@@ -342,62 +340,57 @@ impl Checker {
         let Ok(_permit) = self.gate.acquire().await else {
             return inconclusive("the checker is shutting down".into(), trigger);
         };
-        let number = {
-            let mut free = lock(&self.free_numbers);
-            match free.pop() {
-                Some(n) => n,
-                None => return inconclusive("no free endpoint number".into(), trigger),
-            }
+        let Some(index) = lock(&self.free_numbers).pop() else {
+            return inconclusive("no free endpoint number".into(), trigger);
         };
-        let result =
-            match crate::sip::dial::for_line(account, ep, &number, &cfg.organisation.region) {
-                Ok(target) => {
-                    self.call_and_judge(
-                        name, policy, account, ep, &number, &target, started, trigger,
-                    )
+        let result = match (ep.numbers().get(index), line.target(index)) {
+            (Some(number), Some(target)) => {
+                self.call_and_judge(line, account, ep, number, target, started, trigger)
                     .await
-                }
-                Err(e) => inconclusive(format!("can't dial the endpoint: {e}"), trigger),
-            };
-        lock(&self.free_numbers).push(number);
+            }
+            _ => inconclusive(
+                "the line has no Request-URI for this endpoint number".into(),
+                trigger,
+            ),
+        };
+        lock(&self.free_numbers).push(index);
         result
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn call_and_judge(
         &self,
-        name: &str,
-        policy: &Policy,
-        account: &crate::config::Account,
-        ep: &crate::config::Endpoint,
+        line: &LinePlan,
+        account: &Account,
+        ep: &EndpointPlan,
         number: &str,
         target: &str,
         started: SystemTime,
         trigger: Trigger,
     ) -> CheckResult {
+        let name = line.name();
+        let policy = line.policy();
         let inconclusive = |reason: String| {
             CheckResult::inconclusive(name, policy.expect, started, reason, trigger.clone())
         };
-        let hold = match ep.matching {
-            Matching::Timing => {
-                let mut recent = lock(&self.recent_holds);
-                let h = matching::choose_hold(
-                    rand::random::<f64>(),
-                    ep.hold_min,
-                    ep.hold_max,
-                    &recent,
-                    self.opts.hold_gap,
-                );
-                recent.push(h);
-                if recent.len() > 8 {
-                    recent.remove(0);
-                }
-                h
+        let mode = matching::mode(ep.matching());
+        let hold = {
+            let mut recent = lock(&self.recent_holds);
+            let h = mode.hold(
+                (ep.hold_min(), ep.hold_max()),
+                &recent,
+                self.opts.hold_gap,
+                rand::random::<f64>(),
+            );
+            recent.push(h);
+            if recent.len() > 8 {
+                recent.remove(0);
             }
-            Matching::Numbers | Matching::Media => ep.hold_min,
+            h
         };
-        let token =
-            (ep.matching == Matching::Media).then(|| token::random_token(self.opts.token_len));
+        let token = mode
+            .answers()
+            .then(|| token::random_token(self.opts.token_len));
         let key = normalise_number(number);
         let changed = Arc::new(Notify::new());
         lock(&self.arbiter.windows).insert(
@@ -405,7 +398,7 @@ impl Checker {
             Window {
                 line: name.to_string(),
                 hold,
-                mode: ep.matching,
+                answer: mode.answers(),
                 seen: Vec::new(),
                 changed: changed.clone(),
             },
@@ -472,16 +465,16 @@ impl Checker {
                 token: s.decoder.as_ref().map(|d| lock(d).digits()),
             })
             .collect();
-        let m = match (ep.matching, &token) {
-            (Matching::Timing, _) => {
-                matching::by_timing(&placed, &arrivals, hold, self.opts.timing_tolerance)
-            }
-            (Matching::Numbers, _) => matching::by_number(&placed, &arrivals, number),
-            (Matching::Media, Some(t)) => matching::by_token(&placed, &arrivals, t),
-            (Matching::Media, None) => Match::Mismatch {
-                detail: "no token was chosen".into(),
+        let m = mode.decide(
+            &placed,
+            &arrivals,
+            &Sent {
+                hold,
+                number,
+                token: token.as_deref(),
+                tolerance: self.opts.timing_tolerance,
             },
-        };
+        );
         let mut evidence = line_evidence_messages(&line_evidence);
         evidence.extend(endpoint_evidence(&seen));
         let mut result = match m {
@@ -517,11 +510,11 @@ impl Checker {
     }
 
     /// Register (if the line must) and place the call to `target` (the
-    /// Request-URI from [`crate::sip::dial::for_line`]). Err is a reason for
-    /// an inconclusive result.
+    /// Request-URI the plan built for it). Err is a reason for an
+    /// inconclusive result.
     async fn place_call(
         &self,
-        account: &crate::config::Account,
+        account: &Account,
         target: &str,
         hold: Duration,
         token: Option<String>,

@@ -11,21 +11,30 @@
 //!                                   │
 //!                              queue of checks ──▶ Checker::check (≤ slots in flight)
 //!                                                        │ CheckResult
-//!                         Store::record_check ◀──────────┘
+//!          HistoryWrite::record_check (blocking thread) ◀┘
 //!                                   │ StoredCheck
 //!                         AlertSink::on_result ──▶ follow-ups (recheck now / later)
 //! ```
 //!
-//! Everything runs on one task that owns the state; checks and PBX probes
-//! run as their own tasks and report back. Every wait is bounded: a check by
+//! Everything runs on one task that owns the state; checks, the writes of
+//! their results and PBX probes run as their own tasks and report back (a
+//! line keeps its slot until its result is written, so one line's results
+//! reach the history and the alert side in order). Every wait is bounded: a check by
 //! `daemon.check_timeout`, a probe by [`PROBE_TIMEOUT`], a stop by
 //! `daemon.grace`. Wall-clock time comes from a [`Clock`], so tests can run
 //! the daemon on tokio's paused time.
+//!
+//! The plan in force sits on a `watch` channel the daemon owns the sending
+//! side of: the checker and the dashboard read it from there, and a reload
+//! publishes the new plan whole once the checker has accepted it. The
+//! daemon knows nothing of the dashboard: run-now requests reach it as
+//! [`RunRequest`]s on a channel ([`crate::service`] wires the two).
 
-pub mod maintenance;
 pub mod notify;
-pub mod schedule;
 pub mod wiring;
+
+pub use crate::check::RunRequest;
+pub use crate::maintenance;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -42,11 +51,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::check::result::{CheckResult, Trigger};
-use crate::config::{Account, Config, ConfigError, Matching};
-use crate::store::{PbxObservation, Record, Store, StoreError, StoredCheck};
+use crate::config::ConfigError;
+use crate::plan::Plan;
+use crate::schedule::Schedule;
+use crate::sip::Account;
+use crate::store::{HistoryWrite, PbxObservation, Record, Store, StoreError, StoredCheck};
 use crate::verdict::Outcome;
 use notify::Notifier;
-use schedule::Schedule;
 
 /// Errors from the parts plugged into the daemon.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,6 +68,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long the checker may take to apply a configuration.
 pub const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stop waits for results still being written to the history.
+const WRITES_AT_STOP: Duration = Duration::from_secs(10);
 /// The loop wakes at least this often, to see wall-clock changes
 /// (suspend, NTP steps) and maintenance windows set through the API.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -64,9 +77,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// One check to run.
 #[derive(Debug, Clone)]
 pub struct CheckRequest {
-    /// The configuration in force when the check started.
-    pub config: Arc<Config>,
+    /// The plan in force when the check started.
+    pub plan: Arc<Plan>,
+    /// The line to check.
     pub line: String,
+    /// Why it is checked.
     pub trigger: Trigger,
     /// The check's place among those in flight, `0..limit` where the limit
     /// comes from `endpoint.matching` (1 for `timing` and `media`, the
@@ -79,12 +94,12 @@ pub struct CheckRequest {
 /// Places test calls and judges them (the SIP side implements it).
 #[async_trait]
 pub trait Checker: Send + Sync + 'static {
-    /// Bring up the receiving side for this configuration (bind the
-    /// endpoint's listeners, register). Called before the daemon reports
-    /// ready, and again with each new configuration on reload; an error
-    /// there refuses the new configuration, so this should either apply it
-    /// fully or leave the previous one running.
-    async fn configure(&self, config: &Arc<Config>) -> Result<(), BoxError>;
+    /// Bring up the receiving side for this plan (bind the endpoint's
+    /// listeners, register). Called before the daemon reports ready, and
+    /// again with each new plan on reload, before it is published; an error
+    /// there refuses the new plan, so this should either take it fully or
+    /// leave the previous one running.
+    async fn configure(&self, plan: &Arc<Plan>) -> Result<(), BoxError>;
 
     /// Check one line. The daemon runs up to the matching mode's limit of
     /// these at once and records each result as soon as it returns; a check
@@ -121,8 +136,11 @@ pub enum FollowUp {
 
 /// What the alert side is told along with a result.
 pub struct AlertContext<'a> {
+    /// The history (alert state and outbox live there too).
     pub store: &'a Arc<Store>,
-    pub config: &'a Arc<Config>,
+    /// The plan in force.
+    pub plan: &'a Arc<Plan>,
+    /// The daemon's wall-clock time.
     pub now: DateTime<Utc>,
     /// Alerts are being held (a maintenance window is open).
     pub in_maintenance: bool,
@@ -132,10 +150,10 @@ pub struct AlertContext<'a> {
 /// the daemon's task: keep it quick (state machine and outbox writes; the
 /// sending happens elsewhere).
 pub trait AlertSink: Send + Sync + 'static {
-    /// The history is open and this configuration is in force: at start
-    /// (before ready) and after each accepted reload. A place to start a
-    /// sender task on the store.
-    fn configure(&self, _store: &Arc<Store>, _config: &Arc<Config>) {}
+    /// The history is open and this plan is in force: at start (before
+    /// ready) and after each accepted reload. A place to start a sender
+    /// task on the store.
+    fn configure(&self, _store: &Arc<Store>, _plan: &Arc<Plan>) {}
 
     /// A check was stored with id `check.id`.
     fn on_result(&self, check: &StoredCheck, ctx: &AlertContext<'_>) -> Vec<FollowUp>;
@@ -168,11 +186,7 @@ impl PbxProbe for NoProbe {
 
 /// An inconclusive result for a request that can't be checked at all.
 pub fn uncheckable(req: CheckRequest, reason: &str) -> CheckResult {
-    let expected = req
-        .config
-        .line(&req.line)
-        .map(|l| l.expect)
-        .unwrap_or(crate::config::Expect::Withheld);
+    let expected = req.plan.expect_of(&req.line);
     CheckResult::inconclusive(
         &req.line,
         expected,
@@ -189,7 +203,7 @@ pub struct UnavailableChecker;
 
 #[async_trait]
 impl Checker for UnavailableChecker {
-    async fn configure(&self, _config: &Arc<Config>) -> Result<(), BoxError> {
+    async fn configure(&self, _plan: &Arc<Plan>) -> Result<(), BoxError> {
         Ok(())
     }
     async fn check(&self, req: CheckRequest) -> CheckResult {
@@ -278,29 +292,21 @@ pub enum Event {
 
 /// The parts the daemon is built from.
 pub struct Deps {
+    /// Places the test calls.
     pub checker: Arc<dyn Checker>,
+    /// Asks each PBX what software it runs.
     pub probe: Arc<dyn PbxProbe>,
+    /// Is told every stored result.
     pub alerts: Arc<dyn AlertSink>,
+    /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
+    /// systemd notifications.
     pub notifier: Notifier,
     /// Where to report [`Event`]s, if anyone listens.
     pub events: Option<mpsc::UnboundedSender<Event>>,
-    /// Run-now requests (from the dashboard and API). None: `run` creates
-    /// the channel itself when the config has a `[dashboard]` section.
+    /// Run-now requests (from the dashboard and API), if anything sends
+    /// them.
     pub runs: Option<mpsc::Receiver<RunRequest>>,
-    /// `cidguard demo`'s PBX rule switch, shown on its dashboard.
-    pub demo: Option<crate::web::DemoHook>,
-}
-
-/// Ask the daemon to check lines now.
-#[derive(Debug)]
-pub struct RunRequest {
-    /// Lines to check; empty means every scheduled line.
-    pub lines: Vec<String>,
-    /// `Trigger::Api` or `Trigger::Manual`, with the label.
-    pub trigger: Trigger,
-    /// The lines queued, or why none were.
-    pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
 }
 
 impl Deps {
@@ -319,7 +325,6 @@ impl Deps {
             notifier: Notifier::from_env(),
             events: None,
             runs: None,
-            demo: None,
         }
     }
 }
@@ -336,8 +341,6 @@ pub enum DaemonError {
     Checker(BoxError),
     #[error("can't listen for signals: {0}")]
     Signals(std::io::Error),
-    #[error("can't start the dashboard: {0}")]
-    Dashboard(String),
 }
 
 /// SIGHUP as a stream of reload requests, and SIGTERM or SIGINT as the
@@ -363,47 +366,60 @@ pub fn unix_signals() -> Result<(mpsc::Receiver<()>, impl Future<Output = ()>), 
     Ok((rx, stop))
 }
 
-/// Run the daemon until `shutdown` completes. Each message on `reload`
-/// re-reads `config_path`. Returns Ok after a clean stop.
+/// What the daemon runs on: the plan channel and the history, prepared by
+/// whoever wires the service.
+pub struct Setup {
+    /// Where the config was read from: a reload reads it again.
+    pub config_path: PathBuf,
+    /// The plan in force; a reload publishes the new one here.
+    pub plan: watch::Sender<Arc<Plan>>,
+    /// The history.
+    pub store: Arc<Store>,
+}
+
+impl Setup {
+    /// Read the config and open the history in its state directory.
+    pub fn open(config_path: &Path) -> Result<Setup, DaemonError> {
+        let plan = Plan::load(config_path)?;
+        let store = Store::open_in(&plan.state_dir())?;
+        Ok(Setup {
+            config_path: config_path.to_path_buf(),
+            plan: watch::channel(Arc::new(plan)).0,
+            store: Arc::new(store),
+        })
+    }
+}
+
+/// Run the daemon on `config_path` until `shutdown` completes (no
+/// dashboard: [`crate::service`] runs one beside it). Each message on
+/// `reload` re-reads the file. Returns Ok after a clean stop.
 pub async fn run(
     config_path: &Path,
     deps: Deps,
     reload: mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let config = Arc::new(Config::load(config_path)?);
-    let state_dir = config.daemon.state_dir();
-    let store = Arc::new(Store::open_in(&state_dir)?);
-    tracing::info!("history at {}", store.path().display());
-    configure(deps.checker.as_ref(), &config)
+    run_on(Setup::open(config_path)?, deps, reload, shutdown).await
+}
+
+/// Run the daemon on a prepared [`Setup`] until `shutdown` completes.
+pub async fn run_on(
+    setup: Setup,
+    deps: Deps,
+    reload: mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let plan = setup.plan.borrow().clone();
+    let state_dir = plan.state_dir();
+    tracing::info!("history at {}", setup.store.path().display());
+    configure(deps.checker.as_ref(), &plan)
         .await
         .map_err(DaemonError::Checker)?;
-    deps.alerts.configure(&store, &config);
-    let mut deps = deps;
-    let server = match &config.dashboard {
-        Some(dash) if deps.runs.is_none() => {
-            let (tx, rx) = mpsc::channel(16);
-            deps.runs = Some(rx);
-            let state = crate::web::AppState::new(store.clone(), config.clone(), dash, Some(tx))
-                .map_err(DaemonError::Dashboard)?;
-            if let Some(hook) = deps.demo.clone() {
-                state.set_demo(hook);
-            }
-            Some(
-                crate::web::serve(state, &dash.listen)
-                    .await
-                    .map_err(DaemonError::Dashboard)?,
-            )
-        }
-        _ => None,
-    };
-    let mut d = Daemon::new(config_path.to_path_buf(), config, store, state_dir, deps);
+    deps.alerts.configure(&setup.store, &plan);
+    let mut d = Daemon::new(setup, state_dir, deps);
     d.start()?;
     d.main_loop(reload, shutdown).await;
     d.stop().await;
-    if let Some(s) = server {
-        s.stop().await;
-    }
     Ok(())
 }
 
@@ -417,8 +433,8 @@ async fn next_run(runs: &mut Option<mpsc::Receiver<RunRequest>>) -> Option<RunRe
 
 /// [`Checker::configure`], bounded so a stuck endpoint can't hang the start
 /// or a reload.
-async fn configure(checker: &dyn Checker, config: &Arc<Config>) -> Result<(), BoxError> {
-    match tokio::time::timeout(CONFIGURE_TIMEOUT, checker.configure(config)).await {
+async fn configure(checker: &dyn Checker, plan: &Arc<Plan>) -> Result<(), BoxError> {
+    match tokio::time::timeout(CONFIGURE_TIMEOUT, checker.configure(plan)).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "the endpoint was not ready within {} s",
@@ -437,20 +453,38 @@ struct Pending {
     slot_ms: Option<i64>,
 }
 
-/// A check in flight.
+/// A check in flight, until its result is in the history.
 #[derive(Debug)]
 struct Running {
+    /// Why it runs.
     trigger: Trigger,
+    /// The scheduled time it runs for (scheduled and catch-up checks).
     slot_ms: Option<i64>,
+    /// Its place among the checks in flight.
     slot: usize,
+    /// When it was started.
     started: DateTime<Utc>,
+    /// Its task.
     task: Id,
+    /// The check is done and its result is being written.
+    writing: bool,
 }
 
 /// What a check task hands back.
 struct Done {
+    /// The line checked.
     line: String,
+    /// What was found.
     result: CheckResult,
+}
+
+/// A result written to the history (off the daemon's task), or not.
+struct Written {
+    /// The line whose check it is.
+    line: String,
+    /// The result, how it was recorded and its id; Err: why it could not
+    /// be stored.
+    stored: Result<(CheckResult, Record, i64), String>,
 }
 
 /// A line's place in the schedule.
@@ -472,15 +506,25 @@ struct Sweep {
     inconclusive: u32,
 }
 
-/// What a PBX probe task reports.
-struct PbxSeen {
-    registrar: String,
-    software: Result<Option<String>, String>,
+/// What the PBX probing reports.
+enum PbxReport {
+    /// A PBX answered (or didn't).
+    Seen {
+        /// The PBX, as configured.
+        registrar: String,
+        /// What it says it runs; None when it didn't say.
+        software: Result<Option<String>, String>,
+    },
+    /// Every PBX of this round has reported.
+    PollDone,
 }
 
 struct Daemon {
+    /// Where the config was read from, for reloads.
     config_path: PathBuf,
-    config: Arc<Config>,
+    /// The plan in force, published to the checker and the dashboard.
+    plan: watch::Sender<Arc<Plan>>,
+    /// The history.
     store: Arc<Store>,
     state_dir: PathBuf,
     deps: Deps,
@@ -491,14 +535,16 @@ struct Daemon {
     free_slots: BTreeSet<usize>,
     limit: usize,
     tasks: JoinSet<Done>,
+    /// Results being written to the history.
+    writes: JoinSet<Written>,
     sweep: Sweep,
     in_maintenance: bool,
     maintenance_next: Option<DateTime<Utc>>,
     next_watchdog: Option<Instant>,
     next_poll: Instant,
     polling: bool,
-    pbx_tx: mpsc::Sender<PbxSeen>,
-    pbx_rx: mpsc::Receiver<PbxSeen>,
+    pbx_tx: mpsc::Sender<PbxReport>,
+    pbx_rx: mpsc::Receiver<PbxReport>,
     retention: watch::Sender<Duration>,
     pruner: Option<tokio::task::JoinHandle<()>>,
 }
@@ -507,43 +553,28 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The number of checks that may be in flight for a configuration.
-pub fn concurrency_limit(config: &Config) -> usize {
-    match &config.endpoint {
-        Some(ep) if ep.matching == Matching::Numbers => ep.numbers.len().max(1),
-        _ => 1,
-    }
-}
-
-fn trigger_word(t: &Trigger) -> &'static str {
-    match t {
-        Trigger::Schedule => "schedule",
-        Trigger::Manual { .. } => "manual",
-        Trigger::PbxChange { .. } => "pbx-change",
-        Trigger::Confirm => "confirm",
-        Trigger::Api { .. } => "api",
-    }
+/// The number of checks that may be in flight under a plan: the matching
+/// mode's limit (one without an endpoint).
+pub fn concurrency_limit(plan: &Plan) -> usize {
+    plan.endpoint().map_or(1, |ep| {
+        crate::check::matching::mode(ep.matching()).in_flight(ep.numbers().len())
+    })
 }
 
 impl Daemon {
-    fn new(
-        config_path: PathBuf,
-        config: Arc<Config>,
-        store: Arc<Store>,
-        state_dir: PathBuf,
-        deps: Deps,
-    ) -> Daemon {
+    fn new(setup: Setup, state_dir: PathBuf, deps: Deps) -> Daemon {
         let (pbx_tx, pbx_rx) = mpsc::channel(64);
-        let (retention, _) = watch::channel(config.daemon.evidence_retention);
-        let limit = concurrency_limit(&config);
+        let plan = setup.plan.borrow().clone();
+        let (retention, _) = watch::channel(plan.config().daemon.evidence_retention);
+        let limit = concurrency_limit(&plan);
         Daemon {
-            config_path,
+            config_path: setup.config_path,
             next_watchdog: deps
                 .notifier
                 .watchdog_interval()
                 .map(|i| Instant::now() + i),
-            config,
-            store,
+            plan: setup.plan,
+            store: setup.store,
             state_dir,
             deps,
             lines: BTreeMap::new(),
@@ -553,6 +584,7 @@ impl Daemon {
             free_slots: (0..limit).collect(),
             limit,
             tasks: JoinSet::new(),
+            writes: JoinSet::new(),
             sweep: Sweep::default(),
             in_maintenance: false,
             maintenance_next: None,
@@ -575,10 +607,15 @@ impl Daemon {
         self.deps.clock.now()
     }
 
+    /// The plan in force.
+    fn plan(&self) -> Arc<Plan> {
+        self.plan.borrow().clone()
+    }
+
     /// Schedules, catch-up, the pruner, READY=1.
     fn start(&mut self) -> Result<(), DaemonError> {
         let now = self.now();
-        let last = self.store.last_slots()?;
+        let last = HistoryWrite::last_slots(&*self.store)?;
         self.lines = self.build_schedules(now, None);
         for (name, ls) in &self.lines {
             match last.get(name) {
@@ -600,7 +637,7 @@ impl Daemon {
                     }
                 }
                 // First sight of the line: count downtime from now on.
-                None => self.store.set_last_slot(name, now.timestamp_millis())?,
+                None => HistoryWrite::set_last_slot(&*self.store, name, now.timestamp_millis())?,
             }
         }
         self.pruner = Some(tokio::spawn(prune_loop(
@@ -629,29 +666,19 @@ impl Daemon {
         now: DateTime<Utc>,
         old: Option<&BTreeMap<String, LineSchedule>>,
     ) -> BTreeMap<String, LineSchedule> {
-        let cfg = &self.config;
+        let plan = self.plan();
         let mut out = BTreeMap::new();
-        for line in &cfg.lines {
-            let schedule = match schedule::for_line(cfg, line) {
-                None => {
-                    tracing::info!(line = %line.name, "no [line.account]: not scheduled (it can still be inspected)");
-                    continue;
-                }
-                Some(Ok(s)) => s,
-                // Validation refuses these; never panic on one anyway.
-                Some(Err(e)) => {
-                    tracing::error!(line = %line.name, "not scheduled: {e}");
-                    continue;
-                }
+        for line in plan.lines() {
+            let Some(schedule) = line.schedule() else {
+                tracing::info!(line = %line.name(), "no [line.account]: not scheduled (it can still be inspected)");
+                continue;
             };
-            if let Some(prev) = old.and_then(|o| o.get(&line.name)) {
-                if prev.schedule.as_str() == schedule.as_str()
-                    && prev.schedule.time_zone() == schedule.time_zone()
-                {
+            if let Some(prev) = old.and_then(|o| o.get(line.name())) {
+                if prev.schedule == *schedule {
                     out.insert(
-                        line.name.clone(),
+                        line.name().to_string(),
                         LineSchedule {
-                            schedule,
+                            schedule: schedule.clone(),
                             next_slot: prev.next_slot,
                             fire_at: prev.fire_at,
                         },
@@ -660,16 +687,16 @@ impl Daemon {
                 }
             }
             let Some(next_slot) = schedule.next_after(now) else {
-                tracing::error!(line = %line.name, "schedule {schedule} has no next occurrence");
+                tracing::error!(line = %line.name(), "schedule {schedule} has no next occurrence");
                 continue;
             };
             out.insert(
-                line.name.clone(),
+                line.name().to_string(),
                 LineSchedule {
                     fire_at: next_slot
                         .checked_add_signed(self.jitter())
                         .unwrap_or(next_slot),
-                    schedule,
+                    schedule: schedule.clone(),
                     next_slot,
                 },
             );
@@ -678,7 +705,13 @@ impl Daemon {
     }
 
     fn jitter(&self) -> chrono::Duration {
-        let max = self.config.daemon.jitter.as_millis().min(i64::MAX as u128) as i64;
+        let max = self
+            .plan()
+            .config()
+            .daemon
+            .jitter
+            .as_millis()
+            .min(i64::MAX as u128) as i64;
         if max == 0 {
             return chrono::Duration::zero();
         }
@@ -686,7 +719,7 @@ impl Daemon {
     }
 
     fn next_check_text(&self) -> String {
-        let tz = self.config.daemon.tz();
+        let tz = self.plan().tz();
         self.lines
             .values()
             .map(|l| l.next_slot)
@@ -726,6 +759,9 @@ impl Daemon {
                 },
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finish(joined);
+                }
+                Some(written) = self.writes.join_next(), if !self.writes.is_empty() => {
+                    self.recorded(written);
                 }
                 Some(seen) = self.pbx_rx.recv() => self.on_pbx(seen),
                 r = next_run(&mut runs) => match r {
@@ -837,7 +873,7 @@ impl Daemon {
             Err("no lines are scheduled".into())
         } else {
             for line in &lines {
-                tracing::info!(line = %line, trigger = trigger_word(&req.trigger), "check asked for");
+                tracing::info!(line = %line, trigger = req.trigger.kind(), "check asked for");
                 self.enqueue(Pending {
                     line: line.clone(),
                     trigger: req.trigger.clone(),
@@ -895,21 +931,17 @@ impl Daemon {
             };
             let now = self.now();
             self.sweep.started.get_or_insert(now);
+            let plan = self.plan();
+            let timeout = plan.config().daemon.check_timeout;
+            let expected = plan.expect_of(&p.line);
             let req = CheckRequest {
-                config: self.config.clone(),
+                plan,
                 line: p.line.clone(),
                 trigger: p.trigger.clone(),
                 slot,
             };
             let checker = self.deps.checker.clone();
-            let timeout = self.config.daemon.check_timeout;
-            let expected = self
-                .config
-                .line(&p.line)
-                .map(|l| l.expect)
-                .unwrap_or(crate::config::Expect::Withheld);
-            let span =
-                tracing::info_span!("check", line = %p.line, trigger = trigger_word(&p.trigger));
+            let span = tracing::info_span!("check", line = %p.line, trigger = p.trigger.kind());
             let line = p.line.clone();
             let trigger = p.trigger.clone();
             let clock = self.deps.clock.clone();
@@ -947,6 +979,7 @@ impl Daemon {
                     slot,
                     started: now,
                     task: handle.id(),
+                    writing: false,
                 },
             );
             self.emit(Event::CheckStarted {
@@ -957,7 +990,7 @@ impl Daemon {
         }
     }
 
-    /// A check task ended: record its result.
+    /// A check task ended: write its result to the history.
     fn finish(&mut self, joined: Result<(Id, Done), JoinError>) {
         let (line, mut result) = match joined {
             Ok((_, done)) => (done.line, done.result),
@@ -980,21 +1013,20 @@ impl Daemon {
                 (line, r)
             }
         };
-        let Some(run) = self.running.remove(&line) else {
+        let Some(run) = self.running.get_mut(&line) else {
             return;
         };
-        if run.slot < self.limit {
-            self.free_slots.insert(run.slot);
-        }
+        run.writing = true;
         // The daemon's view of what was checked and why is authoritative.
-        result.line = line.clone();
+        result.line = line;
         result.trigger = run.trigger.clone();
+        let slot_ms = run.slot_ms;
         match result.outcome {
             Outcome::Pass => self.sweep.pass += 1,
             Outcome::Fail => self.sweep.fail += 1,
             Outcome::Inconclusive => self.sweep.inconclusive += 1,
         }
-        self.record(result, run.slot_ms, false);
+        self.write(result, slot_ms, false);
     }
 
     /// An inconclusive result for a line whose check gave none.
@@ -1009,36 +1041,65 @@ impl Daemon {
             .get(line)
             .map(|r| r.trigger.clone())
             .unwrap_or(Trigger::Schedule);
-        let expected = self
-            .config
-            .line(line)
-            .map(|l| l.expect)
-            .unwrap_or(crate::config::Expect::Withheld);
+        let expected = self.plan().expect_of(line);
         let mut r = CheckResult::inconclusive(line, expected, SystemTime::now(), why, trigger);
         stamp(&mut r, started, self.now());
         r
     }
 
-    /// Store a result and hand it to the alert side.
-    fn record(&mut self, result: CheckResult, slot_ms: Option<i64>, interrupted: bool) {
-        let now = self.now();
+    /// Write a result to the history on a blocking thread, so a slow disk
+    /// holds up neither the schedule nor the other checks; the line keeps
+    /// its slot until [`Daemon::recorded`] has it.
+    fn write(&mut self, result: CheckResult, slot_ms: Option<i64>, interrupted: bool) {
         let rec = Record {
-            recorded_at_ms: now.timestamp_millis(),
+            recorded_at_ms: self.now().timestamp_millis(),
             interrupted,
             // An interrupted check didn't happen: leave its slot due, so it
             // is caught up after the restart.
             slot_ms: if interrupted { None } else { slot_ms },
         };
-        let id = match self.store.record_check(&result, &rec) {
-            Ok(id) => id,
+        let store = self.store.clone();
+        let line = result.line.clone();
+        self.writes.spawn(async move {
+            let stored = tokio::task::spawn_blocking(move || {
+                HistoryWrite::record_check(&*store, &result, &rec)
+                    .map(|id| (result, rec, id))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            Written { line, stored }
+        });
+    }
+
+    /// A result is in the history (or could not be written): free the
+    /// line's slot, and hand the result to the alert side.
+    fn recorded(&mut self, written: Result<Written, JoinError>) {
+        let Written { line, stored } = match written {
+            Ok(w) => w,
+            // Only a panic in the write's own task could get here; the
+            // blocking write's failures come back as Err in `stored`.
             Err(e) => {
-                tracing::error!(line = %result.line, "the result could not be stored: {e}");
+                tracing::error!("writing a result failed: {e}");
+                return;
+            }
+        };
+        if let Some(run) = self.running.remove(&line) {
+            if run.slot < self.limit {
+                self.free_slots.insert(run.slot);
+            }
+        }
+        let (result, rec, id) = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(line = %line, "the result could not be stored: {e}");
                 self.deps
                     .notifier
                     .status(&format!("error: can't write the history: {e}"));
                 return;
             }
         };
+        let interrupted = rec.interrupted;
         let recorded = Event::Recorded {
             id,
             line: result.line.clone(),
@@ -1059,9 +1120,11 @@ impl Daemon {
             result,
         };
         stored.result.evidence_ref = Some(id.to_string());
+        let now = self.now();
+        let plan = self.plan();
         let ctx = AlertContext {
             store: &self.store,
-            config: &self.config,
+            plan: &plan,
             now,
             in_maintenance: self.in_maintenance,
         };
@@ -1096,7 +1159,7 @@ impl Daemon {
             return;
         };
         let s = std::mem::take(&mut self.sweep);
-        let tz = self.config.daemon.tz();
+        let tz = self.plan().tz();
         let n = s.pass + s.fail + s.inconclusive;
         let status = format!(
             "last sweep {}: {n} checked, {} pass, {} fail, {} inconclusive{}{}",
@@ -1117,7 +1180,8 @@ impl Daemon {
     }
 
     fn update_maintenance(&mut self, now: DateTime<Utc>) {
-        let windows = match maintenance::windows(&self.config, &self.store, now) {
+        let plan = self.plan();
+        let windows = match maintenance::windows(&plan, &*self.store, now) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!("can't read maintenance windows: {e}");
@@ -1135,7 +1199,7 @@ impl Daemon {
             }
             let ctx = AlertContext {
                 store: &self.store,
-                config: &self.config,
+                plan: &plan,
                 now,
                 in_maintenance: active,
             };
@@ -1144,23 +1208,13 @@ impl Daemon {
         }
     }
 
-    /// Distinct PBXs, each with one of its lines' accounts.
-    fn pbxs(&self) -> BTreeMap<String, Account> {
-        let mut out = BTreeMap::new();
-        for l in &self.config.lines {
-            if let Some(a) = &l.account {
-                out.entry(a.registrar.clone()).or_insert_with(|| a.clone());
-            }
-        }
-        out
-    }
-
     fn start_poll_if_due(&mut self) {
         if self.polling || Instant::now() < self.next_poll {
             return;
         }
-        self.next_poll = Instant::now() + self.config.daemon.pbx_poll;
-        let pbxs = self.pbxs();
+        let plan = self.plan();
+        self.next_poll = Instant::now() + plan.config().daemon.pbx_poll;
+        let pbxs = plan.pbxs();
         if pbxs.is_empty() {
             return;
         }
@@ -1185,7 +1239,7 @@ impl Daemon {
                                 Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
                             }
                         };
-                        PbxSeen {
+                        PbxReport::Seen {
                             registrar,
                             software,
                         }
@@ -1196,51 +1250,38 @@ impl Daemon {
                         let _ = tx.send(seen).await;
                     }
                 }
-                // An empty report marks the end of this poll.
-                let _ = tx
-                    .send(PbxSeen {
-                        registrar: String::new(),
-                        software: Ok(None),
-                    })
-                    .await;
+                let _ = tx.send(PbxReport::PollDone).await;
             }
             .instrument(tracing::info_span!("pbx-poll")),
         );
     }
 
-    fn on_pbx(&mut self, seen: PbxSeen) {
-        if seen.registrar.is_empty() {
-            self.polling = false;
-            return;
-        }
-        let software = match seen.software {
+    fn on_pbx(&mut self, report: PbxReport) {
+        let (registrar, software) = match report {
+            PbxReport::PollDone => {
+                self.polling = false;
+                return;
+            }
+            PbxReport::Seen {
+                registrar,
+                software,
+            } => (registrar, software),
+        };
+        let software = match software {
             Ok(Some(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(pbx = %seen.registrar, "can't ask the PBX for its software: {}", crate::escape::control(&e.to_string()));
+                tracing::warn!(pbx = %registrar, "can't ask the PBX for its software: {}", crate::escape::control(&e.to_string()));
                 return;
             }
         };
         let now = self.now();
-        match self
-            .store
-            .observe_pbx(&seen.registrar, &software, now.timestamp_millis())
+        match HistoryWrite::observe_pbx(&*self.store, &registrar, &software, now.timestamp_millis())
         {
             Ok(PbxObservation::Changed { from, .. }) => {
                 // The Server header is the PBX's text, not ours: escaped.
-                tracing::warn!(pbx = %seen.registrar, "PBX software changed from \"{}\" to \"{}\": checking its lines now", crate::escape::control(&from), crate::escape::control(&software));
-                let lines: Vec<String> = self
-                    .config
-                    .lines
-                    .iter()
-                    .filter(|l| {
-                        l.account
-                            .as_ref()
-                            .is_some_and(|a| a.registrar == seen.registrar)
-                    })
-                    .map(|l| l.name.clone())
-                    .collect();
-                for line in lines {
+                tracing::warn!(pbx = %registrar, "PBX software changed from \"{}\" to \"{}\": checking its lines now", crate::escape::control(&from), crate::escape::control(&software));
+                for line in self.plan().lines_on(&registrar) {
                     self.enqueue(Pending {
                         line,
                         trigger: Trigger::PbxChange {
@@ -1251,13 +1292,13 @@ impl Daemon {
                     });
                 }
                 self.emit(Event::PbxChanged {
-                    registrar: seen.registrar,
+                    registrar,
                     from,
                     to: software,
                 });
             }
             Ok(PbxObservation::First) => {
-                tracing::info!(pbx = %seen.registrar, "PBX runs \"{}\"", crate::escape::control(&software));
+                tracing::info!(pbx = %registrar, "PBX runs \"{}\"", crate::escape::control(&software));
             }
             Ok(PbxObservation::Unchanged) => {}
             Err(e) => tracing::error!("can't record PBX software: {e}"),
@@ -1284,23 +1325,32 @@ impl Daemon {
     }
 
     async fn try_reload(&mut self) -> Result<String, String> {
-        let new = Arc::new(Config::load(&self.config_path).map_err(|e| e.to_string())?);
-        if new.daemon.state_dir() != self.state_dir {
+        let new = Arc::new(Plan::load(&self.config_path).map_err(|e| e.to_string())?);
+        let old = self.plan();
+        if new.state_dir() != self.state_dir {
             tracing::warn!(
                 "daemon.state_dir changed; the history stays at {} until restart",
                 self.state_dir.display()
             );
         }
+        if new.config().dashboard != old.config().dashboard {
+            tracing::warn!(
+                "the [dashboard] settings changed; the dashboard keeps its address and token until restart (it shows the new lines at once)"
+            );
+        }
         configure(self.deps.checker.as_ref(), &new)
             .await
             .map_err(|e| format!("the checker refused it: {e}"))?;
-        self.config = new;
+        // From here on the checker and the dashboard see the new plan.
+        self.plan.send_replace(new.clone());
         let now = self.now();
         let old = std::mem::take(&mut self.lines);
         self.lines = self.build_schedules(now, Some(&old));
         for name in self.lines.keys() {
             if !old.contains_key(name) {
-                if let Err(e) = self.store.set_last_slot(name, now.timestamp_millis()) {
+                if let Err(e) =
+                    HistoryWrite::set_last_slot(&*self.store, name, now.timestamp_millis())
+                {
                     tracing::error!("{e}");
                 }
             }
@@ -1308,11 +1358,11 @@ impl Daemon {
         let lines = &self.lines;
         self.queue.retain(|p| lines.contains_key(&p.line));
         self.delayed.retain(|(_, p)| lines.contains_key(&p.line));
-        self.limit = concurrency_limit(&self.config);
+        self.limit = concurrency_limit(&new);
         let busy: BTreeSet<usize> = self.running.values().map(|r| r.slot).collect();
         self.free_slots = (0..self.limit).filter(|s| !busy.contains(s)).collect();
-        let _ = self.retention.send(self.config.daemon.evidence_retention);
-        self.deps.alerts.configure(&self.store, &self.config);
+        let _ = self.retention.send(new.config().daemon.evidence_retention);
+        self.deps.alerts.configure(&self.store, &new);
         self.update_maintenance(now);
         Ok(format!(
             "configuration reloaded: {} line{} scheduled{}",
@@ -1333,15 +1383,32 @@ impl Daemon {
         );
         self.queue.clear();
         self.delayed.clear();
-        let deadline = Instant::now() + self.config.daemon.grace;
+        let deadline = Instant::now() + self.plan().config().daemon.grace;
         while !self.tasks.is_empty() {
             // Keep the watchdog fed while waiting.
             let until = match self.deps.notifier.watchdog_interval() {
                 Some(i) => deadline.min(Instant::now() + i),
                 None => deadline,
             };
-            match tokio::time::timeout_at(until, self.tasks.join_next_with_id()).await {
-                Ok(Some(j)) => self.finish(j),
+            // Results of checks done in the meantime are recorded as they
+            // come, not held back until the grace period is over.
+            enum Next {
+                Check(Result<(Id, Done), JoinError>),
+                Written(Result<Written, JoinError>),
+            }
+            let next = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    Some(j) = self.tasks.join_next_with_id() => Some(Next::Check(j)),
+                    Some(w) = self.writes.join_next(), if !self.writes.is_empty() => {
+                        Some(Next::Written(w))
+                    }
+                    else => None,
+                }
+            })
+            .await;
+            match next {
+                Ok(Some(Next::Check(j))) => self.finish(j),
+                Ok(Some(Next::Written(w))) => self.recorded(w),
                 Ok(None) => break,
                 Err(_) if Instant::now() < deadline => self.deps.notifier.watchdog(),
                 Err(_) => break,
@@ -1349,15 +1416,38 @@ impl Daemon {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let left: Vec<String> = self.running.keys().cloned().collect();
+        let left: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| !r.writing)
+            .map(|(l, _)| l.clone())
+            .collect();
         for line in left {
             let r = self.placeholder_result(
                 &line,
                 "interrupted: cidguard stopped before the check finished".into(),
             );
             tracing::warn!(line = %line, "check interrupted by the stop");
-            if let Some(run) = self.running.remove(&line) {
-                self.record(r, run.slot_ms, true);
+            if let Some(run) = self.running.get_mut(&line) {
+                run.writing = true;
+                let slot_ms = run.slot_ms;
+                self.write(r, slot_ms, true);
+            }
+        }
+        // Every result that finished is written before the stop completes.
+        let deadline = Instant::now() + WRITES_AT_STOP;
+        loop {
+            match tokio::time::timeout_at(deadline, self.writes.join_next()).await {
+                Ok(Some(w)) => self.recorded(w),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::error!(
+                        "{} result{} still being written to the history at the stop",
+                        self.writes.len(),
+                        if self.writes.len() == 1 { "" } else { "s" }
+                    );
+                    break;
+                }
             }
         }
         if let Some(p) = self.pruner.take() {
@@ -1377,7 +1467,7 @@ fn stamp(r: &mut CheckResult, started: DateTime<Utc>, now: DateTime<Utc>) {
 /// Delete expired evidence every [`PRUNE_EVERY`], in small batches off the
 /// async threads.
 async fn prune_loop(
-    store: Arc<Store>,
+    store: Arc<dyn HistoryWrite>,
     clock: Arc<dyn Clock>,
     mut retention: watch::Receiver<Duration>,
     events: Option<mpsc::UnboundedSender<Event>>,

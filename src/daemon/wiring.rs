@@ -7,37 +7,52 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use super::{AlertContext, AlertSink, BoxError, CheckRequest, Checker, FollowUp, PbxProbe};
 use crate::alert::{self, Action, AlertPolicy, LineAlertState, Mailer, OutboxStore, SenderOptions};
 use crate::check::result::{CheckResult, Trigger};
 use crate::check::run::{self, CheckOptions};
-use crate::config::{Account, Config};
+use crate::plan::Plan;
+use crate::sip::endpoint::Listeners;
 use crate::sip::uac::{Line, LineOptions};
+use crate::sip::Account;
 use crate::store::{Store, StoredCheck};
 
-/// Places real test calls: owns the endpoint (bound on the first
-/// configuration, kept across reloads).
-#[derive(Default)]
+/// Places real test calls: owns the endpoint (started on the first plan
+/// with an `[endpoint]`, kept across reloads), and checks with the plan in
+/// force on the daemon's plan channel.
 pub struct SipChecker {
+    /// The daemon's plan channel.
+    plans: watch::Receiver<Arc<Plan>>,
+    /// The endpoint's sockets when they were bound before the start; taken
+    /// by the first start.
+    listeners: Mutex<Option<Listeners>>,
+    /// The running checker, once started.
     inner: tokio::sync::Mutex<Option<Arc<run::Checker>>>,
     /// A clone for `check`, which must not wait on `configure`.
     ready: Mutex<Option<Arc<run::Checker>>>,
 }
 
 impl SipChecker {
-    pub fn new() -> SipChecker {
-        SipChecker::default()
+    /// A checker that follows `plans` and starts its endpoint on
+    /// `listeners` (bound from `endpoint.listen` when None).
+    pub fn new(plans: watch::Receiver<Arc<Plan>>, listeners: Option<Listeners>) -> SipChecker {
+        SipChecker {
+            plans,
+            listeners: Mutex::new(listeners),
+            inner: tokio::sync::Mutex::new(None),
+            ready: Mutex::new(None),
+        }
     }
 }
 
 #[async_trait]
 impl Checker for SipChecker {
-    async fn configure(&self, config: &Arc<Config>) -> Result<(), BoxError> {
+    async fn configure(&self, plan: &Arc<Plan>) -> Result<(), BoxError> {
         let mut inner = self.inner.lock().await;
-        if config.endpoint.is_none() {
+        if plan.endpoint().is_none() {
             // Nothing to receive test calls: run anyway, so the history and
             // the alerts say plainly that lines can't be tested.
             warn!(
@@ -46,10 +61,22 @@ impl Checker for SipChecker {
             return Ok(());
         }
         match inner.as_ref() {
-            Some(c) => c.reconfigure(config.clone())?,
+            Some(c) => c.accepts(plan)?,
             None => {
-                let c =
-                    Arc::new(run::Checker::start(config.clone(), CheckOptions::default()).await?);
+                let listeners = self
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                let c = Arc::new(
+                    run::Checker::follow(
+                        plan,
+                        self.plans.clone(),
+                        listeners,
+                        CheckOptions::default(),
+                    )
+                    .await?,
+                );
                 *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
                 *inner = Some(c);
             }
@@ -153,7 +180,7 @@ impl EmailAlerts {
 }
 
 impl AlertSink for EmailAlerts {
-    fn configure(&self, store: &Arc<Store>, config: &Arc<Config>) {
+    fn configure(&self, store: &Arc<Store>, plan: &Arc<Plan>) {
         // Stop the sender of the previous configuration, if any.
         if let Some(stop) = self
             .sender_stop
@@ -163,11 +190,11 @@ impl AlertSink for EmailAlerts {
         {
             stop.notify_one();
         }
-        let Some(alerts) = &config.alerts else {
+        let Some(alerts) = &plan.config().alerts else {
             *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = None;
             return;
         };
-        let policy = match AlertPolicy::from_config(config, &self.config_path) {
+        let policy = match AlertPolicy::from_plan(plan, &self.config_path) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "alerts are off: the [alerts] settings can't be used");
@@ -230,7 +257,12 @@ impl AlertSink for EmailAlerts {
             return;
         }
         let Some(policy) = self.policy() else { return };
-        let lines: Vec<String> = ctx.config.lines.iter().map(|l| l.name.clone()).collect();
+        let lines: Vec<String> = ctx
+            .plan
+            .lines()
+            .iter()
+            .map(|l| l.name().to_string())
+            .collect();
         let mut states: HashMap<String, LineAlertState> = lines
             .iter()
             .map(|l| (l.clone(), Self::load_state(ctx.store, l)))

@@ -100,8 +100,19 @@ impl DemoPbx {
                 addr: listen,
                 source,
             })?;
+        DemoPbx::start_on(sock, endpoint, ids, rules)
+    }
+
+    /// The same on a socket already bound (its address can go into the
+    /// config before the endpoint's is known).
+    pub fn start_on(
+        sock: UdpSocket,
+        endpoint: SocketAddr,
+        ids: Identities,
+        rules: HashMap<String, Rule>,
+    ) -> Result<DemoPbx, PbxError> {
         let addr = sock.local_addr().map_err(|source| PbxError::Bind {
-            addr: listen,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             source,
         })?;
         let rules = Arc::new(Mutex::new(rules));

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -28,8 +29,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::config::{self, Account, Transport};
-
+use super::account::Account;
 use super::build::{
     host_port, new_branch, new_tag, parse_via, response_to, sdp, Request, Response,
 };
@@ -40,8 +40,8 @@ use super::transaction::{
     Dest, IncomingRequest, Reply, RequestFilter, Screen, ServerTx, Stack, StackOptions, StackStats,
 };
 use super::transport::{
-    route_source_ip, tls_acceptor, Capture, CapturedMessage, Direction, Flow, Inbound,
-    TransportError, TransportStats,
+    bind_udp_socket, route_source_ip, tls_acceptor, Capture, CapturedMessage, Direction, Flow,
+    Inbound, Transport, TransportError, TransportOptions, TransportStats,
 };
 use super::uac::{Line, Refresher, RegisterReport, UacError};
 
@@ -203,10 +203,6 @@ pub struct EndpointOptions {
     /// After a final response, how long to wait for the ACK before the call
     /// is reported.
     pub ack_wait: Duration,
-    /// `organisation.region`: lets a number configured as `+61 3 9999 0000`
-    /// be recognised when the PBX delivers it nationally (`0399990000`,
-    /// `399990000`). Without it, only the digits as written and E.164.
-    pub region: Option<String>,
 }
 
 impl Default for EndpointOptions {
@@ -222,7 +218,6 @@ impl Default for EndpointOptions {
             invite_burst: 20.0,
             max_sources: 4096,
             ack_wait: Duration::from_secs(4),
-            region: None,
         }
     }
 }
@@ -348,29 +343,140 @@ impl EndpointHandle {
     }
 }
 
+/// What the endpoint listens on and answers for. The app's plan builds it
+/// from `[endpoint]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// Where to listen: each transport and address (port 0: a free port).
+    pub listen: Vec<(Transport, SocketAddr)>,
+    /// The numbers test calls are dialled to; calls to anything else are
+    /// stray (404, not handed to the handler).
+    pub numbers: Vec<EndpointNumber>,
+    /// TLS certificate chain (PEM), needed for a TLS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), needed for a TLS listener.
+    pub tls_key: Option<PathBuf>,
+    /// Addresses or CIDR blocks answered at all; empty: every address.
+    pub allow: Vec<String>,
+    /// Register at a provider as this account, so calls to its DID arrive
+    /// here (`register_expiry` is the lifetime asked for).
+    pub register: Option<Account>,
+}
+
+/// One number the endpoint answers for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointNumber {
+    /// As configured: what the handler is told a call was for.
+    pub number: String,
+    /// Every normalised form ([`normalise_number`]) a call to it may arrive
+    /// with (the plan adds the national and international forms).
+    pub keys: Vec<String>,
+}
+
+impl EndpointNumber {
+    /// A number known only as written: a call must dial its digits (or its
+    /// user name) exactly.
+    pub fn as_written(number: &str) -> EndpointNumber {
+        EndpointNumber {
+            number: number.to_string(),
+            keys: vec![normalise_number(number)],
+        }
+    }
+}
+
+/// The endpoint's listening sockets, bound before it starts: whoever wires
+/// the service binds them first (a port in use is found before anything
+/// runs, and port 0 can be asked for and read back).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The UDP sockets.
+    udp: Vec<tokio::net::UdpSocket>,
+    /// The stream listeners, each with its transport (TCP or TLS).
+    streams: Vec<(Transport, tokio::net::TcpListener)>,
+}
+
+impl Listeners {
+    /// Bind every address of `listen`, UDP sockets with the receive buffer
+    /// of `opts`.
+    pub async fn bind(
+        listen: &[(Transport, SocketAddr)],
+        opts: &TransportOptions,
+    ) -> Result<Listeners, EndpointError> {
+        let mut out = Listeners {
+            udp: Vec::new(),
+            streams: Vec::new(),
+        };
+        for &(transport, addr) in listen {
+            let err = |source| {
+                EndpointError::Transport(TransportError::Bind {
+                    transport,
+                    addr,
+                    source,
+                })
+            };
+            match transport {
+                Transport::Udp => out
+                    .udp
+                    .push(bind_udp_socket(addr, opts.udp_receive_buffer).map_err(err)?),
+                Transport::Tcp | Transport::Tls => out.streams.push((
+                    transport,
+                    tokio::net::TcpListener::bind(addr).await.map_err(err)?,
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every socket's transport and address (port 0 resolved).
+    pub fn addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        let udp = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok().map(|a| (Transport::Udp, a)));
+        let streams = self
+            .streams
+            .iter()
+            .filter_map(|(t, l)| l.local_addr().ok().map(|a| (*t, a)));
+        udp.chain(streams).collect()
+    }
+}
+
 /// The endpoint's entry point.
 pub struct Endpoint;
 
 impl Endpoint {
-    /// Bind every configured listener and start answering, with default limits.
+    /// Bind every listener of `spec` and start answering, with default limits.
     pub async fn start(
-        cfg: &config::Endpoint,
+        spec: &EndpointSpec,
         handler: Arc<dyn CallHandler>,
     ) -> Result<EndpointHandle, EndpointError> {
-        Endpoint::start_with(cfg, handler, EndpointOptions::default()).await
+        Endpoint::start_with(spec, handler, EndpointOptions::default()).await
     }
 
+    /// Bind every listener of `spec` and start answering.
     pub async fn start_with(
-        cfg: &config::Endpoint,
+        spec: &EndpointSpec,
+        handler: Arc<dyn CallHandler>,
+        opts: EndpointOptions,
+    ) -> Result<EndpointHandle, EndpointError> {
+        let listeners = Listeners::bind(&spec.listen, &opts.stack.transport).await?;
+        Endpoint::start_on(spec, listeners, handler, opts).await
+    }
+
+    /// Start answering on listeners already bound (`spec.listen` is not
+    /// bound again).
+    pub async fn start_on(
+        spec: &EndpointSpec,
+        listeners: Listeners,
         handler: Arc<dyn CallHandler>,
         opts: EndpointOptions,
     ) -> Result<EndpointHandle, EndpointError> {
         let counters = Arc::new(Counters::default());
         let calls: Calls = Arc::new(Mutex::new(HashMap::new()));
         let numbers: Numbers = Arc::new(
-            cfg.numbers
+            spec.numbers
                 .iter()
-                .map(|n| (delivered_keys(n, opts.region.as_deref()), n.clone()))
+                .map(|n| (n.keys.clone(), n.number.clone()))
                 .collect(),
         );
         let limiter = Arc::new(Limiter {
@@ -389,30 +495,40 @@ impl Endpoint {
         });
         let mut stack_opts = opts.stack.clone();
         stack_opts.transport.allow =
-            AllowList::parse(&cfg.allow).map_err(|(i, e)| EndpointError::Allow(i, e))?;
+            AllowList::parse(&spec.allow).map_err(|(i, e)| EndpointError::Allow(i, e))?;
         let (stack, requests) = Stack::new(stack_opts, Some(limiter.clone()));
         let mut addrs = Vec::new();
-        for spec in &cfg.listen {
-            let (t, addr) = config::parse_listen(spec).map_err(EndpointError::Listen)?;
-            let bound = match t {
-                Transport::Udp => stack.transports().bind_udp(addr).await,
-                Transport::Tcp => stack.transports().listen_tcp(addr).await,
+        for sock in listeners.udp {
+            match stack.transports().add_udp(sock) {
+                Ok(a) => addrs.push((Transport::Udp, a)),
+                Err(e) => {
+                    stack.shutdown();
+                    return Err(EndpointError::Listen(format!("a UDP socket: {e}")));
+                }
+            }
+        }
+        for (t, listener) in listeners.streams {
+            let acceptor = match t {
                 Transport::Tls => {
-                    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+                    let (Some(cert), Some(key)) = (&spec.tls_cert, &spec.tls_key) else {
                         stack.shutdown();
                         return Err(EndpointError::NoTlsFiles);
                     };
                     match tls_acceptor(cert, key) {
-                        Ok(acc) => stack.transports().listen_tls(addr, acc).await,
-                        Err(e) => Err(e),
+                        Ok(acc) => Some(acc),
+                        Err(e) => {
+                            stack.shutdown();
+                            return Err(e.into());
+                        }
                     }
                 }
+                Transport::Tcp | Transport::Udp => None,
             };
-            match bound {
+            match stack.transports().add_listener(listener, t, acceptor) {
                 Ok(a) => addrs.push((t, a)),
                 Err(e) => {
                     stack.shutdown();
-                    return Err(e.into());
+                    return Err(EndpointError::Listen(format!("a {t} listener: {e}")));
                 }
             }
         }
@@ -438,9 +554,9 @@ impl Endpoint {
         };
         info!(?addrs, "endpoint listening");
 
-        let registration = match &cfg.register {
+        let registration = match &spec.register {
             None => None,
-            Some(reg) => Some(register_endpoint(reg, &stack, &addrs).await),
+            Some(account) => Some(register_endpoint(account, &stack, &addrs).await),
         };
         Ok(EndpointHandle {
             stack,
@@ -453,29 +569,15 @@ impl Endpoint {
 }
 
 async fn register_endpoint(
-    reg: &config::EndpointRegistration,
+    account: &Account,
     stack: &Stack,
     addrs: &[(Transport, SocketAddr)],
 ) -> Registration {
-    let account = Account {
-        registrar: reg.registrar.clone(),
-        outbound_proxy: None,
-        transport: reg.transport,
-        username: reg.username.clone(),
-        auth_username: reg.auth_username.clone(),
-        password: reg.password.clone(),
-        from_user: None,
-        from_domain: None,
-        register: true,
-        register_expiry: reg.expiry,
-        dial_prefix: None,
-        ring_timeout: Duration::from_secs(30),
-    };
     // Register the listener of the registration's transport, so calls to
     // the DID arrive where we listen.
     let contact = addrs
         .iter()
-        .find(|(t, _)| *t == reg.transport)
+        .find(|(t, _)| *t == account.transport)
         .map(|(_, a)| *a)
         .map(|mut a| {
             if a.ip().is_unspecified() {
@@ -485,7 +587,7 @@ async fn register_endpoint(
             }
             a
         });
-    let line = match Line::on_stack(&account, stack.clone(), contact).await {
+    let line = match Line::on_stack(account, stack.clone(), contact).await {
         Ok(l) => {
             // The provider's answers must reach us whatever endpoint.allow says.
             stack
@@ -507,7 +609,7 @@ async fn register_endpoint(
     let refresher = match &result {
         Ok(r) if r.registered() => {
             info!(expires = ?r.expires, "endpoint registered");
-            Some(line.spawn_refresher(r.expires.unwrap_or(reg.expiry)))
+            Some(line.spawn_refresher(r.expires.unwrap_or(account.register_expiry)))
         }
         Ok(r) => {
             warn!(status = r.status, "endpoint registration refused");
@@ -530,27 +632,6 @@ struct Registration {
     line: Option<Line>,
     result: Result<RegisterReport, UacError>,
     refresher: Option<Refresher>,
-}
-
-/// The normalised forms ([`normalise_number`]) a call to an endpoint number
-/// configured as `number` may arrive with: as written, E.164 with or
-/// without `+`, and, knowing the region, its national forms
-/// ([`crate::verdict::numbers::delivered_forms`]).
-pub fn delivered_keys(number: &str, region: Option<&str>) -> Vec<String> {
-    let mut keys = vec![normalise_number(number)];
-    let forms = match region {
-        Some(r) => crate::verdict::numbers::delivered_forms(number, r),
-        None => crate::verdict::numbers::dialable(number, None)
-            .map(|d| vec![d])
-            .unwrap_or_default(),
-    };
-    for f in forms {
-        let k = normalise_number(&f);
-        if !k.is_empty() && !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    keys
 }
 
 /// Digits of a number with `+`, visual separators and URI parameters
@@ -586,7 +667,7 @@ pub fn identity_headers(m: &Message) -> Vec<(String, String)> {
 type Calls = Arc<Mutex<HashMap<String, mpsc::Sender<IncomingRequest>>>>;
 
 /// The endpoint's numbers: for each, every normalised form a PBX may
-/// deliver it in ([`delivered_keys`]), and the number as configured.
+/// deliver it in ([`EndpointNumber::keys`]), and the number as configured.
 type Numbers = Arc<Vec<(Vec<String>, String)>>;
 
 struct Shared {
@@ -1536,31 +1617,6 @@ mod tests {
         assert_eq!(normalise_number("(03) 7010.0142"), "0370100142");
         assert_eq!(normalise_number("CidGuard"), "cidguard");
         assert_eq!(normalise_number(""), "");
-    }
-
-    /// A number configured as people write it is recognised however the
-    /// PBX delivers it; otherwise real test calls become strays.
-    #[test]
-    fn delivered_forms_of_a_configured_number() {
-        let keys = delivered_keys("+61 3 9999 0000", Some("AU"));
-        for delivered in [
-            "+61399990000",
-            "61399990000",
-            "0399990000",
-            "399990000",
-            "+61399990000;npdi",
-        ] {
-            assert!(
-                keys.contains(&normalise_number(delivered)),
-                "{delivered}: {keys:?}"
-            );
-        }
-        assert!(!keys.contains(&normalise_number("0399990001")));
-        // Without the region: as written and E.164 only.
-        let keys = delivered_keys("+61 (0)3 9999 0000", None);
-        assert!(keys.contains(&normalise_number("+61399990000")), "{keys:?}");
-        assert!(!keys.contains(&normalise_number("0399990000")), "{keys:?}");
-        assert_eq!(delivered_keys("CidGuard", Some("AU")), ["cidguard"]);
     }
 
     #[test]

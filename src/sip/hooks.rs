@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
-use crate::config::{self, Account, Transport};
-
+use super::account::Account;
 use super::endpoint::{
-    CallHandler, Disposition, Endpoint, EndpointError, EndpointOptions, FinishedCall, IncomingCall,
-    StrayCall, Then,
+    CallHandler, Disposition, Endpoint, EndpointError, EndpointOptions, EndpointSpec, FinishedCall,
+    IncomingCall, StrayCall, Then,
 };
+use super::transport::Transport;
 use super::uac::{Line, LineOptions, RegisterReport, UacError};
 
 impl fmt::Display for RegisterReport {
@@ -74,11 +74,23 @@ pub struct CallIdentity {
     pub headers: Vec<(String, String)>,
 }
 
+/// How a listener treats each call: rings for a random time between `min`
+/// and `max`, then rejects it with `reject_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Shortest ring before the reject.
+    pub min: Duration,
+    /// Longest ring before the reject.
+    pub max: Duration,
+    /// The final response (4xx-6xx).
+    pub reject_code: u16,
+}
+
 struct Reporter<F> {
+    /// Called for each arriving call.
     report: F,
-    hold_min: Duration,
-    hold_max: Duration,
-    reject_code: u16,
+    /// What every call gets.
+    hold: Hold,
 }
 
 impl<F: Fn(&CallIdentity) + Send + Sync + 'static> CallHandler for Reporter<F> {
@@ -92,14 +104,19 @@ impl<F: Fn(&CallIdentity) + Send + Sync + 'static> CallHandler for Reporter<F> {
             received_at: call.received_at,
             headers: call.identity.clone(),
         });
-        let hold = if self.hold_max > self.hold_min {
-            rand::thread_rng().gen_range(self.hold_min..=self.hold_max)
+        let Hold {
+            min,
+            max,
+            reject_code,
+        } = self.hold;
+        let hold = if max > min {
+            rand::thread_rng().gen_range(min..=max)
         } else {
-            self.hold_min
+            min
         };
         Disposition::Hold {
             hold,
-            then: Then::Reject(self.reject_code),
+            then: Then::Reject(reject_code),
         }
     }
 
@@ -125,7 +142,8 @@ impl<F: Fn(&CallIdentity) + Send + Sync + 'static> CallHandler for Reporter<F> {
 /// call's identity headers. Calls ring for a random hold between the
 /// configured bounds and are then rejected with the configured code.
 pub async fn listen<F, S>(
-    cfg: &config::Endpoint,
+    spec: &EndpointSpec,
+    hold: Hold,
     opts: EndpointOptions,
     report: F,
     shutdown: S,
@@ -134,13 +152,8 @@ where
     F: Fn(&CallIdentity) + Send + Sync + 'static,
     S: Future<Output = ()>,
 {
-    let handler = Arc::new(Reporter {
-        report,
-        hold_min: cfg.hold_min,
-        hold_max: cfg.hold_max,
-        reject_code: cfg.reject_code,
-    });
-    let handle = Endpoint::start_with(cfg, handler, opts).await?;
+    let handler = Arc::new(Reporter { report, hold });
+    let handle = Endpoint::start_with(spec, handler, opts).await?;
     shutdown.await;
     handle.shutdown().await;
     Ok(())

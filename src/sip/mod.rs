@@ -1,10 +1,13 @@
 //! SIP: the wire format, transports, transactions and the two user agents
 //! cidguard plays, the line (UAC) and the endpoint (UAS).
 //!
-//! Nothing outside this module sees a third-party SIP type.
+//! Nothing outside this module sees a third-party SIP type, and nothing in
+//! it knows of lines, policies or verdicts: it owns its own types (the
+//! transport, the account, the endpoint's settings, captured messages) and
+//! the app's plan builds them.
 
+pub mod account;
 pub mod build;
-pub mod dial;
 pub mod digest;
 pub mod endpoint;
 pub mod guard;
@@ -14,5 +17,8 @@ pub mod message;
 pub mod transaction;
 pub mod transport;
 pub mod uac;
+pub mod uri;
 
+pub use account::Account;
 pub use message::{parse, Header, Message, ParseError, StartLine};
+pub use transport::Transport;

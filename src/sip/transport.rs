@@ -36,7 +36,52 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, trace, warn};
 
-pub use crate::config::Transport;
+/// SIP transport.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Datagrams (the default).
+    #[default]
+    Udp,
+    /// A TCP stream.
+    Tcp,
+    /// A TLS stream.
+    Tls,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        })
+    }
+}
+
+/// Read a listen spec: `udp:127.0.0.1:5080`, `tcp:[::1]:5080`,
+/// `tls:0.0.0.0:5061`. The message says how to write it.
+pub fn parse_listen(spec: &str) -> Result<(Transport, SocketAddr), String> {
+    let (proto, addr) = spec.split_once(':').ok_or_else(|| {
+        format!("{spec:?}: write it as udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT")
+    })?;
+    let t = match proto.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        other => {
+            return Err(format!(
+                "{spec:?}: unknown transport {other:?} (udp, tcp or tls)"
+            ))
+        }
+    };
+    let sa = addr
+        .parse()
+        .map_err(|_| format!("{spec:?}: {addr:?} is not an IP address and port"))?;
+    Ok((t, sa))
+}
 
 use super::guard::{
     source_key, AllowList, FairQueue, Guard, GuardStats, Held, QueueLimits, SourceLimits,
@@ -460,7 +505,7 @@ impl Transports {
             addr,
             source,
         };
-        let sock = udp_socket(addr, self.inner.opts.udp_receive_buffer).map_err(err)?;
+        let sock = bind_udp_socket(addr, self.inner.opts.udp_receive_buffer).map_err(err)?;
         self.add_udp(sock).map_err(err)
     }
 
@@ -545,7 +590,19 @@ impl Transports {
             source,
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-        let local = listener.local_addr().map_err(bind_err)?;
+        self.add_listener(listener, transport, acceptor)
+            .map_err(bind_err)
+    }
+
+    /// Start accepting TCP (`acceptor` None) or TLS connections on a
+    /// listener the caller bound.
+    pub fn add_listener(
+        &self,
+        listener: TcpListener,
+        transport: Transport,
+        acceptor: Option<TlsAcceptor>,
+    ) -> io::Result<SocketAddr> {
+        let local = listener.local_addr()?;
         let this = self.clone();
         let mut stop = self.inner.shutdown.subscribe();
         tokio::spawn(async move {
@@ -1150,7 +1207,10 @@ impl Transports {
 /// of `recv_buffer` bytes: during a burst the kernel queues datagrams here
 /// until the receive loop sheds them by source, instead of dropping them
 /// without regard to who sent them.
-fn udp_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+/// A UDP socket bound at `addr`, with a receive buffer of `recv_buffer`
+/// bytes when the system allows it (so a burst is shed by the per-source
+/// checks, not by the kernel).
+pub fn bind_udp_socket(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,

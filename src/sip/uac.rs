@@ -23,8 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::config::Account;
-
+use super::account::Account;
 use super::build::{
     host_port, new_branch, new_call_id, new_tag, parse_via, response_to, sdp, Request,
 };
@@ -84,10 +83,12 @@ pub enum UacError {
     },
     #[error("the {method} transaction ended without a final response")]
     NoFinalResponse { method: String },
-    #[error("can't dial {target:?}: {source}")]
-    Dial {
+    #[error("can't call {target:?}: {why}")]
+    Target {
+        /// The target as given.
         target: String,
-        source: super::dial::DialError,
+        /// What is wrong with the Request-URI it makes.
+        why: String,
     },
 }
 
@@ -326,7 +327,6 @@ struct LineInner {
     domain: String,
     registrar: HostPort,
     register_expiry: Duration,
-    dial_prefix: String,
     ring_timeout: Duration,
     /// Where every request goes first (outbound proxy or registrar).
     next_hop: Target,
@@ -464,7 +464,6 @@ impl Line {
                 domain,
                 registrar,
                 register_expiry: account.register_expiry,
-                dial_prefix: account.dial_prefix.clone().unwrap_or_default(),
                 ring_timeout: account.ring_timeout,
                 next_hop,
                 proxy_route,
@@ -497,32 +496,26 @@ impl Line {
         }
     }
 
-    /// The Request-URI for a target: a full URI as given (checked), else
-    /// `sip:<dial prefix><target>@<registrar>` with the target in its
-    /// dialable form (see [`super::dial`]).
+    /// The Request-URI for a target: a full URI as given, else
+    /// `sip:<target>@<registrar>` with the target as the user part; checked
+    /// before it is used. (A test call's URI is built by the plan's dialling
+    /// rules and always comes here whole.)
     pub fn target_uri(&self, target: &str) -> Result<String, UacError> {
         let t = target.trim();
-        let dial_error = |source| UacError::Dial {
+        let uri = if super::uri::is_uri(t) {
+            t.to_string()
+        } else {
+            format!(
+                "sip:{}@{}",
+                super::uri::escape_user(t),
+                self.inner.registrar.uri_part()
+            )
+        };
+        super::uri::check_uri(&uri).map_err(|why| UacError::Target {
             target: t.to_string(),
-            source,
-        };
-        if super::dial::is_uri(t) {
-            super::dial::check_uri(t).map_err(|why| {
-                dial_error(super::dial::DialError::Uri {
-                    uri: t.to_string(),
-                    why,
-                })
-            })?;
-            return Ok(t.to_string());
-        }
-        let host = self.inner.registrar.uri_part();
-        let plan = super::dial::Plan {
-            host: &host,
-            prefix: Some(&self.inner.dial_prefix),
-            template: None,
-            region: None,
-        };
-        super::dial::request_uri(&plan, t).map_err(dial_error)
+            why,
+        })?;
+        Ok(uri)
     }
 
     fn via(&self, flow: &Flow, branch: &str) -> String {

@@ -10,11 +10,16 @@
 //!
 //! Calls are synchronous and short (one indexed statement or one small
 //! transaction); the connection sits behind a mutex so the daemon, the alert
-//! sender and the dashboard can share one `Arc<Store>`.
+//! sender and the dashboard can share one `Arc<Store>`. Each of them uses
+//! it through the trait of its own needs ([`HistoryWrite`], [`HistoryRead`],
+//! [`MaintenanceStore`], and the alert side's outbox), which [`Store`] is
+//! the SQLite implementation of.
 
 mod outbox;
 pub use outbox::Release;
 pub mod schema;
+mod traits;
+pub use traits::{HistoryRead, HistoryWrite, MaintenanceStore};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -267,25 +272,6 @@ fn outcome_of(s: &str) -> Outcome {
         "fail" => Outcome::Fail,
         // Never read an unknown value as a pass.
         _ => Outcome::Inconclusive,
-    }
-}
-
-fn trigger_kind(t: &Trigger) -> &'static str {
-    match t {
-        Trigger::Schedule => "schedule",
-        Trigger::Manual { .. } => "manual",
-        Trigger::PbxChange { .. } => "pbx-change",
-        Trigger::Confirm => "confirm",
-        Trigger::Api { .. } => "api",
-    }
-}
-
-/// The label stored beside the kind: the person's words, or for a PBX
-/// change the new software.
-fn trigger_label(t: &Trigger) -> Option<String> {
-    match t {
-        Trigger::PbxChange { to, .. } => Some(to.clone()),
-        other => other.label().map(str::to_string),
     }
 }
 
@@ -893,8 +879,8 @@ fn insert_check_in(tx: &Connection, r: &CheckResult, rec: &Record) -> Result<i64
     .ctx(what)?
     .execute(params![
         r.line,
-        trigger_kind(&r.trigger),
-        trigger_label(&r.trigger),
+        r.trigger.kind(),
+        r.trigger.note(),
         serde_json::to_string(&r.trigger).ctx(what)?,
         started_ms,
         r.duration_ms.min(i64::MAX as u64) as i64,

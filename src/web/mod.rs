@@ -12,6 +12,12 @@
 //! browser run checks. A request naming a host the dashboard is not served
 //! under is refused before anything else (421), so a page that rebinds its
 //! own DNS name to this address can't read the dashboard either.
+//!
+//! What it shows comes from the plan in force, read from the daemon's plan
+//! channel on every request (a reload shows at once), and from the history
+//! through the store's read traits. It asks for checks by sending a
+//! [`RunRequest`] on a channel, and shows `cidguard demo`'s switch as a
+//! plain [`DemoSwitch`]: it knows neither the daemon nor the demo.
 
 pub mod client;
 pub mod html;
@@ -33,12 +39,25 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use chrono::{DateTime, Utc};
 
+use crate::alert::OutboxStore;
 use crate::check::result::Trigger;
-use crate::config::{Config, Dashboard};
-use crate::daemon::schedule::Schedule;
-use crate::daemon::RunRequest;
-use crate::store::{CheckQuery, Cursor, Store, StoreError, StoredCheck};
+use crate::check::RunRequest;
+use crate::config::Dashboard;
+use crate::plan::Plan;
+use crate::store::{CheckQuery, Cursor, HistoryRead, MaintenanceStore, StoreError, StoredCheck};
 use crate::verdict::Outcome;
+
+/// What the dashboard needs of the history: reading it, the maintenance
+/// windows, and the alert outbox's size. The SQLite store is one.
+pub trait Backend:
+    HistoryRead + MaintenanceStore + OutboxStore<Error = StoreError> + 'static
+{
+}
+
+impl<T> Backend for T where
+    T: HistoryRead + MaintenanceStore + OutboxStore<Error = StoreError> + 'static
+{
+}
 
 /// Every route the app serves; the OpenAPI document must list the API ones
 /// (a test holds both to each other).
@@ -143,24 +162,27 @@ pub struct AppState {
 }
 
 struct Inner {
-    store: Arc<Store>,
-    config: Arc<Config>,
+    /// The history.
+    store: Arc<dyn Backend>,
+    /// The daemon's plan channel: the plan in force.
+    plans: watch::Receiver<Arc<Plan>>,
+    /// The token for changes (and reading, with `read_auth`), read once.
     token: Option<String>,
     /// Signed-in browsers, kept here only: a restart ends every sign-in.
     sessions: Mutex<Sessions>,
+    /// Reading needs the token too.
     read_auth: bool,
     /// The host names and addresses requests may name (DNS rebinding).
     hosts: AllowedHosts,
+    /// Where run-now requests go (the daemon); None: run-now unavailable.
     runs_tx: Option<mpsc::Sender<RunRequest>>,
     /// `scheme://host[:port]` of `public_url`: requests a proxy forwards
     /// carry this origin while the Host header names the backend.
     public_origin: Option<String>,
+    /// Run-now requests remembered for their progress pages.
     runs: Mutex<HashMap<u64, RunInfo>>,
     /// `cidguard demo` only: its PBX rule switch.
-    demo: std::sync::OnceLock<DemoHook>,
-    /// Each scheduled line's schedule, as the daemon builds them: lines
-    /// without an account are not called, so not scheduled.
-    schedules: HashMap<String, Schedule>,
+    demo: std::sync::OnceLock<DemoSwitch>,
 }
 
 /// What the demo's controls on the overview can ask for.
@@ -172,14 +194,23 @@ pub enum DemoAction {
     Restore,
 }
 
-/// `cidguard demo` hands the dashboard this to flip its PBX's rules.
-pub type DemoHook = Arc<dyn Fn(DemoAction) + Send + Sync>;
+/// `cidguard demo`'s switch on the overview: the line it makes leak (named
+/// on its buttons) and what to call when someone uses it.
+#[derive(Clone)]
+pub struct DemoSwitch {
+    /// The line the switch makes leak.
+    pub line: String,
+    /// Called with what was asked for.
+    pub flip: Arc<dyn Fn(DemoAction) + Send + Sync>,
+}
 
 impl AppState {
     /// The token is read here, once, so a missing secret stops the start.
+    /// `plans` is the daemon's plan channel; `runs_tx` where run-now
+    /// requests go (None: run-now is unavailable).
     pub fn new(
-        store: Arc<Store>,
-        config: Arc<Config>,
+        store: Arc<dyn Backend>,
+        plans: watch::Receiver<Arc<Plan>>,
         dash: &Dashboard,
         runs_tx: Option<mpsc::Sender<RunRequest>>,
     ) -> Result<AppState, String> {
@@ -187,20 +218,10 @@ impl AppState {
             Some(t) => Some(t.reveal().map_err(|e| format!("dashboard.token: {e}"))?),
             None => None,
         };
-        // Validation refuses a bad schedule; the daemon skips one too.
-        let schedules = config
-            .lines
-            .iter()
-            .filter_map(|l| {
-                crate::daemon::schedule::for_line(&config, l)?
-                    .ok()
-                    .map(|s| (l.name.clone(), s))
-            })
-            .collect();
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
-                config,
+                plans,
                 token,
                 sessions: Mutex::new(Sessions::new(SESSION_LIFETIME)),
                 read_auth: dash.read_auth,
@@ -214,15 +235,19 @@ impl AppState {
                 }),
                 runs: Mutex::new(HashMap::new()),
                 demo: std::sync::OnceLock::new(),
-                schedules,
             }),
         })
     }
 
     /// Show the demo's rule switch on the overview (only `cidguard demo`
     /// does this; a real daemon never has one).
-    pub fn set_demo(&self, hook: DemoHook) {
-        let _ = self.inner.demo.set(hook);
+    pub fn set_demo(&self, switch: DemoSwitch) {
+        let _ = self.inner.demo.set(switch);
+    }
+
+    /// The plan in force.
+    pub fn plan(&self) -> Arc<Plan> {
+        self.inner.plans.borrow().clone()
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunInfo>> {
@@ -241,33 +266,21 @@ impl AppState {
     pub fn set_session_lifetime(&self, lifetime: Duration) {
         self.sessions().lifetime = lifetime;
     }
-
-    /// When a line's schedule next fires after `now` (the daemon adds its
-    /// jitter); None for a line that is not scheduled.
-    pub(crate) fn next_check(&self, line: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.inner.schedules.get(line)?.next_after(now)
-    }
 }
 
-/// The maintenance window `now` is in, if any (configured or set through
-/// the API). Checks still run in a window; alerts are held.
-fn active_window(
-    config: &Config,
-    store: &Store,
-    now: DateTime<Utc>,
-) -> Result<Option<crate::daemon::maintenance::Window>, StoreError> {
-    Ok(crate::daemon::maintenance::windows(config, store, now)?
-        .into_iter()
-        .find(|w| w.contains(now)))
+/// When a line's schedule next fires after `now` (the daemon adds its
+/// jitter); None for a line that is not scheduled.
+pub(crate) fn next_check(plan: &Plan, line: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    plan.line(line)?.schedule()?.next_after(now)
 }
 
 /// Run a store call off the async threads (SQLite blocks).
 async fn db<T: Send + 'static>(
     st: &AppState,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
 ) -> WebResult<T> {
     let store = st.inner.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    tokio::task::spawn_blocking(move || f(&*store))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(WebError::from)
@@ -862,7 +875,7 @@ async fn run_results(
         .map_or_else(|| run_requested_at_ms(id), |i| i.requested_at_ms);
     let lines = remembered
         .as_ref()
-        .map_or_else(|| configured_lines(st), |i| i.lines.clone());
+        .map_or_else(|| configured_lines(&st.plan()), |i| i.lines.clone());
     let may_merge = remembered.is_some();
     // The daemon starts a run's checks after the request was taken, on the
     // same wall clock; a small allowance covers the clock being read on
@@ -958,7 +971,7 @@ async fn demo_form(
     headers: HeaderMap,
     Form(f): Form<DemoForm>,
 ) -> WebResult<Response> {
-    let Some(hook) = st.inner.demo.get() else {
+    let Some(switch) = st.inner.demo.get() else {
         return Err(WebError::NotFound);
     };
     authorise_change(&st, &headers, f.token.as_deref())?;
@@ -971,7 +984,7 @@ async fn demo_form(
             )))
         }
     };
-    hook(action);
+    (switch.flip)(action);
     let done = match action {
         DemoAction::Leak => "leak",
         DemoAction::Restore => "restore",
@@ -1023,13 +1036,8 @@ async fn api_run_status(State(st): State<AppState>, Path(id): Path<u64>) -> WebR
 
 // ----- JSON API -----------------------------------------------------------
 
-fn configured_lines(st: &AppState) -> Vec<String> {
-    st.inner
-        .config
-        .lines
-        .iter()
-        .map(|l| l.name.clone())
-        .collect()
+fn configured_lines(plan: &Plan) -> Vec<String> {
+    plan.lines().iter().map(|l| l.name().to_string()).collect()
 }
 
 fn state_word(c: Option<&StoredCheck>) -> &'static str {
@@ -1045,7 +1053,8 @@ fn state_word(c: Option<&StoredCheck>) -> &'static str {
 }
 
 async fn api_lines(State(st): State<AppState>) -> WebResult<Response> {
-    let names = configured_lines(&st);
+    let plan = st.plan();
+    let names = configured_lines(&plan);
     let now = Utc::now();
     let ov = db(&st, move |s| {
         s.overview(Some(&names), now.timestamp_millis())
@@ -1057,13 +1066,12 @@ async fn api_lines(State(st): State<AppState>) -> WebResult<Response> {
             serde_json::json!({
                 "line": o.line,
                 "state": state_word(o.latest.as_ref()),
-                "expected": st.inner.config.line(&o.line).map(|l| l.expect.to_string()),
+                "expected": plan.line(&o.line).map(|l| l.expect().to_string()),
                 "last_check": o.latest.as_ref().map(|c| c.id),
                 "last_checked_at": o.latest.as_ref().map(|c| c.result.started_at.clone()),
                 "summary": o.latest.as_ref().map(|c| c.result.summary()),
                 "ratio": { "day": o.day, "week": o.week, "quarter": o.quarter },
-                "next_check_at": st
-                    .next_check(&o.line, now)
+                "next_check_at": next_check(&plan, &o.line, now)
                     .map(|t| crate::store::rfc3339_of_ms(t.timestamp_millis())),
             })
         })
@@ -1117,7 +1125,7 @@ async fn api_line_checks(
     Path(name): Path<String>,
     Query(p): Query<ChecksParams>,
 ) -> WebResult<Response> {
-    if st.inner.config.line(&name).is_none() {
+    if st.plan().line(&name).is_none() {
         return Err(WebError::NotFound);
     }
     let mut q = CheckQuery::line(&name);
@@ -1170,7 +1178,7 @@ async fn evidence_json(State(st): State<AppState>, Path(id): Path<String>) -> We
 }
 
 async fn api_status(State(st): State<AppState>) -> WebResult<Response> {
-    let names = configured_lines(&st);
+    let names = configured_lines(&st.plan());
     let ov = db(&st, move |s| s.overview(Some(&names), now_ms())).await?;
     let words: Vec<&str> = ov.iter().map(|o| state_word(o.latest.as_ref())).collect();
     let status = if words.contains(&"fail") {
@@ -1252,9 +1260,8 @@ fn label(s: &str) -> String {
 }
 
 async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
-    use crate::alert::OutboxStore;
     use std::fmt::Write;
-    let names = configured_lines(&st);
+    let names = configured_lines(&st.plan());
     let (ov, totals, pending, changes) = db(&st, move |s| {
         let ov = s.overview(Some(&names), now_ms())?;
         // All-time counts: one grouped read of the daily counts.
@@ -1263,7 +1270,7 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
             .iter()
             .map(|n| all.remove(n).unwrap_or_default())
             .collect();
-        let pending = OutboxStore::pending(s)?;
+        let pending = s.pending()?;
         let changes = s.pbx_changes(None, 1000)?;
         Ok((ov, totals, pending, changes))
     })
@@ -1354,54 +1361,45 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
 
 // ----- serving ------------------------------------------------------------
 
-/// A running server; [`Server::stop`] ends it gracefully.
-pub struct Server {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    pub addr: std::net::SocketAddr,
-}
-
-impl Server {
-    /// Stop accepting, let requests in progress finish (bounded).
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let task = self.task;
-        tokio::pin!(task);
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("dashboard: requests still open after the grace period; closing");
-            task.abort();
-        }
-    }
-}
-
-/// Bind `listen` and serve the app until stopped.
-pub async fn serve(state: AppState, listen: &str) -> Result<Server, String> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("can't listen on {listen}: {e}"))?;
+/// Serve the app on `listener` until `shutdown` completes, then let the
+/// requests in progress finish (for at most a few seconds).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WebError> {
     let addr = listener
         .local_addr()
-        .map_err(|e| format!("can't listen on {listen}: {e}"))?;
+        .map_err(|e| WebError::Internal(format!("the dashboard's listener: {e}")))?;
     // A `listen` that named a host: the address it became.
     let _ = state.inner.hosts.listen.set(addr.ip());
     tracing::info!("dashboard at http://{addr}/");
-    let (stop, mut stopped) = watch::channel(false);
-    let router = app(state);
-    let task = tokio::spawn(async move {
+    let (stopping, mut stopped) = watch::channel(false);
+    let mut task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router)
+        if let Err(e) = axum::serve(listener, app(state))
             .with_graceful_shutdown(shutdown)
             .await
         {
             tracing::error!("dashboard stopped: {e}");
         }
     });
-    Ok(Server { stop, task, addr })
+    tokio::select! {
+        _ = shutdown => {}
+        // The server ended by itself (its error is logged).
+        _ = &mut task => return Ok(()),
+    }
+    let _ = stopping.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("dashboard: requests still open after the grace period; closing");
+        task.abort();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

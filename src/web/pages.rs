@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 
 use super::html::{badge, esc, highlight, page, run_form, signed_in_note};
 use super::{
-    active_window, configured_lines, cursor_text, db, parse_cursor, parse_id, run_results,
-    state_word, AppState, WebError, WebResult,
+    configured_lines, cursor_text, db, next_check, parse_cursor, parse_id, run_results, state_word,
+    AppState, WebError, WebResult,
 };
 use crate::check::result::{EvidenceMessage, Trigger};
-use crate::daemon::maintenance::Window;
+use crate::maintenance::{self, Window};
 use crate::store::{rfc3339_of_ms, CheckMark, CheckQuery, Ratio, StoredCheck};
 use crate::verdict::{Finding, Kind, Outcome};
 
@@ -184,9 +184,10 @@ pub async fn overview(
     headers: HeaderMap,
 ) -> WebResult<Response> {
     let signed_in = super::signed_in(&st, &headers);
-    let names = configured_lines(&st);
+    let plan = st.plan();
+    let names = configured_lines(&plan);
     let now = Utc::now();
-    let config = st.inner.config.clone();
+    let in_db = plan.clone();
     let (ov, bars, changes, window) = db(&st, move |s| {
         let ov = s.overview(Some(&names), now.timestamp_millis())?;
         let bars = names
@@ -194,11 +195,11 @@ pub async fn overview(
             .map(|n| s.recent_marks(n, BAR_CELLS))
             .collect::<Result<Vec<_>, _>>()?;
         let changes = s.pbx_changes(None, 20)?;
-        let window = active_window(&config, s, now)?;
+        let window = maintenance::active(&in_db, s, now)?;
         Ok((ov, bars, changes, window))
     })
     .await?;
-    let tz = st.inner.config.daemon.tz();
+    let tz = plan.tz();
     let mut rows: Vec<(usize, String)> = Vec::new();
     for (o, checks) in ov.iter().zip(&bars) {
         let state = state_word(o.latest.as_ref());
@@ -208,13 +209,11 @@ pub async fn overview(
             "unchecked" => 2,
             _ => 3,
         };
-        let expected = st
-            .inner
-            .config
+        let expected = plan
             .line(&o.line)
-            .map(|l| match &l.umbrella {
-                Some(u) => format!("umbrella: {}", esc(&u.name)),
-                None => l.expect.to_string(),
+            .map(|l| match l.umbrella() {
+                Some(u) => format!("umbrella: {}", esc(u)),
+                None => l.expect().to_string(),
             })
             .unwrap_or_default();
         let last = o
@@ -238,7 +237,7 @@ pub async fn overview(
 <td data-label=\"Pass 24 h\">{}</td><td class=\"wide\" data-label=\"7 days\">{}</td>\
 <td class=\"wide\" data-label=\"90 days\">{}</td></tr>",
                 badge(state),
-                next_check_cell(st.next_check(&o.line, now), now, tz, window.as_ref()),
+                next_check_cell(next_check(&plan, &o.line, now), now, tz, window.as_ref()),
                 bar(checks),
                 pct(&o.day),
                 pct(&o.week),
@@ -250,12 +249,12 @@ pub async fn overview(
     // Failing lines first, then the rest in configured order.
     rows.sort_by_key(|(rank, _)| *rank);
     let mut body = String::new();
-    if st.inner.demo.get().is_some() {
+    if let Some(switch) = st.inner.demo.get() {
         match p.demo.as_deref() {
             Some("leak") => body.push_str(&format!(
                 "<p class=\"notice\" role=\"status\">The demo PBX now sends {}'s number and name. \
 Its next check should fail and an alert go out.</p>",
-                crate::demo::FLIP_LINE
+                esc(&switch.line)
             )),
             Some("restore") => body.push_str(
                 "<p class=\"notice\" role=\"status\">The demo PBX's rules are back as they were.</p>",
@@ -290,8 +289,8 @@ Its next check should fail and an alert go out.</p>",
     }
     body.push_str(signed_in_note(signed_in));
     body.push_str(&run_form(None, signed_in));
-    if st.inner.demo.get().is_some() {
-        body.push_str(&super::html::demo_form(crate::demo::FLIP_LINE, signed_in));
+    if let Some(switch) = st.inner.demo.get() {
+        body.push_str(&super::html::demo_form(&switch.line, signed_in));
     }
     Ok(Html(page("Overview", "", &body)).into_response())
 }
@@ -308,19 +307,15 @@ pub async fn line(
     headers: HeaderMap,
 ) -> WebResult<Response> {
     let signed_in = super::signed_in(&st, &headers);
-    if st.inner.config.line(&name).is_none() {
+    let plan = st.plan();
+    let Some(line_plan) = plan.line(&name) else {
         return Err(WebError::NotFound);
-    }
+    };
     let mut q = CheckQuery::line(&name);
     q.limit = PAGE_SIZE;
     q.after = p.cursor.as_deref().map(parse_cursor).transpose()?;
     // Only the changes of this line's own PBX.
-    let registrar = st
-        .inner
-        .config
-        .line(&name)
-        .and_then(|l| l.account.as_ref())
-        .map(|a| a.registrar.clone());
+    let registrar = line_plan.account().map(|a| a.registrar.clone());
     let (pg, changes) = db(&st, move |s| {
         let pg = s.checks(&q)?;
         let changes = match registrar {
@@ -450,13 +445,8 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         }
         b.push_str("</ul>");
     }
-    let expected = match st
-        .inner
-        .config
-        .line(&r.line)
-        .and_then(|l| l.umbrella.as_ref())
-    {
-        Some(u) => format!("{} (umbrella: {})", r.expected, esc(&u.name)),
+    let expected = match st.plan().line(&r.line).and_then(|l| l.umbrella()) {
+        Some(u) => format!("{} (umbrella: {})", r.expected, esc(u)),
         None => format!("{} (no number, no name)", r.expected),
     };
     let presented: Vec<String> = r

@@ -1,4 +1,5 @@
-//! Cron schedules, evaluated in the configured time zone.
+//! Cron schedules, evaluated in a time zone. Pure: a schedule is parsed
+//! once (by the plan) and asked for occurrences around instants it is given.
 //!
 //! Occurrences are computed with `croner` 4 (chrono + chrono-tz), not the
 //! `cron` crate: `cron` 0.17 walks local time naively, so across a daylight
@@ -21,7 +22,9 @@ use croner::Cron;
 #[derive(Debug, thiserror::Error)]
 #[error("{expr:?} is not a cron schedule: {message} (five fields \"min hour day month weekday\", or six with seconds first)")]
 pub struct ScheduleError {
+    /// The expression as written.
     pub expr: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -29,10 +32,23 @@ pub struct ScheduleError {
 /// in a time zone.
 #[derive(Clone)]
 pub struct Schedule {
+    /// The parsed pattern.
     cron: Cron,
+    /// The zone its wall-clock times are read in.
     tz: Tz,
+    /// The expression as written (trimmed), for messages and comparison.
     text: String,
 }
+
+/// Two schedules are the same when they have the same expression in the
+/// same zone (they then fire at the same instants).
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.text == other.text && self.tz == other.tz
+    }
+}
+
+impl Eq for Schedule {}
 
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,21 +60,6 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.text, self.tz)
     }
-}
-
-/// A line's schedule: its own, or `daemon.default_schedule`, in
-/// `daemon.time_zone`. None for a line without an account: it can't be
-/// called, so it isn't scheduled.
-pub fn for_line(
-    config: &crate::config::Config,
-    line: &crate::config::Line,
-) -> Option<Result<Schedule, ScheduleError>> {
-    line.account.as_ref()?;
-    let text = line
-        .schedule
-        .as_deref()
-        .unwrap_or(&config.daemon.default_schedule);
-    Some(Schedule::parse(text, config.daemon.tz()))
 }
 
 /// Read an IANA time zone name (`Australia/Sydney`, `UTC`).
