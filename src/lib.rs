@@ -40,6 +40,7 @@ pub mod daemon;
 pub mod demo;
 pub mod escape;
 pub mod history;
+pub mod media;
 pub mod report;
 pub mod sip;
 pub mod store;
