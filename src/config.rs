@@ -34,6 +34,9 @@ pub struct Config {
     /// The web dashboard and JSON API, served by `cidguard run` when present.
     #[serde(default)]
     pub dashboard: Option<Dashboard>,
+    /// Self-test numbers anyone in the organisation can call (`[selftest]`).
+    #[serde(default)]
+    pub selftest: Option<SelfTest>,
 }
 
 /// The dashboard's settings (`[dashboard]`).
@@ -1171,6 +1174,9 @@ impl Config {
                 }
             }
         }
+        if let Some(st) = &self.selftest {
+            selftest_problems(self, st, &mut bad);
+        }
         if let Some(a) = &self.alerts {
             alerts_problems(a, &mut bad);
         }
@@ -1425,5 +1431,132 @@ mod tests {
     fn secret_debug_never_shows_value() {
         let s = Secret::Inline("hunter2".into());
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
+
+/// `[selftest]`: numbers anyone in the organisation can call, from any
+/// phone, to hear whether its caller ID is hidden. The call is judged like
+/// a test call and the result is played back as early media before the
+/// call is rejected, so it is never answered (see [`crate::selftest`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTest {
+    /// The self-test numbers: DIDs the provider or PBX routes to the
+    /// endpoint, like `endpoint.numbers`, but not the same numbers.
+    pub numbers: Vec<String>,
+    /// What a call to them must present: `withheld` (the default) or
+    /// `umbrella`.
+    #[serde(default = "default_selftest_expect")]
+    pub expect: Expect,
+    /// Required when `expect = "umbrella"`.
+    #[serde(default)]
+    pub umbrella: Option<Umbrella>,
+    /// A folder of the organisation's own recordings (8 kHz mono 16-bit
+    /// WAV, named as [`crate::media::prompts`] lists); the built-in voice
+    /// for any it doesn't have. `org-name.wav` and `umbrella-name.wav` let
+    /// the names be spoken.
+    #[serde(default)]
+    pub prompts: Option<PathBuf>,
+    /// Final response after the message has played (4xx-6xx): the call is
+    /// never answered.
+    #[serde(default = "default_reject_code")]
+    pub reject_code: u16,
+}
+
+fn default_selftest_expect() -> Expect {
+    Expect::Withheld
+}
+
+/// `[selftest]` problems: numbers that can't be dialled or clash with each
+/// other or an endpoint number, the umbrella, the reject code, and every
+/// problem with the prompt folder's files.
+fn selftest_problems(cfg: &Config, st: &SelfTest, bad: &mut dyn FnMut(String, String)) {
+    let region = &cfg.organisation.region;
+    let known_region = crate::verdict::numbers::region_id(region).is_some();
+    if st.numbers.is_empty() {
+        bad(
+            "selftest.numbers".into(),
+            "list at least one number people can call to test their phone".into(),
+        );
+    }
+    if cfg.endpoint.is_none() {
+        bad(
+            "selftest".into(),
+            "calls to the self-test numbers arrive at cidguard's endpoint: add an [endpoint] section".into(),
+        );
+    }
+    let endpoint_numbers: Vec<(usize, Vec<String>)> = cfg
+        .endpoint
+        .iter()
+        .flat_map(|ep| ep.numbers.iter().enumerate())
+        .map(|(i, n)| {
+            let keys =
+                crate::sip::endpoint::delivered_keys(n, known_region.then_some(region.as_str()));
+            (i, keys)
+        })
+        .collect();
+    let mut seen: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, n) in st.numbers.iter().enumerate() {
+        let field = format!("selftest.numbers[{i}]");
+        if let Err(e) = crate::sip::dial::dial_user(n, Some(region)) {
+            bad(field, e.to_string());
+            continue;
+        }
+        let mine = crate::sip::endpoint::delivered_keys(n, known_region.then_some(region.as_str()));
+        let same = |keys: &Vec<String>| keys.iter().any(|k| mine.contains(k));
+        if let Some((j, _)) = seen.iter().find(|(_, k)| same(k)) {
+            bad(
+                field,
+                format!(
+                    "{n:?} is the same number as selftest.numbers[{j}] ({:?})",
+                    st.numbers[*j]
+                ),
+            );
+        } else if let Some((j, _)) = endpoint_numbers.iter().find(|(_, k)| same(k)) {
+            bad(
+                field,
+                format!(
+                    "{n:?} is also endpoint.numbers[{j}]: a self-test call could not be told from a line's test call; give the self-test its own number"
+                ),
+            );
+        }
+        seen.push((i, mine));
+    }
+    match (st.expect, &st.umbrella) {
+        (Expect::Umbrella, None) => bad(
+            "selftest.umbrella".into(),
+            "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into(),
+        ),
+        (Expect::Withheld, Some(_)) => bad(
+            "selftest.umbrella".into(),
+            "set only for expect = \"umbrella\"; the self-test expects withheld".into(),
+        ),
+        (Expect::Umbrella, Some(u)) => {
+            if crate::verdict::names::normalise(&u.name).is_empty() {
+                bad("selftest.umbrella.name".into(), "must not be empty".into());
+            }
+            for (j, n) in u.numbers.iter().enumerate() {
+                if let Err(e) = NumberSet::parse_one(n, region) {
+                    bad(
+                        format!("selftest.umbrella.numbers[{j}]"),
+                        describe_number_error(n, &e),
+                    );
+                }
+            }
+        }
+        (Expect::Withheld, None) => {}
+    }
+    if !(400..=699).contains(&st.reject_code) {
+        bad(
+            "selftest.reject_code".into(),
+            format!("{} is not a 4xx-6xx final response", st.reject_code),
+        );
+    }
+    if let Some(dir) = &st.prompts {
+        if let Err(errors) = crate::media::prompts::Prompts::load(dir) {
+            for e in errors {
+                bad("selftest.prompts".into(), e.to_string());
+            }
+        }
     }
 }

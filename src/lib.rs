@@ -30,6 +30,10 @@
 //!   alert outbox, maintenance windows, alert state, last run times.
 //! - [`history`]: `cidguard history` output (text, JSON, CSV).
 //! - [`web`]: the dashboard, JSON API and metrics served by `cidguard run`.
+//! - [`media`]: what a self-test caller hears: G.711, WAV, RTP, SDP offer
+//!   and answer, the spoken prompts.
+//! - [`selftest`]: the call-in self-test: the policy its calls are judged
+//!   by and what is said for each verdict.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
@@ -42,6 +46,7 @@ pub mod escape;
 pub mod history;
 pub mod media;
 pub mod report;
+pub mod selftest;
 pub mod sip;
 pub mod store;
 pub mod verdict;

@@ -212,6 +212,7 @@ pub fn config_summary(cfg: &Config, policies: &[Policy]) -> String {
             let _ = writeln!(s, "Endpoint: not configured (needed for `check`)");
         }
     }
+    s.push_str(&crate::selftest::summary(cfg));
     s
 }
 
