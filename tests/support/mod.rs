@@ -23,6 +23,7 @@ pub mod attack;
 pub mod kamailio;
 pub mod net;
 pub mod pcap;
+pub mod rtp_sink;
 pub mod sip;
 pub mod sipp;
 pub mod tcpdump;
