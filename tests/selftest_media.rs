@@ -263,8 +263,7 @@ fn assert_answer(c: &CallIn, payload_type: u8, encoding: &str) {
         .expect("a 183");
     let body = progress.body();
     assert!(
-        body.contains(&format!("m=audio "))
-            && body.contains(&format!(" RTP/AVP {payload_type}\r\n")),
+        body.contains("m=audio ") && body.contains(&format!(" RTP/AVP {payload_type}\r\n")),
         "{body}"
     );
     assert!(
