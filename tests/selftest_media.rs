@@ -17,7 +17,7 @@ use std::time::Duration;
 use cidguard::config::{self, Config};
 use cidguard::media::prompts::{Clip, Digits, Prompts};
 use cidguard::media::rtp::Codec;
-use cidguard::media::sdp::NoAudio;
+use cidguard::media::sdp::{self, NoAudio};
 use cidguard::media::{wav, Audio};
 use cidguard::selftest;
 use cidguard::sip::endpoint::{
@@ -27,6 +27,7 @@ use cidguard::sip::endpoint::{
 use cidguard::sip::transport::Direction;
 use cidguard::verdict::{self, Policy};
 
+use crate::support::baresip;
 use crate::support::rtp_sink::{self, RtpSink};
 use crate::support::{self, CallerIdRule, Kamailio, KamailioOpts, Line, Sipp, SippOpts, Transport};
 
@@ -70,6 +71,17 @@ pub struct SelfTestHandler {
 
 impl CallHandler for SelfTestHandler {
     fn on_invite(&self, call: &IncomingCall) -> Disposition {
+        // Tests send traffic to loopback only: a peer whose offer points
+        // elsewhere (a softphone picking the machine's other address) gets
+        // no audio, and its test fails on that.
+        let body = String::from_utf8_lossy(&call.message.body);
+        let off_loopback = sdp::parse(&body)
+            .ok()
+            .and_then(|o| o.target().ok())
+            .is_some_and(|t| !t.addr.ip().is_loopback());
+        if off_loopback {
+            return Disposition::Reject(488);
+        }
         let v = verdict::judge(&self.policy, &call.invite);
         let clips = selftest::script_for(&v, &self.policy);
         Disposition::Announce {
@@ -423,4 +435,138 @@ fn cancel_during_the_message_stops_the_stream() {
     // What did play was the start of the message, in order.
     let packets_heard = rtp_sink::parse(&c.rtp);
     rtp_sink::check_stream(&packets_heard, 0);
+}
+
+/// How much of the message a recording holds: the share of its 20 ms
+/// frames of speech (silent frames match anywhere, so they don't count)
+/// found in `recording`, in order, each sample within `tolerance`.
+///
+/// A softphone's recording is not the RTP payload: it went through the
+/// phone's jitter buffer (which may drop or repeat a frame when it runs
+/// late) and its own G.711 decoder (baresip's tables decode µ-law silence
+/// as 2, ours as 0). So the first words are located in the recording, and
+/// each frame is then looked for at the current alignment, or within a
+/// quarter second of it (a dropped or repeated frame moves the rest).
+/// Still a strict check: every sample of a speech frame must be within a
+/// G.711 quantisation step of what was sent, so another prompt, other
+/// digits, another codec or resampled audio match no frame at all.
+fn share_heard(recording: &[i16], want: &[i16], tolerance: i32) -> f64 {
+    const FRAME: usize = 160;
+    const SPEECH: i32 = 200;
+    let close = |rec_at: usize, want_at: usize| {
+        rec_at + FRAME <= recording.len()
+            && recording[rec_at..rec_at + FRAME]
+                .iter()
+                .zip(&want[want_at..want_at + FRAME])
+                .all(|(r, w)| (*r as i32 - *w as i32).abs() <= tolerance)
+    };
+    let speech: Vec<usize> = (0..want.len() / FRAME)
+        .map(|f| f * FRAME)
+        .filter(|&at| {
+            want[at..at + FRAME]
+                .iter()
+                .any(|s| (*s as i32).abs() > SPEECH)
+        })
+        .collect();
+    if speech.is_empty() {
+        return 0.0;
+    }
+    let mut shift: Option<isize> = None;
+    let mut found = 0;
+    for &at in &speech {
+        let aligned = shift.and_then(|s| usize::try_from(at as isize + s).ok());
+        if aligned.is_some_and(|r| close(r, at)) {
+            found += 1;
+            continue;
+        }
+        // Look around the current alignment, or everywhere before the
+        // first frame is found.
+        let (lo, hi) = match aligned {
+            Some(r) => (r.saturating_sub(2000), (r + 2000).min(recording.len())),
+            None => (0, recording.len()),
+        };
+        if let Some(r) = (lo..hi).find(|&r| close(r, at)) {
+            shift = Some(r as isize - at as isize);
+            found += 1;
+        }
+    }
+    found as f64 / speech.len() as f64
+}
+
+/// baresip, an independent softphone, dials the self-test number through
+/// the PBX and records what it hears: the withheld call (PCMU) hears
+/// "Your number is hidden", the leaking call (PCMA) the warning and the
+/// number; each recording matches its own message and not the other's.
+#[test]
+fn a_softphone_hears_the_result() {
+    if support::skip_without_peers() {
+        return;
+    }
+    let Some(bin) = baresip::binary() else {
+        return;
+    };
+    let s = setup("");
+    s.pbx.set_rule("201", CallerIdRule::Withheld).unwrap();
+    s.pbx.set_rule("202", CallerIdRule::PaiLeak).unwrap();
+    let prompts = Prompts::builtin();
+    let pass_clips = [Clip::Pass, Clip::Closing];
+    let mut leak_clips = vec![Clip::LeakNumber, Clip::ShowsAs];
+    leak_clips.extend(Digits::parse("+61370100142").unwrap().clips());
+    leak_clips.push(Clip::Closing);
+
+    for (line, codec, clips, other) in [
+        ("201", Codec::Pcmu, &pass_clips[..], &leak_clips[..]),
+        ("202", Codec::Pcma, &leak_clips[..], &pass_clips[..]),
+    ] {
+        let heard = baresip::call(
+            &bin,
+            s.pbx.udp_addr(),
+            Line::get(line),
+            SELFTEST_NUMBER,
+            &codec.name().to_ascii_lowercase(),
+            Duration::from_secs(40),
+        )
+        .expect("baresip's call");
+        let call = s
+            .finished
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the endpoint reports the call");
+        let what = format!("line {line}, {codec}");
+        assert!(
+            heard.output.contains("183 Session Progress"),
+            "{what}: no early media:\n{}",
+            heard.output
+        );
+        assert!(
+            heard.output.contains("session closed: 486"),
+            "{what}: not rejected 486:\n{}",
+            heard.output
+        );
+        assert!(
+            !heard.output.contains("Call established"),
+            "{what}: answered"
+        );
+        assert_eq!(call.ended, CallEnd::Rejected(486), "{what}");
+        assert!(
+            matches!(call.early_media, Some(EarlyMedia::Played { codec: c, complete: true, .. }) if c == codec),
+            "{what}: {:?}",
+            call.early_media
+        );
+        let want = expected(&prompts, clips, codec);
+        let share = share_heard(&heard.recording, &want, 8);
+        assert!(
+            share >= 0.95,
+            "{what}: only {:.0}% of the message's speech is in {}",
+            share * 100.0,
+            heard.recording_path.display()
+        );
+        // The other result (without the closing line both share) is not
+        // in the recording.
+        let other = &other[..other.len() - 1];
+        let wrong = share_heard(&heard.recording, &expected(&prompts, other, codec), 8);
+        assert!(
+            wrong < 0.05,
+            "{what}: the other message matches too ({wrong:.2})"
+        );
+    }
 }
