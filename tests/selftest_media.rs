@@ -109,9 +109,30 @@ pub struct Setup {
 }
 
 pub fn setup(selftest: &str) -> Setup {
+    let pbx = Kamailio::start(KamailioOpts::default()).expect("start the PBX");
+    let (endpoint, finished, rt) = start_endpoint(selftest);
+    let addr = endpoint.addr(config::Transport::Udp).expect("udp listener");
+    pbx.set_endpoint(SELFTEST_NUMBER, &format!("sip:{addr};transport=udp"))
+        .expect("route the self-test number");
+    Setup {
+        pbx,
+        endpoint,
+        finished,
+        rt,
+    }
+}
+
+/// cidguard's endpoint for the self-test number alone (UDP on loopback),
+/// with the test-side handler, and the runtime it runs on.
+pub fn start_endpoint(
+    selftest: &str,
+) -> (
+    EndpointHandle,
+    mpsc::Receiver<FinishedCall>,
+    tokio::runtime::Runtime,
+) {
     let cfg =
         Config::from_toml(&config_text(selftest), Path::new("selftest.toml")).expect("config");
-    let pbx = Kamailio::start(KamailioOpts::default()).expect("start the PBX");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -136,15 +157,7 @@ pub fn setup(selftest: &str) -> Setup {
     let endpoint = rt
         .block_on(Endpoint::start(&ep_cfg, handler))
         .expect("endpoint");
-    let addr = endpoint.addr(config::Transport::Udp).expect("udp listener");
-    pbx.set_endpoint(SELFTEST_NUMBER, &format!("sip:{addr};transport=udp"))
-        .expect("route the self-test number");
-    Setup {
-        pbx,
-        endpoint,
-        finished,
-        rt,
-    }
+    (endpoint, finished, rt)
 }
 
 fn scenario(name: &str) -> PathBuf {
@@ -569,4 +582,101 @@ fn a_softphone_hears_the_result() {
             "{what}: the other message matches too ({wrong:.2})"
         );
     }
+}
+
+/// An INVITE sent straight to the endpoint over UDP from a test socket,
+/// and the responses to it until the final one (which is then ACKed).
+fn invite_directly(endpoint: std::net::SocketAddr, extra_headers: &str, body: &str) -> Vec<String> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The final response follows the whole message (seconds).
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    let call_id = format!("direct-{}", me.port());
+    let ctype = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_string()
+    };
+    let from = "From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=t1";
+    let invite = format!(
+        "INVITE sip:{SELFTEST_NUMBER}@{endpoint} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\n{from}\r\nTo: <sip:{SELFTEST_NUMBER}@{endpoint}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{me}>\r\nPrivacy: id\r\n{extra_headers}{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.send_to(invite.as_bytes(), endpoint).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("a response within 30 s");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let code: u16 = text[8..11].parse().unwrap();
+        got.push(text.clone());
+        if code >= 200 {
+            let to = text.lines().find(|l| l.starts_with("To:")).unwrap();
+            let ack = format!(
+                "ACK sip:{SELFTEST_NUMBER}@{endpoint} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\n{from}\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            );
+            sock.send_to(ack.as_bytes(), endpoint).unwrap();
+            return got;
+        }
+    }
+}
+
+fn codes(responses: &[String]) -> Vec<u16> {
+    responses
+        .iter()
+        .map(|r| r[8..11].parse().unwrap())
+        .collect()
+}
+
+fn pcmu_offer(port: u16) -> String {
+    format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n")
+}
+
+/// An INVITE without SDP is judged and rejected at once: no 183, no audio.
+#[test]
+fn invite_without_an_offer_is_rejected_without_early_media() {
+    let (endpoint, finished, _rt) = start_endpoint("");
+    let addr = endpoint.addr(config::Transport::Udp).unwrap();
+    let r = invite_directly(addr, "", "");
+    assert_eq!(codes(&r), [100, 486]);
+    let call = finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        call.early_media,
+        Some(EarlyMedia::NotPlayed(NoAudio::NoOffer))
+    );
+    assert!(call.ack_received);
+}
+
+/// A caller that requires reliable provisional responses (100rel) is
+/// refused 420 naming the extension (the 183 is sent unreliably, as
+/// announcements commonly are); one that merely supports it hears the
+/// message.
+#[test]
+fn require_100rel_is_refused_420() {
+    let (endpoint, finished, _rt) = start_endpoint("");
+    let addr = endpoint.addr(config::Transport::Udp).unwrap();
+    let sink = RtpSink::start();
+    let r = invite_directly(addr, "Require: 100rel\r\n", &pcmu_offer(sink.port()));
+    assert_eq!(codes(&r), [420]);
+    assert!(r[0].contains("Unsupported: 100rel"), "{}", r[0]);
+    assert!(sink.finish().is_empty());
+    // Refused before it became a call: nothing to report.
+    assert!(finished.recv_timeout(Duration::from_millis(300)).is_err());
+
+    let sink = RtpSink::start();
+    let r = invite_directly(
+        addr,
+        "Supported: 100rel, timer\r\n",
+        &pcmu_offer(sink.port()),
+    );
+    assert_eq!(codes(&r), [100, 183, 486]);
+    let heard = rtp_sink::parse(&sink.finish());
+    rtp_sink::check_stream(&heard, 0);
+    let want = expected(
+        &Prompts::builtin(),
+        &[Clip::Pass, Clip::Closing],
+        Codec::Pcmu,
+    );
+    assert_eq!(rtp_sink::decode(&heard, Codec::Pcmu), want);
 }
