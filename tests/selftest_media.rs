@@ -21,8 +21,8 @@ use cidguard::media::sdp::{self, NoAudio};
 use cidguard::media::{wav, Audio};
 use cidguard::selftest;
 use cidguard::sip::endpoint::{
-    CallEnd, CallHandler, Disposition, EarlyMedia, Endpoint, EndpointHandle, FinishedCall,
-    IncomingCall,
+    CallEnd, CallHandler, Disposition, EarlyMedia, Endpoint, EndpointHandle, EndpointOptions,
+    FinishedCall, IncomingCall,
 };
 use cidguard::sip::transport::Direction;
 use cidguard::verdict::{self, Policy};
@@ -131,6 +131,18 @@ pub fn start_endpoint(
     mpsc::Receiver<FinishedCall>,
     tokio::runtime::Runtime,
 ) {
+    start_endpoint_with(selftest, EndpointOptions::default())
+}
+
+/// [`start_endpoint`] with the endpoint's options given.
+pub fn start_endpoint_with(
+    selftest: &str,
+    opts: EndpointOptions,
+) -> (
+    EndpointHandle,
+    mpsc::Receiver<FinishedCall>,
+    tokio::runtime::Runtime,
+) {
     let cfg =
         Config::from_toml(&config_text(selftest), Path::new("selftest.toml")).expect("config");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -155,7 +167,7 @@ pub fn start_endpoint(
     ))
     .expect("endpoint config");
     let endpoint = rt
-        .block_on(Endpoint::start(&ep_cfg, handler))
+        .block_on(Endpoint::start_with(&ep_cfg, handler, opts))
         .expect("endpoint");
     (endpoint, finished, rt)
 }
@@ -679,4 +691,37 @@ fn require_100rel_is_refused_420() {
         Codec::Pcmu,
     );
     assert_eq!(rtp_sink::decode(&heard, Codec::Pcmu), want);
+}
+
+/// The audio goes where the caller's SDP says, so announcements to one
+/// address are capped: while one plays to 127.0.0.1, a second caller whose
+/// offer points at the same address is rejected at once without audio.
+#[test]
+fn announcements_to_one_address_are_capped() {
+    let opts = EndpointOptions {
+        max_announcements_per_address: 1,
+        ..EndpointOptions::default()
+    };
+    let (endpoint, finished, _rt) = start_endpoint_with("", opts);
+    let addr = endpoint.addr(config::Transport::Udp).unwrap();
+    let first_sink = RtpSink::start();
+    let first_offer = pcmu_offer(first_sink.port());
+    let first = std::thread::spawn(move || invite_directly(addr, "", &first_offer));
+    assert!(
+        first_sink.wait_for_audio(Duration::from_secs(10)),
+        "the first message did not start"
+    );
+    let second_sink = RtpSink::start();
+    let r = invite_directly(addr, "", &pcmu_offer(second_sink.port()));
+    assert_eq!(codes(&r), [100, 486]);
+    let call = finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(call.early_media, Some(EarlyMedia::NotPlayed(NoAudio::Busy)));
+    assert_eq!(codes(&first.join().unwrap()), [100, 183, 486]);
+    assert!(second_sink.finish().is_empty());
+    assert!(!first_sink.finish().is_empty());
+    // Given back when the first ended: a third caller hears it.
+    let third_sink = RtpSink::start();
+    let r = invite_directly(addr, "", &pcmu_offer(third_sink.port()));
+    assert_eq!(codes(&r), [100, 183, 486]);
+    assert!(!third_sink.finish().is_empty());
 }

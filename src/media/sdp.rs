@@ -113,6 +113,8 @@ pub enum NoAudio {
     NoAddress,
     #[error("the offer's audio address {0} can't be sent to")]
     BadAddress(IpAddr),
+    #[error("too many announcements are playing (in all, or to that address)")]
+    Busy,
 }
 
 /// The `c=` address: `IN IP4 192.0.2.1` or `IN IP6 2001:db8::1`. A

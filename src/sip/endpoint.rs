@@ -250,6 +250,15 @@ pub struct EndpointOptions {
     /// be recognised when the PBX delivers it nationally (`0399990000`,
     /// `399990000`). Without it, only the digits as written and E.164.
     pub region: Option<String>,
+    /// Announcements ([`Disposition::Announce`]) playing at once; a call
+    /// beyond is rejected without audio. The audio goes wherever the
+    /// caller's SDP says, so whoever can reach the endpoint could point
+    /// it at someone else: this bounds what that can cost a third party
+    /// (each stream is 64 kbit/s of payload for seconds).
+    pub max_announcements: usize,
+    /// ...and to any one IP address (a media relay carries several
+    /// callers; one victim gets no more than this).
+    pub max_announcements_per_address: usize,
 }
 
 impl Default for EndpointOptions {
@@ -266,6 +275,8 @@ impl Default for EndpointOptions {
             max_sources: 4096,
             ack_wait: Duration::from_secs(4),
             region: None,
+            max_announcements: 16,
+            max_announcements_per_address: 4,
         }
     }
 }
@@ -460,6 +471,7 @@ impl Endpoint {
             }
         }
         let shared = Arc::new(Shared {
+            announcing: Mutex::new(HashMap::new()),
             handler,
             numbers,
             calls,
@@ -633,6 +645,8 @@ type Calls = Arc<Mutex<HashMap<String, mpsc::Sender<IncomingRequest>>>>;
 type Numbers = Arc<Vec<(Vec<String>, String)>>;
 
 struct Shared {
+    /// Announcements playing, by the address they go to.
+    announcing: Mutex<HashMap<IpAddr, usize>>,
     handler: Arc<dyn CallHandler>,
     /// The endpoint's numbers: (every normalised form it may be delivered
     /// in, as configured).
@@ -1458,9 +1472,10 @@ async fn announce(
         if target.addr.is_ipv4() != call.rtp_addr.is_ipv4() {
             return Err(NoAudio::BadAddress(target.addr.ip()));
         }
-        Ok((offer, target))
+        let slot = AnnouncementSlot::take(&ctx.shared, target.addr.ip()).ok_or(NoAudio::Busy)?;
+        Ok((offer, target, slot))
     });
-    let (offer, target) = match offer {
+    let (offer, target, _slot) = match offer {
         Ok(o) => o,
         Err(why) => {
             info!(reason = %why, status = then, "no early media; rejected at once");
@@ -1521,6 +1536,43 @@ async fn announce(
     ctx.send(r).await;
     ctx.wait_ack(rx, after(Instant::now(), ack_wait)).await;
     (CallEnd::Rejected(then), played)
+}
+
+/// One of the announcements allowed to play at once (see
+/// [`EndpointOptions::max_announcements`]); given back when dropped.
+struct AnnouncementSlot {
+    shared: Arc<Shared>,
+    to: IpAddr,
+}
+
+impl AnnouncementSlot {
+    fn take(shared: &Arc<Shared>, to: IpAddr) -> Option<AnnouncementSlot> {
+        let mut playing = lock(&shared.announcing);
+        let total: usize = playing.values().sum();
+        let here = playing.get(&to).copied().unwrap_or(0);
+        if total >= shared.opts.max_announcements
+            || here >= shared.opts.max_announcements_per_address
+        {
+            return None;
+        }
+        *playing.entry(to).or_insert(0) += 1;
+        Some(AnnouncementSlot {
+            shared: shared.clone(),
+            to,
+        })
+    }
+}
+
+impl Drop for AnnouncementSlot {
+    fn drop(&mut self) {
+        let mut playing = lock(&self.shared.announcing);
+        if let Some(n) = playing.get_mut(&self.to) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                playing.remove(&self.to);
+            }
+        }
+    }
 }
 
 /// A task that is stopped when its handle goes (the call task ending or

@@ -23,6 +23,8 @@ pub struct Received {
 pub struct RtpSink {
     port: u16,
     stop: Arc<AtomicBool>,
+    /// Told when the first datagram arrives.
+    first: std::sync::mpsc::Receiver<()>,
     thread: JoinHandle<Vec<Received>>,
 }
 
@@ -41,6 +43,7 @@ impl RtpSink {
         let port = socket.local_addr().expect("sink address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (tell_first, first) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
             let mut got = Vec::new();
@@ -49,6 +52,9 @@ impl RtpSink {
             while started.elapsed() < MAX_LISTEN {
                 match socket.recv_from(&mut buf) {
                     Ok((n, _)) => {
+                        if got.is_empty() {
+                            let _ = tell_first.send(());
+                        }
                         last = Instant::now();
                         got.push(Received {
                             bytes: buf[..n].to_vec(),
@@ -64,7 +70,17 @@ impl RtpSink {
             }
             got
         });
-        RtpSink { port, stop, thread }
+        RtpSink {
+            port,
+            stop,
+            first,
+            thread,
+        }
+    }
+
+    /// Wait (bounded) for the first datagram; false if none came in time.
+    pub fn wait_for_audio(&self, timeout: Duration) -> bool {
+        self.first.recv_timeout(timeout).is_ok()
     }
 
     /// The port to put in an SDP offer.
