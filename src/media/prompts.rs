@@ -102,8 +102,8 @@ impl Clip {
             Clip::LeakNumber => "leak-number",
             Clip::ShowsAs => "shows-as",
             Clip::Plus => "plus",
-            // Digits are built 0-9 only; anything else reads as nine's
-            // neighbour would be wrong, so it is clamped.
+            // Digits are built from 0-9 only; a larger value is clamped
+            // rather than indexing past the table.
             Clip::Digit(d) => DIGITS[(d as usize).min(9)],
             Clip::LeakOrgName => "leak-org-name",
             Clip::OrgName => "org-name",
