@@ -5,6 +5,10 @@
 //! socket this test opened: the RTP is checked against RFC 3550 and its
 //! decoded audio compared sample for sample with the prompts that should
 //! be said (G.711 encoding is deterministic). No 200 may ever be sent.
+//! Then baresip, an independent softphone, calls and records what it
+//! hears, and its recording is matched against the expected message.
+//! Direct tests (an INVITE from a test socket, no PBX) cover an INVITE
+//! without SDP, `Require: 100rel` and the cap on announcements.
 //!
 //! The endpoint here is started with a test-side handler that does what
 //! the daemon will: judge with `selftest::policy`, say
