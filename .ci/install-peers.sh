@@ -6,6 +6,8 @@
 #   sip-tester            SIPp, playing the lines and the monitored endpoint
 #   procps                kill(1), used to stop a peer's whole process group
 #   tcpdump               captures loopback traffic for `inspect --pcap` tests
+#   baresip               an independent softphone that dials the self-test
+#                         number and records the early media it hears
 #
 # Idempotent and non-interactive: nothing is fetched when all are installed.
 # The tests run their own PBX instances on ports they pick; the system
@@ -14,7 +16,7 @@
 set -euo pipefail
 
 . "$(dirname "$0")/apt.sh"
-packages=(kamailio kamailio-tls-modules sip-tester procps tcpdump)
+packages=(kamailio kamailio-tls-modules sip-tester procps tcpdump baresip)
 
 mapfile -t missing < <(missing_packages "${packages[@]}")
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -45,7 +47,7 @@ elif [ -x /etc/init.d/kamailio ]; then
     $SUDO /etc/init.d/kamailio stop >/dev/null 2>&1 || true
 fi
 
-require_commands install-peers kamailio kamcmd sipp tcpdump
+require_commands install-peers kamailio kamcmd sipp tcpdump baresip
 if ! dpkg -L kamailio-tls-modules 2>/dev/null | grep -q '/tls\.so$'; then
     echo "install-peers: the PBX's tls module is missing" >&2
     exit 1

@@ -37,6 +37,9 @@ pub struct Config {
     /// The web dashboard and JSON API, served by `cidguard run` when present.
     #[serde(default)]
     pub dashboard: Option<Dashboard>,
+    /// Self-test numbers anyone in the organisation can call (`[selftest]`).
+    #[serde(default)]
+    pub selftest: Option<SelfTest>,
 }
 
 /// The dashboard's settings (`[dashboard]`).
@@ -972,4 +975,37 @@ mod tests {
         );
         assert!(p.is_empty(), "{p:?}");
     }
+}
+
+/// `[selftest]`: numbers anyone in the organisation can call, from any
+/// phone, to hear whether its caller ID is hidden. The call is judged like
+/// a test call and the result is played back as early media before the
+/// call is rejected, so it is never answered (see [`crate::selftest`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTest {
+    /// The self-test numbers: DIDs the provider or PBX routes to the
+    /// endpoint, like `endpoint.numbers`, but not the same numbers.
+    pub numbers: Vec<String>,
+    /// What a call to them must present: `withheld` (the default) or
+    /// `umbrella`.
+    #[serde(default = "default_selftest_expect")]
+    pub expect: Expect,
+    /// Required when `expect = "umbrella"`.
+    #[serde(default)]
+    pub umbrella: Option<Umbrella>,
+    /// A folder of the organisation's own recordings (8 kHz mono 16-bit
+    /// WAV, named as [`crate::media::prompts`] lists); the built-in voice
+    /// for any it doesn't have. `org-name.wav` and `umbrella-name.wav` let
+    /// the names be spoken.
+    #[serde(default)]
+    pub prompts: Option<PathBuf>,
+    /// Final response after the message has played (4xx-6xx): the call is
+    /// never answered.
+    #[serde(default = "default_reject_code")]
+    pub reject_code: u16,
+}
+
+fn default_selftest_expect() -> Expect {
+    Expect::Withheld
 }

@@ -58,6 +58,10 @@
 //! - [`demo`]: `cidguard demo`'s own part: the demo PBX and the demo's lines and config.
 //! - [`service`]: the service wired in one place (listeners bound first, daemon and dashboard
 //!   with one stop signal), and the demo runner.
+//! - [`media`]: what a self-test caller hears: G.711, WAV, RTP, SDP offer
+//!   and answer, the spoken prompts.
+//! - [`selftest`]: the call-in self-test: the policy its calls are judged
+//!   by and what is said for each verdict.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
@@ -69,10 +73,12 @@ pub mod demo;
 pub mod escape;
 pub mod history;
 pub mod maintenance;
+pub mod media;
 pub mod plan;
 pub mod report;
 pub mod schedule;
 pub mod secret;
+pub mod selftest;
 pub mod service;
 pub mod sip;
 pub mod store;

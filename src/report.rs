@@ -212,6 +212,7 @@ pub fn config_summary(plan: &Plan) -> String {
             let _ = writeln!(s, "Endpoint: not configured (needed for `check`)");
         }
     }
+    s.push_str(&crate::selftest::summary(cfg));
     s
 }
 

@@ -203,7 +203,7 @@ struct Recorder {
 impl CallHandler for Recorder {
     fn on_invite(&self, call: &IncomingCall) -> Disposition {
         let _ = self.invites.send(call.clone());
-        *self.disposition.lock().unwrap()
+        self.disposition.lock().unwrap().clone()
     }
     fn on_finished(&self, call: FinishedCall) {
         let _ = self.finished.send(call);

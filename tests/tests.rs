@@ -17,6 +17,7 @@ mod local_hygiene;
 mod package;
 mod peers;
 mod rfc4475;
+mod selftest_media;
 mod sip_ua;
 mod store;
 mod support;

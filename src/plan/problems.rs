@@ -207,6 +207,9 @@ pub fn problems(cfg: &Config) -> Vec<Problem> {
             }
         }
     }
+    if let Some(st) = &cfg.selftest {
+        selftest_problems(cfg, st, &mut bad);
+    }
     if let Some(a) = &cfg.alerts {
         crate::config::alerts_problems(a, &mut bad);
     }
@@ -331,4 +334,101 @@ fn endpoint_number_problems(cfg: &Config, ep: &Endpoint, bad: &mut dyn FnMut(Str
 
 fn describe_number_error(n: &str, e: &NumberError) -> String {
     format!("{n:?} is not a usable phone number or range: {e}")
+}
+
+/// `[selftest]` problems: numbers that can't be dialled or clash with each
+/// other or an endpoint number, the umbrella, the reject code, and every
+/// problem with the prompt folder's files.
+pub(super) fn selftest_problems(
+    cfg: &Config,
+    st: &crate::config::SelfTest,
+    bad: &mut dyn FnMut(String, String),
+) {
+    let region = &cfg.organisation.region;
+    let known_region = crate::verdict::numbers::region_id(region).is_some();
+    if st.numbers.is_empty() {
+        bad(
+            "selftest.numbers".into(),
+            "list at least one number people can call to test their phone".into(),
+        );
+    }
+    if cfg.endpoint.is_none() {
+        bad(
+            "selftest".into(),
+            "calls to the self-test numbers arrive at cidguard's endpoint: add an [endpoint] section".into(),
+        );
+    }
+    let endpoint_numbers: Vec<(usize, Vec<String>)> = cfg
+        .endpoint
+        .iter()
+        .flat_map(|ep| ep.numbers.iter().enumerate())
+        .map(|(i, n)| {
+            let keys = super::delivered_keys(n, known_region.then_some(region.as_str()));
+            (i, keys)
+        })
+        .collect();
+    let mut seen: Vec<(usize, Vec<String>)> = Vec::new();
+    for (i, n) in st.numbers.iter().enumerate() {
+        let field = format!("selftest.numbers[{i}]");
+        if let Err(e) = dial::dial_user(n, Some(region)) {
+            bad(field, e.to_string());
+            continue;
+        }
+        let mine = super::delivered_keys(n, known_region.then_some(region.as_str()));
+        let same = |keys: &Vec<String>| keys.iter().any(|k| mine.contains(k));
+        if let Some((j, _)) = seen.iter().find(|(_, k)| same(k)) {
+            bad(
+                field,
+                format!(
+                    "{n:?} is the same number as selftest.numbers[{j}] ({:?})",
+                    st.numbers[*j]
+                ),
+            );
+        } else if let Some((j, _)) = endpoint_numbers.iter().find(|(_, k)| same(k)) {
+            bad(
+                field,
+                format!(
+                    "{n:?} is also endpoint.numbers[{j}]: a self-test call could not be told from a line's test call; give the self-test its own number"
+                ),
+            );
+        }
+        seen.push((i, mine));
+    }
+    match (st.expect, &st.umbrella) {
+        (Expect::Umbrella, None) => bad(
+            "selftest.umbrella".into(),
+            "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into(),
+        ),
+        (Expect::Withheld, Some(_)) => bad(
+            "selftest.umbrella".into(),
+            "set only for expect = \"umbrella\"; the self-test expects withheld".into(),
+        ),
+        (Expect::Umbrella, Some(u)) => {
+            if crate::verdict::names::normalise(&u.name).is_empty() {
+                bad("selftest.umbrella.name".into(), "must not be empty".into());
+            }
+            for (j, n) in u.numbers.iter().enumerate() {
+                if let Err(e) = NumberSet::parse_one(n, region) {
+                    bad(
+                        format!("selftest.umbrella.numbers[{j}]"),
+                        describe_number_error(n, &e),
+                    );
+                }
+            }
+        }
+        (Expect::Withheld, None) => {}
+    }
+    if !(400..=699).contains(&st.reject_code) {
+        bad(
+            "selftest.reject_code".into(),
+            format!("{} is not a 4xx-6xx final response", st.reject_code),
+        );
+    }
+    if let Some(dir) = &st.prompts {
+        if let Err(errors) = crate::media::prompts::Prompts::load(dir) {
+            for e in errors {
+                bad("selftest.prompts".into(), e.to_string());
+            }
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! It listens on UDP, TCP and TLS, accepts INVITEs only for its configured
 //! numbers, and asks a [`CallHandler`] what to do with each: hold (ringing)
-//! for an exact time and then reject or answer. Every message of the call is
+//! for an exact time and then reject or answer, or play an announcement as
+//! early media and reject (the call-in self-test). Every message of the call is
 //! kept byte for byte with its receive time, transport and source, because
 //! those bytes are the evidence a privacy verdict rests on.
 //!
@@ -16,6 +17,7 @@
 //! are capped; and a panicking handler costs one call, not the endpoint.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -30,6 +32,10 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::account::Account;
+use crate::media::rtp::{self as media_rtp, Codec, Packetizer};
+use crate::media::sdp::{self as media_sdp, NoAudio};
+use crate::media::Audio;
+
 use super::build::{
     host_port, new_branch, new_tag, parse_via, response_to, sdp, Request, Response,
 };
@@ -74,13 +80,26 @@ pub const IDENTITY_HEADERS: [&str; 9] = [
 ];
 
 /// What to do with a call for one of our numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// Ring (100, 180) for exactly `hold`, measured from the INVITE's
     /// arrival to the final response leaving, then do `then`.
     Hold { hold: Duration, then: Then },
     /// Reject at once (no 180).
     Reject(u16),
+    /// Play `audio` to the caller as early media, then reject with `then`
+    /// (4xx-6xx); the call is never answered, so never billed. With a
+    /// G.711 offer: `183 Session Progress` with an SDP answer (the offer's
+    /// first PCMU or PCMA, its payload type number, `a=sendonly`, this
+    /// call's RTP socket), the audio as RTP to the offer's address paced in
+    /// real time, then `then` once the last packet has left. Without one
+    /// (no SDP, another codec, encrypted media, a send-only offer): no
+    /// 183, `then` at once. A CANCEL (or BYE on the early dialog) stops the
+    /// stream and is answered 487, as during a hold. The 183 is sent
+    /// unreliably: a caller that requires 100rel is refused 420 as for any
+    /// other required extension (announcements are commonly sent as
+    /// unreliable early media; see [`crate::media::sdp`] for addresses).
+    Announce { audio: Audio, then: u16 },
 }
 
 /// What follows the hold.
@@ -112,7 +131,7 @@ pub struct IncomingCall {
     /// Identity-bearing headers, in order: (name as received, value).
     pub identity: Vec<(String, String)>,
     /// The RTP socket offered if the call is answered (a media-token check
-    /// reads from it).
+    /// reads from it), and that an announcement is sent from.
     pub rtp: Arc<UdpSocket>,
     pub rtp_addr: SocketAddr,
 }
@@ -153,9 +172,34 @@ pub struct FinishedCall {
     pub ack_received: bool,
     pub ended: CallEnd,
     pub remote_sdp: Option<Vec<u8>>,
+    /// For [`Disposition::Announce`]: what was played, or why nothing was.
+    pub early_media: Option<EarlyMedia>,
     /// Every message of the call, received and sent, in order, exactly as
     /// on the wire (retransmissions absorbed by the transaction excluded).
     pub messages: Vec<CapturedMessage>,
+}
+
+/// What an announcement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EarlyMedia {
+    /// A 183 with our SDP answer went out and the audio was streamed.
+    Played {
+        codec: Codec,
+        /// The payload type number used (the offer's).
+        payload_type: u8,
+        /// The caller's RTP address, from its offer.
+        to: SocketAddr,
+        /// Packets in the whole announcement.
+        packets: usize,
+        /// Packets handed to the socket (fewer when the caller hung up).
+        sent: usize,
+        /// Sends that failed locally.
+        send_failures: usize,
+        /// Whether every packet left before the final response.
+        complete: bool,
+    },
+    /// Nothing was played (no 183), and why.
+    NotPlayed(NoAudio),
 }
 
 /// An INVITE for a number that isn't ours (answered 404).
@@ -203,6 +247,15 @@ pub struct EndpointOptions {
     /// After a final response, how long to wait for the ACK before the call
     /// is reported.
     pub ack_wait: Duration,
+    /// Announcements ([`Disposition::Announce`]) playing at once; a call
+    /// beyond is rejected without audio. The audio goes wherever the
+    /// caller's SDP says, so whoever can reach the endpoint could point
+    /// it at someone else: this bounds what that can cost a third party
+    /// (each stream is 64 kbit/s of payload for seconds).
+    pub max_announcements: usize,
+    /// ...and to any one IP address (a media relay carries several
+    /// callers; one victim gets no more than this).
+    pub max_announcements_per_address: usize,
 }
 
 impl Default for EndpointOptions {
@@ -218,6 +271,8 @@ impl Default for EndpointOptions {
             invite_burst: 20.0,
             max_sources: 4096,
             ack_wait: Duration::from_secs(4),
+            max_announcements: 16,
+            max_announcements_per_address: 4,
         }
     }
 }
@@ -533,6 +588,7 @@ impl Endpoint {
             }
         }
         let shared = Arc::new(Shared {
+            announcing: Mutex::new(HashMap::new()),
             handler,
             numbers,
             calls,
@@ -671,6 +727,8 @@ type Calls = Arc<Mutex<HashMap<String, mpsc::Sender<IncomingRequest>>>>;
 type Numbers = Arc<Vec<(Vec<String>, String)>>;
 
 struct Shared {
+    /// Announcements playing, by the address they go to.
+    announcing: Mutex<HashMap<IpAddr, usize>>,
     handler: Arc<dyn CallHandler>,
     /// The endpoint's numbers: (every normalised form it may be delivered
     /// in, as configured).
@@ -1337,14 +1395,20 @@ async fn run_call(
     let r = ctx.response(100);
     ctx.send(r).await;
 
-    let ended = match disposition {
-        Disposition::Reject(code) => {
+    let mut early_media = None;
+    let ended = match &disposition {
+        &Disposition::Reject(code) => {
             let r = ctx.response(code);
             ctx.send(r).await;
             ctx.wait_ack(&mut rx, after(Instant::now(), ack_wait)).await;
             CallEnd::Rejected(code)
         }
-        Disposition::Hold { hold, then } => {
+        Disposition::Announce { audio, then } => {
+            let (ended, played) = announce(&mut ctx, &mut rx, &call, audio, *then).await;
+            early_media = Some(played);
+            ended
+        }
+        &Disposition::Hold { hold, then } => {
             let r = ctx.response(180);
             if let Some(at) = ctx.send(r).await {
                 ringing_after = Some(at.saturating_duration_since(ctx.invite.at));
@@ -1389,6 +1453,7 @@ async fn run_call(
             ended
         },
         remote_sdp,
+        early_media,
         messages: ctx.capture.messages(),
     };
     if catch_unwind(AssertUnwindSafe(|| shared.handler.on_finished(finished))).is_err() {
@@ -1413,9 +1478,20 @@ async fn hold_until(
     rx: &mut mpsc::Receiver<IncomingRequest>,
     deadline: Instant,
 ) -> bool {
+    ring_until(ctx, rx, sleep_until(deadline)).await
+}
+
+/// Keep the early dialog until `until` completes, answering what arrives
+/// meanwhile. True if the caller cancelled first (we then answered 487).
+async fn ring_until(
+    ctx: &mut CallCtx,
+    rx: &mut mpsc::Receiver<IncomingRequest>,
+    until: impl Future<Output = ()>,
+) -> bool {
+    tokio::pin!(until);
     loop {
         let req = tokio::select! {
-            _ = sleep_until(deadline) => return false,
+            _ = &mut until => return false,
             r = rx.recv() => match r {
                 Some(r) => r,
                 None => return false,
@@ -1450,6 +1526,144 @@ async fn hold_until(
             "UPDATE" | "INFO" | "OPTIONS" => ctx.answer_other(req, 200, None).await,
             _ => ctx.answer_other(req, 481, None).await,
         }
+    }
+}
+
+/// Play `audio` as early media and reject with `then` (see
+/// [`Disposition::Announce`]).
+async fn announce(
+    ctx: &mut CallCtx,
+    rx: &mut mpsc::Receiver<IncomingRequest>,
+    call: &IncomingCall,
+    audio: &Audio,
+    then: u16,
+) -> (CallEnd, EarlyMedia) {
+    let ack_wait = ctx.shared.opts.ack_wait;
+    let m = &ctx.invite.message;
+    let offer = crate::sip::body::sdp_offer(
+        m.header("Content-Type"),
+        m.header("Content-Encoding"),
+        &m.body,
+    )
+    .ok_or(NoAudio::NoOffer)
+    .and_then(|text| media_sdp::parse(&text).map_err(NoAudio::Unreadable))
+    .and_then(|offer| {
+        let target = offer.target()?;
+        // The RTP socket was bound on the address the INVITE arrived at;
+        // audio can only go to the same address family from it.
+        if target.addr.is_ipv4() != call.rtp_addr.is_ipv4() {
+            return Err(NoAudio::BadAddress(target.addr.ip()));
+        }
+        let slot = AnnouncementSlot::take(&ctx.shared, target.addr.ip()).ok_or(NoAudio::Busy)?;
+        Ok((offer, target, slot))
+    });
+    let (offer, target, _slot) = match offer {
+        Ok(o) => o,
+        Err(why) => {
+            info!(reason = %why, status = then, "no early media; rejected at once");
+            let r = ctx.response(then);
+            ctx.send(r).await;
+            ctx.wait_ack(rx, after(Instant::now(), ack_wait)).await;
+            return (CallEnd::Rejected(then), EarlyMedia::NotPlayed(why));
+        }
+    };
+    let mut r = ctx.response(183);
+    r.push("Allow", ALLOW);
+    r.push("Content-Type", "application/sdp");
+    r.body = offer.answer(&target, call.rtp_addr, rand::random::<u32>() as u64);
+    ctx.send(r).await;
+
+    let mut packetizer = Packetizer::new(target.payload_type);
+    let packets = media_rtp::packets(audio.samples(), target.codec, &mut packetizer);
+    let count = packets.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let stream = {
+        let (socket, sent, failures) = (call.rtp.clone(), sent.clone(), failures.clone());
+        let dest = target.addr;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let f = crate::media::stream::send_paced(&socket, dest, &packets, start, &sent).await;
+            failures.store(f, Ordering::Relaxed);
+        })
+    };
+    info!(codec = %target.codec, to = %target.addr, packets = count, "playing the announcement as early media");
+    let mut stream = AbortOnDrop(stream);
+    let cancelled = ring_until(ctx, rx, async {
+        // Finished or failed, the stream is over either way.
+        let _ = (&mut stream.0).await;
+    })
+    .await;
+    stream.0.abort();
+    let sent = sent.load(Ordering::Relaxed);
+    let played = EarlyMedia::Played {
+        codec: target.codec,
+        payload_type: target.payload_type,
+        to: target.addr,
+        packets: count,
+        sent,
+        send_failures: failures.load(Ordering::Relaxed),
+        complete: !cancelled && sent + failures.load(Ordering::Relaxed) == count,
+    };
+    if cancelled {
+        debug!(
+            sent,
+            packets = count,
+            "caller hung up during the announcement"
+        );
+        ctx.wait_ack(rx, after(Instant::now(), ack_wait)).await;
+        return (CallEnd::Cancelled, played);
+    }
+    let r = ctx.response(then);
+    ctx.send(r).await;
+    ctx.wait_ack(rx, after(Instant::now(), ack_wait)).await;
+    (CallEnd::Rejected(then), played)
+}
+
+/// One of the announcements allowed to play at once (see
+/// [`EndpointOptions::max_announcements`]); given back when dropped.
+struct AnnouncementSlot {
+    shared: Arc<Shared>,
+    to: IpAddr,
+}
+
+impl AnnouncementSlot {
+    fn take(shared: &Arc<Shared>, to: IpAddr) -> Option<AnnouncementSlot> {
+        let mut playing = lock(&shared.announcing);
+        let total: usize = playing.values().sum();
+        let here = playing.get(&to).copied().unwrap_or(0);
+        if total >= shared.opts.max_announcements
+            || here >= shared.opts.max_announcements_per_address
+        {
+            return None;
+        }
+        *playing.entry(to).or_insert(0) += 1;
+        Some(AnnouncementSlot {
+            shared: shared.clone(),
+            to,
+        })
+    }
+}
+
+impl Drop for AnnouncementSlot {
+    fn drop(&mut self) {
+        let mut playing = lock(&self.shared.announcing);
+        if let Some(n) = playing.get_mut(&self.to) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                playing.remove(&self.to);
+            }
+        }
+    }
+}
+
+/// A task that is stopped when its handle goes (the call task ending or
+/// being aborted must not leave a stream playing).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

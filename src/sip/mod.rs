@@ -7,6 +7,7 @@
 //! the app's plan builds them.
 
 pub mod account;
+pub mod body;
 pub mod build;
 pub mod digest;
 pub mod endpoint;

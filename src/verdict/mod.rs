@@ -16,12 +16,12 @@
 //! message being fully judged makes the outcome [`Outcome::Inconclusive`],
 //! never [`Outcome::Pass`].
 
-pub mod decode;
 pub mod hosts;
 pub mod names;
 pub mod numbers;
 mod passport;
 
+use crate::sip::body as decode;
 use std::fmt;
 use std::sync::Arc;
 

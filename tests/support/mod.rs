@@ -6,6 +6,9 @@
 //! - [`Sipp`]: SIPp running one scenario, with its message log captured.
 //! - [`tcpdump::Tcpdump`]: tcpdump capturing loopback traffic to a pcap file,
 //!   and [`pcap`], a writer for hand-made captures.
+//! - [`baresip`]: baresip, an independent softphone, calling through the PBX
+//!   and recording the audio it hears; [`rtp_sink`], a loopback socket
+//!   collecting RTP, with the RFC 3550 checks.
 //!
 //! Every peer gets its own free loopback ports and its own temporary
 //! directory, so tests run in parallel; every wait is bounded; processes are
@@ -20,9 +23,11 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod baresip;
 pub mod kamailio;
 pub mod net;
 pub mod pcap;
+pub mod rtp_sink;
 pub mod sip;
 pub mod sipp;
 pub mod tcpdump;

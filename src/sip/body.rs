@@ -1098,9 +1098,39 @@ fn hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The SDP offer of an INVITE body: the body itself when it is SDP (or has
+/// no Content-Type), else the first SDP part of a multipart body, undoing
+/// any Content-Encoding (the same decoder the verdict reads bodies with).
+pub fn sdp_offer(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    bytes: &[u8],
+) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
+    }
+    body(content_type, content_encoding, bytes)
+        .texts
+        .into_iter()
+        .find(|t| t.place == "SDP")
+        .map(|t| t.text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdp_offers_inside_multipart_bodies() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let mp = format!(
+            "--b\r\nContent-Type: application/sdp\r\n\r\n{offer}\r\n--b\r\nContent-Type: application/isup\r\n\r\nxx\r\n--b--\r\n"
+        );
+        let text = sdp_offer(Some("multipart/mixed;boundary=b"), None, mp.as_bytes()).unwrap();
+        assert!(text.contains("m=audio 4000 RTP/AVP 0"));
+        assert_eq!(sdp_offer(None, None, b""), None);
+        assert!(sdp_offer(Some("application/sdp"), None, offer.as_bytes()).is_some());
+    }
     use std::io::Write;
 
     fn gzip(b: &[u8]) -> Vec<u8> {
