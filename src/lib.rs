@@ -30,12 +30,15 @@
 //!   alert outbox, maintenance windows, alert state, last run times.
 //! - [`history`]: `cidguard history` output (text, JSON, CSV).
 //! - [`web`]: the dashboard, JSON API and metrics served by `cidguard run`.
+//! - [`crash`]: named crash points for crash-consistency tests (debug
+//!   builds only).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
 pub mod capture;
 pub mod check;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod demo;
 pub mod escape;

@@ -2,8 +2,15 @@
 //! arrives with the right content, masking holds, TLS works, an outage
 //! followed by recovery (with a sender restart in between) delivers each
 //! alert exactly once, and `cidguard alert test` reports what happened.
+//! The outbox is the real history database in a temporary folder.
+//!
+//! The other channels (webhook, ntfy, Teams, Slack, Matrix) against a real
+//! HTTP receiver: [`channels`]; the daemon killed at every step of a leak
+//! alert: [`crash`].
 
-mod memory;
+mod channels;
+mod crash;
+pub mod receiver;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -15,18 +22,20 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use tokio::runtime::Runtime;
 
+use cidguard::alert::channel::{self, Channel};
+use cidguard::alert::step::new_notice;
 use cidguard::alert::{
-    on_result, run_sender, Action, AlertKind, AlertPolicy, LineAlertState, Mailer, OutboxStore,
-    OutgoingAlert, RetryPolicy, SenderOptions, SenderStats,
+    on_result, run_sender, AlertPolicy, Decision, LineAlertState, Notice, OutboxStore, RetryPolicy,
+    SenderOptions, SenderStats,
 };
 use cidguard::check::result::{CallSummary, CheckResult, Trigger};
 use cidguard::config::Config;
+use cidguard::store::{Delivery, Store};
 use cidguard::verdict::{self, Policy};
 
 use crate::support::net::free_port;
 use crate::support::poll_until;
 use crate::support::tls::TestCa;
-use memory::MemoryOutbox;
 use server::{received, skip_without_aiosmtpd, wait_for_messages, Opts, Security, SmtpServer};
 
 const ORG: &str = r#"
@@ -80,22 +89,52 @@ fn judged(cfg: &Config, invite: &str, trigger: Trigger) -> CheckResult {
     CheckResult::from_verdict(v, SystemTime::now(), CallSummary::default(), trigger)
 }
 
-/// The leak alert the state machine queues for a fail confirmed by a
+/// The leak notice the state machine decides on for a fail confirmed by a
 /// re-check (check ids `first` and `first + 1`).
-fn leak_alert(cfg: &Config, policy: &AlertPolicy, first: i64) -> OutgoingAlert {
+fn leak_alert(cfg: &Config, policy: &AlertPolicy, first: i64) -> Notice {
     let now = Utc::now();
     let fail = judged(cfg, LEAKING_INVITE, Trigger::Schedule);
     let (s, a) = on_result(&LineAlertState::default(), &fail, first, now, policy, false);
-    assert_eq!(a, [Action::RecheckNow]);
+    assert_eq!(a, [Decision::RecheckNow]);
     let again = judged(cfg, LEAKING_INVITE, Trigger::Confirm);
     let (_, a) = on_result(&s, &again, first + 1, now, policy, false);
     match a.as_slice() {
-        [Action::Queue(alert)] => alert.clone(),
-        other => panic!("expected one queued alert, got {other:?}"),
+        [Decision::Notify(n)] => n.clone(),
+        other => panic!("expected one notice, got {other:?}"),
     }
 }
 
-fn runtime() -> Runtime {
+/// The outbox: a real history database in a temporary folder.
+pub fn temp_store() -> Result<(tempfile::TempDir, Arc<Store>)> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(Store::open_in(&dir.path().join("state"))?);
+    Ok((dir, store))
+}
+
+/// Queue a notice for every configured channel that wants it; true when
+/// deliveries were added (false: already queued).
+fn enqueue(store: &Store, cfg: &Config, n: &Notice) -> Result<bool> {
+    Ok(store.enqueue(&[new_notice(n, &channel::routes(cfg))])? > 0)
+}
+
+/// One delivery row by id.
+pub fn row(store: &Store, id: i64) -> Option<Delivery> {
+    store
+        .deliveries(None, 1000)
+        .ok()?
+        .into_iter()
+        .find(|d| d.id == id)
+}
+
+/// The `email` channel of a config.
+fn email_channel(cfg: &Config, path: &Path) -> Result<Arc<dyn Channel>> {
+    let all = channel::from_config(cfg, path)?;
+    all.into_iter()
+        .find(|c| c.name() == "email")
+        .context("an email channel")
+}
+
+pub fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,7 +142,7 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-fn fast_options() -> SenderOptions {
+pub fn fast_options() -> SenderOptions {
     SenderOptions {
         retry: RetryPolicy {
             initial: Duration::from_millis(50),
@@ -115,16 +154,16 @@ fn fast_options() -> SenderOptions {
 }
 
 /// A sender running on the runtime until stopped.
-struct Running {
+pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<SenderStats>,
 }
 
-fn start_sender(rt: &Runtime, store: &Arc<MemoryOutbox>, mailer: &Mailer) -> Running {
+pub fn start_sender(rt: &Runtime, store: &Arc<Store>, channel: &Arc<dyn Channel>) -> Running {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = rt.spawn(run_sender(
         store.clone(),
-        mailer.clone(),
+        channel.clone(),
         fast_options(),
         async move {
             let _ = rx.await;
@@ -137,7 +176,7 @@ fn start_sender(rt: &Runtime, store: &Arc<MemoryOutbox>, mailer: &Mailer) -> Run
 }
 
 impl Running {
-    fn stop(mut self, rt: &Runtime) -> SenderStats {
+    pub fn stop(mut self, rt: &Runtime) -> SenderStats {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -180,20 +219,20 @@ fn leak_alert_arrives_with_both_parts_and_every_finding() -> Result<()> {
     )?;
     let policy = AlertPolicy::from_config(&cfg, &path)?;
     let alert = leak_alert(&cfg, &policy, 41);
-    let store = Arc::new(MemoryOutbox::default());
-    assert!(store.enqueue(&alert)?);
+    let (_state, store) = temp_store()?;
+    assert!(enqueue(&store, &cfg, &alert)?);
     // The same alert again (a replayed result) is refused by its key.
-    assert!(!store.enqueue(&alert)?);
+    assert!(!enqueue(&store, &cfg, &alert)?);
 
     let rt = runtime();
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = email_channel(&cfg, &path)?;
     let sender = start_sender(&rt, &store, &mailer);
     let got =
         wait_for_messages(mail.path(), 1, Duration::from_secs(20)).with_context(|| server.log())?;
     poll_until(
         Duration::from_secs(10),
         "the alert to be marked sent",
-        || Ok(store.row(1).and_then(|r| r.sent_at_ms)),
+        || Ok(row(&store, 1).and_then(|r| r.delivered_at_ms)),
     )?;
     let stats = sender.stop(&rt);
     assert_eq!(stats.sent, 1);
@@ -265,10 +304,10 @@ fn masked_numbers_never_reach_the_mailbox() -> Result<()> {
     )?;
     let server = SmtpServer::start(port, mail.path(), &Opts::default())?;
     let policy = AlertPolicy::from_config(&cfg, &path)?;
-    let store = Arc::new(MemoryOutbox::default());
-    store.enqueue(&leak_alert(&cfg, &policy, 7))?;
+    let (_state, store) = temp_store()?;
+    enqueue(&store, &cfg, &leak_alert(&cfg, &policy, 7))?;
     let rt = runtime();
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = email_channel(&cfg, &path)?;
     let sender = start_sender(&rt, &store, &mailer);
     let got =
         wait_for_messages(mail.path(), 1, Duration::from_secs(20)).with_context(|| server.log())?;
@@ -299,17 +338,17 @@ fn outage_then_recovery_delivers_each_alert_exactly_once() -> Result<()> {
     let port = free_port()?;
     let (cfg, path) = config(dir.path(), "", &smtp_table(port, "plain", ""))?;
     let policy = AlertPolicy::from_config(&cfg, &path)?;
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = email_channel(&cfg, &path)?;
     // The store is the database: it outlives every sender.
-    let store = Arc::new(MemoryOutbox::default());
+    let (_state, store) = temp_store()?;
     let rt = runtime();
 
     // 1. Server up: the first alert goes out and is marked sent.
     let server = SmtpServer::start(port, mail.path(), &Opts::default())?;
-    assert!(store.enqueue(&leak_alert(&cfg, &policy, 10))?);
+    assert!(enqueue(&store, &cfg, &leak_alert(&cfg, &policy, 10))?);
     let s1 = start_sender(&rt, &store, &mailer);
     poll_until(Duration::from_secs(20), "alert 1 sent", || {
-        Ok(store.row(1).and_then(|r| r.sent_at_ms))
+        Ok(row(&store, 1).and_then(|r| r.delivered_at_ms))
     })
     .with_context(|| server.log())?;
     s1.stop(&rt);
@@ -318,37 +357,39 @@ fn outage_then_recovery_delivers_each_alert_exactly_once() -> Result<()> {
     // 2. Nothing listens on the port. Queueing still works at once (checks
     //    never wait for mail); the sender fails, records why, backs off.
     let started = std::time::Instant::now();
-    assert!(store.enqueue(&leak_alert(&cfg, &policy, 20))?);
-    assert!(store.enqueue(&leak_alert(&cfg, &policy, 30))?);
-    assert!(!store.enqueue(&leak_alert(&cfg, &policy, 20))?, "dedupe");
+    assert!(enqueue(&store, &cfg, &leak_alert(&cfg, &policy, 20))?);
+    assert!(enqueue(&store, &cfg, &leak_alert(&cfg, &policy, 30))?);
+    assert!(
+        !enqueue(&store, &cfg, &leak_alert(&cfg, &policy, 20))?,
+        "dedupe"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     let s2 = start_sender(&rt, &store, &mailer);
     poll_until(Duration::from_secs(20), "both alerts to fail once", || {
-        Ok((store.row(2).is_some_and(|r| r.alert.attempts >= 1)
-            && store.row(3).is_some_and(|r| r.alert.attempts >= 1))
+        Ok((row(&store, 2).is_some_and(|r| r.attempts >= 1)
+            && row(&store, 3).is_some_and(|r| r.attempts >= 1))
         .then_some(()))
     })?;
     let s2_stats = s2.stop(&rt);
     assert_eq!(s2_stats.sent, 0);
-    let row = store.row(2).context("alert 2")?;
-    let err = row.alert.last_error.clone().unwrap_or_default();
+    let row2 = row(&store, 2).context("alert 2")?;
+    let err = row2.last_error.clone().unwrap_or_default();
     assert!(
         err.contains(&format!("127.0.0.1:{port}")) && err.contains("connect"),
         "the error names the server and the step: {err}"
     );
-    assert!(row.alert.next_attempt_at_ms > row.alert.created_at_ms);
+    assert!(row2.next_attempt_at_ms > row2.created_at_ms);
     assert_eq!(received(mail.path())?.len(), 1);
 
     // 3. A restarted sender resumes the retries, still with no server...
     let s3 = start_sender(&rt, &store, &mailer);
-    let before = store.row(2).map_or(0, |r| r.alert.attempts);
+    let before = row(&store, 2).map_or(0, |r| r.attempts);
     poll_until(
         Duration::from_secs(20),
         "the restarted sender to retry",
         || {
-            Ok(store
-                .row(2)
-                .is_some_and(|r| r.alert.attempts > before)
+            Ok(row(&store, 2)
+                .is_some_and(|r| r.attempts > before)
                 .then_some(()))
         },
     )?;
@@ -368,9 +409,9 @@ fn outage_then_recovery_delivers_each_alert_exactly_once() -> Result<()> {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "three different alerts: {ids:?}");
-    for r in store.rows() {
-        assert!(r.sent_at_ms.is_some());
-        assert_eq!(r.alert.kind, AlertKind::Leak);
+    for r in store.deliveries(None, 100)? {
+        assert!(r.delivered_at_ms.is_some());
+        assert_eq!(r.kind, "leak");
     }
     Ok(())
 }
@@ -603,10 +644,10 @@ fn file_transport_writes_eml_files() -> Result<()> {
         &format!("[alerts.file]\ndir = \"{}\"", out_dir.display()),
     )?;
     let policy = AlertPolicy::from_config(&cfg, &path)?;
-    let store = Arc::new(MemoryOutbox::default());
-    store.enqueue(&leak_alert(&cfg, &policy, 5))?;
+    let (_state, store) = temp_store()?;
+    enqueue(&store, &cfg, &leak_alert(&cfg, &policy, 5))?;
     let rt = runtime();
-    let mailer = Mailer::from_config(cfg.alerts.as_ref().unwrap())?;
+    let mailer = email_channel(&cfg, &path)?;
     let sender = start_sender(&rt, &store, &mailer);
     poll_until(Duration::from_secs(10), "the alert to be written", || {
         Ok((store.pending()? == 0).then_some(()))
