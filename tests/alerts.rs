@@ -676,3 +676,88 @@ fn file_transport_writes_eml_files() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).contains("written to"));
     Ok(())
 }
+
+/// Regression: a leak alert could be lost when the daemon died between
+/// saving the line's alert state and queueing the email (two writes).
+/// Checks recorded but never taken in by the alert side are taken in
+/// later, the leak is queued once, and taking in again changes nothing.
+#[test]
+fn checks_recorded_before_a_crash_are_taken_in_once() -> Result<()> {
+    use cidguard::alert::step::take_in_line;
+    use cidguard::store::{AlertStateStore, Record};
+    let dir = tempfile::tempdir()?;
+    let (cfg, path) = config(
+        dir.path(),
+        "",
+        &format!(
+            "[alerts.file]\ndir = \"{}\"",
+            dir.path().join("mail").display()
+        ),
+    )?;
+    let policy = AlertPolicy::from_config(&cfg, &path)?;
+    let routes = channel::routes(&cfg);
+    let (_state, store) = temp_store()?;
+    let rec = |ms: i64| Record {
+        recorded_at_ms: ms,
+        ..Record::default()
+    };
+    // A fail and its confirming re-check, recorded; the daemon died before
+    // the alert side saw either.
+    store.record_check(&judged(&cfg, LEAKING_INVITE, Trigger::Schedule), &rec(1))?;
+    store.record_check(&judged(&cfg, LEAKING_INVITE, Trigger::Confirm), &rec(2))?;
+    let now = Utc::now();
+    let t = take_in_line(&*store, Some(&policy), &routes, "reception", now, false)?;
+    assert_eq!(t.checks, 2);
+    assert_eq!(t.queued.len(), 1, "{t:?}");
+    assert_eq!(t.queued[0].0.key, "leak:reception:2");
+    assert_eq!(t.queued[0].1, ["email"]);
+    assert!(!t.recheck, "the fail is already confirmed");
+    assert_eq!(store.pending()?, 1);
+    assert_eq!(
+        store
+            .line_state("reception")?
+            .and_then(|r| r.through_check_id),
+        Some(2)
+    );
+    // Again (a second start, a late on_result): nothing new.
+    let again = take_in_line(&*store, Some(&policy), &routes, "reception", now, false)?;
+    assert_eq!((again.checks, again.queued.len()), (0, 0));
+    assert_eq!(store.deliveries(None, 10)?.len(), 1);
+    Ok(())
+}
+
+/// Results recorded while alerts are off only move the mark: turning
+/// alerts on later does not replay them as alerts.
+#[test]
+fn results_while_alerts_are_off_are_not_replayed_later() -> Result<()> {
+    use cidguard::alert::step::take_in_line;
+    use cidguard::store::Record;
+    let dir = tempfile::tempdir()?;
+    let (cfg, path) = config(
+        dir.path(),
+        "",
+        &format!(
+            "[alerts.file]\ndir = \"{}\"",
+            dir.path().join("mail").display()
+        ),
+    )?;
+    let (_state, store) = temp_store()?;
+    let now = Utc::now();
+    for t in [Trigger::Schedule, Trigger::Confirm] {
+        store.record_check(&judged(&cfg, LEAKING_INVITE, t), &Record::default())?;
+        let off = take_in_line(&*store, None, &[], "reception", now, false)?;
+        assert_eq!((off.checks, off.queued.len()), (1, 0));
+    }
+    let policy = AlertPolicy::from_config(&cfg, &path)?;
+    let on = take_in_line(
+        &*store,
+        Some(&policy),
+        &channel::routes(&cfg),
+        "reception",
+        now,
+        false,
+    )?;
+    assert_eq!((on.checks, on.queued.len()), (0, 0));
+    assert_eq!(store.pending()?, 0);
+    Ok(())
+}

@@ -103,7 +103,15 @@ pub struct ChannelAlerts {
     /// Tells the running senders to stop when a new configuration replaces
     /// them.
     sender_stop: Mutex<Option<watch::Sender<bool>>>,
+    /// The running senders (one task that ends when they all have): the
+    /// next configuration's senders start only after these stopped, so a
+    /// delivery in flight during a reload is never sent twice.
+    senders: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// How long a reload waits for the previous senders to finish what they
+/// are sending (each step of a delivery has its own time limit).
+const SENDER_STOP_WAIT: Duration = Duration::from_secs(120);
 
 /// The name the daemon's alert side had when email was its only channel.
 pub type EmailAlerts = ChannelAlerts;
@@ -125,6 +133,7 @@ impl ChannelAlerts {
             config_path: config_path.to_path_buf(),
             active: Mutex::new(Active::default()),
             sender_stop: Mutex::new(None),
+            senders: Mutex::new(None),
         }
     }
 
@@ -199,6 +208,7 @@ impl AlertSink for ChannelAlerts {
         let routes = channel::routes(config);
         let (stop, stopped) = watch::channel(false);
         let mut wakes = Vec::new();
+        let mut runs = Vec::new();
         for built in channel::build_each(config, &self.config_path) {
             let ch = match built {
                 Ok(c) => c,
@@ -213,21 +223,40 @@ impl AlertSink for ChannelAlerts {
             let wake = Arc::new(Notify::new());
             opts.wake = wake.clone();
             wakes.push(wake);
-            let store = store.clone();
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                let name = ch.name().to_string();
-                let stats = alert::run_sender(store, ch, opts, async move {
-                    while !*stopped.borrow() {
-                        if stopped.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .await;
-                info!(channel = %name, ?stats, "alert sender stopped");
-            });
+            runs.push((ch, opts));
         }
+        let previous = self
+            .senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            if let Some(p) = previous {
+                if tokio::time::timeout(SENDER_STOP_WAIT, p).await.is_err() {
+                    warn!("the previous alert senders did not stop in time; starting the new ones");
+                }
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (ch, opts) in runs {
+                let store = store.clone();
+                let mut stopped = stopped.clone();
+                set.spawn(async move {
+                    let name = ch.name().to_string();
+                    let stats = alert::run_sender(store, ch, opts, async move {
+                        while !*stopped.borrow() {
+                            if stopped.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    info!(channel = %name, ?stats, "alert sender stopped");
+                });
+            }
+            while set.join_next().await.is_some() {}
+        });
+        *self.senders.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         *self.sender_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Active {
             policy: Some(policy),

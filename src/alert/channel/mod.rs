@@ -409,6 +409,54 @@ pub(crate) fn header_text(s: &str) -> hyper::header::HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::notice::{LastKnown, SummaryLine};
+    use crate::alert::state::HeldAlert;
+
+    fn notice(kind: AlertKind, facts: Facts) -> Notice {
+        Notice {
+            key: "k".into(),
+            kind,
+            line: None,
+            check_id: None,
+            at: chrono::Utc::now(),
+            expected: None,
+            link: None,
+            facts,
+        }
+    }
+
+    /// A leak held during a maintenance window reaches a leak-only channel
+    /// through the summary; a drift-only one does not get it.
+    #[test]
+    fn summaries_go_where_their_held_notices_would_have() {
+        let held = HeldAlert {
+            kind: AlertKind::Leak,
+            line: "reception".into(),
+            check_id: Some(3),
+            at: chrono::Utc::now(),
+            notice: None,
+            subject: "s".into(),
+            text: None,
+        };
+        let summary = notice(
+            AlertKind::MaintenanceSummary,
+            Facts::MaintenanceSummary {
+                lines: vec![SummaryLine {
+                    line: "reception".into(),
+                    now: LastKnown::Passing,
+                    cant_test: false,
+                    held: vec![held],
+                    dropped: 0,
+                }],
+            },
+        );
+        assert!(Subscription::only(&["leak"]).wants(&summary));
+        assert!(!Subscription::only(&["drift"]).wants(&summary));
+        assert!(Subscription::only(&["maintenance-summary"]).wants(&summary));
+        assert!(Subscription::all().wants(&summary));
+        let test = notice(AlertKind::Test, Facts::Test {});
+        assert!(Subscription::only(&["drift"]).wants(&test));
+    }
 
     #[test]
     fn header_text_is_always_a_valid_header() {
