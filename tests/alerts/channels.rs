@@ -716,3 +716,51 @@ fn cli_alert_test_names_a_channel_and_shows_the_answer() -> Result<()> {
     );
     Ok(())
 }
+
+/// https to a receiver whose certificate comes from a private CA: trusted
+/// with the channel's `ca_file`, refused (and nothing sent) without it.
+#[test]
+fn https_channels_trust_their_ca_file_and_no_other_private_ca() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = crate::support::tls::TestCa::generate()?;
+    let (ca_pem, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("server.pem"),
+        dir.path().join("server.key"),
+    );
+    std::fs::write(&ca_pem, ca.ca_pem())?;
+    std::fs::write(&cert, &ca.server_cert_pem)?;
+    std::fs::write(&key, &ca.server_key_pem)?;
+    let rx = super::receiver::TlsReceiver::start(&cert, &key)?;
+    let url = format!("https://127.0.0.1:{}/hook", rx.addr.port());
+    let (cfg, path) = channel_config(
+        dir.path(),
+        &format!(
+            "[[alerts.channel]]\nname = \"trusted\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"k\"\nca_file = \"{}\"\n\n\
+             [[alerts.channel]]\nname = \"untrusted\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"k\"\n",
+            ca_pem.display()
+        ),
+    )?;
+    let run = |name: &str| {
+        runtime().block_on(cidguard::alert::send_test_notices(
+            &cfg,
+            &path,
+            Some(name),
+            chrono::Utc::now(),
+        ))
+    };
+    let ok = run("trusted")?;
+    assert!(ok[0].accepted(), "{}", ok[0].human());
+    assert_eq!(rx.requests().len(), 1);
+    assert_eq!(rx.requests()[0].path, "/hook");
+    assert_eq!(rx.requests()[0].json()["kind"], "test");
+    let refused = run("untrusted")?;
+    let err = refused[0]
+        .result
+        .as_ref()
+        .expect_err("an untrusted certificate");
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+    assert!(err.is_server_level());
+    assert_eq!(rx.requests().len(), 1, "nothing sent without trust");
+    Ok(())
+}

@@ -229,3 +229,140 @@ impl Parked {
         Receiver::start_with(self.port, self.shared)
     }
 }
+
+/// An HTTPS receiver with a certificate from a test CA: a TLS listener
+/// answering every request `200 OK` and recording it. Enough HTTP/1.1 for
+/// one request per connection (what the channels send).
+pub struct TlsReceiver {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsReceiver {
+    pub fn start(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsReceiver> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let acceptor = cidguard::sip::transport::tls_acceptor(cert, key)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let recorded = requests.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                loop {
+                    let (tcp, _) = tokio::select! {
+                        _ = &mut stopped => return,
+                        a = listener.accept() => match a { Ok(a) => a, Err(_) => return },
+                    };
+                    let acceptor = acceptor.clone();
+                    let recorded = recorded.clone();
+                    tokio::spawn(async move {
+                        let Ok(Ok(mut tls)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                        else {
+                            return;
+                        };
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        // Headers, then Content-Length bytes of body.
+                        let (head_len, body_len) = loop {
+                            let Ok(Ok(n)) = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                tls.read(&mut chunk),
+                            )
+                            .await
+                            else {
+                                return;
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                                let len = head
+                                    .lines()
+                                    .find_map(|l| {
+                                        let (k, v) = l.split_once(':')?;
+                                        k.eq_ignore_ascii_case("content-length")
+                                            .then(|| v.trim().parse::<usize>().ok())
+                                            .flatten()
+                                    })
+                                    .unwrap_or(0);
+                                break (i + 4, len);
+                            }
+                        };
+                        while buf.len() < head_len + body_len {
+                            let Ok(Ok(n)) = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                tls.read(&mut chunk),
+                            )
+                            .await
+                            else {
+                                return;
+                            };
+                            if n == 0 {
+                                break;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        let head = String::from_utf8_lossy(&buf[..head_len - 4]).to_string();
+                        let mut lines = head.lines();
+                        let start: Vec<&str> =
+                            lines.next().unwrap_or("").split(' ').collect();
+                        recorded.lock().unwrap_or_else(|e| e.into_inner()).push(Request {
+                            method: start.first().unwrap_or(&"").to_string(),
+                            path: start.get(1).unwrap_or(&"").to_string(),
+                            headers: lines
+                                .filter_map(|l| l.split_once(':'))
+                                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                                .collect(),
+                            body: buf[head_len..].to_vec(),
+                            status: 200,
+                        });
+                        let _ = tls
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .await;
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            });
+        });
+        Ok(TlsReceiver {
+            addr,
+            requests,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for TlsReceiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
