@@ -187,6 +187,26 @@ fn webhook_is_signed_retried_through_503s_and_delivered_once() -> Result<()> {
             .is_some_and(|v| v.contains("+•••••••••42"))));
     assert!(findings.iter().any(|f| f["header"] == "X-Note"));
     assert_masked("webhook", &reqs[2].text());
+    // Every field sent is documented (components.schemas.WebhookNotice).
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))?;
+    let schema = doc
+        .split("    WebhookNotice:")
+        .nth(1)
+        .and_then(|s| s.split("\npaths:").next())
+        .context("WebhookNotice in docs/openapi.yaml")?;
+    for key in body.as_object().context("an object")?.keys() {
+        assert!(
+            schema.contains(&format!("\n        {key}: "))
+                || schema.contains(&format!("\n        {key}:\n")),
+            "webhook field {key} is not in docs/openapi.yaml"
+        );
+    }
+    for key in findings[0].as_object().context("a finding")?.keys() {
+        assert!(
+            schema.contains(&format!("\n              {key}: ")),
+            "webhook finding field {key} is not in docs/openapi.yaml"
+        );
+    }
 
     restart_delivers_nothing_twice(&rt, &store, &cfg, &ch, &rx, "/hook", &n)
 }
