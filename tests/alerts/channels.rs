@@ -784,3 +784,39 @@ fn https_channels_trust_their_ca_file_and_no_other_private_ca() -> Result<()> {
     assert_eq!(rx.requests().len(), 1, "nothing sent without trust");
     Ok(())
 }
+
+/// The channel examples in config/example.toml (commented out there), once
+/// uncommented, are a valid config: the documentation can't rot.
+#[test]
+fn example_channels_are_valid() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+            .unwrap();
+    let start = example
+        .find("# [[alerts.channel]]")
+        .expect("channel examples in config/example.toml");
+    let end = start
+        + example[start..]
+            .find("\n\n")
+            .unwrap_or(example.len() - start);
+    let uncommented: Vec<&str> = example[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .collect();
+    let text = format!(
+        "{ORG}\n[alerts]\nrecipients = [\"noc@example.org\"]\nfrom = \"cidguard <cidguard@example.org>\"\n\
+         [alerts.file]\ndir = \"/tmp/unused\"\n{}\n",
+        uncommented.join("\n")
+    );
+    let cfg = Config::from_toml(&text, Path::new("example.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let a = cfg.alerts.unwrap();
+    let kinds: Vec<&str> = a.channels.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["webhook", "ntfy", "teams", "slack", "matrix", "email"]
+    );
+}
