@@ -127,9 +127,10 @@ pub fn mask_long_numbers(s: &str) -> String {
     out
 }
 
-/// What came off the wire, for a chat message: one line, controls escaped,
-/// the organisation's numbers masked (when the renderer masks) and, on a
-/// masking channel, any other long number too; cut short.
+/// What came off the wire (or quotes it: a reason, a summary), for a chat
+/// message: one line, controls escaped, the organisation's numbers masked
+/// (when the renderer masks) and, on a masking channel, any other long
+/// number too; cut short.
 fn wire(r: &Renderer, s: &str) -> String {
     let masked = r.mask(&one_line(s));
     let masked = if r.masks() {
@@ -138,11 +139,6 @@ fn wire(r: &Renderer, s: &str) -> String {
         masked
     };
     crate::escape::clip(&masked, MAX_VALUE).into_owned()
-}
-
-/// Our own sentence that may quote the wire (a reason, a summary).
-fn quoted(r: &Renderer, s: &str) -> String {
-    wire(r, s)
 }
 
 /// Build the chat message of a notice with the channel's renderer.
@@ -234,7 +230,7 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
                     ),
                 ));
                 if let Some(s) = failed_summary {
-                    m.facts.push(("It was".into(), quoted(r, s)));
+                    m.facts.push(("It was".into(), wire(r, s)));
                 }
             }
             m.facts.push(("Check".into(), check(c)));
@@ -253,7 +249,7 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
                 format!("the last {run} checks, since {}", fmt_time(*since)),
             ));
             for why in reasons.iter().rev().take(3) {
-                m.facts.push(("Why".into(), quoted(r, why)));
+                m.facts.push(("Why".into(), wire(r, why)));
             }
             m.facts.push(("Check".into(), check(c)));
             m.notes.push(
@@ -264,7 +260,7 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
                 m.notes.push(format!(
                     "The last check that got through found a LEAK (failing since {}: {}). Assume it is still leaking.",
                     fmt_time(*since),
-                    quoted(r, summary)
+                    wire(r, summary)
                 ));
             }
         }
@@ -276,7 +272,7 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
             m.severity = Severity::Info;
             m.facts.push(("Line".into(), line));
             for change in before.changes(after).iter().take(MAX_FINDINGS) {
-                m.facts.push(("Changed".into(), quoted(r, change)));
+                m.facts.push(("Changed".into(), wire(r, change)));
             }
             m.facts.push(("Check".into(), check(c)));
             m.notes.push(
@@ -324,7 +320,7 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
             ));
         }
         Facts::LegacyEmail { .. } => {
-            m.title = quoted(r, &m.title);
+            m.title = wire(r, &m.title);
         }
     }
     if r.masks() {

@@ -186,6 +186,9 @@ impl TestReport {
         }
         match &self.result {
             Ok(d) => {
+                for r in &d.refused {
+                    let _ = writeln!(out, "Refused recipient {}: {}", r.recipient, esc(&r.reply));
+                }
                 let _ = writeln!(out, "Accepted: {}", esc(&d.answer));
             }
             Err(e) => {

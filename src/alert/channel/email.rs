@@ -130,7 +130,6 @@ impl Channel for EmailChannel {
         let out = self.outgoing(notice);
         match self.mailer.send_logged(&out, log).await {
             Ok(d) => {
-                let mut answer = d.reply.clone();
                 for r in &d.refused {
                     tracing::warn!(
                         channel = %self.name,
@@ -138,9 +137,11 @@ impl Channel for EmailChannel {
                         reply = %crate::escape::control(&r.reply),
                         "alert recipient refused; sent to the others"
                     );
-                    answer.push_str(&format!("; refused {}: {}", r.recipient, r.reply));
                 }
-                Ok(Delivered { answer })
+                Ok(Delivered {
+                    answer: d.reply,
+                    refused: d.refused,
+                })
             }
             Err(e) => Err(DeliveryError {
                 message: e.to_string(),

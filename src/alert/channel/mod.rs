@@ -41,6 +41,8 @@ use super::AlertKind;
 pub struct Delivered {
     /// What it answered (`250 2.0.0 Ok: queued as 4F2`, `200 OK: ok`).
     pub answer: String,
+    /// Email: recipients the server refused (the others got it).
+    pub refused: Vec<super::mailer::Refusal>,
 }
 
 /// A delivery that did not go through; it is retried with backoff.
@@ -373,7 +375,10 @@ pub(crate) async fn http_deliver(
                 reply: summary.clone(),
             });
             match a.status {
-                200..=299 => Ok(Delivered { answer: summary }),
+                200..=299 => Ok(Delivered {
+                    answer: summary,
+                    refused: Vec::new(),
+                }),
                 408 | 429 | 500..=599 => Err(DeliveryError {
                     message: format!("answered {summary}"),
                     channel_down: true,
