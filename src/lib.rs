@@ -28,7 +28,7 @@
 //!  verdict  schedule       judging bytes against a policy; cron in a zone
 //!  config                  the file as written
 //!  sip                     wire format, transports, user agents; knows nothing of lines
-//!  secret  escape          leaves: secrets that never print; showing wire text to people
+//!  secret  escape  crash   leaves: secrets that never print; showing wire text to people; crash points
 //! ```
 //!
 //! One line each on what a module owns:
@@ -45,7 +45,9 @@
 //!   result, evidence files, run-now requests.
 //! - [`store`]: the history in SQLite behind one trait per consumer: checks, evidence, PBX
 //!   changes, the alert outbox, maintenance windows, alert state, last run times.
-//! - [`alert`]: alert decisions (a pure state machine), email rendering, mailer and sender.
+//! - [`alert`]: alert decisions (a pure state machine) as notices, the alert step, email and
+//!   chat rendering per channel at delivery, the channels (email, webhook, ntfy, Teams, Slack,
+//!   Matrix) and their senders.
 //! - [`maintenance`]: maintenance windows, from the plan and from the store.
 //! - [`history`]: `cidguard history` output (text, JSON, CSV).
 //! - [`report`]: human and JSON output, exit codes.
@@ -62,12 +64,14 @@
 //!   and answer, the spoken prompts.
 //! - [`selftest`]: the call-in self-test: the policy its calls are judged
 //!   by and what is said for each verdict.
+//! - [`crash`]: named crash points for crash-consistency tests (debug builds only).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alert;
 pub mod capture;
 pub mod check;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod demo;
 pub mod escape;

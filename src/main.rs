@@ -134,7 +134,7 @@ enum Command {
         #[command(subcommand)]
         command: SipCommand,
     },
-    /// Email alerts.
+    /// Alerts: email and the other channels.
     Alert {
         #[command(subcommand)]
         command: AlertCommand,
@@ -198,13 +198,18 @@ enum HistoryFormat {
 
 #[derive(Subcommand)]
 enum AlertCommand {
-    /// Send a test email through the configured transport and show the
-    /// SMTP dialogue.
+    /// Send a test notice to every alert channel (or the one named) and show
+    /// what the far end answered: the SMTP dialogue for email, the HTTP
+    /// request and answer for the others.
     ///
-    /// Exit status: 0 accepted by the server, 1 sending failed, 2 config error.
+    /// Exit status: 0 every channel accepted it, 1 any delivery failed,
+    /// 2 config error or no such channel.
     Test {
         #[arg(long, short)]
         config: PathBuf,
+        /// Only this channel (`email` for [alerts]'s own settings).
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
     },
 }
 
@@ -340,8 +345,8 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
             command: SipCommand::Listen { config },
         } => runtime()?.block_on(sip_listen(&config)),
         Command::Alert {
-            command: AlertCommand::Test { config },
-        } => alert_test(&config),
+            command: AlertCommand::Test { config, channel },
+        } => alert_test(&config, channel.as_deref()),
         Command::Run { config } => run_daemon(&config),
         Command::History {
             config,
@@ -352,17 +357,23 @@ fn run(cli: Cli) -> Result<u8, UsageError> {
     }
 }
 
-fn alert_test(path: &Path) -> Result<u8, UsageError> {
+fn alert_test(path: &Path, channel: Option<&str>) -> Result<u8, UsageError> {
     let plan = Plan::load(path).map_err(|e| UsageError(e.into()))?;
-    let report = runtime()?
-        .block_on(cidguard::alert::send_test_email(
+    let reports = runtime()?
+        .block_on(cidguard::alert::send_test_notices(
             &plan,
             path,
+            channel,
             chrono::Utc::now(),
         ))
         .map_err(|e| UsageError(e.into()))?;
-    print!("{}", report.human());
-    Ok(if report.accepted() { 0 } else { 1 })
+    let texts: Vec<String> = reports.iter().map(|r| r.human()).collect();
+    print!("{}", texts.join("\n"));
+    Ok(if reports.iter().all(|r| r.accepted()) {
+        0
+    } else {
+        1
+    })
 }
 
 /// The async runtime every command runs on: two workers are plenty for

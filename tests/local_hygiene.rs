@@ -345,7 +345,7 @@ fn history_text_and_csv_escape_control_characters() {
 /// subject (or anywhere in the message the mailer builds).
 #[test]
 fn alert_subjects_are_one_line_with_controls_escaped() {
-    use cidguard::alert::{on_result, Action, AlertPolicy, LineAlertState, Mailer};
+    use cidguard::alert::{on_result, AlertPolicy, Decision, LineAlertState, Mailer};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cidguard.toml");
     std::fs::write(
@@ -360,7 +360,7 @@ fn alert_subjects_are_one_line_with_controls_escaped() {
     )
     .unwrap();
     let plan = Plan::load(&path).unwrap();
-    let policy = AlertPolicy::from_plan(&plan, &path).unwrap();
+    let policy = AlertPolicy::from_plan(&plan);
     let line = plan.line("reception").unwrap().policy().clone();
     let judged = |trigger: Trigger| {
         let v = verdict::judge(&line, &hostile_invite("127.0.0.1", "5000", 6));
@@ -381,9 +381,15 @@ fn alert_subjects_are_one_line_with_controls_escaped() {
         false,
     );
     let (_, actions) = on_result(&s, &judged(Trigger::Confirm), 2, now, &policy, false);
-    let [Action::Queue(alert)] = actions.as_slice() else {
+    let [Decision::Notify(notice)] = actions.as_slice() else {
         panic!("expected one alert, got {actions:?}");
     };
+    let email = cidguard::alert::channel::email::EmailChannel::implicit(
+        plan.config().alerts.as_ref().unwrap(),
+        &cidguard::alert::Renderer::from_config(plan.config(), &path).unwrap(),
+    )
+    .unwrap();
+    let alert = &email.outgoing(notice);
     assert_clean("subject", &alert.subject);
     assert!(
         alert.subject.contains(&format!("X-Evil{EVIL_SHOWN}")),
@@ -397,6 +403,20 @@ fn alert_subjects_are_one_line_with_controls_escaped() {
     let message = String::from_utf8(mailer.build_message(alert).unwrap().formatted()).unwrap();
     for l in message.split_terminator("\r\n") {
         assert_clean("built message", l);
+    }
+    // The same on chat channels: one-line titles, clean facts.
+    let chat = cidguard::alert::chat::chat(
+        &cidguard::alert::Renderer::from_config(plan.config(), &path)
+            .unwrap()
+            .for_channel(vec![], true),
+        notice,
+    );
+    assert_clean("chat title", &chat.title);
+    for (k, v) in &chat.facts {
+        assert_clean("chat fact", &format!("{k}: {v}"));
+    }
+    for f in &chat.findings {
+        assert_clean("chat finding", &format!("{}: {}", f.title, f.value));
     }
 }
 

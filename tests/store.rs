@@ -5,11 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cidguard::alert::{AlertKind, OutboxStore, OutgoingAlert};
 use cidguard::check::result::{CallSummary, CheckResult, EvidenceMessage, Trigger};
 use cidguard::config::Expect;
 use cidguard::store::{
-    schema, CheckQuery, PbxObservation, Record, Release, Store, StoreError, DAY_MS,
+    schema, AlertStateStore, AlertStep, CheckQuery, DeliveryStatus, NewNotice, OutboxStore,
+    PbxObservation, Record, StateWrite, StepOutcome, Store, StoreError, DAY_MS,
 };
 use cidguard::verdict::{Finding, Kind, Outcome, Presented, PresentedIdentity};
 use sha2::Digest;
@@ -252,85 +252,254 @@ fn evidence_expires_but_verdicts_stay() {
     );
 }
 
-fn alert(key: &str, next_ms: i64) -> OutgoingAlert {
-    OutgoingAlert {
-        id: 0,
-        kind: AlertKind::Leak,
+fn notice(key: &str, at_ms: i64, channels: &[&str]) -> NewNotice {
+    NewNotice {
+        key: key.into(),
+        kind: "leak".into(),
         line: Some("reception".into()),
         check_id: Some(1),
-        recipients: vec!["ops@example.org".into()],
-        subject: format!("subject {key}"),
-        text: "text".into(),
-        html: "<p>html</p>".into(),
-        dedupe_key: key.into(),
-        attempts: 0,
-        created_at_ms: T0,
-        next_attempt_at_ms: next_ms,
-        last_error: None,
+        json: format!("{{\"key\":\"{key}\"}}"),
+        created_at_ms: at_ms,
+        channels: channels.iter().map(|c| c.to_string()).collect(),
     }
 }
 
 #[test]
-fn outbox_dedupes_retries_and_holds() {
+fn outbox_dedupes_and_retries_each_channel_on_its_own() {
     let (_dir, store) = temp_store();
-    assert!(store.enqueue(&alert("leak:a:1", T0)).unwrap());
-    assert!(!store.enqueue(&alert("leak:a:1", T0)).unwrap(), "dedupe");
-    assert!(store.enqueue(&alert("leak:a:2", T0 + 10)).unwrap());
-    assert_eq!(store.pending().unwrap(), 2);
-    let due = store.due(T0, 10).unwrap();
-    assert_eq!(due.len(), 1);
-    let a = &due[0];
-    assert_eq!(
-        (a.kind, a.recipients.clone(), a.dedupe_key.as_str()),
-        (
-            AlertKind::Leak,
-            vec!["ops@example.org".to_string()],
-            "leak:a:1"
-        )
-    );
-    store.mark_failed(a.id, "smtp: 451", T0 + 60_000).unwrap();
-    assert_eq!(
-        store.due(T0 + 59_999, 10).unwrap().len(),
-        1,
-        "only the second"
-    );
-    let retry = store.due(T0 + 60_000, 10).unwrap();
-    assert_eq!(retry.len(), 2);
-    assert_eq!(retry[1].attempts, 1);
-    assert_eq!(retry[1].last_error.as_deref(), Some("smtp: 451"));
-    store.mark_sent(retry[0].id, T0 + 60_001).unwrap();
-    store.mark_sent(retry[1].id, T0 + 60_001).unwrap();
-    assert_eq!(store.pending().unwrap(), 0);
-    assert!(store.due(i64::MAX, 10).unwrap().is_empty());
-
-    // Held during maintenance: not due, listed, then summarised.
-    assert!(store.hold_alert(&alert("leak:b:3", T0)).unwrap());
-    assert!(store.hold_alert(&alert("leak:b:4", T0)).unwrap());
-    assert!(
-        !store.enqueue(&alert("leak:b:3", T0)).unwrap(),
-        "held counts for dedupe"
-    );
-    assert!(store.due(i64::MAX, 10).unwrap().is_empty());
-    let held = store.held_alerts().unwrap();
-    assert_eq!(held.len(), 2);
-    let mut summary = alert("maintenance:1", T0);
-    summary.kind = AlertKind::MaintenanceSummary;
-    let ids: Vec<i64> = held.iter().map(|a| a.id).collect();
     assert_eq!(
         store
-            .release_held(&ids, Release::Summarise(&summary))
+            .enqueue(&[notice("leak:a:1", T0, &["email", "chat"])])
             .unwrap(),
         2
     );
-    assert!(store.held_alerts().unwrap().is_empty());
-    let due = store.due(i64::MAX, 10).unwrap();
+    assert_eq!(
+        store
+            .enqueue(&[notice("leak:a:1", T0, &["email", "chat"])])
+            .unwrap(),
+        0,
+        "dedupe"
+    );
+    assert_eq!(
+        store
+            .enqueue(&[notice("leak:a:2", T0 + 10, &["email"])])
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.pending().unwrap(), 3);
+    let due = store.due("email", T0, 10).unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].kind, AlertKind::MaintenanceSummary);
-    // Or sent one by one.
-    assert!(store.hold_alert(&alert("leak:c:5", T0)).unwrap());
-    let ids: Vec<i64> = store.held_alerts().unwrap().iter().map(|a| a.id).collect();
-    store.release_held(&ids, Release::SendEach).unwrap();
-    assert_eq!(store.pending().unwrap(), 2);
+    let a = &due[0];
+    assert_eq!(
+        (
+            a.kind.as_str(),
+            a.key.as_str(),
+            a.notice_key.as_str(),
+            a.channel.as_str()
+        ),
+        ("leak", "leak:a:1:email", "leak:a:1", "email")
+    );
+    assert_eq!(a.notice_json, "{\"key\":\"leak:a:1\"}");
+    store.mark_failed(a.id, "smtp: 451", T0 + 60_000).unwrap();
+    assert_eq!(
+        store.due("email", T0 + 59_999, 10).unwrap().len(),
+        1,
+        "only the second"
+    );
+    // The other channel's delivery of the same notice is not held back.
+    assert_eq!(store.due("chat", T0, 10).unwrap().len(), 1);
+    let retry = store.due("email", T0 + 60_000, 10).unwrap();
+    assert_eq!(retry.len(), 2);
+    assert_eq!(retry[1].attempts, 1);
+    assert_eq!(retry[1].last_error.as_deref(), Some("smtp: 451"));
+    store
+        .mark_delivered(retry[0].id, T0 + 60_001, "250 ok")
+        .unwrap();
+    store
+        .mark_delivered(retry[1].id, T0 + 60_001, "250 ok")
+        .unwrap();
+    assert_eq!(store.pending().unwrap(), 1);
+    assert!(store.due("email", i64::MAX, 10).unwrap().is_empty());
+    let chat = store.due("chat", i64::MAX, 10).unwrap();
+    store.mark_dropped(chat[0].id, "unreadable").unwrap();
+    assert_eq!(store.pending().unwrap(), 0);
+    let all = store.deliveries(Some("leak:a:1"), 10).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all
+        .iter()
+        .any(|d| d.status == DeliveryStatus::Delivered && d.answer.as_deref() == Some("250 ok")));
+    assert!(all.iter().any(|d| d.status == DeliveryStatus::Dropped));
+}
+
+/// The alert step: state, mark and notices in one transaction, refused for
+/// a check already taken in; the checks not yet taken in are found.
+#[test]
+fn alert_step_is_one_transaction_and_applied_once() {
+    let (_dir, store) = temp_store();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| {
+            store
+                .record_check(&result_at("a", Outcome::Fail, T0 + i), &rec(T0 + i))
+                .unwrap()
+        })
+        .collect();
+    store
+        .record_check(&result_at("b", Outcome::Pass, T0 + 5), &rec(T0 + 5))
+        .unwrap();
+    // Never stepped: every check of the line, oldest first.
+    assert!(store.line_state("a").unwrap().is_none());
+    let pending: Vec<i64> = store
+        .checks_to_take_in("a", None, 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(pending, ids);
+    let step = |through: i64, key: &str| AlertStep {
+        states: vec![StateWrite {
+            line: "a".into(),
+            state_json: format!("{{\"through\":{through}}}"),
+            through_check_id: Some(through),
+        }],
+        notices: vec![notice(key, T0, &["email"])],
+        at_ms: T0,
+    };
+    assert_eq!(
+        store.apply_alert_step(&step(ids[1], "leak:a:x")).unwrap(),
+        StepOutcome::Applied { deliveries: 1 }
+    );
+    let row = store.line_state("a").unwrap().unwrap();
+    assert_eq!(row.through_check_id, Some(ids[1]));
+    assert_eq!(row.state_json, format!("{{\"through\":{}}}", ids[1]));
+    // Only the newer check is left; the older step is refused whole.
+    let left: Vec<i64> = store
+        .checks_to_take_in("a", row.through_check_id, 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(left, [ids[2]]);
+    assert_eq!(
+        store.apply_alert_step(&step(ids[0], "leak:a:y")).unwrap(),
+        StepOutcome::AlreadyTakenIn
+    );
+    assert!(store.deliveries(Some("leak:a:y"), 10).unwrap().is_empty());
+    // A step with no check (a summary) keeps the mark.
+    let summary = AlertStep {
+        states: vec![StateWrite {
+            line: "a".into(),
+            state_json: "{}".into(),
+            through_check_id: None,
+        }],
+        notices: vec![],
+        at_ms: T0,
+    };
+    store.apply_alert_step(&summary).unwrap();
+    assert_eq!(
+        store.line_state("a").unwrap().unwrap().through_check_id,
+        Some(ids[1])
+    );
+    // At most the newest `limit` when many are waiting.
+    let newest: Vec<i64> = store
+        .checks_to_take_in("a", None, 2)
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(newest, [ids[1], ids[2]]);
+}
+
+/// Upgrading from the email-only outbox: its pending emails stay pending
+/// (on the `email` channel, as rendered), its sent ones stay sent, held
+/// ones are never sent; the lines' marks start at their newest check.
+#[test]
+fn migration_keeps_the_old_outbox_and_marks_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for (key, status) in [
+            ("leak:r:7", "pending"),
+            ("leak:r:3", "sent"),
+            ("leak:r:5", "held"),
+        ] {
+            conn.execute(
+                "INSERT INTO outbox (dedupe_key, kind, line, check_id, recipients_json, subject, text, html, \
+                 attempts, created_at_ms, next_attempt_at_ms, status) VALUES (?1, 'leak', 'r', 7, \
+                 '[\"noc@example.org\"]', 'S', 'T', '<p>H</p>', 2, ?2, ?2, ?3)",
+                rusqlite::params![key, T0, status],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO alert_state (line, state_json, updated_at_ms) VALUES ('r', '{\"status\":\"failing\"}', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.pending().unwrap(), 1);
+    let due = store.due("email", i64::MAX, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].key.as_str(), due[0].attempts),
+        ("leak:r:7:email", 2)
+    );
+    let n: cidguard::alert::Notice = serde_json::from_str(&due[0].notice_json).unwrap();
+    assert_eq!(n.key, "leak:r:7");
+    assert_eq!(n.at.timestamp_millis(), T0);
+    match n.facts {
+        cidguard::alert::Facts::LegacyEmail {
+            recipients,
+            subject,
+            text,
+            html,
+        } => assert_eq!(
+            (recipients, subject.as_str(), text.as_str(), html.as_str()),
+            (vec!["noc@example.org".to_string()], "S", "T", "<p>H</p>")
+        ),
+        other => panic!("not the old email: {other:?}"),
+    }
+    let all = store.deliveries(None, 10).unwrap();
+    let status = |k: &str| all.iter().find(|d| d.notice_key == k).map(|d| d.status);
+    assert_eq!(status("leak:r:3"), Some(DeliveryStatus::Delivered));
+    assert_eq!(status("leak:r:5"), Some(DeliveryStatus::Dropped));
+    // The old state is kept; its mark starts empty (no checks then).
+    let row = store.line_state("r").unwrap().unwrap();
+    assert_eq!(row.state_json, "{\"status\":\"failing\"}");
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+
+    // A line with history before the upgrade starts marked at its newest
+    // check: the upgrade does not replay old results.
+    let path2 = dir.path().join("h2.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path2).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    {
+        // Record checks with version-1 statements only (the columns of
+        // migration 1), as the old build did.
+        let conn = rusqlite::Connection::open(&path2).unwrap();
+        for i in 0..3 {
+            conn.execute(
+                "INSERT INTO checks (line, trigger_kind, trigger_json, started_at_ms, duration_ms, outcome, \
+                 expected, presented_json, findings_json, notes_json, call_json, summary, recorded_at_ms) \
+                 VALUES ('old', 'schedule', '{\"kind\":\"schedule\"}', ?1, 1, 'pass', 'withheld', '{}', '[]', '[]', '{}', 'ok', ?1)",
+                [T0 + i],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open(&path2).unwrap();
+    let row = store.line_state("old").unwrap().unwrap();
+    assert_eq!(row.through_check_id, Some(3));
+    assert!(store
+        .checks_to_take_in("old", row.through_check_id, 10)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

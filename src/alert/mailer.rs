@@ -21,7 +21,27 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Alerts, SmtpSecurity};
 
-use super::OutgoingAlert;
+use super::AlertKind;
+
+/// One email to send: what the email channel made of a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEmail {
+    /// What it is about (the `X-Cidguard-Alert` header).
+    pub kind: AlertKind,
+    /// Who gets it.
+    pub recipients: Vec<String>,
+    /// One line.
+    pub subject: String,
+    /// The text/plain part.
+    pub text: String,
+    /// The text/html part.
+    pub html: String,
+    /// The Message-ID is derived from it: the same key gives the same id,
+    /// so a copy sent twice can be folded by mail clients.
+    pub id_key: String,
+    /// When the alert was decided (ms since the Unix epoch): the Date.
+    pub created_at_ms: i64,
+}
 
 /// Problems found while setting the mailer up from the config.
 #[derive(Debug, thiserror::Error)]
@@ -201,11 +221,21 @@ impl Mailer {
     /// From a validated `[alerts]` section. Reads the SMTP password (env,
     /// file or credential) and the CA file now, so a mistake shows at start.
     pub fn from_config(a: &Alerts) -> Result<Mailer, MailerError> {
-        let from: Mailbox = a.from.parse().map_err(|e| MailerError::From {
-            value: a.from.clone(),
+        Mailer::from_settings(&a.from, a.smtp.as_ref(), a.file.as_ref())
+    }
+
+    /// From a sender and a transport (an email channel's own, or
+    /// `[alerts]`'s).
+    pub fn from_settings(
+        from: &str,
+        smtp: Option<&crate::config::Smtp>,
+        file: Option<&crate::config::MailFiles>,
+    ) -> Result<Mailer, MailerError> {
+        let from: Mailbox = from.parse().map_err(|e| MailerError::From {
+            value: from.to_string(),
             message: format!("{e}"),
         })?;
-        let transport = match (&a.smtp, &a.file) {
+        let transport = match (smtp, file) {
             (Some(s), _) => {
                 let credentials = match (&s.username, &s.password) {
                     (Some(u), Some(p)) => Some(Credentials::new(
@@ -276,14 +306,14 @@ impl Mailer {
     }
 
     /// The email as it will be sent. The Message-ID is derived from the
-    /// dedupe key, so a copy sent twice (see the sender's at-least-once
+    /// notice's key, so a copy sent twice (see the sender's at-least-once
     /// note) carries the same id and mail clients can fold the two.
-    pub fn build_message(&self, alert: &OutgoingAlert) -> Result<Message, SendError> {
+    pub fn build_message(&self, alert: &OutgoingEmail) -> Result<Message, SendError> {
         if alert.recipients.is_empty() {
             return Err(SendError::Build("the alert has no recipients".into()));
         }
         let domain = self.from.email.domain().to_string();
-        let digest = Sha256::digest(alert.dedupe_key.as_bytes());
+        let digest = Sha256::digest(alert.id_key.as_bytes());
         let id: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         let mut b = Message::builder()
             .from(self.from.clone())
@@ -315,7 +345,7 @@ impl Mailer {
     }
 
     /// Send one alert.
-    pub async fn send(&self, alert: &OutgoingAlert) -> Result<Delivery, SendError> {
+    pub async fn send(&self, alert: &OutgoingEmail) -> Result<Delivery, SendError> {
         let mut log = Vec::new();
         self.send_logged(alert, &mut log).await
     }
@@ -323,7 +353,7 @@ impl Mailer {
     /// Send one alert, recording each step of the dialogue in `log`.
     pub async fn send_logged(
         &self,
-        alert: &OutgoingAlert,
+        alert: &OutgoingEmail,
         log: &mut Vec<DialogueStep>,
     ) -> Result<Delivery, SendError> {
         let message = self.build_message(alert)?;

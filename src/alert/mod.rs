@@ -1,56 +1,67 @@
-//! Alerts: deciding when a line's results deserve an email, composing it,
-//! and delivering it through a durable outbox.
+//! Alerts: deciding when a line's results deserve telling, and delivering
+//! that on every channel people use, through a durable outbox.
 //!
 //! ```text
-//! CheckResult ─▶ state machine (pure) ─▶ Action::{RecheckNow, Queue(Alert), Hold(Alert)}
-//!                                             │
-//!                      store (outbox table) ◀─┘ ─▶ sender loop ─▶ SMTP / file
+//! recorded check ─▶ state machine (pure) ─▶ Decision::{RecheckNow, Notify(Notice), Hold(Notice)}
+//!                                                 │
+//!          one store transaction: state + mark + one delivery per (notice, channel)
+//!                                                 │
+//!                  one sender per channel ─▶ Channel::deliver ─▶ email / webhook / ntfy / Teams / Slack / Matrix
 //! ```
 //!
-//! The contract between the alert side and the store is [`OutboxStore`]:
-//! alerts are written to the database first and sent in the background, so
-//! an SMTP outage never blocks a check and never loses an alert.
+//! Decide, then deliver: the state machine returns notices (kind, line,
+//! check, facts) and renders nothing; each channel renders a notice its own
+//! way when it delivers it, so an email looks as it always did and a chat
+//! message is short, masked, and links to the dashboard.
 //!
 //! - [`state`]: when to alert ([`on_result`], [`maintenance_summary`]), pure.
+//! - [`notice`]: what a notice knows, as plain data.
+//! - [`step`]: taking a recorded check in, in one transaction, and catching
+//!   up on checks recorded just before a crash.
 //! - [`shape`]: the "shape" of what a passing call presented, for drift.
 //! - [`render`]: what the email says (subject, text, HTML), pure.
+//! - [`chat`]: what a chat message says, masked.
+//! - [`channel`]: the channels, and the [`Channel`] trait.
 //! - [`mailer`]: delivering one email (SMTP dialogue or `.eml` file).
-//! - [`sender`]: the background loop draining the outbox, with backoff.
+//! - [`sender`]: the background loop per channel, with backoff.
 //!
-//! How the daemon uses it, per check result:
-//!
-//! 1. `let (next, actions) = on_result(&state, &result, check_id, now, &policy, in_window)`;
-//! 2. in one database transaction: store `next` (opaque JSON) and
-//!    [`OutboxStore::enqueue`] every `Action::Queue`; `Action::Hold` needs
-//!    nothing (the held alert is inside `next`), `Action::RecheckNow` asks
-//!    for an immediate check of the line with `Trigger::Confirm`;
-//! 3. wake the sender (`SenderOptions::wake`).
-//!
-//! When no maintenance window is open and any line's state holds alerts,
-//! call [`maintenance_summary`] over all lines once, enqueue its alert and
-//! store the states (a re-run after a crash yields the same dedupe key).
+//! Where this sits against the store: the store keeps notices and
+//! deliveries as plain data (keys, channel names, the notice's JSON) behind
+//! its [`OutboxStore`] and [`crate::store::AlertStateStore`] traits and
+//! imports nothing from here; this side defines what a notice is and uses
+//! those traits. One direction only: `alert` → `store`.
 
+pub mod channel;
+pub mod chat;
 pub mod mailer;
+pub mod notice;
 pub mod render;
 pub mod sender;
 pub mod shape;
 pub mod state;
+pub mod step;
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use mailer::{Delivery, DialogueStep, Mailer, MailerError, SendError};
+pub use crate::store::OutboxStore;
+pub use channel::{Channel, ChannelSetupError, Delivered, DeliveryError, Subscription};
+pub use mailer::{Delivery, DialogueStep, Mailer, MailerError, OutgoingEmail, SendError};
+pub use notice::{delivery_id, CheckFacts, Facts, LastKnown, LeakBasis, Notice, SummaryLine};
 pub use render::{Email, Renderer};
 pub use sender::{run_sender, RetryPolicy, SenderOptions, SenderStats};
 pub use shape::IdentityShape;
 pub use state::{
-    maintenance_summary, on_result, Action, AlertPolicy, HeldAlert, LineAlertState, LineStatus,
+    maintenance_summary, on_result, AlertPolicy, Decision, HeldAlert, LineAlertState, LineStatus,
 };
 
+use crate::config::ChannelKind;
+
 /// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlertKind {
     /// A confirmed leak or wrong presentation.
@@ -90,85 +101,8 @@ impl fmt::Display for AlertKind {
     }
 }
 
-/// An alert ready to send (rendered), as stored in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutgoingAlert {
-    /// Outbox row id (0 before it is stored).
-    pub id: i64,
-    pub kind: AlertKind,
-    /// The line it is about (None for summaries and tests).
-    pub line: Option<String>,
-    /// The history id of the check that caused it, if any.
-    pub check_id: Option<i64>,
-    pub recipients: Vec<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: String,
-    /// A stable key so the same alert is never queued twice (e.g.
-    /// `leak:reception:<check id>`).
-    pub dedupe_key: String,
-    /// Send attempts so far.
-    pub attempts: u32,
-    /// Milliseconds since the Unix epoch.
-    pub created_at_ms: i64,
-    pub next_attempt_at_ms: i64,
-    pub last_error: Option<String>,
-}
-
-impl OutgoingAlert {
-    /// A new alert, not yet stored: due at once, no attempts.
-    pub fn new(
-        kind: AlertKind,
-        line: Option<&str>,
-        check_id: Option<i64>,
-        recipients: Vec<String>,
-        email: Email,
-        dedupe_key: String,
-        created_at_ms: i64,
-    ) -> OutgoingAlert {
-        OutgoingAlert {
-            id: 0,
-            kind,
-            line: line.map(str::to_string),
-            check_id,
-            recipients,
-            subject: email.subject,
-            text: email.text,
-            html: email.html,
-            dedupe_key,
-            attempts: 0,
-            created_at_ms,
-            next_attempt_at_ms: created_at_ms,
-            last_error: None,
-        }
-    }
-}
-
-/// The outbox as the sender sees it. The store implements it on its
-/// database; tests may implement it in memory.
-///
-/// The methods are synchronous (a local database); the sender calls them on
-/// the blocking pool, never on the async workers.
-pub trait OutboxStore: Send + Sync {
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// Queue an alert. Returns false (and stores nothing) when an alert with
-    /// the same `dedupe_key` already exists, sent or not.
-    fn enqueue(&self, alert: &OutgoingAlert) -> Result<bool, Self::Error>;
-    /// Alerts not yet sent whose next attempt is due at `now_ms`
-    /// (`next_attempt_at_ms <= now_ms`), oldest first.
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutgoingAlert>, Self::Error>;
-    /// The server accepted the alert: never send it again.
-    fn mark_sent(&self, id: i64, at_ms: i64) -> Result<(), Self::Error>;
-    /// A send attempt failed: add one to `attempts`, keep `error` as
-    /// `last_error`, and make it due again at `next_attempt_at_ms`.
-    fn mark_failed(&self, id: i64, error: &str, next_attempt_at_ms: i64)
-        -> Result<(), Self::Error>;
-    /// Unsent alerts (for metrics and the dashboard).
-    fn pending(&self) -> Result<usize, Self::Error>;
-}
-
 /// A problem setting alerting up from the config: exit status 2 for the
-/// command line, a refusal to start for the daemon.
+/// command line, a refusal to start alerts for the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertSetupError {
     #[error("{}: no [alerts] section: add one with recipients, from and [alerts.smtp] or [alerts.file]", path.display())]
@@ -183,17 +117,37 @@ pub enum AlertSetupError {
         path: std::path::PathBuf,
         source: MailerError,
     },
+    #[error("{}: {source}", path.display())]
+    Channel {
+        path: std::path::PathBuf,
+        source: ChannelSetupError,
+    },
+    #[error("{}: no alert channel named {name:?} (the channels: {known})", path.display())]
+    NoSuchChannel {
+        path: std::path::PathBuf,
+        name: String,
+        known: String,
+    },
 }
 
-/// What `cidguard alert test` did: where it sent, each step of the SMTP
-/// dialogue, and whether the server accepted the message.
+/// What `cidguard alert test` did on one channel: where it sent, each step
+/// (the SMTP dialogue, or the HTTP request and answer), and whether the far
+/// end took it.
 #[derive(Debug)]
 pub struct TestReport {
-    /// `smtp 127.0.0.1:587 (STARTTLS, as alice)`, or the folder.
+    /// The channel's name.
+    pub channel: String,
+    /// Its kind.
+    pub kind: ChannelKind,
+    /// `smtp 127.0.0.1:587 (STARTTLS, as alice)`, the folder, or the URL's
+    /// origin.
     pub via: String,
+    /// An email channel's recipients.
     pub recipients: Vec<String>,
+    /// Each step and what the far end said.
     pub steps: Vec<DialogueStep>,
-    pub result: Result<Delivery, SendError>,
+    /// Delivered, or why not.
+    pub result: Result<Delivered, DeliveryError>,
 }
 
 impl TestReport {
@@ -201,18 +155,26 @@ impl TestReport {
         self.result.is_ok()
     }
 
-    /// The human report the command prints. The server's replies are its
+    /// The human report the command prints. The far end's replies are its
     /// text, not ours: control characters are escaped.
     pub fn human(&self) -> String {
         use crate::escape::control as esc;
         use std::fmt::Write as _;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "Sending a test email to {} via {}",
-            self.recipients.join(", "),
-            self.via
-        );
+        if self.kind == ChannelKind::Email {
+            let _ = writeln!(
+                out,
+                "Sending a test email to {} via {}",
+                self.recipients.join(", "),
+                self.via
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "Sending a test notice to channel {:?} via {}",
+                self.channel, self.via
+            );
+        }
         let width = self
             .steps
             .iter()
@@ -227,7 +189,7 @@ impl TestReport {
                 for r in &d.refused {
                     let _ = writeln!(out, "Refused recipient {}: {}", r.recipient, esc(&r.reply));
                 }
-                let _ = writeln!(out, "Accepted: {}", esc(&d.reply));
+                let _ = writeln!(out, "Accepted: {}", esc(&d.answer));
             }
             Err(e) => {
                 let _ = writeln!(out, "FAILED: {}", esc(&e.to_string()));
@@ -237,10 +199,98 @@ impl TestReport {
     }
 }
 
-/// Send a test email through the configured transport, recording the
-/// dialogue. Setup problems (no `[alerts]`, an unreadable password or CA
-/// file) are errors; a failed send is a report with `result` set to the
-/// error.
+/// The test notice.
+fn test_notice(now: chrono::DateTime<chrono::Utc>) -> Notice {
+    Notice {
+        key: format!("test:{}", now.timestamp_millis()),
+        kind: AlertKind::Test,
+        line: None,
+        check_id: None,
+        at: now,
+        expected: None,
+        link: None,
+        facts: Facts::Test {},
+    }
+}
+
+/// Send a test notice to every channel (or the one named), recording each
+/// exchange. Setup problems (no `[alerts]`, an unreadable secret or CA
+/// file, an unknown channel) are errors; a failed delivery is a report with
+/// `result` set to the error.
+pub async fn send_test_notices(
+    plan: &crate::plan::Plan,
+    config_path: &Path,
+    only: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<TestReport>, AlertSetupError> {
+    let cfg = plan.config();
+    let path = || config_path.to_path_buf();
+    if cfg.alerts.is_none() {
+        return Err(AlertSetupError::NotConfigured { path: path() });
+    }
+    let channels =
+        channel::from_config(cfg, config_path).map_err(|source| AlertSetupError::Channel {
+            path: path(),
+            source,
+        })?;
+    let chosen: Vec<Arc<dyn Channel>> = match only {
+        None => channels,
+        Some(name) => {
+            let known = channels
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let c: Vec<_> = channels.into_iter().filter(|c| c.name() == name).collect();
+            if c.is_empty() {
+                return Err(AlertSetupError::NoSuchChannel {
+                    path: path(),
+                    name: name.to_string(),
+                    known,
+                });
+            }
+            c
+        }
+    };
+    let notice = test_notice(now);
+    let mut reports = Vec::new();
+    for c in chosen {
+        let recipients = match c.kind() {
+            ChannelKind::Email => email_recipients(cfg, c.name()),
+            _ => Vec::new(),
+        };
+        let mut steps = Vec::new();
+        let result = c.deliver_logged(&notice, &mut steps).await;
+        reports.push(TestReport {
+            channel: c.name().to_string(),
+            kind: c.kind(),
+            via: c.describe(),
+            recipients,
+            steps,
+            result,
+        });
+    }
+    Ok(reports)
+}
+
+/// An email channel's recipients, from the config.
+fn email_recipients(cfg: &crate::config::Config, name: &str) -> Vec<String> {
+    let Some(a) = &cfg.alerts else {
+        return Vec::new();
+    };
+    if name == crate::config::Alerts::EMAIL && a.has_implicit_email() {
+        return a.recipients.clone();
+    }
+    a.channels
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.recipients.clone())
+        .unwrap_or_default()
+}
+
+/// Send a test email through the `email` channel (`[alerts]`'s own
+/// settings), recording the dialogue: what `cidguard alert test` did
+/// before there were other channels.
 pub async fn send_test_email(
     plan: &crate::plan::Plan,
     config_path: &Path,
@@ -253,31 +303,26 @@ pub async fn send_test_email(
         .ok_or_else(|| AlertSetupError::NotConfigured {
             path: config_path.to_path_buf(),
         })?;
-    let renderer =
-        Renderer::from_plan(plan, config_path).map_err(|source| AlertSetupError::Render {
+    let base = Renderer::from_config(plan.config(), config_path).map_err(|source| {
+        AlertSetupError::Render {
             path: config_path.to_path_buf(),
             source,
-        })?;
-    let mailer = Mailer::from_config(alerts).map_err(|source| AlertSetupError::Mailer {
-        path: config_path.to_path_buf(),
-        source,
+        }
     })?;
-    let email = renderer.test_email(now);
-    let now_ms = now.timestamp_millis();
-    let alert = OutgoingAlert::new(
-        AlertKind::Test,
-        None,
-        None,
-        renderer.recipients().to_vec(),
-        email,
-        format!("test:{now_ms}"),
-        now_ms,
-    );
+    let email = channel::email::EmailChannel::implicit(alerts, &base).map_err(|source| {
+        AlertSetupError::Channel {
+            path: config_path.to_path_buf(),
+            source,
+        }
+    })?;
+    let notice = test_notice(now);
     let mut steps = Vec::new();
-    let result = mailer.send_logged(&alert, &mut steps).await;
+    let result = email.deliver_logged(&notice, &mut steps).await;
     Ok(TestReport {
-        via: mailer.describe(),
-        recipients: alert.recipients.clone(),
+        channel: email.name().to_string(),
+        kind: ChannelKind::Email,
+        via: email.describe(),
+        recipients: email.recipients().to_vec(),
         steps,
         result,
     })

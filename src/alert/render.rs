@@ -1,5 +1,6 @@
 //! What an alert email says: subject, a plain-text part and an HTML part,
-//! built from check results and the config. Pure: no I/O, no clock.
+//! rendered from a [`Notice`] when the email channel delivers it. Pure: no
+//! I/O, no clock.
 //!
 //! Both parts come from one document model ([`Doc`]), so they always say
 //! the same thing, and every string goes through the same cleaning on its
@@ -10,7 +11,6 @@
 //! part escapes every character that means something in HTML. There is no
 //! path from a SIP value to raw HTML.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -18,10 +18,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::check::result::{CheckResult, Trigger};
-use crate::plan::Plan;
+use crate::config::Config;
 use crate::verdict::numbers::{NumberError, NumberSet};
 use crate::verdict::Kind;
 
+use super::notice::{Facts, LastKnown, LeakBasis, Notice, SummaryLine};
 use super::shape::IdentityShape;
 use super::state::HeldAlert;
 use super::AlertKind;
@@ -29,68 +30,62 @@ use super::AlertKind;
 /// A rendered email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
+    /// One line, controls escaped.
     pub subject: String,
+    /// The text/plain part.
     pub text: String,
+    /// The text/html part.
     pub html: String,
 }
 
+/// Why a renderer can't be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderSetupError {
     #[error("the organisation's numbers can't be read for masking: {0}")]
     Numbers(#[from] NumberError),
 }
 
-/// Why a leak alert is sent now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeakBasis {
-    /// The first failing check, confirmed by an immediate re-check.
-    Confirmed { first_check_id: i64 },
-    /// `count` failing checks within `window` whose re-checks passed (or,
-    /// with `count` 1, alerts are set to fire on the first failure).
-    Repeated { count: u32, window: Duration },
+/// What a line notice's email says beyond its check: from the notice.
+struct About {
+    /// The check's history id.
+    check_id: i64,
+    /// What the line must present, in words.
+    expected: String,
+    /// The check's dashboard page.
+    link: Option<String>,
 }
 
-/// Where a line stands, for "can't test" and maintenance summaries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LastKnown {
-    /// Never judged.
-    Unknown,
-    Passing,
-    /// A confirmed leak, since then, with its summary.
-    Failing {
-        since: DateTime<Utc>,
-        summary: String,
-    },
-    /// A failed check whose confirming re-check never completed.
-    Unconfirmed {
-        at: DateTime<Utc>,
-        check_id: i64,
-    },
+impl About {
+    fn of(n: &Notice) -> About {
+        About {
+            check_id: n.check_id.unwrap_or(0),
+            expected: n
+                .expected
+                .clone()
+                .unwrap_or_else(|| "(this line is no longer in the config)".into()),
+            link: n.link.clone(),
+        }
+    }
 }
 
-/// One line's part of a maintenance summary.
-#[derive(Debug, Clone)]
-pub struct SummaryLine {
-    pub line: String,
-    pub now: LastKnown,
-    /// The line can't be tested at the moment (inconclusive run alerted).
-    pub cant_test: bool,
-    pub held: Vec<HeldAlert>,
-    /// Held alerts dropped to bound the state's size.
-    pub dropped: u32,
-}
-
-/// Everything from the config that emails need, compiled once.
+/// Everything from the config that a channel's messages need, compiled
+/// once per channel (masking is the channel's choice).
 #[derive(Debug, Clone)]
 pub struct Renderer {
+    /// Named in footers.
     org_name: String,
+    /// The email channel's recipients (listed in the test email).
     recipients: Vec<String>,
+    /// The dashboard's base URL, for links in test emails and in summaries
+    /// of notices held by an earlier cidguard.
     dashboard_url: Option<String>,
+    /// Named in the re-check command.
     config_path: String,
+    /// Hide the organisation's numbers but their last two digits.
     mask: bool,
+    /// The organisation's numbers, to find them in any form.
     numbers: NumberSet,
-    /// Line name -> what it must present, in words.
-    expectations: HashMap<String, String>,
+    /// The configured lines (listed in the test email).
     lines: Vec<String>,
 }
 
@@ -100,8 +95,9 @@ const MAX_VALUE_CHARS: usize = 400;
 impl Renderer {
     /// `config_path` is what the re-check command in emails names; give the
     /// path the daemon was started with, absolute if possible.
-    pub fn from_plan(plan: &Plan, config_path: &Path) -> Result<Renderer, RenderSetupError> {
-        let cfg = plan.config();
+    /// This is the `email` channel's renderer (`[alerts]`'s recipients and
+    /// masking); [`Renderer::for_channel`] gives another channel's.
+    pub fn from_config(cfg: &Config, config_path: &Path) -> Result<Renderer, RenderSetupError> {
         let alerts = cfg.alerts.as_ref();
         Ok(Renderer {
             org_name: cfg.organisation.name.clone(),
@@ -112,17 +108,113 @@ impl Renderer {
             config_path: config_path.display().to_string(),
             mask: alerts.is_some_and(|a| a.mask_numbers),
             numbers: NumberSet::new(&cfg.organisation.numbers, &cfg.organisation.region)?,
-            expectations: plan
-                .lines()
-                .iter()
-                .map(|l| (l.name().to_string(), l.policy().expectation()))
-                .collect(),
             lines: cfg.lines.iter().map(|l| l.name.clone()).collect(),
         })
     }
 
+    /// The same, with a channel's recipients (email) and masking.
+    pub fn for_channel(&self, recipients: Vec<String>, mask: bool) -> Renderer {
+        Renderer {
+            recipients,
+            mask,
+            ..self.clone()
+        }
+    }
+
+    /// The email channel's recipients.
     pub fn recipients(&self) -> &[String] {
         &self.recipients
+    }
+
+    /// Whether numbers are masked.
+    pub fn masks(&self) -> bool {
+        self.mask
+    }
+
+    /// The organisation's name.
+    pub fn org_name(&self) -> &str {
+        &self.org_name
+    }
+
+    /// The re-check command for a line, as emails print it.
+    pub fn recheck(&self, line: &str) -> String {
+        self.recheck_command(line)
+    }
+
+    /// A notice's email.
+    pub fn email(&self, n: &Notice) -> Email {
+        let about = About::of(n);
+        match &n.facts {
+            Facts::Leak {
+                check,
+                since,
+                basis,
+            } => self.leak(&check.to_result(), &about, *since, basis),
+            Facts::Reminder {
+                check,
+                since,
+                every_secs,
+            } => self.reminder(
+                &check.to_result(),
+                &about,
+                *since,
+                n.at,
+                Duration::from_secs(*every_secs),
+            ),
+            Facts::Resolved {
+                check,
+                failed_since,
+                failed_summary,
+            } => self.resolved(
+                &check.to_result(),
+                &about,
+                failed_since.map(|s| (s, failed_summary.clone().unwrap_or_default())),
+                n.at,
+            ),
+            Facts::CantTest {
+                check,
+                run,
+                since,
+                reasons,
+                last,
+            } => self.cant_test(&check.to_result(), &about, *run, *since, reasons, last),
+            Facts::Drift {
+                check,
+                before,
+                after,
+            } => self.drift(&check.to_result(), &about, before, after),
+            Facts::MaintenanceSummary { lines } => self.maintenance_summary(lines, n.at),
+            Facts::Test {} => self.test_email(n.at),
+            Facts::LegacyEmail {
+                subject,
+                text,
+                html,
+                ..
+            } => Email {
+                subject: subject.clone(),
+                text: text.clone(),
+                html: html.clone(),
+            },
+        }
+    }
+
+    /// The subject of a held notice, as its own email would have had it.
+    fn held_subject(&self, h: &HeldAlert) -> String {
+        match &h.notice {
+            Some(n) if h.subject.is_empty() => self.email(n).subject,
+            _ => h.subject.clone(),
+        }
+    }
+
+    /// The text part of a held leak or reminder, for the summary to quote.
+    fn held_text(&self, h: &HeldAlert) -> Option<String> {
+        if h.text.is_some() {
+            return h.text.clone();
+        }
+        h.notice
+            .as_ref()
+            .filter(|n| matches!(n.kind, AlertKind::Leak | AlertKind::Reminder))
+            .map(|n| self.email(n).text)
     }
 
     /// Hide the organisation's numbers (when masking is on): every digit of
@@ -168,13 +260,6 @@ impl Renderer {
         out
     }
 
-    fn expectation(&self, line: &str) -> String {
-        self.expectations
-            .get(line)
-            .cloned()
-            .unwrap_or_else(|| "(this line is no longer in the config)".into())
-    }
-
     fn recheck_command(&self, line: &str) -> String {
         format!(
             "cidguard check --config {} --line {}",
@@ -190,10 +275,10 @@ impl Renderer {
     }
 
     /// The closing blocks every line alert has: re-check command, link.
-    fn closing(&self, doc: &mut Doc, line: &str, check_id: i64) {
+    fn closing(&self, doc: &mut Doc, line: &str, a: &About) {
         doc.push(Block::Heading("Re-check now".into()));
         doc.push(Block::Command(self.recheck_command(line)));
-        if let Some(url) = self.check_link(check_id) {
+        if let Some(url) = a.link.clone() {
             doc.push(Block::Link {
                 label: "Details and evidence".into(),
                 url,
@@ -274,11 +359,12 @@ impl Renderer {
     fn leak_doc(
         &self,
         r: &CheckResult,
-        check_id: i64,
+        a: &About,
         title: String,
         intro: Vec<String>,
         since: DateTime<Utc>,
     ) -> Doc {
+        let check_id = a.check_id;
         let identity = r.findings.iter().any(|f| f.kind != Kind::Presentation);
         let mut doc = Doc::new(Tone::Alarm, title);
         for p in intro {
@@ -295,10 +381,7 @@ impl Renderer {
                 .to_string(),
                 fmt_time(since),
             ),
-            (
-                "The line must present".to_string(),
-                self.expectation(&r.line),
-            ),
+            ("The line must present".to_string(), a.expected.clone()),
         ];
         facts.extend(self.facts_for_check(r, check_id));
         doc.push(Block::Facts(facts));
@@ -326,18 +409,13 @@ impl Renderer {
                     .collect(),
             ));
         }
-        self.closing(&mut doc, &r.line, check_id);
+        self.closing(&mut doc, &r.line, a);
         doc
     }
 
     /// A confirmed (or repeated) leak.
-    pub fn leak(
-        &self,
-        r: &CheckResult,
-        check_id: i64,
-        since: DateTime<Utc>,
-        basis: &LeakBasis,
-    ) -> Email {
+    fn leak(&self, r: &CheckResult, a: &About, since: DateTime<Utc>, basis: &LeakBasis) -> Email {
+        let check_id = a.check_id;
         let identity = r.findings.iter().any(|f| f.kind != Kind::Presentation);
         let what = if identity {
             "PRIVACY LEAK"
@@ -375,19 +453,20 @@ impl Renderer {
                     .to_string()
             }
         });
-        let doc = self.leak_doc(r, check_id, strip_prefix(&subject), intro, since);
+        let doc = self.leak_doc(r, a, strip_prefix(&subject), intro, since);
         doc.email(subject)
     }
 
     /// Still failing, `every` after the last alert.
-    pub fn reminder(
+    fn reminder(
         &self,
         r: &CheckResult,
-        check_id: i64,
+        a: &About,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
         every: Duration,
     ) -> Email {
+        let check_id = a.check_id;
         let identity = r.findings.iter().any(|f| f.kind != Kind::Presentation);
         let how_long = fmt_duration((now - since).to_std().unwrap_or(Duration::ZERO));
         let subject = format!(
@@ -406,26 +485,27 @@ impl Renderer {
             fmt_time(since),
             fmt_duration(every)
         )];
-        let doc = self.leak_doc(r, check_id, strip_prefix(&subject), intro, since);
+        let doc = self.leak_doc(r, a, strip_prefix(&subject), intro, since);
         doc.email(subject)
     }
 
     /// A failing line passes again (`failed_since` set), or a line that
     /// could not be tested can be again (`failed_since` None).
-    pub fn resolved(
+    fn resolved(
         &self,
         r: &CheckResult,
-        check_id: i64,
+        a: &About,
         failed_since: Option<(DateTime<Utc>, String)>,
         now: DateTime<Utc>,
     ) -> Email {
+        let check_id = a.check_id;
         let (subject, para) = match &failed_since {
             Some((since, summary)) => (
                 format!("[cidguard] Resolved: line {:?} is private again", r.line),
                 format!(
                     "Check #{check_id} passed: line {:?} presents {} again. It had been failing since {} (for {}): {}.",
                     r.line,
-                    self.expectation(&r.line),
+                    a.expected.clone(),
                     fmt_time(*since),
                     fmt_duration((now - *since).to_std().unwrap_or(Duration::ZERO)),
                     self.mask(summary)
@@ -439,7 +519,7 @@ impl Renderer {
                 format!(
                     "Check #{check_id} could test line {:?} again, and it passed: it presents {}.",
                     r.line,
-                    self.expectation(&r.line)
+                    a.expected.clone()
                 ),
             ),
         };
@@ -452,20 +532,21 @@ impl Renderer {
             doc.push(Block::Heading("What the call presented".into()));
             doc.push(b);
         }
-        self.closing(&mut doc, &r.line, check_id);
+        self.closing(&mut doc, &r.line, a);
         doc.email(subject)
     }
 
     /// `run` consecutive inconclusive results: cidguard can't test the line.
-    pub fn cant_test(
+    fn cant_test(
         &self,
         r: &CheckResult,
-        check_id: i64,
+        a: &About,
         run: u32,
         since: DateTime<Utc>,
         reasons: &[String],
         last: &LastKnown,
     ) -> Email {
+        let check_id = a.check_id;
         let reason = reasons
             .last()
             .cloned()
@@ -510,25 +591,23 @@ impl Renderer {
         doc.push(Block::Para(last_text));
         let mut facts = vec![
             ("Line".to_string(), r.line.clone()),
-            (
-                "The line must present".to_string(),
-                self.expectation(&r.line),
-            ),
+            ("The line must present".to_string(), a.expected.clone()),
         ];
         facts.extend(self.facts_for_check(r, check_id));
         doc.push(Block::Facts(facts));
-        self.closing(&mut doc, &r.line, check_id);
+        self.closing(&mut doc, &r.line, a);
         doc.email(subject)
     }
 
     /// A passing line's identity headers changed shape since its last pass.
-    pub fn drift(
+    fn drift(
         &self,
         r: &CheckResult,
-        check_id: i64,
+        a: &About,
         before: &IdentityShape,
         after: &IdentityShape,
     ) -> Email {
+        let check_id = a.check_id;
         let subject = format!(
             "[cidguard] Caller-ID headers changed on line {:?} (still private)",
             r.line
@@ -551,14 +630,11 @@ impl Renderer {
         }
         let mut facts = vec![
             ("Line".to_string(), r.line.clone()),
-            (
-                "The line must present".to_string(),
-                self.expectation(&r.line),
-            ),
+            ("The line must present".to_string(), a.expected.clone()),
         ];
         facts.extend(self.facts_for_check(r, check_id));
         doc.push(Block::Facts(facts));
-        self.closing(&mut doc, &r.line, check_id);
+        self.closing(&mut doc, &r.line, a);
         doc.email(subject)
     }
 
@@ -638,7 +714,7 @@ impl Renderer {
                         "{} (check #{}): {}",
                         fmt_time(h.at),
                         h.check_id.map_or("-".to_string(), |c| c.to_string()),
-                        strip_prefix(&h.subject)
+                        strip_prefix(&self.held_subject(h))
                     )
                 })
                 .collect();
@@ -650,10 +726,8 @@ impl Renderer {
             }
             doc.push(Block::List(items));
             if matches!(l.now, LastKnown::Failing { .. }) {
-                if let Some(h) = l.held.iter().rev().find(|h| h.text.is_some()) {
-                    if let Some(text) = &h.text {
-                        doc.push(Block::Pre(text.clone()));
-                    }
+                if let Some(text) = l.held.iter().rev().find_map(|h| self.held_text(h)) {
+                    doc.push(Block::Pre(text));
                 }
                 doc.push(Block::Command(self.recheck_command(&l.line)));
             }
@@ -708,15 +782,10 @@ impl Renderer {
         )));
         doc.email(subject)
     }
-
-    /// The text part of an alert, as kept while held.
-    pub(crate) fn held_from(email: &Email, kind: AlertKind) -> Option<String> {
-        matches!(kind, AlertKind::Leak | AlertKind::Reminder).then(|| email.text.clone())
-    }
 }
 
 /// Subject without the `[cidguard] ` tag, as the email's title.
-fn strip_prefix(subject: &str) -> String {
+pub(crate) fn strip_prefix(subject: &str) -> String {
     subject
         .strip_prefix("[cidguard] ")
         .unwrap_or(subject)
@@ -724,7 +793,7 @@ fn strip_prefix(subject: &str) -> String {
 }
 
 /// A plain-language reading of a reason, when one is recognisable.
-fn hint(reason: &str) -> Option<&'static str> {
+pub(crate) fn hint(reason: &str) -> Option<&'static str> {
     let r = reason.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| r.contains(w));
     if has(&[
@@ -755,7 +824,7 @@ fn hint(reason: &str) -> Option<&'static str> {
     }
 }
 
-fn trigger_text(t: &Trigger) -> String {
+pub(crate) fn trigger_text(t: &Trigger) -> String {
     match t {
         Trigger::Schedule => "scheduled".into(),
         Trigger::Manual { label: None, .. } => "run by hand".into(),
@@ -772,7 +841,7 @@ pub fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn fmt_rfc3339(s: &str) -> String {
+pub(crate) fn fmt_rfc3339(s: &str) -> String {
     DateTime::parse_from_rfc3339(s)
         .map(|t| fmt_time(t.with_timezone(&Utc)))
         .unwrap_or_else(|_| s.to_string())
@@ -805,7 +874,7 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -815,7 +884,7 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split(['\r', '\n']).collect::<Vec<_>>().join(" ")
 }
 
@@ -1062,8 +1131,27 @@ mod tests {
     use crate::config::Expect;
     use crate::verdict::{Finding, Outcome, Presented, PresentedIdentity};
 
+    /// What a notice about check `check_id` of line "reception" says
+    /// beyond the check, as the state machine makes it from the config.
+    fn about(check_id: i64) -> About {
+        let toml = renderer_toml(false);
+        let plan = crate::plan::Plan::from_toml(&toml, Path::new("t.toml")).unwrap();
+        let p = crate::alert::AlertPolicy::from_plan(&plan);
+        About {
+            check_id,
+            expected: p.expectation("reception"),
+            link: p.check_link(check_id),
+        }
+    }
+
     fn renderer(mask: bool) -> Renderer {
-        let toml = format!(
+        let toml = renderer_toml(mask);
+        let cfg = Config::from_toml(&toml, Path::new("t.toml")).unwrap();
+        Renderer::from_config(&cfg, Path::new("/etc/cidguard/cidguard.toml")).unwrap()
+    }
+
+    fn renderer_toml(mask: bool) -> String {
+        format!(
             r#"
 [organisation]
 name = "Eastside Women's Refuge"
@@ -1081,9 +1169,7 @@ dashboard_url = "https://cidguard.example/"
 mask_numbers = {mask}
 file = {{ dir = "/tmp/x" }}
 "#
-        );
-        let plan = Plan::from_toml(&toml, Path::new("t.toml")).unwrap();
-        Renderer::from_plan(&plan, Path::new("/etc/cidguard/cidguard.toml")).unwrap()
+        )
     }
 
     fn leak_result(value: &str) -> CheckResult {
@@ -1131,7 +1217,7 @@ file = {{ dir = "/tmp/x" }}
         let r = leak_result("\"Eastside\" <sip:+61370100142@pbx.example>");
         let e = renderer(false).leak(
             &r,
-            42,
+            &about(42),
             at("2025-03-01T09:59:00Z"),
             &LeakBasis::Confirmed { first_check_id: 41 },
         );
@@ -1162,7 +1248,7 @@ file = {{ dir = "/tmp/x" }}
         let r = leak_result("<sip:+61370100142@pbx.example>;tag=1");
         let e = renderer(true).leak(
             &r,
-            42,
+            &about(42),
             at("2025-03-01T09:59:00Z"),
             &LeakBasis::Confirmed { first_check_id: 41 },
         );
@@ -1182,7 +1268,7 @@ file = {{ dir = "/tmp/x" }}
         let r = leak_result("\"<script>alert(1)</script>\u{202e}\" <sip:x@y>");
         let e = renderer(false).leak(
             &r,
-            1,
+            &about(1),
             at("2025-03-01T09:59:00Z"),
             &LeakBasis::Confirmed { first_check_id: 1 },
         );
@@ -1209,7 +1295,7 @@ file = {{ dir = "/tmp/x" }}
         r.reason = Some(format!("registration refused: {hostile}"));
         let e = renderer(false).cant_test(
             &r,
-            1,
+            &about(1),
             3,
             at("2025-03-01T09:59:00Z"),
             &[r.reason.clone().unwrap_or_default()],
@@ -1224,7 +1310,7 @@ file = {{ dir = "/tmp/x" }}
         r.findings[0].header = format!("X-Evil{hostile}");
         let e = renderer(false).leak(
             &r,
-            1,
+            &about(1),
             at("2025-03-01T09:59:00Z"),
             &LeakBasis::Confirmed { first_check_id: 1 },
         );
@@ -1251,11 +1337,14 @@ recipients = ["noc@example.org"]
 from = "cidguard@example.org"
 file = { dir = "/tmp/x" }
 "#;
-        let plan = Plan::from_toml(toml, Path::new("t.toml")).unwrap();
-        let rd = Renderer::from_plan(&plan, Path::new("my config.toml")).unwrap();
+        let plan = crate::plan::Plan::from_toml(toml, Path::new("t.toml")).unwrap();
+        let rd = Renderer::from_config(plan.config(), Path::new("my config.toml")).unwrap();
         let e = rd.leak(
             &leak_result("x"),
-            3,
+            &About {
+                link: None,
+                ..about(3)
+            },
             at("2025-03-01T09:59:00Z"),
             &LeakBasis::Confirmed { first_check_id: 2 },
         );

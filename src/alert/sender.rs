@@ -1,17 +1,19 @@
-//! The background sender: drains the outbox, retries with exponential
-//! backoff, and marks an alert sent only once the server has accepted it.
+//! The background senders: one per channel, each draining that channel's
+//! deliveries from the outbox, retrying with exponential backoff, and
+//! marking a delivery done only once the far end has taken it.
 //!
-//! Checks never wait for it: they only enqueue (a database write). An SMTP
-//! outage only makes alerts wait in the outbox, with their attempts and last
-//! error visible there; a restart picks up whatever is unsent.
+//! Checks never wait for them: they only queue (a database write). A
+//! channel's outage only makes its own deliveries wait in the outbox, with
+//! their attempts and last error visible there; the other channels' senders
+//! run on as if nothing happened. A restart picks up whatever is pending.
 //!
 //! Delivery is at least once, not exactly once, at one edge: if the process
-//! dies (or the database refuses the write) after the server answered 250 to
-//! the message but before `mark_sent` is stored, the alert is sent again
-//! after the restart. Closing that gap would need the server to deduplicate;
-//! instead the copy carries the same Message-ID (derived from the dedupe
-//! key), which lets mail clients fold it. Within one run, an alert whose
-//! `mark_sent` failed is remembered and not sent again; marking is retried.
+//! dies (or the database refuses the write) after the far end took a notice
+//! but before `mark_delivered` is stored, it is sent again after the
+//! restart. The copy carries the same delivery id (email Message-ID,
+//! webhook `Idempotency-Key`, Matrix transaction id) so the receiver can
+//! drop it. Within one run, a delivery whose mark failed is remembered and
+//! not sent again; marking is retried.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,14 +23,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::Alerts;
+use crate::store::{Delivery, OutboxStore};
 
-use super::mailer::{now_ms, Mailer, SendError};
-use super::{OutboxStore, OutgoingAlert};
+use super::channel::Channel;
+use super::mailer::now_ms;
+use super::notice::Notice;
 
 /// Exponential backoff: `initial`, doubling per failed attempt, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// The first wait.
     pub initial: Duration,
+    /// The longest wait.
     pub max: Duration,
 }
 
@@ -53,15 +59,16 @@ impl Default for RetryPolicy {
     }
 }
 
-/// How the sender runs.
+/// How a sender runs.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
+    /// Backoff between attempts of one delivery.
     pub retry: RetryPolicy,
-    /// How often to look for due alerts when nothing wakes the sender.
+    /// How often to look for due deliveries when nothing wakes the sender.
     pub poll_every: Duration,
-    /// Alerts taken from the outbox per round.
+    /// Deliveries taken from the outbox per round.
     pub batch: usize,
-    /// Notify after enqueueing so the alert goes out at once.
+    /// Notified after queueing, so the notice goes out at once.
     pub wake: Arc<Notify>,
 }
 
@@ -91,7 +98,9 @@ impl Default for SenderOptions {
 /// What a sender did before it stopped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderStats {
+    /// Deliveries the far end took.
     pub sent: u64,
+    /// Attempts that failed.
     pub failed_attempts: u64,
 }
 
@@ -127,12 +136,19 @@ where
     }
 }
 
-/// Send queued alerts until `shutdown` completes. A message being sent when
-/// shutdown comes is finished first (each SMTP step has a time limit), so
-/// stopping doesn't widen the at-least-once edge described above.
+/// The notice of a delivery, if its JSON can be read.
+fn notice_of(d: &Delivery) -> Result<Notice, String> {
+    serde_json::from_str(&d.notice_json)
+        .map_err(|e| format!("the stored notice can't be read: {e}"))
+}
+
+/// Deliver a channel's pending notices until `shutdown` completes. A
+/// delivery in progress when shutdown comes is finished first (every step
+/// has a time limit), so stopping doesn't widen the at-least-once edge
+/// described above.
 pub async fn run_sender<S, F>(
     store: Arc<S>,
-    mailer: Mailer,
+    channel: Arc<dyn Channel>,
     options: SenderOptions,
     shutdown: F,
 ) -> SenderStats
@@ -140,9 +156,10 @@ where
     S: OutboxStore + 'static,
     F: Future<Output = ()>,
 {
+    let name = channel.name().to_string();
     let mut stats = SenderStats::default();
-    // Sent, but the store did not take `mark_sent`: id -> sent at.
-    let mut unmarked: HashMap<i64, i64> = HashMap::new();
+    // Delivered, but the store did not take `mark_delivered`: id -> (at, answer).
+    let mut unmarked: HashMap<i64, (i64, String)> = HashMap::new();
     tokio::pin!(shutdown);
     let mut stopping = false;
     // Polls the shutdown future once without waiting; it is never polled
@@ -158,7 +175,7 @@ where
             }
         };
     }
-    tracing::info!(via = %mailer.describe(), "alert sender started");
+    tracing::info!(channel = %name, via = %channel.describe(), "alert sender started");
     loop {
         check_shutdown!();
         if stopping {
@@ -168,75 +185,99 @@ where
 
         let now = now_ms();
         let batch = options.batch.max(1);
-        match blocking(&store, "reading due alerts", move |s| s.due(now, batch)).await {
-            Err(e) => tracing::warn!(error = %e, "alert outbox"),
+        let ch = name.clone();
+        match blocking(&store, "reading due deliveries", move |s| {
+            s.due(&ch, now, batch)
+        })
+        .await
+        {
+            Err(e) => tracing::warn!(channel = %name, error = %e, "alert outbox"),
             Ok(due) => {
-                let mut server_down: Option<String> = None;
-                for alert in due {
+                let mut down: Option<(String, Option<Duration>)> = None;
+                for d in due {
                     check_shutdown!();
                     if stopping {
                         break;
                     }
-                    if unmarked.contains_key(&alert.id) {
+                    if unmarked.contains_key(&d.id) {
                         continue;
                     }
-                    let outcome = if let Some(e) = server_down.clone() {
-                        // The server could not be used for the previous
-                        // alert: don't hammer it, count this one as failed
+                    let notice = match notice_of(&d) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!(channel = %name, id = d.id, error = %e, "alert dropped");
+                            let id = d.id;
+                            let _ = blocking(&store, "dropping a delivery", move |s| {
+                                s.mark_dropped(id, &e)
+                            })
+                            .await;
+                            continue;
+                        }
+                    };
+                    let outcome = if let Some(e) = down.clone() {
+                        // The channel could not be used for the previous
+                        // notice: don't hammer it, count this one as failed
                         // with the same error and let the backoff work.
                         Err(e)
                     } else {
-                        mailer.send(&alert).await.map_err(|e| {
+                        channel.deliver(&notice).await.map_err(|e| {
                             let text = e.to_string();
-                            if e.is_server_level() {
-                                server_down = Some(text.clone());
+                            tracing::warn!(
+                                channel = %name,
+                                id = d.id,
+                                kind = %d.kind,
+                                attempts = d.attempts + 1,
+                                error = %text,
+                                "alert not delivered; will retry"
+                            );
+                            if e.channel_down {
+                                down = Some((text.clone(), e.retry_after));
                             }
-                            log_failure(&alert, &e);
-                            text
+                            (text, e.retry_after)
                         })
                     };
                     match outcome {
-                        Ok(d) => {
+                        Ok(done) => {
+                            crate::crash::crash_point(&format!("after-deliver:{name}"));
                             stats.sent += 1;
-                            for r in &d.refused {
-                                tracing::warn!(
-                                    id = alert.id,
-                                    recipient = %r.recipient,
-                                    reply = %r.reply,
-                                    "alert recipient refused; sent to the others"
-                                );
-                            }
                             tracing::info!(
-                                id = alert.id,
-                                kind = %alert.kind,
-                                line = alert.line.as_deref().unwrap_or("-"),
-                                reply = %d.reply,
-                                "alert sent"
+                                channel = %name,
+                                id = d.id,
+                                kind = %d.kind,
+                                line = d.line.as_deref().unwrap_or("-"),
+                                answer = %crate::escape::clip(&done.answer, 200),
+                                "alert delivered"
                             );
-                            let (id, at) = (alert.id, now_ms());
-                            if let Err(e) = blocking(&store, "marking an alert sent", move |s| {
-                                s.mark_sent(id, at)
+                            let (id, at, answer) = (d.id, now_ms(), done.answer);
+                            let a2 = answer.clone();
+                            if let Err(e) = blocking(&store, "marking a delivery done", move |s| {
+                                s.mark_delivered(id, at, &a2)
                             })
                             .await
                             {
-                                tracing::warn!(id, error = %e, "alert sent but not yet marked; will retry marking");
-                                unmarked.insert(id, at);
+                                tracing::warn!(channel = %name, id, error = %e, "alert delivered but not yet marked; will retry marking");
+                                unmarked.insert(id, (at, answer));
                             }
+                            crate::crash::crash_point(&format!("after-mark:{name}"));
                         }
-                        Err(text) => {
+                        Err((text, retry_after)) => {
                             stats.failed_attempts += 1;
-                            let failures = alert.attempts.saturating_add(1);
-                            let delay = options.retry.delay(failures);
+                            let failures = d.attempts.saturating_add(1);
+                            let mut delay = options.retry.delay(failures);
+                            if let Some(wait) = retry_after {
+                                delay = delay.max(wait.min(options.retry.max));
+                            }
                             let next = now_ms().saturating_add(
                                 i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
                             );
-                            let id = alert.id;
-                            if let Err(e) = blocking(&store, "recording a failed send", move |s| {
-                                s.mark_failed(id, &text, next)
-                            })
-                            .await
+                            let id = d.id;
+                            if let Err(e) =
+                                blocking(&store, "recording a failed delivery", move |s| {
+                                    s.mark_failed(id, &text, next)
+                                })
+                                .await
                             {
-                                tracing::warn!(id, error = %e, "alert outbox");
+                                tracing::warn!(channel = %name, id, error = %e, "alert outbox");
                             }
                         }
                     }
@@ -257,6 +298,7 @@ where
     }
     retry_marks(&store, &mut unmarked).await;
     tracing::info!(
+        channel = %name,
         sent = stats.sent,
         failed_attempts = stats.failed_attempts,
         unmarked = unmarked.len(),
@@ -265,22 +307,20 @@ where
     stats
 }
 
-fn log_failure(alert: &OutgoingAlert, e: &SendError) {
-    tracing::warn!(
-        id = alert.id,
-        kind = %alert.kind,
-        attempts = alert.attempts + 1,
-        error = %e,
-        "alert not sent; will retry"
-    );
-}
-
-async fn retry_marks<S: OutboxStore + 'static>(store: &Arc<S>, unmarked: &mut HashMap<i64, i64>) {
-    let pending: Vec<(i64, i64)> = unmarked.iter().map(|(k, v)| (*k, *v)).collect();
-    for (id, at) in pending {
-        if blocking(store, "marking an alert sent", move |s| s.mark_sent(id, at))
-            .await
-            .is_ok()
+async fn retry_marks<S: OutboxStore + 'static>(
+    store: &Arc<S>,
+    unmarked: &mut HashMap<i64, (i64, String)>,
+) {
+    let pending: Vec<(i64, i64, String)> = unmarked
+        .iter()
+        .map(|(k, (at, a))| (*k, *at, a.clone()))
+        .collect();
+    for (id, at, answer) in pending {
+        if blocking(store, "marking a delivery done", move |s| {
+            s.mark_delivered(id, at, &answer)
+        })
+        .await
+        .is_ok()
         {
             unmarked.remove(&id);
         }

@@ -19,9 +19,14 @@
 //! During a maintenance window alerts are held in the line's state (so they
 //! survive a restart with it) and summarised once the window is over.
 //!
+//! It decides, it does not render: what it returns are [`Decision`]s
+//! carrying [`Notice`]s (plain facts). Each channel renders a notice its
+//! own way when it delivers it.
+//!
 //! The state is persisted by the store as an opaque JSON blob; every field
 //! has a default so blobs written by an older version still load.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,9 +36,9 @@ use crate::check::result::CheckResult;
 use crate::plan::Plan;
 use crate::verdict::Outcome;
 
-use super::render::{LastKnown, LeakBasis, RenderSetupError, Renderer, SummaryLine};
+use super::notice::{CheckFacts, Facts, LastKnown, LeakBasis, Notice, SummaryLine};
 use super::shape::IdentityShape;
-use super::{AlertKind, OutgoingAlert};
+use super::AlertKind;
 
 /// What the line is known to be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +47,7 @@ pub enum LineStatus {
     /// No conclusive result yet.
     #[default]
     Unknown,
+    /// The last conclusive result passed.
     Passing,
     /// A confirmed leak (or wrong presentation) was alerted.
     Failing,
@@ -50,19 +56,32 @@ pub enum LineStatus {
 /// A failed check waiting for its confirming re-check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingFail {
+    /// The failed check's history id.
     pub check_id: i64,
+    /// When it ran.
     pub at: DateTime<Utc>,
 }
 
-/// An alert held during a maintenance window.
+/// A notice held during a maintenance window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldAlert {
+    /// What it was about.
     pub kind: AlertKind,
+    /// The line.
     pub line: String,
+    /// The check that caused it.
     pub check_id: Option<i64>,
+    /// When it was held.
     pub at: DateTime<Utc>,
+    /// The notice itself, rendered into the summary when the window ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Box<Notice>>,
+    /// The rendered subject, in states written by an earlier cidguard
+    /// (which rendered at decision time); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subject: String,
-    /// The full text part for leaks, so the summary can show the findings.
+    /// The rendered text part of a held leak, in states written by an
+    /// earlier cidguard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
 }
@@ -80,10 +99,13 @@ const MAX_REASONS: usize = 3;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LineAlertState {
+    /// What the line is known to be.
     pub status: LineStatus,
+    /// A failed check waiting for its re-check.
     pub pending_confirm: Option<PendingFail>,
     /// When the current failure started (first failing check).
     pub failing_since: Option<DateTime<Utc>>,
+    /// The check that started the current failure.
     pub failing_check_id: Option<i64>,
     /// Summary of the current failure (`number shown in From`).
     pub failing_summary: Option<String>,
@@ -91,14 +113,21 @@ pub struct LineAlertState {
     pub last_notified_at: Option<DateTime<Utc>>,
     /// Times of failed checks whose re-check passed, within the window.
     pub unconfirmed_fails: Vec<DateTime<Utc>>,
+    /// Inconclusive results in a row.
     pub inconclusive_run: u32,
+    /// When the current inconclusive run started.
     pub inconclusive_since: Option<DateTime<Utc>>,
+    /// Its distinct reasons, oldest first.
     pub inconclusive_reasons: Vec<String>,
     /// A "can't test" alert went out for the current inconclusive run.
     pub cant_test_alerted: bool,
+    /// The shape of the line's last pass, for drift.
     pub last_pass_shape: Option<IdentityShape>,
+    /// Recent distinct pass shapes.
     pub known_shapes: Vec<IdentityShape>,
+    /// Notices held during a maintenance window.
     pub held: Vec<HeldAlert>,
+    /// Held notices dropped to bound the state's size.
     pub held_dropped: u32,
 }
 
@@ -144,42 +173,44 @@ impl LineAlertState {
     }
 }
 
-/// What the daemon should do after a result.
+/// What the state machine decided after a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Decision {
     /// Check this line again at once (`Trigger::Confirm`) to confirm a fail.
     RecheckNow,
-    /// Enqueue in the outbox.
-    Queue(OutgoingAlert),
+    /// Tell people: queue the notice for every channel that wants it.
+    Notify(Notice),
     /// Held for a maintenance window: already kept in the returned state,
     /// reported so the daemon can log it. Nothing to store.
-    Hold(OutgoingAlert),
+    Hold(Notice),
 }
 
-/// When and to whom to alert, from `[alerts]`.
+/// When to alert, from `[alerts]`, and what a notice says about the lines
+/// (their expectations, the dashboard link).
 #[derive(Debug, Clone)]
 pub struct AlertPolicy {
+    /// Inconclusive results in a row before "can't test".
     pub inconclusive_after: u32,
     /// None: no reminders.
     pub reminder_every: Option<Duration>,
+    /// Tell when a passing line's headers change shape.
     pub drift: bool,
     /// 0: unconfirmed leaks never alert.
     pub intermittent_after: u32,
+    /// How far back unconfirmed leaks count.
     pub intermittent_window: Duration,
-    pub render: Renderer,
+    /// Line name -> what it must present, in words.
+    pub expectations: HashMap<String, String>,
+    /// The dashboard's base URL, without a trailing slash.
+    pub dashboard_url: Option<String>,
 }
 
 impl AlertPolicy {
-    /// From a plan whose config has an `[alerts]` section. Without one,
-    /// the defaults apply and emails have no recipients: the daemon should
-    /// not run alerting then.
-    pub fn from_plan(
-        plan: &Plan,
-        config_path: &std::path::Path,
-    ) -> Result<AlertPolicy, RenderSetupError> {
-        let render = Renderer::from_plan(plan, config_path)?;
+    /// From the plan. Without an `[alerts]` section the defaults apply
+    /// (and the daemon sends nothing).
+    pub fn from_plan(plan: &Plan) -> AlertPolicy {
         let a = plan.config().alerts.as_ref();
-        Ok(AlertPolicy {
+        AlertPolicy {
             inconclusive_after: a.map_or(3, |a| a.inconclusive_after).max(1),
             reminder_every: a
                 .map_or(Some(Duration::from_secs(86400)), |a| Some(a.reminder_every))
@@ -188,8 +219,53 @@ impl AlertPolicy {
             intermittent_after: a.map_or(2, |a| a.intermittent_after),
             intermittent_window: a
                 .map_or(Duration::from_secs(7 * 86400), |a| a.intermittent_window),
-            render,
-        })
+            expectations: plan
+                .lines()
+                .iter()
+                .map(|l| (l.name().to_string(), l.policy().expectation()))
+                .collect(),
+            dashboard_url: a
+                .and_then(|a| a.dashboard_url.as_deref())
+                .map(|u| u.trim().trim_end_matches('/').to_string()),
+        }
+    }
+
+    /// What a line must present, in words.
+    pub fn expectation(&self, line: &str) -> String {
+        self.expectations
+            .get(line)
+            .cloned()
+            .unwrap_or_else(|| "(this line is no longer in the config)".into())
+    }
+
+    /// The dashboard page of a check.
+    pub fn check_link(&self, check_id: i64) -> Option<String> {
+        self.dashboard_url
+            .as_ref()
+            .map(|u| format!("{u}/checks/{check_id}"))
+    }
+
+    /// A notice about a line's check.
+    fn notice(
+        &self,
+        kind: AlertKind,
+        line: &str,
+        check_id: i64,
+        now: DateTime<Utc>,
+        facts: Facts,
+    ) -> Notice {
+        Notice {
+            // One notice of a kind per check: replaying a result (a daemon
+            // restart before the state was stored) can't queue it twice.
+            key: format!("{}:{line}:{check_id}", kind.as_str()),
+            kind,
+            line: Some(line.to_string()),
+            check_id: Some(check_id),
+            at: now,
+            expected: Some(self.expectation(line)),
+            link: self.check_link(check_id),
+            facts,
+        }
     }
 }
 
@@ -201,7 +277,7 @@ fn started(result: &CheckResult, now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 struct Out<'a> {
-    actions: Vec<Action>,
+    decisions: Vec<Decision>,
     in_maintenance: bool,
     policy: &'a AlertPolicy,
     now: DateTime<Utc>,
@@ -214,38 +290,28 @@ impl Out<'_> {
         kind: AlertKind,
         line: &str,
         check_id: i64,
-        email: super::Email,
+        facts: Facts,
     ) {
-        let text = Renderer::held_from(&email, kind);
-        let alert = OutgoingAlert::new(
-            kind,
-            Some(line),
-            Some(check_id),
-            self.policy.render.recipients().to_vec(),
-            email,
-            // One alert of a kind per check: replaying a result (a daemon
-            // restart before the state was stored) can't queue it twice.
-            format!("{}:{line}:{check_id}", kind.as_str()),
-            self.now.timestamp_millis(),
-        );
+        let notice = self.policy.notice(kind, line, check_id, self.now, facts);
         if self.in_maintenance {
             s.hold(HeldAlert {
                 kind,
                 line: line.to_string(),
                 check_id: Some(check_id),
                 at: self.now,
-                subject: alert.subject.clone(),
-                text,
+                notice: Some(Box::new(notice.clone())),
+                subject: String::new(),
+                text: None,
             });
-            self.actions.push(Action::Hold(alert));
+            self.decisions.push(Decision::Hold(notice));
         } else {
-            self.actions.push(Action::Queue(alert));
+            self.decisions.push(Decision::Notify(notice));
         }
     }
 }
 
 /// Fold one check result into a line's state. Pure: the same inputs give
-/// the same state and actions.
+/// the same state and decisions.
 ///
 /// `check_id` is the result's history id (it makes dedupe keys and links);
 /// `in_maintenance` says whether `now` is inside a maintenance window.
@@ -256,10 +322,10 @@ pub fn on_result(
     now: DateTime<Utc>,
     policy: &AlertPolicy,
     in_maintenance: bool,
-) -> (LineAlertState, Vec<Action>) {
+) -> (LineAlertState, Vec<Decision>) {
     let mut s = state.clone();
     let mut out = Out {
-        actions: Vec::new(),
+        decisions: Vec::new(),
         in_maintenance,
         policy,
         now,
@@ -270,8 +336,8 @@ pub fn on_result(
     // normally calls `maintenance_summary` over all lines first): summarise
     // this line alone rather than keep its alerts forever.
     if !in_maintenance && !s.held.is_empty() {
-        if let Some(a) = maintenance_summary([(line, &mut s)], now, policy) {
-            out.actions.push(Action::Queue(a));
+        if let Some(n) = maintenance_summary([(line, &mut s)], now, policy) {
+            out.decisions.push(Decision::Notify(n));
         }
     }
 
@@ -280,7 +346,7 @@ pub fn on_result(
         Outcome::Pass => on_pass(&mut s, result, check_id, now, &mut out),
         Outcome::Inconclusive => on_inconclusive(&mut s, result, check_id, now, &mut out),
     }
-    (s, out.actions)
+    (s, out.decisions)
 }
 
 fn on_fail(
@@ -304,8 +370,12 @@ fn on_fail(
         // says the line is still failing, and reminders resume after it.
         if due && !out.in_maintenance {
             if let Some(every) = policy.reminder_every {
-                let email = policy.render.reminder(r, check_id, since, now, every);
-                out.alert(s, AlertKind::Reminder, &r.line, check_id, email);
+                let facts = Facts::Reminder {
+                    check: CheckFacts::of(r),
+                    since,
+                    every_secs: every.as_secs(),
+                };
+                out.alert(s, AlertKind::Reminder, &r.line, check_id, facts);
                 s.last_notified_at = Some(now);
             }
         }
@@ -324,15 +394,14 @@ fn on_fail(
         s.failing_check_id = Some(p.check_id);
         s.failing_summary = Some(r.summary());
         s.last_notified_at = Some(now);
-        let email = policy.render.leak(
-            r,
-            check_id,
+        let facts = Facts::Leak {
+            check: CheckFacts::of(r),
             since,
-            &LeakBasis::Confirmed {
+            basis: LeakBasis::Confirmed {
                 first_check_id: p.check_id,
             },
-        );
-        out.alert(s, AlertKind::Leak, &r.line, check_id, email);
+        };
+        out.alert(s, AlertKind::Leak, &r.line, check_id, facts);
         return;
     }
 
@@ -351,16 +420,15 @@ fn on_fail(
         s.failing_summary = Some(r.summary());
         s.last_notified_at = Some(now);
         s.unconfirmed_fails.clear();
-        let email = policy.render.leak(
-            r,
-            check_id,
+        let facts = Facts::Leak {
+            check: CheckFacts::of(r),
             since,
-            &LeakBasis::Repeated {
+            basis: LeakBasis::Repeated {
                 count,
                 window: policy.intermittent_window,
             },
-        );
-        out.alert(s, AlertKind::Leak, &r.line, check_id, email);
+        };
+        out.alert(s, AlertKind::Leak, &r.line, check_id, facts);
         return;
     }
 
@@ -368,7 +436,7 @@ fn on_fail(
         check_id,
         at: started(r, now),
     });
-    out.actions.push(Action::RecheckNow);
+    out.decisions.push(Decision::RecheckNow);
 }
 
 fn on_pass(
@@ -390,10 +458,12 @@ fn on_pass(
     if s.status == LineStatus::Failing {
         let since = s.failing_since.unwrap_or(now);
         let summary = s.failing_summary.clone().unwrap_or_default();
-        let email = policy
-            .render
-            .resolved(r, check_id, Some((since, summary)), now);
-        out.alert(s, AlertKind::Resolved, &r.line, check_id, email);
+        let facts = Facts::Resolved {
+            check: CheckFacts::of(r),
+            failed_since: Some(since),
+            failed_summary: Some(summary),
+        };
+        out.alert(s, AlertKind::Resolved, &r.line, check_id, facts);
         s.status = LineStatus::Passing;
         s.failing_since = None;
         s.failing_check_id = None;
@@ -404,13 +474,21 @@ fn on_pass(
     }
 
     if was_untestable {
-        let email = policy.render.resolved(r, check_id, None, now);
-        out.alert(s, AlertKind::Resolved, &r.line, check_id, email);
+        let facts = Facts::Resolved {
+            check: CheckFacts::of(r),
+            failed_since: None,
+            failed_summary: None,
+        };
+        out.alert(s, AlertKind::Resolved, &r.line, check_id, facts);
     } else if policy.drift && s.status == LineStatus::Passing {
         if let Some(before) = s.last_pass_shape.clone() {
             if before != shape && !s.known_shapes.contains(&shape) {
-                let email = policy.render.drift(r, check_id, &before, &shape);
-                out.alert(s, AlertKind::Drift, &r.line, check_id, email);
+                let facts = Facts::Drift {
+                    check: CheckFacts::of(r),
+                    before,
+                    after: shape.clone(),
+                };
+                out.alert(s, AlertKind::Drift, &r.line, check_id, facts);
             }
         }
     }
@@ -440,28 +518,27 @@ fn on_inconclusive(
     // nor refuted the failure; the next conclusive result decides.
     if s.inconclusive_run >= policy.inconclusive_after && !s.cant_test_alerted {
         s.cant_test_alerted = true;
-        let email = policy.render.cant_test(
-            r,
-            check_id,
-            s.inconclusive_run,
-            s.inconclusive_since.unwrap_or(now),
-            &s.inconclusive_reasons,
-            &s.last_known(),
-        );
-        out.alert(s, AlertKind::CantTest, &r.line, check_id, email);
+        let facts = Facts::CantTest {
+            check: CheckFacts::of(r),
+            run: s.inconclusive_run,
+            since: s.inconclusive_since.unwrap_or(now),
+            reasons: s.inconclusive_reasons.clone(),
+            last: s.last_known(),
+        };
+        out.alert(s, AlertKind::CantTest, &r.line, check_id, facts);
     }
 }
 
 /// Summarise and clear what every line held during a maintenance window:
-/// one email for all lines, or None when nothing was held. Call it when no
-/// window is open and any state holds alerts; store the states after the
-/// returned alert is enqueued. The dedupe key depends only on what was
-/// held, so a retry after a crash can't queue a second summary.
+/// one notice for all lines, or None when nothing was held. Call it when no
+/// window is open and any state holds alerts; store the states together
+/// with the returned notice. The key depends only on what was held, so a
+/// retry after a crash can't queue a second summary.
 pub fn maintenance_summary<'a>(
     states: impl IntoIterator<Item = (&'a str, &'a mut LineAlertState)>,
     now: DateTime<Utc>,
-    policy: &AlertPolicy,
-) -> Option<OutgoingAlert> {
+    _policy: &AlertPolicy,
+) -> Option<Notice> {
     let mut lines = Vec::new();
     let mut ids: Vec<i64> = Vec::new();
     let mut count = 0usize;
@@ -489,19 +566,19 @@ pub fn maintenance_summary<'a>(
     if lines.is_empty() {
         return None;
     }
-    let email = policy.render.maintenance_summary(&lines, now);
     let first = ids.iter().min().copied().unwrap_or(0);
     let last = ids.iter().max().copied().unwrap_or(0);
     let single = (lines.len() == 1).then(|| lines[0].line.clone());
-    Some(OutgoingAlert::new(
-        AlertKind::MaintenanceSummary,
-        single.as_deref(),
-        None,
-        policy.render.recipients().to_vec(),
-        email,
-        format!("maintenance-summary:{first}-{last}:{count}"),
-        now.timestamp_millis(),
-    ))
+    Some(Notice {
+        key: format!("maintenance-summary:{first}-{last}:{count}"),
+        kind: AlertKind::MaintenanceSummary,
+        line: single,
+        check_id: None,
+        at: now,
+        expected: None,
+        link: None,
+        facts: Facts::MaintenanceSummary { lines },
+    })
 }
 
 #[cfg(test)]
@@ -511,8 +588,7 @@ mod tests {
     use crate::config::Expect;
     use crate::verdict::{Finding, Kind, Presented, PresentedIdentity};
 
-    fn policy() -> AlertPolicy {
-        let toml = r#"
+    const POLICY_TOML: &str = r#"
 [organisation]
 name = "Eastside Women's Refuge"
 region = "AU"
@@ -529,8 +605,10 @@ reminder_every = "24h"
 inconclusive_after = 3
 file = { dir = "/tmp/unused" }
 "#;
-        let plan = Plan::from_toml(toml, std::path::Path::new("t.toml")).unwrap();
-        AlertPolicy::from_plan(&plan, std::path::Path::new("/etc/cidguard.toml")).unwrap()
+
+    fn policy() -> AlertPolicy {
+        let plan = Plan::from_toml(POLICY_TOML, std::path::Path::new("t.toml")).unwrap();
+        AlertPolicy::from_plan(&plan)
     }
 
     fn t0() -> DateTime<Utc> {
@@ -603,15 +681,24 @@ file = { dir = "/tmp/unused" }
     }
 
     /// What one step is expected to produce, in short.
-    fn summarise(actions: &[Action]) -> Vec<String> {
+    fn summarise(actions: &[Decision]) -> Vec<String> {
         actions
             .iter()
             .map(|a| match a {
-                Action::RecheckNow => "recheck".to_string(),
-                Action::Queue(x) => format!("queue {}", x.kind),
-                Action::Hold(x) => format!("hold {}", x.kind),
+                Decision::RecheckNow => "recheck".to_string(),
+                Decision::Notify(x) => format!("queue {}", x.kind),
+                Decision::Hold(x) => format!("hold {}", x.kind),
             })
             .collect()
+    }
+
+    /// The email a notice becomes on the `email` channel.
+    fn email(n: &Notice) -> super::super::Email {
+        let cfg =
+            crate::config::Config::from_toml(POLICY_TOML, std::path::Path::new("t.toml")).unwrap();
+        super::super::Renderer::from_config(&cfg, std::path::Path::new("/etc/cidguard.toml"))
+            .unwrap()
+            .email(n)
     }
 
     struct Step {
@@ -640,7 +727,7 @@ file = { dir = "/tmp/unused" }
         }
     }
 
-    fn run(name: &str, steps: &[Step]) -> (LineAlertState, Vec<Vec<Action>>) {
+    fn run(name: &str, steps: &[Step]) -> (LineAlertState, Vec<Vec<Decision>>) {
         let p = policy();
         let mut s = LineAlertState::default();
         let mut all = Vec::new();
@@ -830,13 +917,17 @@ file = { dir = "/tmp/unused" }
                 st(1, "fail", &["queue leak"]),
             ],
         );
-        let Action::Queue(a) = &actions[2][0] else {
+        let Decision::Notify(n) = &actions[2][0] else {
             panic!("not queued")
         };
-        assert_eq!(a.dedupe_key, "leak:reception:102");
-        assert_eq!(a.check_id, Some(102));
-        assert_eq!(a.line.as_deref(), Some("reception"));
-        assert_eq!(a.recipients, ["noc@example.org", "manager@example.org"]);
+        assert_eq!(n.key, "leak:reception:102");
+        assert_eq!(n.check_id, Some(102));
+        assert_eq!(n.line.as_deref(), Some("reception"));
+        let a = email(n);
+        let cfg =
+            crate::config::Config::from_toml(POLICY_TOML, std::path::Path::new("t.toml")).unwrap();
+        let r = super::super::Renderer::from_config(&cfg, std::path::Path::new("/x")).unwrap();
+        assert_eq!(r.recipients(), ["noc@example.org", "manager@example.org"]);
         assert_eq!(
             a.subject,
             "[cidguard] PRIVACY LEAK on line \"reception\": number shown in From"
@@ -858,9 +949,10 @@ file = { dir = "/tmp/unused" }
                 st(2, "inc", &["queue cant-test"]),
             ],
         );
-        let Action::Queue(a) = &actions[2][0] else {
+        let Decision::Notify(n) = &actions[2][0] else {
             panic!("not queued")
         };
+        let a = email(n);
         assert!(a
             .subject
             .starts_with("[cidguard] Can't test line \"reception\": REGISTER refused"));
@@ -887,19 +979,20 @@ file = { dir = "/tmp/unused" }
             .expect("a summary");
         assert!(a.held.is_empty() && b.held.is_empty());
         assert_eq!(sum.kind, AlertKind::MaintenanceSummary);
+        let e = email(&sum);
         assert!(
-            sum.subject
+            e.subject
                 .contains("PRIVACY LEAK on lines \"reception\", \"outreach\""),
             "{}",
-            sum.subject
+            e.subject
         );
-        assert!(sum.text.contains("STILL LEAKING"), "{}", sum.text);
+        assert!(e.text.contains("STILL LEAKING"), "{}", e.text);
         // Replaying from the stored states (a crash before they were
         // saved) gives the same key: the outbox refuses the duplicate.
         let (mut a1, mut b1) = (a0, b0);
         let again = maintenance_summary([("reception", &mut a1), ("outreach", &mut b1)], later, &p)
             .unwrap();
-        assert_eq!(again.dedupe_key, sum.dedupe_key);
+        assert_eq!(again.key, sum.key);
         // Nothing held, nothing sent.
         assert!(maintenance_summary([("reception", &mut a)], later, &p).is_none());
     }

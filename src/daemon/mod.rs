@@ -158,8 +158,15 @@ pub trait AlertSink: Send + Sync + 'static {
     /// A check was stored with id `check.id`.
     fn on_result(&self, check: &StoredCheck, ctx: &AlertContext<'_>) -> Vec<FollowUp>;
 
+    /// At start, once the schedules are known: take in checks recorded
+    /// before a crash that the alert side never saw. Its follow-ups are
+    /// handled like `on_result`'s.
+    fn catch_up(&self, _ctx: &AlertContext<'_>) -> Vec<FollowUp> {
+        Vec::new()
+    }
+
     /// A maintenance window opened (`active`) or closed: the moment to
-    /// summarise the alerts held (`Store::held_alerts`, `Store::release_held`).
+    /// summarise the alerts held in the lines' states.
     fn maintenance_changed(&self, _active: bool, _ctx: &AlertContext<'_>) {}
 }
 
@@ -647,6 +654,16 @@ impl Daemon {
             self.deps.events.clone(),
         )));
         self.update_maintenance(now);
+        // Results recorded just before a crash, never seen by the alerts.
+        let plan = self.plan();
+        let ctx = AlertContext {
+            store: &self.store,
+            plan: &plan,
+            now,
+            in_maintenance: self.in_maintenance,
+        };
+        let follow = self.deps.alerts.catch_up(&ctx);
+        self.follow_up(follow, now);
         let status = format!(
             "ready: {} line{} scheduled{}",
             self.lines.len(),
@@ -1063,7 +1080,12 @@ impl Daemon {
         self.writes.spawn(async move {
             let stored = tokio::task::spawn_blocking(move || {
                 HistoryWrite::record_check(&*store, &result, &rec)
-                    .map(|id| (result, rec, id))
+                    .map(|id| {
+                        // A test can end the process here: recorded, not yet
+                        // seen by the alert side (taken in at the next start).
+                        crate::crash::crash_point("after-check-recorded");
+                        (result, rec, id)
+                    })
                     .map_err(|e| e.to_string())
             })
             .await
@@ -1128,7 +1150,14 @@ impl Daemon {
             now,
             in_maintenance: self.in_maintenance,
         };
-        for f in self.deps.alerts.on_result(&stored, &ctx) {
+        let follow = self.deps.alerts.on_result(&stored, &ctx);
+        self.follow_up(follow, now);
+        self.emit(recorded);
+    }
+
+    /// Queue what the alert side asked for.
+    fn follow_up(&mut self, follow: Vec<FollowUp>, now: DateTime<Utc>) {
+        for f in follow {
             match f {
                 FollowUp::Recheck {
                     line,
@@ -1148,7 +1177,6 @@ impl Daemon {
                 }
             }
         }
-        self.emit(recorded);
     }
 
     fn finish_sweep_if_idle(&mut self) {

@@ -1,7 +1,7 @@
 //! The real parts plugged into the daemon: the SIP checker, the OPTIONS
-//! probe of each PBX, and email alerts through the durable outbox.
+//! probe of each PBX, and alerts on every channel through the durable
+//! outbox.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +11,8 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use super::{AlertContext, AlertSink, BoxError, CheckRequest, Checker, FollowUp, PbxProbe};
-use crate::alert::{self, Action, AlertPolicy, LineAlertState, Mailer, OutboxStore, SenderOptions};
+use crate::alert::channel::{self, Route};
+use crate::alert::{self, step, AlertPolicy, SenderOptions};
 use crate::check::result::{CheckResult, Trigger};
 use crate::check::run::{self, CheckOptions};
 use crate::plan::Plan;
@@ -115,168 +116,211 @@ impl PbxProbe for OptionsProbe {
     }
 }
 
-/// Email alerts: the pure state machine per line, persisted in the store,
-/// alerts queued in the outbox, and a background sender.
-pub struct EmailAlerts {
+/// Alerts on every configured channel: each recorded check taken in by the
+/// pure state machine, its new state and its notices (one outbox delivery
+/// per channel that wants it) written in one transaction, and a background
+/// sender per channel. Checks recorded before a crash but not yet taken in
+/// are taken in at start ([`AlertSink::catch_up`]) and before the line's
+/// next step.
+pub struct ChannelAlerts {
+    /// The config file, named in the emails' re-check command.
     config_path: PathBuf,
-    policy: Mutex<Option<Arc<AlertPolicy>>>,
-    wake: Arc<Notify>,
-    /// Stops the running sender when a new configuration replaces it.
-    sender_stop: Mutex<Option<Arc<Notify>>>,
+    /// What is in force.
+    active: Mutex<Active>,
+    /// Tells the running senders to stop when a new configuration replaces
+    /// them.
+    sender_stop: Mutex<Option<watch::Sender<bool>>>,
+    /// The running senders (one task that ends when they all have): the
+    /// next configuration's senders start only after these stopped, so a
+    /// delivery in flight during a reload is never sent twice.
+    senders: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl EmailAlerts {
-    pub fn new(config_path: &Path) -> EmailAlerts {
-        EmailAlerts {
+/// How long a reload waits for the previous senders to finish what they
+/// are sending (each step of a delivery has its own time limit).
+const SENDER_STOP_WAIT: Duration = Duration::from_secs(120);
+
+/// The name the daemon's alert side had when email was its only channel.
+pub type EmailAlerts = ChannelAlerts;
+
+/// The policy and routes in force.
+#[derive(Default)]
+struct Active {
+    /// When to alert; None when alerts are off (no `[alerts]`).
+    policy: Option<Arc<AlertPolicy>>,
+    /// Which channel wants which notice.
+    routes: Vec<Route>,
+    /// Wakes each running sender.
+    wakes: Vec<Arc<Notify>>,
+}
+
+impl ChannelAlerts {
+    pub fn new(config_path: &Path) -> ChannelAlerts {
+        ChannelAlerts {
             config_path: config_path.to_path_buf(),
-            policy: Mutex::new(None),
-            wake: Arc::new(Notify::new()),
+            active: Mutex::new(Active::default()),
             sender_stop: Mutex::new(None),
+            senders: Mutex::new(None),
         }
     }
 
-    fn policy(&self) -> Option<Arc<AlertPolicy>> {
-        self.policy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn snapshot(&self) -> (Option<Arc<AlertPolicy>>, Vec<Route>, Vec<Arc<Notify>>) {
+        let a = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        (a.policy.clone(), a.routes.clone(), a.wakes.clone())
     }
 
-    fn load_state(store: &Store, line: &str) -> LineAlertState {
-        match store.alert_state(line) {
-            Ok(Some(v)) => serde_json::from_value(v).unwrap_or_else(|e| {
-                warn!(%line, error = %e, "unreadable alert state; starting afresh");
-                LineAlertState::default()
-            }),
-            Ok(None) => LineAlertState::default(),
+    /// Take in a line's unseen checks; the follow-ups they ask for.
+    fn take_in(&self, line: &str, ctx: &AlertContext<'_>) -> Vec<FollowUp> {
+        let (policy, routes, wakes) = self.snapshot();
+        let taken = match step::take_in_line(
+            &**ctx.store,
+            policy.as_deref(),
+            &routes,
+            line,
+            ctx.now,
+            ctx.in_maintenance,
+        ) {
+            Ok(t) => t,
             Err(e) => {
-                warn!(%line, error = %e, "can't read alert state; starting afresh");
-                LineAlertState::default()
+                warn!(%line, error = %e, "the alert side could not take a result in; it will at the line's next result or at restart");
+                return Vec::new();
+            }
+        };
+        for (n, to) in &taken.queued {
+            info!(kind = %n.kind, %line, key = %n.key, channels = %to.join(", "), "alert queued");
+        }
+        for n in &taken.held {
+            info!(kind = %n.kind, %line, key = %n.key, "alert held for the maintenance window");
+        }
+        if !taken.queued.is_empty() {
+            for w in &wakes {
+                w.notify_one();
             }
         }
-    }
-
-    fn save_state(store: &Store, line: &str, state: &LineAlertState, now_ms: i64) {
-        match serde_json::to_value(state) {
-            Ok(v) => {
-                if let Err(e) = store.set_alert_state(line, &v, now_ms) {
-                    warn!(%line, error = %e, "can't save alert state");
-                }
-            }
-            Err(e) => warn!(%line, error = %e, "can't encode alert state"),
-        }
-    }
-
-    fn queue(&self, store: &Store, a: &alert::OutgoingAlert) {
-        match store.enqueue(a) {
-            Ok(true) => {
-                info!(kind = %a.kind, subject = %a.subject, "alert queued");
-                self.wake.notify_one();
-            }
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, subject = %a.subject, "can't queue alert"),
+        if taken.recheck {
+            vec![FollowUp::Recheck {
+                line: line.to_string(),
+                trigger: Trigger::Confirm,
+                after: Duration::ZERO,
+            }]
+        } else {
+            Vec::new()
         }
     }
 }
 
-impl AlertSink for EmailAlerts {
+impl AlertSink for ChannelAlerts {
     fn configure(&self, store: &Arc<Store>, plan: &Arc<Plan>) {
-        // Stop the sender of the previous configuration, if any.
+        let config = plan.config();
+        // Stop the senders of the previous configuration, if any.
         if let Some(stop) = self
             .sender_stop
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            stop.notify_one();
+            let _ = stop.send(true);
         }
-        let Some(alerts) = &plan.config().alerts else {
-            *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let Some(alerts) = &config.alerts else {
+            *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Active::default();
             return;
         };
-        let policy = match AlertPolicy::from_plan(plan, &self.config_path) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "alerts are off: the [alerts] settings can't be used");
-                return;
-            }
-        };
-        let mailer = match Mailer::from_config(alerts) {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "alerts are off: the mail transport can't be set up");
-                return;
-            }
-        };
-        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(policy));
-        let stop = Arc::new(Notify::new());
-        *self.sender_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop.clone());
-        let mut opts = SenderOptions::from_config(alerts);
-        opts.wake = self.wake.clone();
+        let policy = Arc::new(AlertPolicy::from_plan(plan));
+        let routes = channel::routes(config);
+        let (stop, stopped) = watch::channel(false);
+        let mut wakes = Vec::new();
+        let mut runs = Vec::new();
+        for built in channel::build_each(config, &self.config_path) {
+            let ch = match built {
+                Ok(c) => c,
+                Err(e) => {
+                    // Its notices are still queued: they wait in the outbox
+                    // until the channel can be set up (fix it, then reload).
+                    tracing::error!(error = %e, "an alert channel can't be set up; its alerts wait in the outbox");
+                    continue;
+                }
+            };
+            let mut opts = SenderOptions::from_config(alerts);
+            let wake = Arc::new(Notify::new());
+            opts.wake = wake.clone();
+            wakes.push(wake);
+            runs.push((ch, opts));
+        }
+        let previous = self
+            .senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let store = store.clone();
-        tokio::spawn(async move {
-            let stats =
-                alert::run_sender(store, mailer, opts, async move { stop.notified().await }).await;
-            info!(?stats, "alert sender stopped");
+        let task = tokio::spawn(async move {
+            if let Some(p) = previous {
+                if tokio::time::timeout(SENDER_STOP_WAIT, p).await.is_err() {
+                    warn!("the previous alert senders did not stop in time; starting the new ones");
+                }
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (ch, opts) in runs {
+                let store = store.clone();
+                let mut stopped = stopped.clone();
+                set.spawn(async move {
+                    let name = ch.name().to_string();
+                    let stats = alert::run_sender(store, ch, opts, async move {
+                        while !*stopped.borrow() {
+                            if stopped.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    info!(channel = %name, ?stats, "alert sender stopped");
+                });
+            }
+            while set.join_next().await.is_some() {}
         });
+        *self.senders.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *self.sender_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        *self.active.lock().unwrap_or_else(|p| p.into_inner()) = Active {
+            policy: Some(policy),
+            routes,
+            wakes,
+        };
     }
 
     fn on_result(&self, check: &StoredCheck, ctx: &AlertContext<'_>) -> Vec<FollowUp> {
-        let Some(policy) = self.policy() else {
-            return Vec::new();
-        };
-        let line = check.result.line.clone();
-        let state = Self::load_state(ctx.store, &line);
-        let (next, actions) = alert::on_result(
-            &state,
-            &check.result,
-            check.id,
-            ctx.now,
-            &policy,
-            ctx.in_maintenance,
-        );
-        Self::save_state(ctx.store, &line, &next, ctx.now.timestamp_millis());
-        let mut follow = Vec::new();
-        for a in actions {
-            match a {
-                Action::RecheckNow => follow.push(FollowUp::Recheck {
-                    line: line.clone(),
-                    trigger: Trigger::Confirm,
-                    after: Duration::ZERO,
-                }),
-                Action::Queue(alert) => self.queue(ctx.store, &alert),
-                // Held alerts live in the line's state until the window ends.
-                Action::Hold(_) => {}
-            }
-        }
-        follow
+        self.take_in(&check.result.line, ctx)
     }
 
-    fn maintenance_changed(&self, active: bool, ctx: &AlertContext<'_>) {
-        if active {
-            return;
-        }
-        let Some(policy) = self.policy() else { return };
+    fn catch_up(&self, ctx: &AlertContext<'_>) -> Vec<FollowUp> {
         let lines: Vec<String> = ctx
             .plan
             .lines()
             .iter()
             .map(|l| l.name().to_string())
             .collect();
-        let mut states: HashMap<String, LineAlertState> = lines
+        lines.iter().flat_map(|l| self.take_in(l, ctx)).collect()
+    }
+
+    fn maintenance_changed(&self, active: bool, ctx: &AlertContext<'_>) {
+        if active {
+            return;
+        }
+        let (policy, routes, wakes) = self.snapshot();
+        let Some(policy) = policy else { return };
+        let lines: Vec<String> = ctx
+            .plan
+            .lines()
             .iter()
-            .map(|l| (l.clone(), Self::load_state(ctx.store, l)))
+            .map(|l| l.name().to_string())
             .collect();
-        let summary = alert::maintenance_summary(
-            states.iter_mut().map(|(k, v)| (k.as_str(), v)),
-            ctx.now,
-            &policy,
-        );
-        if let Some(a) = summary {
-            self.queue(ctx.store, &a);
-            for (line, s) in &states {
-                Self::save_state(ctx.store, line, s, ctx.now.timestamp_millis());
+        match step::summarise_maintenance(&**ctx.store, &policy, &routes, &lines, ctx.now) {
+            Ok(Some((n, to))) => {
+                info!(kind = %n.kind, key = %n.key, channels = %to.join(", "), "alert queued");
+                for w in &wakes {
+                    w.notify_one();
+                }
             }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "can't queue the maintenance summary"),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The history: every check, its evidence, PBX software changes, the alert
-//! outbox, maintenance windows, per-line alert state and last run times, in
+//! outbox (notices and their deliveries per channel), maintenance windows, per-line alert state and last run times, in
 //! one SQLite file under the state directory.
 //!
 //! Durability: WAL with `synchronous = FULL`, and every write is one
@@ -15,11 +15,14 @@
 //! [`MaintenanceStore`], and the alert side's outbox), which [`Store`] is
 //! the SQLite implementation of.
 
+mod alert_state;
 mod outbox;
-pub use outbox::Release;
 pub mod schema;
 mod traits;
 pub use traits::{HistoryRead, HistoryWrite, MaintenanceStore};
+
+pub use alert_state::{AlertStateStore, AlertStep, LineAlertRow, StateWrite, StepOutcome};
+pub use outbox::{Delivery, DeliveryStatus, NewNotice, OutboxStore};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -833,35 +836,6 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()
             .ctx(what);
         rows
-    }
-
-    // ----- per-line alert state -------------------------------------------
-
-    /// The alert side's state for a line (its own JSON).
-    pub fn alert_state(&self, line: &str) -> Result<Option<serde_json::Value>> {
-        let what = "reading alert state";
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT state_json FROM alert_state WHERE line = ?1",
-                [line],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx(what)?;
-        text.map(|t| serde_json::from_str(&t).ctx(what)).transpose()
-    }
-
-    pub fn set_alert_state(&self, line: &str, state: &serde_json::Value, at_ms: i64) -> Result<()> {
-        let what = "writing alert state";
-        self.conn()
-            .execute(
-                "INSERT INTO alert_state (line, state_json, updated_at_ms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(line) DO UPDATE SET state_json = excluded.state_json, updated_at_ms = excluded.updated_at_ms",
-                params![line, serde_json::to_string(state).ctx(what)?, at_ms],
-            )
-            .ctx(what)?;
-        Ok(())
     }
 }
 

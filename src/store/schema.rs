@@ -121,6 +121,76 @@ CREATE TABLE last_runs (
     slot_ms         INTEGER NOT NULL
 );
 "#,
+    // 2: alerts on several channels. A notice (what to tell, as the alert
+    // side's JSON) is stored once; each channel it goes to has its own
+    // delivery row with its own attempts, backoff and delivered mark. The
+    // rendered emails of the old outbox become notices of the email channel
+    // (their JSON keeps the rendered parts); its held and summarised rows
+    // were never to be sent and are kept as dropped. The line's alert state
+    // records the last check it has taken in (`through_check_id`), written
+    // in the same transaction as the state and the notices, so a check
+    // recorded just before a crash is taken in after the restart, once.
+    r#"
+CREATE TABLE notices (
+    id              INTEGER PRIMARY KEY,
+    key             TEXT    NOT NULL UNIQUE,
+    kind            TEXT    NOT NULL,
+    line            TEXT,
+    check_id        INTEGER,
+    notice_json     TEXT    NOT NULL,
+    created_at_ms   INTEGER NOT NULL
+);
+
+-- status: pending (to deliver), delivered, dropped (never to be sent).
+CREATE TABLE deliveries (
+    id                  INTEGER PRIMARY KEY,
+    notice_id           INTEGER NOT NULL REFERENCES notices (id) ON DELETE CASCADE,
+    channel             TEXT    NOT NULL,
+    key                 TEXT    NOT NULL UNIQUE,
+    status              TEXT    NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'delivered', 'dropped')),
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms  INTEGER NOT NULL,
+    last_error          TEXT,
+    answer              TEXT,
+    delivered_at_ms     INTEGER
+);
+CREATE INDEX deliveries_due ON deliveries (channel, status, next_attempt_at_ms);
+CREATE INDEX deliveries_notice ON deliveries (notice_id);
+
+INSERT INTO notices (id, key, kind, line, check_id, notice_json, created_at_ms)
+SELECT id, dedupe_key, kind, line, check_id,
+       json_object(
+           'key', dedupe_key,
+           'kind', kind,
+           'line', line,
+           'check_id', check_id,
+           'at', strftime('%Y-%m-%dT%H:%M:%fZ', created_at_ms / 1000.0, 'unixepoch'),
+           'facts', json_object(
+               'type', 'legacy-email',
+               'recipients', json(recipients_json),
+               'subject', subject,
+               'text', text,
+               'html', html)),
+       created_at_ms
+FROM outbox;
+
+INSERT INTO deliveries (notice_id, channel, key, status, attempts, next_attempt_at_ms,
+                        last_error, delivered_at_ms)
+SELECT id, 'email', dedupe_key || ':email',
+       CASE status WHEN 'pending' THEN 'pending' WHEN 'sent' THEN 'delivered' ELSE 'dropped' END,
+       attempts, next_attempt_at_ms, last_error, sent_at_ms
+FROM outbox;
+
+DROP TABLE outbox;
+
+ALTER TABLE alert_state ADD COLUMN through_check_id INTEGER;
+UPDATE alert_state
+SET through_check_id = (SELECT max(id) FROM checks WHERE checks.line = alert_state.line);
+INSERT INTO alert_state (line, state_json, updated_at_ms, through_check_id)
+SELECT line, '{}', 0, max(id) FROM checks GROUP BY line
+ON CONFLICT (line) DO NOTHING;
+"#,
 ];
 
 /// The schema version this build writes.
