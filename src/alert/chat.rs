@@ -313,6 +313,8 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
             }
         }
         Facts::Test {} => {
+            // The email's subject says "Test email"; this is not one.
+            m.title = "Test notice".into();
             m.facts.push(("Sent".into(), fmt_time(n.at)));
             m.notes.push(format!(
                 "This is a test notice from cidguard for {}. If you can read it, alerts reach this channel.",

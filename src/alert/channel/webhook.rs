@@ -27,7 +27,7 @@ use crate::config::ChannelKind;
 use super::super::chat::mask_long_numbers;
 use super::super::mailer::DialogueStep;
 use super::super::notice::{delivery_id, Facts, LastKnown, Notice};
-use super::super::render::{one_line, strip_prefix, Renderer};
+use super::super::render::{one_line, Renderer};
 use super::hmac::{hex, hmac_sha256};
 use super::http::{Client, Outgoing, Target};
 use super::{http_deliver, Channel, Delivered, DeliveryError, Subscription};
@@ -150,14 +150,8 @@ pub fn notice_json(r: &Renderer, n: &Notice, channel: &str) -> WebhookNotice {
         let s = if masked { mask_long_numbers(&s) } else { s };
         crate::escape::clip(&one_line(&s), MAX_VALUE).into_owned()
     };
-    let title = {
-        let t = strip_prefix(&r.email(n).subject);
-        if masked {
-            mask_long_numbers(&t)
-        } else {
-            t
-        }
-    };
+    // The same title a chat channel shows (masked as the channel masks).
+    let title = crate::alert::chat::chat(r, n).title;
     let mut body = WebhookNotice {
         id: n.key.clone(),
         delivery: delivery_id(&n.key, channel),
