@@ -350,6 +350,35 @@ fn one(
     })
 }
 
+/// POST a JSON body that a chat service renders (Slack, Teams), with the
+/// delivery id as `X-Cidguard-Delivery`, and read its answer as
+/// [`http_deliver`] does.
+pub(crate) async fn post_chat_json(
+    client: &http::Client,
+    target: &http::Target,
+    delivery: &str,
+    body: Vec<u8>,
+    log: &mut Vec<DialogueStep>,
+) -> Result<Delivered, DeliveryError> {
+    use hyper::header::{HeaderName, HeaderValue};
+    let req = http::Outgoing {
+        method: hyper::Method::POST,
+        target: target.clone(),
+        headers: vec![
+            (
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static("x-cidguard-delivery"),
+                header_text(delivery),
+            ),
+        ],
+        body: body.into(),
+    };
+    http_deliver(client, req, log).await
+}
+
 /// POST or PUT a body to an HTTP channel and read what it means: 2xx is
 /// delivered; 408, 429 and 5xx mean the channel is down for now (retry
 /// after `Retry-After` when given); other statuses fail this notice. Each

@@ -9,7 +9,6 @@
 //! link or mention `@channel`.
 
 use async_trait::async_trait;
-use hyper::header::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use crate::config::ChannelKind;
@@ -18,8 +17,8 @@ use super::super::chat::{chat, ChatMessage, Severity};
 use super::super::mailer::DialogueStep;
 use super::super::notice::{delivery_id, Notice};
 use super::super::render::Renderer;
-use super::http::{Client, Outgoing, Target};
-use super::{header_text, http_deliver, Channel, Delivered, DeliveryError, Subscription};
+use super::http::{Client, Target};
+use super::{post_chat_json, Channel, Delivered, DeliveryError, Subscription};
 
 /// A Slack incoming webhook.
 pub struct Slack {
@@ -143,21 +142,7 @@ impl Channel for Slack {
     ) -> Result<Delivered, DeliveryError> {
         let body = serde_json::to_vec(&payload(&chat(&self.renderer, notice)))
             .map_err(|e| DeliveryError::notice(format!("can't encode the message: {e}")))?;
-        let req = Outgoing {
-            method: hyper::Method::POST,
-            target: self.target.clone(),
-            headers: vec![
-                (
-                    HeaderName::from_static("content-type"),
-                    HeaderValue::from_static("application/json"),
-                ),
-                (
-                    HeaderName::from_static("x-cidguard-delivery"),
-                    header_text(&delivery_id(&notice.key, &self.name)),
-                ),
-            ],
-            body: body.into(),
-        };
-        http_deliver(&self.client, req, log).await
+        let delivery = delivery_id(&notice.key, &self.name);
+        post_chat_json(&self.client, &self.target, &delivery, body, log).await
     }
 }

@@ -14,7 +14,6 @@
 //! formatting. The flow answers 202 Accepted once it has the request.
 
 use async_trait::async_trait;
-use hyper::header::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use crate::config::ChannelKind;
@@ -23,8 +22,8 @@ use super::super::chat::{chat, ChatMessage, Severity};
 use super::super::mailer::DialogueStep;
 use super::super::notice::{delivery_id, Notice};
 use super::super::render::Renderer;
-use super::http::{Client, Outgoing, Target};
-use super::{header_text, http_deliver, Channel, Delivered, DeliveryError, Subscription};
+use super::http::{Client, Target};
+use super::{post_chat_json, Channel, Delivered, DeliveryError, Subscription};
 
 /// A Teams Workflows webhook.
 pub struct Teams {
@@ -149,21 +148,7 @@ impl Channel for Teams {
     ) -> Result<Delivered, DeliveryError> {
         let body = serde_json::to_vec(&card(&chat(&self.renderer, notice)))
             .map_err(|e| DeliveryError::notice(format!("can't encode the card: {e}")))?;
-        let req = Outgoing {
-            method: hyper::Method::POST,
-            target: self.target.clone(),
-            headers: vec![
-                (
-                    HeaderName::from_static("content-type"),
-                    HeaderValue::from_static("application/json"),
-                ),
-                (
-                    HeaderName::from_static("x-cidguard-delivery"),
-                    header_text(&delivery_id(&notice.key, &self.name)),
-                ),
-            ],
-            body: body.into(),
-        };
-        http_deliver(&self.client, req, log).await
+        let delivery = delivery_id(&notice.key, &self.name);
+        post_chat_json(&self.client, &self.target, &delivery, body, log).await
     }
 }
