@@ -532,6 +532,21 @@ fn outside_the_allow_list_nothing_is_answered_at_all() {
         "{lines} log lines about ignored traffic:\n{}",
         support::tail(&log, 20)
     );
+    // The operator sees it without reading logs: /metrics counts what the
+    // guard turned away, by reason.
+    let m = attack::metrics(t.dash, Duration::from_secs(5)).expect("/metrics");
+    let ignored = attack::metric(
+        &m,
+        r#"cidguard_endpoint_dropped_total{reason="not-allowed"}"#,
+    );
+    assert!(
+        ignored.is_some_and(|n| n >= 3000),
+        "not-allowed count {ignored:?} in:\n{m}"
+    );
+    assert!(
+        attack::metric(&m, r#"cidguard_endpoint_messages_total{direction="in"}"#).is_some(),
+        "{m}"
+    );
 }
 
 /// `config check` says who the endpoint answers: an allow-list in force,

@@ -32,8 +32,9 @@ pub struct SipChecker {
     listeners: Mutex<Option<Listeners>>,
     /// The running checker, once started.
     inner: tokio::sync::Mutex<Option<Arc<run::Checker>>>,
-    /// A clone for `check`, which must not wait on `configure`.
-    ready: Mutex<Option<Arc<run::Checker>>>,
+    /// A clone for `check`, which must not wait on `configure` (shared
+    /// with [`SipChecker::stats_source`]).
+    ready: Arc<Mutex<Option<Arc<run::Checker>>>>,
 }
 
 impl SipChecker {
@@ -44,8 +45,22 @@ impl SipChecker {
             plans,
             listeners: Mutex::new(listeners),
             inner: tokio::sync::Mutex::new(None),
-            ready: Mutex::new(None),
+            ready: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Reads the endpoint's counters once it runs (for /metrics).
+    pub fn stats_source(
+        &self,
+    ) -> Arc<dyn Fn() -> Option<crate::sip::endpoint::EndpointStats> + Send + Sync> {
+        let ready = self.ready.clone();
+        Arc::new(move || {
+            ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|c| c.endpoint_stats())
+        })
     }
 }
 

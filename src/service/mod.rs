@@ -78,6 +78,9 @@ pub struct Service {
     dashboard: Option<tokio::net::TcpListener>,
     /// `cidguard demo`'s switch, to show on the dashboard.
     demo: Option<DemoSwitch>,
+    /// The endpoint's counters, for the dashboard's /metrics, once the
+    /// checker that owns the endpoint was made.
+    endpoint_stats: Option<web::EndpointStatsSource>,
 }
 
 impl Service {
@@ -110,6 +113,7 @@ impl Service {
             endpoint,
             dashboard,
             demo: None,
+            endpoint_stats: None,
         })
     }
 
@@ -141,7 +145,9 @@ impl Service {
     /// The SIP checker, on the endpoint's bound sockets, following the
     /// plan channel.
     pub fn sip_checker(&mut self) -> SipChecker {
-        SipChecker::new(self.plans(), self.endpoint.take())
+        let checker = SipChecker::new(self.plans(), self.endpoint.take());
+        self.endpoint_stats = Some(checker.stats_source());
+        checker
     }
 
     /// Show `cidguard demo`'s switch on the dashboard.
@@ -174,6 +180,9 @@ impl Service {
                     .map_err(ServiceError::Dashboard)?;
                 if let Some(switch) = self.demo {
                     state.set_demo(switch);
+                }
+                if let Some(stats) = self.endpoint_stats {
+                    state.set_endpoint_stats(stats);
                 }
                 let (stop, stopped) = oneshot::channel::<()>();
                 let task = tokio::spawn(web::serve(listener, state, async {

@@ -183,7 +183,13 @@ struct Inner {
     runs: Mutex<HashMap<u64, RunInfo>>,
     /// `cidguard demo` only: its PBX rule switch.
     demo: std::sync::OnceLock<DemoSwitch>,
+    /// The endpoint's counters for /metrics, when an endpoint runs here.
+    endpoint_stats: std::sync::OnceLock<EndpointStatsSource>,
 }
+
+/// Reads the endpoint's counters (None while no endpoint is running).
+pub type EndpointStatsSource =
+    Arc<dyn Fn() -> Option<crate::sip::endpoint::EndpointStats> + Send + Sync>;
 
 /// What the demo's controls on the overview can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +241,7 @@ impl AppState {
                 }),
                 runs: Mutex::new(HashMap::new()),
                 demo: std::sync::OnceLock::new(),
+                endpoint_stats: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -243,6 +250,12 @@ impl AppState {
     /// does this; a real daemon never has one).
     pub fn set_demo(&self, switch: DemoSwitch) {
         let _ = self.inner.demo.set(switch);
+    }
+
+    /// Where /metrics reads the endpoint's counters (what the guard shed,
+    /// stray calls, connections).
+    pub fn set_endpoint_stats(&self, source: EndpointStatsSource) {
+        let _ = self.inner.endpoint_stats.set(source);
     }
 
     /// The plan in force.
@@ -1349,6 +1362,9 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
             at / 1000
         );
     }
+    if let Some(stats) = st.inner.endpoint_stats.get().and_then(|f| f()) {
+        endpoint_metrics(&mut m, &stats);
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -1357,6 +1373,87 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
         m,
     )
         .into_response())
+}
+
+/// The endpoint's counters: what it received, what its guard shed and why,
+/// stray calls, connections. The traffic an endpoint on the open internet
+/// turns away, so an operator can see a scan or a flood, and a
+/// misconfigured allow-list, without reading logs.
+fn endpoint_metrics(m: &mut String, s: &crate::sip::endpoint::EndpointStats) {
+    use std::fmt::Write;
+    let t = &s.transport;
+    let g = &t.guard;
+    let counter = |m: &mut String, name: &str, help: &str, rows: &[(&str, u64)]| {
+        let _ = writeln!(m, "# HELP {name} {help}");
+        let _ = writeln!(m, "# TYPE {name} counter");
+        for (labels, v) in rows {
+            if labels.is_empty() {
+                let _ = writeln!(m, "{name} {v}");
+            } else {
+                let _ = writeln!(m, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    counter(
+        m,
+        "cidguard_endpoint_messages_total",
+        "SIP messages the endpoint received and sent.",
+        &[
+            ("direction=\"in\"", t.messages_in),
+            ("direction=\"out\"", t.messages_out),
+        ],
+    );
+    counter(
+        m,
+        "cidguard_endpoint_dropped_total",
+        "Messages and connections the endpoint turned away, by reason.",
+        &[
+            ("reason=\"not-allowed\"", g.not_allowed),
+            ("reason=\"over-budget\"", g.over_budget),
+            ("reason=\"source-connections\"", g.connections_refused),
+            ("reason=\"source-buffer\"", g.buffer_limit),
+            ("reason=\"source-transactions\"", g.transactions_refused),
+            ("reason=\"queue-full\"", t.queue_full),
+            ("reason=\"queue-pushed-out\"", t.queue_pushed_out),
+            ("reason=\"not-sip\"", t.garbage),
+            ("reason=\"bad-framing\"", t.connections_closed_bad_framing),
+            ("reason=\"message-timeout\"", t.message_timeouts),
+            ("reason=\"write-timeout\"", t.write_timeouts),
+            ("reason=\"connection-limit\"", t.connections_refused),
+            ("reason=\"connection-evicted\"", t.connections_evicted),
+            ("reason=\"unanswerable\"", s.stack.unanswerable),
+            ("reason=\"stray-response\"", s.stack.stray_responses),
+        ],
+    );
+    counter(
+        m,
+        "cidguard_endpoint_stateless_responses_total",
+        "Requests answered without keeping state (OPTIONS, stray calls, malformed, over a limit).",
+        &[("", s.stack.stateless_responses)],
+    );
+    counter(
+        m,
+        "cidguard_endpoint_calls_total",
+        "INVITEs for the endpoint's numbers, and those turned away.",
+        &[
+            ("kind=\"handled\"", s.calls),
+            ("kind=\"stray\"", s.stray),
+            ("kind=\"rate-limited\"", s.rate_limited),
+            ("kind=\"over-capacity\"", s.over_capacity),
+        ],
+    );
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_endpoint_connections TCP/TLS connections open now."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_endpoint_connections gauge");
+    let _ = writeln!(m, "cidguard_endpoint_connections {}", t.connections);
+    let _ = writeln!(
+        m,
+        "# HELP cidguard_endpoint_sources Sources (addresses, IPv6 /64s) the guard tracks now."
+    );
+    let _ = writeln!(m, "# TYPE cidguard_endpoint_sources gauge");
+    let _ = writeln!(m, "cidguard_endpoint_sources {}", g.sources);
 }
 
 // ----- serving ------------------------------------------------------------

@@ -547,6 +547,31 @@ pub fn healthz(addr: SocketAddr, within: Duration) -> Result<Duration> {
     Ok(t0.elapsed())
 }
 
+/// The dashboard's /metrics text.
+pub fn metrics(addr: SocketAddr, within: Duration) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, within)?;
+    s.set_read_timeout(Some(within))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    if !resp.starts_with("HTTP/1.1 200") {
+        bail!("/metrics answered {:?}", resp.lines().next());
+    }
+    Ok(resp)
+}
+
+/// A sample's value in Prometheus text (`name{labels} value`), if there.
+pub fn metric(text: &str, sample: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// What a slow-connection attack saw.
 #[derive(Debug, Default, Clone)]
 pub struct Slow {
