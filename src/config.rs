@@ -369,7 +369,10 @@ pub struct Endpoint {
     pub hold_min: Duration,
     #[serde(default = "default_hold_max", deserialize_with = "de_duration")]
     pub hold_max: Duration,
-    /// How long a check waits for its call to arrive.
+    /// Once the line's side of a test call has ended, how long the check
+    /// still waits for the endpoint to report the call (a PBX or carrier
+    /// may deliver it late). A call not seen by then makes the check
+    /// inconclusive.
     #[serde(default = "default_arrival_timeout", deserialize_with = "de_duration")]
     pub arrival_timeout: Duration,
     /// Register the endpoint at a SIP provider as the DID the lines call.
@@ -419,7 +422,7 @@ fn default_hold_max() -> Duration {
     Duration::from_millis(6000)
 }
 fn default_arrival_timeout() -> Duration {
-    Duration::from_secs(20)
+    Duration::from_secs(5)
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/cidguard")

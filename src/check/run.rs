@@ -404,8 +404,9 @@ impl Checker {
             },
         );
         let outcome = self.place_call(account, target, hold, token.clone()).await;
-        // Give the endpoint's side time to report the call it saw.
-        let settle = Duration::from_secs(5);
+        // Give the endpoint's side time to report the call it saw (a PBX
+        // may still be delivering it after the line's side has ended).
+        let settle = ep.arrival_timeout();
         let deadline = tokio::time::Instant::now() + settle;
         loop {
             let notified = changed.notified();

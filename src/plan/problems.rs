@@ -181,6 +181,12 @@ pub fn problems(cfg: &Config) -> Vec<Problem> {
                 format!("{} is not a 4xx-6xx final response", ep.reject_code),
             );
         }
+        if ep.arrival_timeout.is_zero() {
+            bad(
+                "endpoint.arrival_timeout".into(),
+                "must be more than zero (the endpoint reports a call just after the line's side ends)".into(),
+            );
+        }
         if ep.hold_min > ep.hold_max {
             bad(
                 "endpoint.hold_min".into(),
