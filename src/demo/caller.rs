@@ -658,6 +658,48 @@ mod tests {
         ));
     }
 
+    /// The reader keeps the first source's stream of the offered payload
+    /// type and counts everything else; after the stop it drains what is
+    /// already there and ends once quiet.
+    #[tokio::test]
+    async fn the_reader_keeps_one_stream_and_ends_after_the_grace() {
+        use crate::media::rtp::Packetizer;
+        let rx = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let reader = tokio::spawn(read_rtp(rx, Codec::Pcmu, 3, stopped));
+        let mut stream = Packetizer::with_state(0, 7, 100, 0);
+        let mut alaw = Packetizer::with_state(8, 7, 100, 0);
+        let mut other_ssrc = Packetizer::with_state(0, 8, 100, 0);
+        let sends: Vec<(&UdpSocket, Vec<u8>)> = vec![
+            (&tx, stream.packet(&[0xFF; 160])),
+            (&tx, alaw.packet(&[0xD5; 160])),
+            (&tx, other_ssrc.packet(&[0xFF; 160])),
+            (&other, stream.clone().packet(&[0xFF; 160])),
+            (&tx, b"not RTP".to_vec()),
+            (&tx, vec![0x80; MAX_DATAGRAM + 1]),
+            (&tx, stream.packet(&[0xFF; 160])),
+            (&tx, stream.packet(&[0xFF; 160])),
+            // Over the cap of three.
+            (&tx, stream.packet(&[0xFF; 160])),
+        ];
+        for (sock, bytes) in &sends {
+            sock.send_to(bytes, to).await.unwrap();
+        }
+        stop.send(true).unwrap();
+        let got = timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader ends after the grace")
+            .unwrap();
+        assert_eq!(
+            got.packets.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
+        assert_eq!((got.ignored, got.truncated), (6, true));
+    }
+
     #[test]
     fn caps_follow_the_duration() {
         assert_eq!(max_packets(Duration::from_secs(1)), 150);
