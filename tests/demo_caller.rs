@@ -3,6 +3,7 @@
 //! sample for sample, sees the 183 and the reject code and never a 200,
 //! saves a WAV file that reads back, cancels a call that rings forever, and
 //! reports (and hangs up) a call that is answered. Then the same call
+//! through the demo PBX, which withholds or leaks by the line's rule, and
 //! through the real PBX (Kamailio), authenticating as a line.
 //!
 //! The endpoint runs a test handler that returns a fixed disposition (an
@@ -18,6 +19,7 @@ use cidguard::config;
 use cidguard::demo::caller::{
     call_and_record, CallerAuth, CallerError, CallerId, CallerOptions, Heard, Identity,
 };
+use cidguard::demo::pbx::{DemoPbx, Identities, Rule};
 use cidguard::media::rtp::{packet_count, Codec};
 use cidguard::media::{wav, Audio};
 use cidguard::secret::Secret;
@@ -366,4 +368,76 @@ async fn the_caller_through_the_pbx_records_the_announcement() {
     assert_eq!(call.ended, CallEnd::Rejected(486));
     assert_endpoint_never_answered(&call);
     drop(pbx);
+}
+
+/// Through the demo PBX, as the demo's device will call: the line's From
+/// names the line, the PBX presents it by the line's rule (withheld, then
+/// leaking the organisation's number), and the 183 carries the endpoint's
+/// SDP answer back, so the caller hears the message either way.
+/// (Regression: the demo PBX relayed the 183 without its SDP answer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_through_the_demo_pbx_hears_the_message_withheld_and_leaking() {
+    let audio = known_audio();
+    let mut s = Setup::start(Disposition::Announce {
+        audio: Audio::new(audio.clone()),
+        then: 486,
+    })
+    .await;
+    let ids = Identities {
+        org_name: org::NAME.to_string(),
+        org_number: org::NUMBER.to_string(),
+        umbrella_name: org::UMBRELLA_NAME.to_string(),
+        umbrella_number: org::UMBRELLA_NUMBER.to_string(),
+    };
+    let rules = [("201".to_string(), Rule::Withheld)].into_iter().collect();
+    let pbx = DemoPbx::start("127.0.0.1:0".parse().unwrap(), s.addr(), ids, rules)
+        .await
+        .unwrap();
+    for (rule, pai) in [
+        (Rule::Withheld, None),
+        (
+            Rule::Leak,
+            Some(format!("<sip:{}@demo-pbx.invalid>", org::NUMBER)),
+        ),
+    ] {
+        pbx.set_rule("201", rule);
+        let opts = CallerOptions::new(
+            pbx.addr(),
+            NUMBER,
+            CallerId::Shown(Identity {
+                display: None,
+                user: "201".to_string(),
+                host: "demo-pbx.invalid".to_string(),
+            }),
+        );
+        let heard = call(&opts).await.unwrap();
+        let what = rule.name();
+        assert!(heard.provisional.contains(&183), "{what}");
+        assert_eq!((heard.final_status, heard.answered), (486, false), "{what}");
+        let progress = heard
+            .messages
+            .iter()
+            .map(|m| cidguard::sip::parse(&m.bytes).unwrap())
+            .find(|m| m.status() == Some(183))
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&progress.body).contains("a=sendonly"),
+            "{what}: the 183 carries the SDP answer"
+        );
+        assert_heard_exactly(&heard, &audio, Codec::Pcmu);
+        let invite = s.invite().await;
+        assert_eq!(
+            invite.header("Privacy"),
+            (rule == Rule::Withheld).then_some("id"),
+            "{what}"
+        );
+        assert_eq!(
+            invite.header("P-Asserted-Identity"),
+            pai.as_deref(),
+            "{what}"
+        );
+        let call = s.finished().await;
+        assert_eq!(call.ended, CallEnd::Rejected(486), "{what}");
+    }
+    pbx.shutdown().await;
 }
