@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_cli;
 mod daemon_e2e;
 mod demo;
+mod demo_caller;
 mod deploy;
 mod example_numbers;
 mod fuzz_mutations;

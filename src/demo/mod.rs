@@ -9,6 +9,7 @@
 //! and email alerts as `cidguard run`) and the dashboard, all on 127.0.0.1
 //! ([`crate::service::demo`]).
 
+pub mod caller;
 pub mod pbx;
 
 use std::collections::HashMap;

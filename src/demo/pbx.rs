@@ -553,6 +553,16 @@ impl Relay {
             );
         }
         r.push("Server", SERVER);
+        // A provisional response's SDP answer goes back to the line (early
+        // media flows between the line and the endpoint directly): a 183
+        // without it is no early media to a phone, so a self-test caller
+        // would hear nothing.
+        if !m.body.is_empty() && code > 100 && code < 200 {
+            if let Some(ct) = m.header("Content-Type") {
+                r.push("Content-Type", ct);
+                r.body = m.body.clone();
+            }
+        }
         let bytes = r.to_bytes();
         call.a_last = Some(bytes.clone());
         if code >= 200 {

@@ -14,6 +14,7 @@ use rand::Rng;
 
 use super::header::{parse_name_addr, parse_params};
 use super::message::Message;
+use crate::media::rtp::Codec;
 
 /// RFC 3261 magic cookie that marks a branch as globally unique.
 pub const BRANCH_COOKIE: &str = "z9hG4bK";
@@ -343,6 +344,12 @@ pub fn host_port(addr: SocketAddr) -> String {
 /// telephone-event, on a real RTP port so a PBX that checks media (or a
 /// later media-token check) finds something there.
 pub fn sdp(addr: SocketAddr, session_id: u64) -> Vec<u8> {
+    sdp_offer(addr, session_id, Codec::Pcmu)
+}
+
+/// The same with `codec` (PCMU or PCMA, static payload type) as the one
+/// audio format besides telephone-event.
+pub fn sdp_offer(addr: SocketAddr, session_id: u64, codec: Codec) -> Vec<u8> {
     let (ip_kind, ip) = match addr {
         SocketAddr::V4(a) => ("IP4", a.ip().to_string()),
         SocketAddr::V6(a) => ("IP6", a.ip().to_string()),
@@ -353,13 +360,15 @@ pub fn sdp(addr: SocketAddr, session_id: u64) -> Vec<u8> {
          s=-\r\n\
          c=IN {ip_kind} {ip}\r\n\
          t=0 0\r\n\
-         m=audio {port} RTP/AVP 0 101\r\n\
-         a=rtpmap:0 PCMU/8000\r\n\
+         m=audio {port} RTP/AVP {pt} 101\r\n\
+         a=rtpmap:{pt} {name}/8000\r\n\
          a=rtpmap:101 telephone-event/8000\r\n\
          a=fmtp:101 0-16\r\n\
          a=ptime:20\r\n\
          a=sendrecv\r\n",
-        port = addr.port()
+        port = addr.port(),
+        pt = codec.static_payload_type(),
+        name = codec.name(),
     )
     .into_bytes()
 }
@@ -441,5 +450,17 @@ mod tests {
     fn sdp_roundtrip() {
         let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         assert_eq!(sdp_audio_addr(&sdp(a, 1)), Some(a));
+    }
+
+    /// An offer of PCMA is read by the self-test's SDP reader as PCMA.
+    #[test]
+    fn sdp_offer_names_its_codec() {
+        let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let body = String::from_utf8(sdp_offer(a, 1, codec)).unwrap();
+            let t = crate::media::sdp::parse(&body).unwrap().target().unwrap();
+            assert_eq!((t.codec, t.addr), (codec, a));
+        }
+        assert_eq!(sdp(a, 7), sdp_offer(a, 7, Codec::Pcmu));
     }
 }

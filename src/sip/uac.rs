@@ -25,7 +25,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::account::Account;
 use super::build::{
-    host_port, new_branch, new_call_id, new_tag, parse_via, response_to, sdp, Request,
+    host_port, new_branch, new_call_id, new_tag, parse_via, response_to, sdp_offer, Request,
 };
 use super::digest::{self, Challenge, DigestError};
 use super::header::{parse_name_addr, parse_uri, split_list};
@@ -35,6 +35,7 @@ use super::transport::{
     TransportError,
 };
 use super::Message;
+use crate::media::rtp::Codec;
 
 /// Methods a line accepts (advertised in Allow).
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY";
@@ -148,6 +149,11 @@ pub struct CallOptions {
     pub rtp: Option<Arc<UdpSocket>>,
     /// Headers added to the INVITE (say, `Privacy: id` for an experiment).
     pub extra_headers: Vec<(String, String)>,
+    /// The From to present (a name-addr, without tag) instead of the
+    /// account's: a caller that shows a chosen identity or none.
+    pub from: Option<String>,
+    /// The G.711 codec to offer (with telephone-event); PCMU when None.
+    pub codec: Option<Codec>,
 }
 
 /// What an action running while the call is up gets.
@@ -911,10 +917,13 @@ impl Line {
         let target_uri = self.target_uri(target)?;
         let ring_timeout = opts.ring_timeout.unwrap_or(self.inner.ring_timeout);
         let from_tag = new_tag();
-        let from = format!(
-            "<sip:{}@{}>;tag={from_tag}",
-            self.inner.from_user, self.inner.domain
-        );
+        let from = match &opts.from {
+            Some(f) => format!("{f};tag={from_tag}"),
+            None => format!(
+                "<sip:{}@{}>;tag={from_tag}",
+                self.inner.from_user, self.inner.domain
+            ),
+        };
         let to = format!("<{target_uri}>");
         let first_flow = self.connect().await?;
         let rtp = match opts.rtp.clone() {
@@ -938,7 +947,11 @@ impl Line {
             offer_addr.set_ip(first_flow.local.ip());
         }
         let local_rtp = offer_addr;
-        let body = sdp(offer_addr, rand::random::<u32>() as u64);
+        let body = sdp_offer(
+            offer_addr,
+            rand::random::<u32>() as u64,
+            opts.codec.unwrap_or(Codec::Pcmu),
+        );
         let capture = Capture::new(Instant::now());
         let mut first_sent: Option<Instant> = None;
         let mut challenges: Vec<Challenge> = Vec::new();
