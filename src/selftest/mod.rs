@@ -19,6 +19,8 @@
 //! [`Digits`] they come from print no digits in `Debug`, and nothing here
 //! keeps them.
 
+pub mod privacy;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -27,8 +29,62 @@ use crate::media::prompts::{self, Clip, Digits, Outcome, Prompts, ShownNumber};
 use crate::verdict::numbers::NumberError;
 use crate::verdict::{self, Finding, Kind, Policy, Verdict};
 
-/// The name self-test verdicts carry as their "line".
-pub const LINE_NAME: &str = "self-test";
+/// The name self-test verdicts carry as their "line" (when the call is
+/// not a device's).
+pub const LINE_NAME: &str = crate::plan::SELFTEST_LINE;
+
+/// A call-in judged: what the caller hears, and the verdict made safe to
+/// keep ([`privacy::scrub_verdict`]).
+#[derive(Debug)]
+pub struct CallIn {
+    /// The device it is attributed to: the owner of the self-test number
+    /// dialled, else the device whose number the call showed.
+    pub device: Option<String>,
+    /// The verdict, its line the device's name or [`LINE_NAME`], with a
+    /// stranger's number or name replaced.
+    pub verdict: Verdict,
+    /// What is said to the caller (may read the number back: built before
+    /// the verdict was scrubbed, and never printed).
+    pub clips: Vec<Clip>,
+}
+
+/// Judge a call to a self-test number at once: with the device's policy
+/// for a device's own number, else `[selftest]`'s. None when the plan has
+/// no policy for it (a number without its section).
+pub fn judge_call_in(
+    callin: &crate::plan::CallInPlan,
+    owner: &crate::plan::Owner,
+    invite: &[u8],
+) -> Option<CallIn> {
+    use crate::plan::Owner;
+    let (policy, own) = match owner {
+        Owner::Organisation => (callin.policy()?, None),
+        Owner::Device(i) => {
+            let d = callin.devices().get(*i)?;
+            (d.policy(), Some(d.name().to_string()))
+        }
+    };
+    let mut verdict = verdict::judge(policy, invite);
+    let clips = script_for(&verdict, policy);
+    let device = own.or_else(|| {
+        callin
+            .devices()
+            .iter()
+            .find(|d| {
+                verdict.findings.iter().any(|f| {
+                    f.kind == Kind::Number && (d.has_number(&f.matched) || d.has_number(&f.seen))
+                })
+            })
+            .map(|d| d.name().to_string())
+    });
+    privacy::scrub_verdict(&mut verdict, callin.keep());
+    verdict.line = device.clone().unwrap_or_else(|| LINE_NAME.to_string());
+    Some(CallIn {
+        device,
+        verdict,
+        clips,
+    })
+}
 
 /// The policy self-test calls are judged by: the organisation's identity,
 /// with the `[selftest]` expectation (withheld, or its umbrella). None
@@ -155,6 +211,7 @@ pub fn script_for(v: &Verdict, policy: &Policy) -> Vec<Clip> {
 /// The `[selftest]` lines of `config check`.
 pub fn summary(cfg: &Config) -> String {
     let mut s = String::new();
+    s.push_str(&devices_summary(cfg));
     let Some(st) = &cfg.selftest else {
         return s;
     };
@@ -173,7 +230,7 @@ pub fn summary(cfg: &Config) -> String {
     };
     let _ = writeln!(
         s,
-        "Self-test (in progress: calls to it are not taken yet): {} number{} ({}), judged as {expect}; the result is played as early media, then {} (never answered)",
+        "Self-test: {} number{} ({}), judged as {expect}; the result is played as early media, then {} (never answered); recorded as \"{LINE_NAME}\" (or as the device whose number it showed)",
         st.numbers.len(),
         if st.numbers.len() == 1 { "" } else { "s" },
         numbers.join("; "),
@@ -208,6 +265,42 @@ pub fn summary(cfg: &Config) -> String {
         Err(_) => "unreadable (see the problems above)".into(),
     };
     let _ = writeln!(s, "  Prompts: {voice}");
+    s
+}
+
+/// The `[[device]]` lines of `config check`: each device, its numbers
+/// count, its self-test number and reminders.
+fn devices_summary(cfg: &Config) -> String {
+    let mut s = String::new();
+    for d in &cfg.devices {
+        let expect = match (&d.expect, &d.umbrella) {
+            (Expect::Umbrella, Some(u)) => format!("the umbrella name {:?}", u.name),
+            _ => "withheld".into(),
+        };
+        let selftest = match &d.selftest_number {
+            Some(n) => format!("; its self-test number {n}"),
+            None => "; no self-test number of its own".into(),
+        };
+        let remind = match d.remind_every {
+            Some(r) if d.selftest_number.is_some() && !r.is_zero() => {
+                let secs = r.as_secs();
+                let every = if secs >= 86400 && secs % 86400 == 0 {
+                    format!("{} days", secs / 86400)
+                } else {
+                    format!("{secs} s")
+                };
+                format!("; {} reminded after {every} without a call-in", d.owner)
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "Device {}: {} number{} protected, judged as {expect}{selftest}{remind}",
+            d.name,
+            d.numbers.len(),
+            if d.numbers.len() == 1 { "" } else { "s" },
+        );
+    }
     s
 }
 
