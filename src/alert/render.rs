@@ -833,6 +833,8 @@ pub(crate) fn trigger_text(t: &Trigger) -> String {
         Trigger::Confirm => "re-check to confirm a failure".into(),
         Trigger::Api { label: None, .. } => "through the API".into(),
         Trigger::Api { label: Some(l), .. } => format!("through the API: {l}"),
+        Trigger::CallIn { device: Some(d) } => format!("a call to the self-test number from {d}"),
+        Trigger::CallIn { device: None } => "a call to the self-test number".into(),
     }
 }
 
