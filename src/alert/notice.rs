@@ -234,6 +234,13 @@ pub enum LeakBasis {
         #[serde(with = "secs")]
         window: Duration,
     },
+    /// A call-in: someone dialled a self-test number and just heard the
+    /// leak, so nothing is re-checked first.
+    CallIn {
+        /// The device it is attributed to (None: a phone not configured).
+        #[serde(default)]
+        device: Option<String>,
+    },
 }
 
 /// Where a line stands, for "can't test" notices and maintenance summaries.

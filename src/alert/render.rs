@@ -452,7 +452,15 @@ impl Renderer {
                 "Alerts are set to fire on the first failed check, without waiting for a re-check."
                     .to_string()
             }
+            LeakBasis::CallIn { device: Some(d) } => format!(
+                "Someone called the self-test number from the device {d:?} and heard this result: its calls show it. Nothing was re-checked first: a person just heard it."
+            ),
+            LeakBasis::CallIn { device: None } => "Someone called the self-test number and heard this result. The phone is not one of the configured devices, so its number is not kept; ask who tested their phone just now. Nothing was re-checked first: a person just heard it.".to_string(),
         });
+        if matches!(basis, LeakBasis::CallIn { .. }) {
+            // The call-in was not a test call from a line.
+            intro.remove(0);
+        }
         let doc = self.leak_doc(r, a, strip_prefix(&subject), intro, since);
         doc.email(subject)
     }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::check::result::CheckResult;
+use crate::check::result::{CheckResult, Trigger};
 use crate::plan::Plan;
 use crate::verdict::Outcome;
 
@@ -223,6 +223,17 @@ impl AlertPolicy {
                 .lines()
                 .iter()
                 .map(|l| (l.name().to_string(), l.policy().expectation()))
+                .chain(
+                    plan.callin()
+                        .devices()
+                        .iter()
+                        .map(|d| (d.name().to_string(), d.policy().expectation())),
+                )
+                .chain(
+                    plan.callin()
+                        .policy()
+                        .map(|p| (crate::plan::SELFTEST_LINE.to_string(), p.expectation())),
+                )
                 .collect(),
             dashboard_url: a
                 .and_then(|a| a.dashboard_url.as_deref())
@@ -341,10 +352,44 @@ pub fn on_result(
         }
     }
 
-    match result.outcome {
-        Outcome::Fail => on_fail(&mut s, result, check_id, now, &mut out),
-        Outcome::Pass => on_pass(&mut s, result, check_id, now, &mut out),
-        Outcome::Inconclusive => on_inconclusive(&mut s, result, check_id, now, &mut out),
+    match (&result.trigger, result.outcome) {
+        // A call-in from a phone that is not a configured device: each
+        // leak is told at once (a person just heard it), and nothing else:
+        // a pass from another phone proves nothing about the first, so
+        // there is no state to resolve.
+        (Trigger::CallIn { device: None }, Outcome::Fail) => {
+            let facts = Facts::Leak {
+                check: CheckFacts::of(result),
+                since: started(result, now),
+                basis: LeakBasis::CallIn { device: None },
+            };
+            out.alert(&mut s, AlertKind::Leak, line, check_id, facts);
+        }
+        (Trigger::CallIn { device: None }, _) => {}
+        // A device's call-in leak: at once, no confirming re-check.
+        (Trigger::CallIn { device: Some(d) }, Outcome::Fail)
+            if s.status != LineStatus::Failing =>
+        {
+            s.end_inconclusive_run();
+            s.pending_confirm = None;
+            let since = started(result, now);
+            s.status = LineStatus::Failing;
+            s.failing_since = Some(since);
+            s.failing_check_id = Some(check_id);
+            s.failing_summary = Some(result.summary());
+            s.last_notified_at = Some(now);
+            let facts = Facts::Leak {
+                check: CheckFacts::of(result),
+                since,
+                basis: LeakBasis::CallIn {
+                    device: Some(d.clone()),
+                },
+            };
+            out.alert(&mut s, AlertKind::Leak, line, check_id, facts);
+        }
+        (_, Outcome::Fail) => on_fail(&mut s, result, check_id, now, &mut out),
+        (_, Outcome::Pass) => on_pass(&mut s, result, check_id, now, &mut out),
+        (_, Outcome::Inconclusive) => on_inconclusive(&mut s, result, check_id, now, &mut out),
     }
     (s, out.decisions)
 }

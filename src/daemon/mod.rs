@@ -107,6 +107,15 @@ pub trait Checker: Send + Sync + 'static {
     /// The future may be dropped (timeout, stop): the call must then be
     /// torn down by its drop.
     async fn check(&self, request: CheckRequest) -> CheckResult;
+
+    /// The next call-in: a call someone made to a self-test number, judged
+    /// and played to them already; the daemon records it like any result
+    /// and hands it to the alert side. Must be cancel-safe (the daemon's
+    /// loop drops the future whenever something else happens first). The
+    /// default never yields one.
+    async fn next_call_in(&self) -> Option<CheckResult> {
+        std::future::pending().await
+    }
 }
 
 /// Asks a PBX what software it runs (the SIP side implements it with
@@ -758,6 +767,7 @@ impl Daemon {
         tokio::pin!(shutdown);
         let mut reload_open = true;
         let mut runs = self.deps.runs.take();
+        let checker = self.deps.checker.clone();
         loop {
             let now = self.now();
             self.fire_due(now);
@@ -781,6 +791,7 @@ impl Daemon {
                     self.recorded(written);
                 }
                 Some(seen) = self.pbx_rx.recv() => self.on_pbx(seen),
+                Some(call_in) = checker.next_call_in() => self.on_call_in(call_in),
                 r = next_run(&mut runs) => match r {
                     Some(req) => self.on_run_request(req),
                     // The dashboard is gone: stop listening, don't spin.
@@ -1047,6 +1058,13 @@ impl Daemon {
     }
 
     /// An inconclusive result for a line whose check gave none.
+    /// A call-in, judged by the checker: recorded like any result (then
+    /// the alert side takes it in). It holds no slot and no schedule.
+    fn on_call_in(&mut self, result: CheckResult) {
+        tracing::info!(line = %result.line, outcome = %result.outcome, "recording a call-in");
+        self.write(result, None, false);
+    }
+
     fn placeholder_result(&self, line: &str, why: String) -> CheckResult {
         let started = self
             .running

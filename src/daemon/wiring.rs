@@ -85,6 +85,15 @@ impl Checker for SipChecker {
         Ok(())
     }
 
+    async fn next_call_in(&self) -> Option<CheckResult> {
+        let checker = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match checker {
+            Some(c) => c.next_call_in().await,
+            // No endpoint yet: nothing can call in.
+            None => std::future::pending().await,
+        }
+    }
+
     async fn check(&self, req: CheckRequest) -> CheckResult {
         let checker = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match checker {
@@ -95,6 +104,21 @@ impl Checker for SipChecker {
             ),
         }
     }
+}
+
+/// Every name the alert side keeps a state for: the lines, the devices,
+/// and the call-ins from other phones.
+fn alerted_names(plan: &Plan) -> Vec<String> {
+    plan.lines()
+        .iter()
+        .map(|l| l.name().to_string())
+        .chain(plan.callin().devices().iter().map(|d| d.name().to_string()))
+        .chain(
+            plan.callin()
+                .policy()
+                .map(|_| crate::plan::SELFTEST_LINE.to_string()),
+        )
+        .collect()
 }
 
 /// Asks a PBX for OPTIONS and reads its Server / User-Agent.
@@ -291,12 +315,7 @@ impl AlertSink for ChannelAlerts {
     }
 
     fn catch_up(&self, ctx: &AlertContext<'_>) -> Vec<FollowUp> {
-        let lines: Vec<String> = ctx
-            .plan
-            .lines()
-            .iter()
-            .map(|l| l.name().to_string())
-            .collect();
+        let lines = alerted_names(ctx.plan);
         lines.iter().flat_map(|l| self.take_in(l, ctx)).collect()
     }
 
@@ -306,12 +325,7 @@ impl AlertSink for ChannelAlerts {
         }
         let (policy, routes, wakes) = self.snapshot();
         let Some(policy) = policy else { return };
-        let lines: Vec<String> = ctx
-            .plan
-            .lines()
-            .iter()
-            .map(|l| l.name().to_string())
-            .collect();
+        let lines = alerted_names(ctx.plan);
         match step::summarise_maintenance(&**ctx.store, &policy, &routes, &lines, ctx.now) {
             Ok(Some((n, to))) => {
                 info!(kind = %n.kind, key = %n.key, channels = %to.join(", "), "alert queued");
