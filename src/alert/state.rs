@@ -367,9 +367,7 @@ pub fn on_result(
         }
         (Trigger::CallIn { device: None }, _) => {}
         // A device's call-in leak: at once, no confirming re-check.
-        (Trigger::CallIn { device: Some(d) }, Outcome::Fail)
-            if s.status != LineStatus::Failing =>
-        {
+        (Trigger::CallIn { device: Some(d) }, Outcome::Fail) if s.status != LineStatus::Failing => {
             s.end_inconclusive_run();
             s.pending_confirm = None;
             let since = started(result, now);

@@ -142,8 +142,8 @@ impl CallInLimit {
             });
         }
         let (tokens, at) = self.buckets.entry(ip).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.rate)
+            .min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

@@ -145,19 +145,20 @@ impl CallInPlan {
     /// Compile `[selftest]` and `[[device]]` (validated already).
     pub fn compile(cfg: &Config, org: &Arc<OrgMatcher>) -> Result<CallInPlan, CallInError> {
         let region = cfg.organisation.region.as_str();
-        let policy_for = |name: &str, expect: Expect, umbrella: &Option<crate::config::Umbrella>| {
-            Policy::new(
-                org.clone(),
-                &Line {
-                    name: name.into(),
-                    expect,
-                    umbrella: umbrella.clone(),
-                    account: None,
-                    schedule: None,
-                },
-                region,
-            )
-        };
+        let policy_for =
+            |name: &str, expect: Expect, umbrella: &Option<crate::config::Umbrella>| {
+                Policy::new(
+                    org.clone(),
+                    &Line {
+                        name: name.into(),
+                        expect,
+                        umbrella: umbrella.clone(),
+                        account: None,
+                        schedule: None,
+                    },
+                    region,
+                )
+            };
         let st = cfg.selftest.as_ref();
         let policy = match st {
             Some(st) => Some(policy_for(SELFTEST_LINE, st.expect, &st.umbrella)?),

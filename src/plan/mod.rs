@@ -185,7 +185,8 @@ impl Plan {
             crate::verdict::OrgMatcher::new(&protected(&config).organisation)
                 .map_err(|e| invalid("organisation.numbers", e.to_string()))?,
         );
-        let callin = CallInPlan::compile(&config, &org).map_err(|e| invalid("selftest", e.to_string()))?;
+        let callin =
+            CallInPlan::compile(&config, &org).map_err(|e| invalid("selftest", e.to_string()))?;
         let selftest_numbers: Vec<String> =
             callin.numbers().iter().map(|(n, _)| n.clone()).collect();
         let endpoint = match &config.endpoint {

@@ -492,7 +492,10 @@ fn device_problems(cfg: &Config, bad: &mut dyn FnMut(String, String)) {
             );
         }
         if !names.insert(d.name.clone()) {
-            bad(f("name"), "the same name is used by an earlier device".into());
+            bad(
+                f("name"),
+                "the same name is used by an earlier device".into(),
+            );
         }
         if let Err(e) = d.owner.parse::<lettre::message::Mailbox>() {
             bad(

@@ -68,8 +68,8 @@ pub fn mask_numbers(text: &str, keep: &Keep) -> String {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        let starts = c.is_ascii_digit()
-            || (c == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit));
+        let starts =
+            c.is_ascii_digit() || (c == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit));
         if !starts {
             out.push(c);
             i += 1;
