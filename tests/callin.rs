@@ -219,8 +219,7 @@ fn dial(d: &Daemon, number: &str, rule: &str, from_user: &str) -> Heard {
             .iter()
             .filter(|m| invite(m))
             .filter_map(|m| m.status())
-            .filter(|s| *s >= 200 && *s != 407)
-            .last(),
+            .rfind(|s| *s >= 200 && *s != 407),
         progress: responses.iter().any(|m| m.status() == Some(183)),
         answered: responses
             .iter()
