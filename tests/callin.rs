@@ -447,3 +447,110 @@ fn db_bytes(state: &Path) -> Vec<u8> {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+const REMINDER_CONFIG: &str = r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+
+[endpoint]
+listen = ["udp:127.0.0.1:0"]
+numbers = ["0399990000"]
+
+[daemon]
+state_dir = "STATE"
+default_schedule = "0 0 3 1 1 *"
+
+[alerts]
+recipients = ["noc@eastside-refuge.org.au"]
+from = "cidguard <cidguard@eastside-refuge.org.au>"
+file = { dir = "MAIL" }
+
+[[line]]
+name = "reception"
+expect = "withheld"
+
+[[device]]
+name = "jo-mobile"
+owner = "jo@eastside-refuge.org.au"
+numbers = ["+61 491 570 156"]
+selftest_number = "0399990002"
+remind_every = "EVERY"
+"#;
+
+/// A device never tested is reminded once per `remind_every`, counting
+/// from when it was first seen: not before, not twice for one period, and
+/// not again after a restart (the state is in the history).
+#[test]
+fn a_device_reminder_comes_once_per_period_across_restarts() {
+    use chrono::{TimeZone, Utc};
+    use cidguard::alert::step::device_reminders;
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = REMINDER_CONFIG
+        .replace("STATE", &dir.path().join("state").display().to_string())
+        .replace("MAIL", &dir.path().join("mail").display().to_string())
+        .replace("EVERY", "30d");
+    let plan = cidguard::plan::Plan::from_toml(&text, Path::new("t.toml")).expect("plan");
+    let routes = cidguard::alert::channel::routes(plan.config());
+    let devices = plan.callin().devices();
+    let t0 = Utc.with_ymd_and_hms(2025, 3, 1, 10, 0, 0).unwrap();
+    let day = chrono::Duration::days(1);
+    let db = dir.path().join("history.db");
+    let count = |at| {
+        let store = Store::open(&db).expect("history");
+        device_reminders(&store, &routes, devices, at)
+            .expect("step")
+            .len()
+    };
+    assert_eq!(count(t0), 0, "first seen: counting starts");
+    assert_eq!(count(t0 + day * 29), 0);
+    assert_eq!(count(t0 + day * 30), 1, "due after 30 days");
+    assert_eq!(count(t0 + day * 30 + chrono::Duration::hours(1)), 0, "once");
+    assert_eq!(count(t0 + day * 59), 0, "a reopened history remembers");
+    assert_eq!(count(t0 + day * 60), 1, "and the next period's");
+}
+
+/// The running daemon sends the reminder through the alert channels,
+/// addressed to the device's owner, naming the device and the number to
+/// dial.
+#[test]
+fn the_daemon_reminds_a_devices_owner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mail = dir.path().join("mail");
+    std::fs::create_dir_all(&mail).expect("mail");
+    let text = REMINDER_CONFIG
+        .replace("STATE", &dir.path().join("state").display().to_string())
+        .replace("MAIL", &mail.display().to_string())
+        .replace("EVERY", "1s");
+    let cfg = dir.path().join("cidguard.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cidguard"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start cidguard run");
+    let found = poll_until(Duration::from_secs(30), "a reminder email", || {
+        Ok(std::fs::read_dir(&mail)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .find(|m| m.contains("X-Cidguard-Alert: device-reminder")))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let m = found.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
+        )
+    });
+    let to = m
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .expect("a To header");
+    assert!(to.contains("jo@eastside-refuge.org.au"), "{to}");
+    assert!(m.contains("jo-mobile") && m.contains("0399990002"), "{m}");
+}

@@ -185,6 +185,19 @@ impl Renderer {
             } => self.drift(&check.to_result(), &about, before, after),
             Facts::MaintenanceSummary { lines } => self.maintenance_summary(lines, n.at),
             Facts::Test {} => self.test_email(n.at),
+            Facts::DeviceReminder {
+                device,
+                owner,
+                number,
+                every_secs,
+                last_call_in,
+            } => self.device_reminder(
+                device,
+                owner,
+                number,
+                Duration::from_secs(*every_secs),
+                *last_call_in,
+            ),
             Facts::LegacyEmail {
                 subject,
                 text,
@@ -760,6 +773,37 @@ impl Renderer {
     }
 
     /// `cidguard alert test`.
+    /// A device not tested for `every`: its owner is asked to call.
+    fn device_reminder(
+        &self,
+        device: &str,
+        owner: &str,
+        number: &str,
+        every: Duration,
+        last: Option<DateTime<Utc>>,
+    ) -> Email {
+        let subject = format!("[cidguard] Please test the phone {device:?}: call {number}");
+        let mut doc = Doc::new(Tone::Info, strip_prefix(&subject).to_string());
+        doc.push(Block::Para(format!(
+            "The phone {device:?} has not called the self-test number for {}. From that phone, please dial {number}: you will hear whether it hides its caller ID, and the call is never answered (it costs nothing). If it says your number or name is shown, the phone's settings or its carrier show it: stop using it for calls to clients until it is fixed.",
+            fmt_duration(every)
+        )));
+        doc.push(Block::Facts(vec![
+            ("Device".to_string(), device.to_string()),
+            ("Owner".to_string(), owner.to_string()),
+            ("Number to dial".to_string(), number.to_string()),
+            (
+                "Last call-in".to_string(),
+                last.map(fmt_time).unwrap_or_else(|| "never".into()),
+            ),
+        ]));
+        doc.push(Block::Footer(format!(
+            "cidguard: caller-ID privacy checks for {}",
+            self.org_name
+        )));
+        doc.email(subject)
+    }
+
     pub fn test_email(&self, now: DateTime<Utc>) -> Email {
         let subject = "[cidguard] Test email".to_string();
         let mut doc = Doc::new(Tone::Info, "Test email".into());

@@ -129,6 +129,13 @@ pub struct LineAlertState {
     pub held: Vec<HeldAlert>,
     /// Held notices dropped to bound the state's size.
     pub held_dropped: u32,
+    /// A device: when its reminders started counting (first seen with
+    /// `remind_every` in the config).
+    pub device_seen_at: Option<DateTime<Utc>>,
+    /// A device: when its last call-in was made.
+    pub last_call_in: Option<DateTime<Utc>>,
+    /// A device: when its owner was last reminded to call.
+    pub last_device_reminder: Option<DateTime<Utc>>,
 }
 
 impl LineAlertState {
@@ -342,6 +349,9 @@ pub fn on_result(
         now,
     };
     let line = result.line.as_str();
+    if let Trigger::CallIn { .. } = result.trigger {
+        s.last_call_in = Some(started(result, now));
+    }
 
     // A window ended and nobody summarised what it held (the daemon
     // normally calls `maintenance_summary` over all lines first): summarise
@@ -570,6 +580,56 @@ fn on_inconclusive(
         };
         out.alert(s, AlertKind::CantTest, &r.line, check_id, facts);
     }
+}
+
+/// A device's reminder, if one is due at `now`: a device with its own
+/// self-test number and `remind_every` that has had no call-in for that
+/// long (counting from when it was first seen, its last call-in and its
+/// last reminder, whichever is latest) gets one notice, addressed to its
+/// owner. Returns the new state (None when nothing changed) and the notice.
+pub fn device_reminder(
+    state: &LineAlertState,
+    device: &crate::plan::DevicePlan,
+    now: DateTime<Utc>,
+) -> (Option<LineAlertState>, Option<Notice>) {
+    let (Some(every), Some(number)) = (device.remind_every(), device.selftest_number()) else {
+        return (None, None);
+    };
+    let mut s = state.clone();
+    let seen = *s.device_seen_at.get_or_insert(now);
+    let base = [Some(seen), s.last_call_in, s.last_device_reminder]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+    let due = (now - base).to_std().is_ok_and(|d| d >= every);
+    if !due {
+        let changed = state.device_seen_at.is_none();
+        return (changed.then_some(s), None);
+    }
+    s.last_device_reminder = Some(now);
+    let notice = Notice {
+        key: format!(
+            "{}:{}:{}",
+            AlertKind::DeviceReminder.as_str(),
+            device.name(),
+            now.timestamp_millis()
+        ),
+        kind: AlertKind::DeviceReminder,
+        line: Some(device.name().to_string()),
+        check_id: None,
+        at: now,
+        expected: Some(device.policy().expectation()),
+        link: None,
+        facts: Facts::DeviceReminder {
+            device: device.name().to_string(),
+            owner: device.owner().to_string(),
+            number: number.to_string(),
+            every_secs: every.as_secs(),
+            last_call_in: s.last_call_in,
+        },
+    };
+    (Some(s), Some(notice))
 }
 
 /// Summarise and clear what every line held during a maintenance window:

@@ -177,7 +177,15 @@ pub trait AlertSink: Send + Sync + 'static {
     /// A maintenance window opened (`active`) or closed: the moment to
     /// summarise the alerts held in the lines' states.
     fn maintenance_changed(&self, _active: bool, _ctx: &AlertContext<'_>) {}
+
+    /// The daemon's periodic tick (at start, then every [`ALERT_TICK`] or
+    /// the shortest device `remind_every`, whichever is shorter): the
+    /// moment for reminders that no result causes (devices not tested).
+    fn tick(&self, _ctx: &AlertContext<'_>) {}
 }
+
+/// How often [`AlertSink::tick`] runs at most apart.
+pub const ALERT_TICK: Duration = Duration::from_secs(60);
 
 /// Alerts off: results are only recorded.
 #[derive(Debug, Default)]
@@ -563,6 +571,8 @@ struct Daemon {
     pbx_rx: mpsc::Receiver<PbxReport>,
     retention: watch::Sender<Duration>,
     pruner: Option<tokio::task::JoinHandle<()>>,
+    /// When the alert side's tick is next due.
+    next_alert_tick: Instant,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -610,7 +620,34 @@ impl Daemon {
             pbx_rx,
             retention,
             pruner: None,
+            next_alert_tick: Instant::now(),
         }
+    }
+
+    /// The alert side's periodic tick, when due.
+    fn alert_tick_if_due(&mut self, now: DateTime<Utc>) {
+        if Instant::now() < self.next_alert_tick {
+            return;
+        }
+        let plan = self.plan();
+        let every = plan
+            .callin()
+            .devices()
+            .iter()
+            .filter(|d| d.selftest_number().is_some())
+            .filter_map(|d| d.remind_every())
+            .min()
+            .map_or(ALERT_TICK, |d| {
+                d.clamp(Duration::from_millis(200), ALERT_TICK)
+            });
+        self.next_alert_tick = Instant::now() + every;
+        let ctx = AlertContext {
+            store: &self.store,
+            plan: &plan,
+            now,
+            in_maintenance: self.in_maintenance,
+        };
+        self.deps.alerts.tick(&ctx);
     }
 
     fn emit(&self, e: Event) {
@@ -776,6 +813,7 @@ impl Daemon {
             self.dispatch();
             self.finish_sweep_if_idle();
             self.ping_watchdog_if_due();
+            self.alert_tick_if_due(now);
             let wake = self.next_wake(now);
             tokio::select! {
                 biased;
@@ -823,7 +861,7 @@ impl Daemon {
         if !self.polling {
             wake = wake.min(self.next_poll);
         }
-        wake
+        wake.min(self.next_alert_tick)
     }
 
     fn ping_watchdog_if_due(&mut self) {

@@ -319,6 +319,26 @@ impl AlertSink for ChannelAlerts {
         lines.iter().flat_map(|l| self.take_in(l, ctx)).collect()
     }
 
+    fn tick(&self, ctx: &AlertContext<'_>) {
+        let (policy, routes, wakes) = self.snapshot();
+        if policy.is_none() {
+            return;
+        }
+        match step::device_reminders(&**ctx.store, &routes, ctx.plan.callin().devices(), ctx.now) {
+            Ok(queued) => {
+                for (n, to) in &queued {
+                    info!(kind = %n.kind, line = ?n.line, key = %n.key, channels = %to.join(", "), "alert queued");
+                }
+                if !queued.is_empty() {
+                    for w in &wakes {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "can't check the devices' reminders"),
+        }
+    }
+
     fn maintenance_changed(&self, active: bool, ctx: &AlertContext<'_>) {
         if active {
             return;
