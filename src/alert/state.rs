@@ -1107,4 +1107,42 @@ file = { dir = "/tmp/unused" }
         let s: LineAlertState = serde_json::from_str("{}").unwrap();
         assert_eq!(s, LineAlertState::default());
     }
+
+    /// A call-in leak alerts at once (no re-check: a person just heard
+    /// it); a device then resolves like a line; call-ins from other phones
+    /// alert each leak and never resolve.
+    #[test]
+    fn call_in_leaks_alert_at_once_and_only_devices_resolve() {
+        let p = policy();
+        let call_in = |kind: &str, at, device: Option<&str>| {
+            let mut r = result(kind, at);
+            r.line = device.unwrap_or("self-test").into();
+            r.trigger = Trigger::CallIn {
+                device: device.map(String::from),
+            };
+            r
+        };
+        let kinds = |d: &[Decision]| -> Vec<String> {
+            d.iter()
+                .map(|d| match d {
+                    Decision::RecheckNow => "recheck".to_string(),
+                    Decision::Notify(n) | Decision::Hold(n) => n.kind.as_str().to_string(),
+                })
+                .collect()
+        };
+        let s0 = LineAlertState::default();
+        let (s1, d) = on_result(&s0, &call_in("fail", t0(), Some("jo")), 1, t0(), &p, false);
+        assert_eq!(kinds(&d), ["leak"]);
+        assert_eq!(s1.status, LineStatus::Failing);
+        assert!(s1.last_call_in.is_some());
+        let (_, d) = on_result(&s1, &call_in("pass", t0(), Some("jo")), 2, t0(), &p, false);
+        assert_eq!(kinds(&d), ["resolved"]);
+
+        let (s1, d) = on_result(&s0, &call_in("fail", t0(), None), 3, t0(), &p, false);
+        assert_eq!(kinds(&d), ["leak"]);
+        let (s2, d) = on_result(&s1, &call_in("fail", t0(), None), 4, t0(), &p, false);
+        assert_eq!(kinds(&d), ["leak"], "each leak");
+        let (_, d) = on_result(&s2, &call_in("pass", t0(), None), 5, t0(), &p, false);
+        assert!(d.is_empty(), "never resolved: {d:?}");
+    }
 }

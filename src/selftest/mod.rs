@@ -573,3 +573,194 @@ expect = "withheld"
         assert!(!printed.contains("0412345678"), "{printed}");
     }
 }
+
+#[cfg(test)]
+mod callin_tests {
+    use super::privacy::{mask_numbers, scrub_message, NUMBER_NOT_KEPT};
+    use super::*;
+    use crate::plan::{Owner, Plan};
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+names = ["Eastside Refuge"]
+
+[endpoint]
+listen = ["udp:127.0.0.1:0"]
+numbers = ["0399990000"]
+
+[[line]]
+name = "reception"
+expect = "withheld"
+
+[selftest]
+numbers = ["0399990001"]
+
+[[device]]
+name = "jo-mobile"
+owner = "jo@example.org"
+numbers = ["0491 570 156"]
+selftest_number = "0399990002"
+"#;
+
+    fn plan() -> Plan {
+        Plan::from_toml(CFG, Path::new("t.toml")).unwrap()
+    }
+
+    fn invite(from: &str) -> Vec<u8> {
+        format!("INVITE sip:0399990001@cidguard.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\nFrom: {from};tag=1\r\nTo: <sip:0399990001@cidguard.test>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    }
+
+    /// The self-test numbers reach the endpoint, never a line's targets.
+    #[test]
+    fn selftest_numbers_are_the_endpoints_but_no_lines_target() {
+        let p = plan();
+        let ep = p.endpoint().unwrap();
+        assert_eq!(ep.numbers(), ["0399990000"]);
+        assert_eq!(ep.selftest_numbers(), ["0399990001", "0399990002"]);
+        let nums: Vec<&str> = ep.sip().numbers.iter().map(|n| n.number.as_str()).collect();
+        assert_eq!(nums, ["0399990000", "0399990001", "0399990002"]);
+        assert_eq!(p.callin().owner_of("0399990002"), Some(&Owner::Device(0)));
+        assert_eq!(p.callin().owner_of("0399990000"), None);
+    }
+
+    /// A device's number is protected on every line, quoted as seen.
+    #[test]
+    fn a_devices_number_is_a_leak_on_a_line() {
+        let p = plan();
+        let v = verdict::judge(
+            p.line("reception").unwrap().policy(),
+            &invite("<sip:+61491570156@carrier.example>"),
+        );
+        assert_eq!(v.outcome, verdict::Outcome::Fail);
+        assert!(v.findings.iter().any(|f| f.kind == Kind::Number
+            && f.matched == "0491 570 156"
+            && f.seen.contains("491570156")));
+    }
+
+    /// A stranger's number is read to the caller but kept nowhere in the
+    /// verdict; a device's number attributes the call.
+    #[test]
+    fn a_strangers_number_is_not_kept_and_a_devices_attributes() {
+        let p = plan();
+        let stranger = judge_call_in(
+            p.callin(),
+            &Owner::Organisation,
+            &invite("\"Jo Citizen\" <sip:0412345678@carrier.example>"),
+        )
+        .unwrap();
+        assert_eq!(stranger.device, None);
+        assert_eq!(stranger.verdict.line, LINE_NAME);
+        assert_eq!(stranger.verdict.outcome, verdict::Outcome::Fail);
+        let json = serde_json::to_string(&stranger.verdict).unwrap();
+        assert!(
+            !json.contains("412345678") && !json.contains("Jo Citizen"),
+            "{json}"
+        );
+        assert!(json.contains(NUMBER_NOT_KEPT), "{json}");
+        // The caller still hears it.
+        assert!(stranger.clips.contains(&Clip::ShowsAs));
+        let device = judge_call_in(
+            p.callin(),
+            &Owner::Organisation,
+            &invite("<sip:0491570156@carrier.example>"),
+        )
+        .unwrap();
+        assert_eq!(device.device.as_deref(), Some("jo-mobile"));
+        assert_eq!(device.verdict.line, "jo-mobile");
+        // Its own self-test number: the device's, however it presents.
+        let own = judge_call_in(
+            p.callin(),
+            &Owner::Device(0),
+            &invite("\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+        )
+        .unwrap();
+        assert_eq!(own.device.as_deref(), Some("jo-mobile"));
+    }
+
+    /// Evidence keeps its headers, the organisation's and devices'
+    /// numbers and addresses; a stranger's digits and name go.
+    #[test]
+    fn evidence_masks_a_strangers_number_and_name() {
+        let p = plan();
+        let keep = p.callin().keep();
+        let msg = String::from_utf8(invite("\"Jo Citizen\" <sip:0412 345 678@carrier.example>"))
+            .unwrap()
+            + "P-Asserted-Identity: <sip:+61370100142@pbx.example>, <tel:0491570156>\r\n";
+        let out = scrub_message(&msg, keep);
+        assert!(!out.contains("Jo Citizen") && !out.contains("345"), "{out}");
+        assert!(
+            out.contains("From: \"(not kept)\" <sip:•••• ••• •••@carrier.example>;tag=1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("+61370100142") && out.contains("0491570156"),
+            "{out}"
+        );
+        assert!(out.contains("Via: SIP/2.0/UDP 192.0.2.1:5060"), "{out}");
+        assert_eq!(mask_numbers("CSeq: 1 INVITE", keep), "CSeq: 1 INVITE");
+    }
+
+    /// Names and numbers a self-test can't share.
+    #[test]
+    fn device_problems_name_their_field() {
+        let fields = |extra: &str, line_name: &str| -> Vec<String> {
+            let text =
+                CFG.replace("name = \"reception\"", &format!("name = \"{line_name}\"")) + extra;
+            let c: Config = toml::from_str(&text).unwrap();
+            crate::plan::problems(&c)
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert!(fields("", "reception").is_empty());
+        assert_eq!(fields("", "self-test"), ["line[0] (self-test).name"]);
+        assert_eq!(fields("", "jo-mobile"), ["line[0] (jo-mobile).name"]);
+        let dev = |body: &str| format!("\n[[device]]\n{body}\n");
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"not an address\""),
+                "reception"
+            ),
+            ["device[1] (b).owner"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nselftest_number = \"0399990001\""),
+                "reception"
+            ),
+            ["device[1] (b).selftest_number"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nremind_every = \"30d\""),
+                "reception"
+            ),
+            ["device[1] (b).remind_every"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nnumbers = [\"12\"]"),
+                "reception"
+            ),
+            ["device[1] (b).numbers[0]"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"jo-mobile\"\nowner = \"b@example.org\""),
+                "reception"
+            ),
+            ["device[1] (jo-mobile).name"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nexpect = \"umbrella\""),
+                "reception"
+            ),
+            ["device[1] (b).umbrella"]
+        );
+    }
+}
