@@ -348,6 +348,14 @@ fn a_devices_number_is_attributed_and_a_strangers_is_kept_nowhere() {
         "{}",
         invite.text
     );
+    // What the dashboard's call-in view reads: the latest call-ins of
+    // every phone, and a device's last.
+    let all = store.call_ins(10).expect("call-ins");
+    let lines: Vec<&str> = all.iter().map(|c| c.result.line.as_str()).collect();
+    assert_eq!(lines, ["self-test", "jo-mobile"]);
+    let last = store.last_call_in("jo-mobile").expect("read");
+    assert_eq!(last.map(|c| c.result.outcome), Some(Outcome::Fail));
+    assert!(store.last_call_in("reception").expect("read").is_none());
     drop(store);
     // The dashboard: the overview, the check page and the API.
     let id = c[0].id;
