@@ -40,6 +40,11 @@ pub struct Config {
     /// Self-test numbers anyone in the organisation can call (`[selftest]`).
     #[serde(default)]
     pub selftest: Option<SelfTest>,
+    /// Phones people in the organisation call from (`[[device]]`): their
+    /// numbers are protected like the organisation's, and each may have
+    /// its own self-test number and reminders.
+    #[serde(rename = "device", default)]
+    pub devices: Vec<Device>,
 }
 
 /// The dashboard's settings (`[dashboard]`).
@@ -730,4 +735,40 @@ pub struct SelfTest {
 
 fn default_selftest_expect() -> Expect {
     Expect::Withheld
+}
+
+/// A phone people in the organisation call from (`[[device]]`): a
+/// worker's mobile, a DECT handset. Its numbers must never be shown either;
+/// its owner tests it by calling a self-test number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Short unique name (letters, digits, '-', '_', '.'), used in the
+    /// history as the call-in's "line" and in alerts.
+    pub name: String,
+    /// Who carries it: a contact e-mail address, sent its reminders.
+    pub owner: String,
+    /// The device's own numbers, in any written form: protected like the
+    /// organisation's, and how a call-in is told to be from it.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    /// What its calls must present (`withheld`, the default, or
+    /// `umbrella`).
+    #[serde(default = "default_selftest_expect")]
+    pub expect: Expect,
+    /// Required when `expect = "umbrella"`.
+    #[serde(default)]
+    pub umbrella: Option<Umbrella>,
+    /// Its own self-test number: a call to it is this device's check,
+    /// judged with its expectation, wherever it comes from.
+    #[serde(default)]
+    pub selftest_number: Option<String>,
+    /// Remind the owner to call when the device has had no call-in for
+    /// this long (`30d`); needs `selftest_number`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub remind_every: Option<Duration>,
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }

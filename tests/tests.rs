@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module tests one area.
 mod alerts;
 mod browser;
+mod callin;
 mod check_kamailio;
 mod cli;
 mod config_files;

@@ -312,6 +312,23 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
                     .find_map(|h| h.notice.as_ref().and_then(|n| n.link.clone()));
             }
         }
+        Facts::DeviceReminder {
+            device,
+            number,
+            last_call_in,
+            ..
+        } => {
+            m.severity = Severity::Info;
+            m.facts.push(("Device".into(), device.clone()));
+            m.facts.push(("Number to dial".into(), number.clone()));
+            m.facts.push((
+                "Last call-in".into(),
+                last_call_in.map(fmt_time).unwrap_or_else(|| "never".into()),
+            ));
+            m.notes.push(format!(
+                "From the phone {device:?}, dial {number} to hear whether it hides its caller ID."
+            ));
+        }
         Facts::Test {} => {
             // The email's subject says "Test email"; this is not one.
             m.title = "Test notice".into();

@@ -78,6 +78,9 @@ pub enum AlertKind {
     MaintenanceSummary,
     /// `cidguard alert test`.
     Test,
+    /// A device has had no call-in for its `remind_every`: its owner is
+    /// asked to dial its self-test number.
+    DeviceReminder,
 }
 
 impl AlertKind {
@@ -91,6 +94,7 @@ impl AlertKind {
             AlertKind::Drift => "drift",
             AlertKind::MaintenanceSummary => "maintenance-summary",
             AlertKind::Test => "test",
+            AlertKind::DeviceReminder => "device-reminder",
         }
     }
 }

@@ -51,6 +51,20 @@ pub struct Notice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Facts {
+    /// A device has not been tested by a call-in for `every_secs`.
+    DeviceReminder {
+        /// The device's name.
+        device: String,
+        /// Its owner's e-mail address (also a recipient on email).
+        owner: String,
+        /// The number to dial: the device's own self-test number.
+        number: String,
+        /// How often it is to be tested.
+        every_secs: u64,
+        /// Its last call-in, if it ever had one.
+        #[serde(default)]
+        last_call_in: Option<DateTime<Utc>>,
+    },
     /// A confirmed (or repeated) leak or wrong presentation.
     Leak {
         /// The check that confirmed it.
@@ -233,6 +247,13 @@ pub enum LeakBasis {
         /// Within how long.
         #[serde(with = "secs")]
         window: Duration,
+    },
+    /// A call-in: someone dialled a self-test number and just heard the
+    /// leak, so nothing is re-checked first.
+    CallIn {
+        /// The device it is attributed to (None: a phone not configured).
+        #[serde(default)]
+        device: Option<String>,
     },
 }
 

@@ -185,6 +185,19 @@ impl Renderer {
             } => self.drift(&check.to_result(), &about, before, after),
             Facts::MaintenanceSummary { lines } => self.maintenance_summary(lines, n.at),
             Facts::Test {} => self.test_email(n.at),
+            Facts::DeviceReminder {
+                device,
+                owner,
+                number,
+                every_secs,
+                last_call_in,
+            } => self.device_reminder(
+                device,
+                owner,
+                number,
+                Duration::from_secs(*every_secs),
+                *last_call_in,
+            ),
             Facts::LegacyEmail {
                 subject,
                 text,
@@ -452,7 +465,15 @@ impl Renderer {
                 "Alerts are set to fire on the first failed check, without waiting for a re-check."
                     .to_string()
             }
+            LeakBasis::CallIn { device: Some(d) } => format!(
+                "Someone called the self-test number from the device {d:?} and heard this result: its calls show it. Nothing was re-checked first: a person just heard it."
+            ),
+            LeakBasis::CallIn { device: None } => "Someone called the self-test number and heard this result. The phone is not one of the configured devices, so its number is not kept; ask who tested their phone just now. Nothing was re-checked first: a person just heard it.".to_string(),
         });
+        if matches!(basis, LeakBasis::CallIn { .. }) {
+            // The call-in was not a test call from a line.
+            intro.remove(0);
+        }
         let doc = self.leak_doc(r, a, strip_prefix(&subject), intro, since);
         doc.email(subject)
     }
@@ -752,6 +773,37 @@ impl Renderer {
     }
 
     /// `cidguard alert test`.
+    /// A device not tested for `every`: its owner is asked to call.
+    fn device_reminder(
+        &self,
+        device: &str,
+        owner: &str,
+        number: &str,
+        every: Duration,
+        last: Option<DateTime<Utc>>,
+    ) -> Email {
+        let subject = format!("[cidguard] Please test the phone {device:?}: call {number}");
+        let mut doc = Doc::new(Tone::Info, strip_prefix(&subject).to_string());
+        doc.push(Block::Para(format!(
+            "The phone {device:?} has not called the self-test number for {}. From that phone, please dial {number}: you will hear whether it hides its caller ID, and the call is never answered (it costs nothing). If it says your number or name is shown, the phone's settings or its carrier show it: stop using it for calls to clients until it is fixed.",
+            fmt_duration(every)
+        )));
+        doc.push(Block::Facts(vec![
+            ("Device".to_string(), device.to_string()),
+            ("Owner".to_string(), owner.to_string()),
+            ("Number to dial".to_string(), number.to_string()),
+            (
+                "Last call-in".to_string(),
+                last.map(fmt_time).unwrap_or_else(|| "never".into()),
+            ),
+        ]));
+        doc.push(Block::Footer(format!(
+            "cidguard: caller-ID privacy checks for {}",
+            self.org_name
+        )));
+        doc.email(subject)
+    }
+
     pub fn test_email(&self, now: DateTime<Utc>) -> Email {
         let subject = "[cidguard] Test email".to_string();
         let mut doc = Doc::new(Tone::Info, "Test email".into());
@@ -833,6 +885,8 @@ pub(crate) fn trigger_text(t: &Trigger) -> String {
         Trigger::Confirm => "re-check to confirm a failure".into(),
         Trigger::Api { label: None, .. } => "through the API".into(),
         Trigger::Api { label: Some(l), .. } => format!("through the API: {l}"),
+        Trigger::CallIn { device: Some(d) } => format!("a call to the self-test number from {d}"),
+        Trigger::CallIn { device: None } => "a call to the self-test number".into(),
     }
 }
 

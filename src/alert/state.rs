@@ -32,7 +32,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::check::result::CheckResult;
+use crate::check::result::{CheckResult, Trigger};
 use crate::plan::Plan;
 use crate::verdict::Outcome;
 
@@ -129,6 +129,13 @@ pub struct LineAlertState {
     pub held: Vec<HeldAlert>,
     /// Held notices dropped to bound the state's size.
     pub held_dropped: u32,
+    /// A device: when its reminders started counting (first seen with
+    /// `remind_every` in the config).
+    pub device_seen_at: Option<DateTime<Utc>>,
+    /// A device: when its last call-in was made.
+    pub last_call_in: Option<DateTime<Utc>>,
+    /// A device: when its owner was last reminded to call.
+    pub last_device_reminder: Option<DateTime<Utc>>,
 }
 
 impl LineAlertState {
@@ -223,6 +230,17 @@ impl AlertPolicy {
                 .lines()
                 .iter()
                 .map(|l| (l.name().to_string(), l.policy().expectation()))
+                .chain(
+                    plan.callin()
+                        .devices()
+                        .iter()
+                        .map(|d| (d.name().to_string(), d.policy().expectation())),
+                )
+                .chain(
+                    plan.callin()
+                        .policy()
+                        .map(|p| (crate::plan::SELFTEST_LINE.to_string(), p.expectation())),
+                )
                 .collect(),
             dashboard_url: a
                 .and_then(|a| a.dashboard_url.as_deref())
@@ -331,6 +349,9 @@ pub fn on_result(
         now,
     };
     let line = result.line.as_str();
+    if let Trigger::CallIn { .. } = result.trigger {
+        s.last_call_in = Some(started(result, now));
+    }
 
     // A window ended and nobody summarised what it held (the daemon
     // normally calls `maintenance_summary` over all lines first): summarise
@@ -341,10 +362,42 @@ pub fn on_result(
         }
     }
 
-    match result.outcome {
-        Outcome::Fail => on_fail(&mut s, result, check_id, now, &mut out),
-        Outcome::Pass => on_pass(&mut s, result, check_id, now, &mut out),
-        Outcome::Inconclusive => on_inconclusive(&mut s, result, check_id, now, &mut out),
+    match (&result.trigger, result.outcome) {
+        // A call-in from a phone that is not a configured device: each
+        // leak is told at once (a person just heard it), and nothing else:
+        // a pass from another phone proves nothing about the first, so
+        // there is no state to resolve.
+        (Trigger::CallIn { device: None }, Outcome::Fail) => {
+            let facts = Facts::Leak {
+                check: CheckFacts::of(result),
+                since: started(result, now),
+                basis: LeakBasis::CallIn { device: None },
+            };
+            out.alert(&mut s, AlertKind::Leak, line, check_id, facts);
+        }
+        (Trigger::CallIn { device: None }, _) => {}
+        // A device's call-in leak: at once, no confirming re-check.
+        (Trigger::CallIn { device: Some(d) }, Outcome::Fail) if s.status != LineStatus::Failing => {
+            s.end_inconclusive_run();
+            s.pending_confirm = None;
+            let since = started(result, now);
+            s.status = LineStatus::Failing;
+            s.failing_since = Some(since);
+            s.failing_check_id = Some(check_id);
+            s.failing_summary = Some(result.summary());
+            s.last_notified_at = Some(now);
+            let facts = Facts::Leak {
+                check: CheckFacts::of(result),
+                since,
+                basis: LeakBasis::CallIn {
+                    device: Some(d.clone()),
+                },
+            };
+            out.alert(&mut s, AlertKind::Leak, line, check_id, facts);
+        }
+        (_, Outcome::Fail) => on_fail(&mut s, result, check_id, now, &mut out),
+        (_, Outcome::Pass) => on_pass(&mut s, result, check_id, now, &mut out),
+        (_, Outcome::Inconclusive) => on_inconclusive(&mut s, result, check_id, now, &mut out),
     }
     (s, out.decisions)
 }
@@ -527,6 +580,56 @@ fn on_inconclusive(
         };
         out.alert(s, AlertKind::CantTest, &r.line, check_id, facts);
     }
+}
+
+/// A device's reminder, if one is due at `now`: a device with its own
+/// self-test number and `remind_every` that has had no call-in for that
+/// long (counting from when it was first seen, its last call-in and its
+/// last reminder, whichever is latest) gets one notice, addressed to its
+/// owner. Returns the new state (None when nothing changed) and the notice.
+pub fn device_reminder(
+    state: &LineAlertState,
+    device: &crate::plan::DevicePlan,
+    now: DateTime<Utc>,
+) -> (Option<LineAlertState>, Option<Notice>) {
+    let (Some(every), Some(number)) = (device.remind_every(), device.selftest_number()) else {
+        return (None, None);
+    };
+    let mut s = state.clone();
+    let seen = *s.device_seen_at.get_or_insert(now);
+    let base = [Some(seen), s.last_call_in, s.last_device_reminder]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+    let due = (now - base).to_std().is_ok_and(|d| d >= every);
+    if !due {
+        let changed = state.device_seen_at.is_none();
+        return (changed.then_some(s), None);
+    }
+    s.last_device_reminder = Some(now);
+    let notice = Notice {
+        key: format!(
+            "{}:{}:{}",
+            AlertKind::DeviceReminder.as_str(),
+            device.name(),
+            now.timestamp_millis()
+        ),
+        kind: AlertKind::DeviceReminder,
+        line: Some(device.name().to_string()),
+        check_id: None,
+        at: now,
+        expected: Some(device.policy().expectation()),
+        link: None,
+        facts: Facts::DeviceReminder {
+            device: device.name().to_string(),
+            owner: device.owner().to_string(),
+            number: number.to_string(),
+            every_secs: every.as_secs(),
+            last_call_in: s.last_call_in,
+        },
+    };
+    (Some(s), Some(notice))
 }
 
 /// Summarise and clear what every line held during a maintenance window:
@@ -1003,5 +1106,43 @@ file = { dir = "/tmp/unused" }
         assert_eq!(s.status, LineStatus::Failing);
         let s: LineAlertState = serde_json::from_str("{}").unwrap();
         assert_eq!(s, LineAlertState::default());
+    }
+
+    /// A call-in leak alerts at once (no re-check: a person just heard
+    /// it); a device then resolves like a line; call-ins from other phones
+    /// alert each leak and never resolve.
+    #[test]
+    fn call_in_leaks_alert_at_once_and_only_devices_resolve() {
+        let p = policy();
+        let call_in = |kind: &str, at, device: Option<&str>| {
+            let mut r = result(kind, at);
+            r.line = device.unwrap_or("self-test").into();
+            r.trigger = Trigger::CallIn {
+                device: device.map(String::from),
+            };
+            r
+        };
+        let kinds = |d: &[Decision]| -> Vec<String> {
+            d.iter()
+                .map(|d| match d {
+                    Decision::RecheckNow => "recheck".to_string(),
+                    Decision::Notify(n) | Decision::Hold(n) => n.kind.as_str().to_string(),
+                })
+                .collect()
+        };
+        let s0 = LineAlertState::default();
+        let (s1, d) = on_result(&s0, &call_in("fail", t0(), Some("jo")), 1, t0(), &p, false);
+        assert_eq!(kinds(&d), ["leak"]);
+        assert_eq!(s1.status, LineStatus::Failing);
+        assert!(s1.last_call_in.is_some());
+        let (_, d) = on_result(&s1, &call_in("pass", t0(), Some("jo")), 2, t0(), &p, false);
+        assert_eq!(kinds(&d), ["resolved"]);
+
+        let (s1, d) = on_result(&s0, &call_in("fail", t0(), None), 3, t0(), &p, false);
+        assert_eq!(kinds(&d), ["leak"]);
+        let (s2, d) = on_result(&s1, &call_in("fail", t0(), None), 4, t0(), &p, false);
+        assert_eq!(kinds(&d), ["leak"], "each leak");
+        let (_, d) = on_result(&s2, &call_in("pass", t0(), None), 5, t0(), &p, false);
+        assert!(d.is_empty(), "never resolved: {d:?}");
     }
 }

@@ -153,6 +153,38 @@ pub fn take_in_line<S: AlertStateStore>(
     Ok(out)
 }
 
+/// Reminders due at `now` for devices not tested for their
+/// `remind_every`: each queued with the device's new state in one
+/// transaction (so a restart neither repeats nor loses one).
+pub fn device_reminders<S: AlertStateStore>(
+    store: &S,
+    channels: &[Route],
+    devices: &[crate::plan::DevicePlan],
+    now: DateTime<Utc>,
+) -> Result<Vec<Queued>, StepError<S::Error>> {
+    let mut out = Vec::new();
+    for d in devices {
+        let state = state_of(store, d.name())?.0;
+        let (next, notice) = super::state::device_reminder(&state, d, now);
+        let Some(next) = next else { continue };
+        let nn = notice.as_ref().map(|n| new_notice(n, channels));
+        let step = AlertStep {
+            states: vec![StateWrite {
+                line: d.name().to_string(),
+                state_json: serde_json::to_string(&next).map_err(StepError::Encode)?,
+                through_check_id: None,
+            }],
+            notices: nn.iter().cloned().collect(),
+            at_ms: now.timestamp_millis(),
+        };
+        store.apply_alert_step(&step).map_err(StepError::Store)?;
+        if let (Some(n), Some(nn)) = (notice, nn) {
+            out.push((n, nn.channels));
+        }
+    }
+    Ok(out)
+}
+
 /// When a maintenance window has ended: one summary of what every line
 /// held, queued together with the lines' cleared states in one
 /// transaction. None when nothing was held.

@@ -36,11 +36,18 @@ pub enum Trigger {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run: Option<u64>,
     },
+    /// Someone dialled a self-test number (a call-in): the check is that
+    /// call. `device` is the device it is attributed to (its own self-test
+    /// number, or its number shown); None for any other phone.
+    CallIn {
+        #[serde(default)]
+        device: Option<String>,
+    },
 }
 
 impl Trigger {
     /// Its name, as stored, logged and listed: `schedule`, `manual`,
-    /// `pbx-change`, `confirm` or `api`.
+    /// `pbx-change`, `confirm`, `api` or `call-in`.
     pub fn kind(&self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
@@ -48,6 +55,7 @@ impl Trigger {
             Trigger::PbxChange { .. } => "pbx-change",
             Trigger::Confirm => "confirm",
             Trigger::Api { .. } => "api",
+            Trigger::CallIn { .. } => "call-in",
         }
     }
 
@@ -303,6 +311,13 @@ mod tests {
                 },
                 None,
             ),
+            (
+                Trigger::CallIn {
+                    device: Some("jo-mobile".into()),
+                },
+                None,
+            ),
+            (Trigger::CallIn { device: None }, None),
         ] {
             let json = serde_json::to_value(&t).unwrap();
             assert_eq!(json["kind"], t.kind(), "{t:?}");

@@ -15,11 +15,12 @@
 //! (or a fail, when what arrived leaks).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tracing::{info, info_span, warn, Instrument};
 
 // Call-IDs, dialled numbers and summaries quoting the wire reach the log
@@ -30,7 +31,9 @@ use crate::check::matching::{self, Arrival, Match, Placed, Sent};
 use crate::check::result::{redact, CallSummary, CheckResult, EvidenceMessage, Trigger};
 use crate::check::token;
 use crate::config::Expect;
-use crate::plan::{EndpointPlan, LinePlan, Plan};
+use crate::media::Audio;
+use crate::plan::{EndpointPlan, LinePlan, Owner, Plan};
+use crate::selftest;
 use crate::sip::endpoint::{
     normalise_number, CallHandler, Disposition, Endpoint, EndpointHandle, EndpointOptions,
     FinishedCall, IncomingCall, Listeners, Then,
@@ -65,6 +68,13 @@ pub struct CheckOptions {
     pub answered_for: Duration,
     /// Local address lines bind (port 0).
     pub line_bind: Option<SocketAddr>,
+    /// Call-ins (calls to a self-test number) taken per minute from one
+    /// source address...
+    pub call_ins_per_minute: f64,
+    /// ...and how many at once above that rate. Over it: 486 at once,
+    /// neither judged nor recorded (each call-in plays audio and writes the
+    /// history, so a flood must not drive either).
+    pub call_in_burst: f64,
 }
 
 impl Default for CheckOptions {
@@ -75,6 +85,8 @@ impl Default for CheckOptions {
             token_len: 6,
             answered_for: Duration::from_secs(8),
             line_bind: None,
+            call_ins_per_minute: 6.0,
+            call_in_burst: 3.0,
         }
     }
 }
@@ -107,16 +119,155 @@ struct Window {
     changed: Arc<Notify>,
 }
 
+/// Call-ins allowed per source address: a token bucket each.
+struct CallInLimit {
+    /// Tokens added per second.
+    rate: f64,
+    /// The most a bucket holds.
+    burst: f64,
+    /// Each source's tokens and when they were last counted.
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Sources tracked at most: full buckets are forgotten beyond this.
+const MAX_CALL_IN_SOURCES: usize = 4096;
+
+impl CallInLimit {
+    /// Take a token for `ip`; false when it has none left.
+    fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.buckets.len() >= MAX_CALL_IN_SOURCES {
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets.retain(|_, (t, at)| {
+                *t + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.rate)
+            .min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Call-ins refused over the rate limit: counted, and logged at most this
+/// often.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The call-in side of the handler: calls to a self-test number are judged
+/// at once, told to the caller, and handed on once they end.
+struct CallIns {
+    /// Where judged call-ins go (the daemon records them).
+    tx: mpsc::Sender<CheckResult>,
+    /// Per-source rate limit.
+    limit: Mutex<CallInLimit>,
+    /// Judged call-ins whose call is still going, by Call-ID: their
+    /// evidence is added when it ends.
+    pending: Mutex<HashMap<String, CheckResult>>,
+    /// Call-ins refused over the rate limit, all told.
+    refused: AtomicU64,
+    /// Refused since the last log line, and when that was.
+    refused_log: Mutex<(u64, Option<Instant>)>,
+}
+
 /// The endpoint's call handler: gives each arrival the treatment its
-/// window asks for, and rejects everything else as stray.
+/// window asks for, judges calls to a self-test number at once, and
+/// rejects everything else as stray.
 struct Arbiter {
     windows: Mutex<HashMap<String, Window>>,
     reject_code: u16,
     answered_for: Duration,
+    /// The plan in force: whose each self-test number is, the policies
+    /// and prompts of call-ins.
+    plans: watch::Receiver<Arc<Plan>>,
+    /// Call-ins.
+    call_ins: CallIns,
+}
+
+impl Arbiter {
+    /// A call to a self-test number: judged now, never waiting on a check
+    /// window, and told to the caller as early media before it is
+    /// rejected (never answered).
+    fn call_in(&self, plan: &Plan, owner: &Owner, call: &IncomingCall) -> Disposition {
+        let callin = plan.callin();
+        if !lock(&self.call_ins.limit).take(call.source.ip(), Instant::now()) {
+            self.call_ins.refused.fetch_add(1, Ordering::Relaxed);
+            let mut log = lock(&self.call_ins.refused_log);
+            log.0 += 1;
+            if log.1.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
+                warn!(refused = log.0, source = %call.source.ip(),
+                    "call-ins over the rate limit refused 486, neither judged nor recorded");
+                *log = (0, Some(Instant::now()));
+            }
+            return Disposition::Reject(486);
+        }
+        let Some(judged) = selftest::judge_call_in(callin, owner, &call.invite) else {
+            // A number without its section: validation refuses that.
+            return Disposition::Reject(callin.reject_code());
+        };
+        let audio = Audio::new(callin.prompts().render(&judged.clips));
+        let call_summary = CallSummary {
+            call_id: Some(call.call_id.clone()),
+            matching: Some(
+                "a call to a self-test number: the call itself is what was judged".into(),
+            ),
+            ..CallSummary::default()
+        };
+        let result = CheckResult::from_verdict(
+            judged.verdict,
+            call.received_at,
+            call_summary,
+            Trigger::CallIn {
+                device: judged.device,
+            },
+        );
+        // Nothing of the caller's identity: the line (a device or
+        // "self-test") and the outcome in words of kinds and headers.
+        info!(line = %result.line, call_id = %esc(&call.call_id), outcome = %result.outcome,
+            summary = %esc(&result.summary()), "call-in judged; the result is played to the caller");
+        lock(&self.call_ins.pending).insert(call.call_id.clone(), result);
+        Disposition::Announce {
+            audio,
+            then: callin.reject_code(),
+        }
+    }
+
+    /// A call-in ended: its evidence (made safe to keep) is added and the
+    /// result handed to whoever records it.
+    fn call_in_finished(&self, mut result: CheckResult, call: FinishedCall) {
+        let plan = self.plans.borrow().clone();
+        let keep = plan.callin().keep();
+        result.evidence = call
+            .messages
+            .iter()
+            .map(|m| {
+                let mut e = evidence_of("endpoint", m);
+                e.text = selftest::privacy::scrub_message(&e.text, keep);
+                e
+            })
+            .collect();
+        result.call.final_status = call.final_status;
+        result.call.final_reason = None;
+        result.call.final_response_ms = call.final_after.map(|d| d.as_millis() as u64);
+        if let Some(d) = call.final_after {
+            result.duration_ms = d.as_millis() as u64;
+        }
+        if let Err(e) = self.call_ins.tx.try_send(result) {
+            warn!(line = %e.into_inner().line, "a call-in could not be handed on to be recorded (too many at once, or nothing records them)");
+        }
+    }
 }
 
 impl CallHandler for Arbiter {
     fn on_invite(&self, call: &IncomingCall) -> Disposition {
+        let plan = self.plans.borrow().clone();
+        if let Some(owner) = plan.callin().owner_of(&call.number) {
+            return self.call_in(&plan, owner, call);
+        }
         let key = normalise_number(&call.number);
         let mut windows = lock(&self.windows);
         let Some(w) = windows.get_mut(&key) else {
@@ -154,6 +305,10 @@ impl CallHandler for Arbiter {
     }
 
     fn on_finished(&self, call: FinishedCall) {
+        if let Some(r) = lock(&self.call_ins.pending).remove(&call.call_id) {
+            self.call_in_finished(r, call);
+            return;
+        }
         let mut windows = lock(&self.windows);
         for w in windows.values_mut() {
             if let Some(s) = w.seen.iter_mut().find(|s| s.call_id == call.call_id) {
@@ -168,6 +323,10 @@ impl CallHandler for Arbiter {
     // logged by the endpoint, at most every few seconds: a scanner's
     // thousands must not each make a log line.
 }
+
+/// Judged call-ins waiting to be recorded; more are logged and dropped
+/// (the rate limit keeps this far away).
+const CALL_INS_QUEUED: usize = 256;
 
 /// Read RTP from an answered call's socket into the token decoder until the
 /// call's time is up.
@@ -208,6 +367,8 @@ pub struct Checker {
     recent_holds: Mutex<Vec<Duration>>,
     /// Tunables.
     opts: CheckOptions,
+    /// Judged call-ins, as their calls end.
+    call_ins: tokio::sync::Mutex<mpsc::Receiver<CheckResult>>,
 }
 
 impl Checker {
@@ -226,10 +387,23 @@ impl Checker {
         opts: CheckOptions,
     ) -> Result<Checker, CheckError> {
         let ep = start.endpoint().ok_or(CheckError::NoEndpoint)?.clone();
+        let (tx, call_ins) = mpsc::channel(CALL_INS_QUEUED);
         let arbiter = Arc::new(Arbiter {
             windows: Mutex::new(HashMap::new()),
             reject_code: ep.reject_code(),
             answered_for: opts.answered_for,
+            plans: plans.clone(),
+            call_ins: CallIns {
+                tx,
+                limit: Mutex::new(CallInLimit {
+                    rate: opts.call_ins_per_minute.max(0.0) / 60.0,
+                    burst: opts.call_in_burst.max(1.0),
+                    buckets: HashMap::new(),
+                }),
+                pending: Mutex::new(HashMap::new()),
+                refused: AtomicU64::new(0),
+                refused_log: Mutex::new((0, None)),
+            },
         });
         let parallel = matching::mode(ep.matching()).in_flight(ep.numbers().len());
         // Test calls all come from the PBX (or the carrier's edge): one
@@ -260,7 +434,20 @@ impl Checker {
             gate: Arc::new(Semaphore::new(parallel)),
             recent_holds: Mutex::new(Vec::new()),
             opts,
+            call_ins: tokio::sync::Mutex::new(call_ins),
         })
+    }
+
+    /// The next call-in, judged, once its call has ended (None when the
+    /// endpoint is gone). Cancel-safe: nothing is lost when the future is
+    /// dropped before it completes.
+    pub async fn next_call_in(&self) -> Option<CheckResult> {
+        self.call_ins.lock().await.recv().await
+    }
+
+    /// Call-ins refused over the per-source rate limit since the start.
+    pub fn call_ins_refused(&self) -> u64 {
+        self.arbiter.call_ins.refused.load(Ordering::Relaxed)
     }
 
     /// The plan in force.

@@ -213,17 +213,18 @@ impl fmt::Display for ChannelKind {
 }
 
 /// The notices a channel can ask for (`notices = [...]`).
-pub const NOTICE_KINDS: [&str; 6] = [
+pub const NOTICE_KINDS: [&str; 7] = [
     "leak",
     "resolved",
     "cant-test",
     "reminder",
     "drift",
     "maintenance-summary",
+    "device-reminder",
 ];
 
 /// Notices whose priority an ntfy channel can set (`priority = {...}`).
-const PRIORITY_KINDS: [&str; 7] = [
+const PRIORITY_KINDS: [&str; 8] = [
     "leak",
     "resolved",
     "cant-test",
@@ -231,6 +232,7 @@ const PRIORITY_KINDS: [&str; 7] = [
     "drift",
     "maintenance-summary",
     "test",
+    "device-reminder",
 ];
 
 /// One `[[alerts.channel]]` entry. Which settings apply depends on `kind`;

@@ -107,6 +107,15 @@ pub trait Checker: Send + Sync + 'static {
     /// The future may be dropped (timeout, stop): the call must then be
     /// torn down by its drop.
     async fn check(&self, request: CheckRequest) -> CheckResult;
+
+    /// The next call-in: a call someone made to a self-test number, judged
+    /// and played to them already; the daemon records it like any result
+    /// and hands it to the alert side. Must be cancel-safe (the daemon's
+    /// loop drops the future whenever something else happens first). The
+    /// default never yields one.
+    async fn next_call_in(&self) -> Option<CheckResult> {
+        std::future::pending().await
+    }
 }
 
 /// Asks a PBX what software it runs (the SIP side implements it with
@@ -168,7 +177,15 @@ pub trait AlertSink: Send + Sync + 'static {
     /// A maintenance window opened (`active`) or closed: the moment to
     /// summarise the alerts held in the lines' states.
     fn maintenance_changed(&self, _active: bool, _ctx: &AlertContext<'_>) {}
+
+    /// The daemon's periodic tick (at start, then every [`ALERT_TICK`] or
+    /// the shortest device `remind_every`, whichever is shorter): the
+    /// moment for reminders that no result causes (devices not tested).
+    fn tick(&self, _ctx: &AlertContext<'_>) {}
 }
+
+/// How often [`AlertSink::tick`] runs at most apart.
+pub const ALERT_TICK: Duration = Duration::from_secs(60);
 
 /// Alerts off: results are only recorded.
 #[derive(Debug, Default)]
@@ -554,6 +571,8 @@ struct Daemon {
     pbx_rx: mpsc::Receiver<PbxReport>,
     retention: watch::Sender<Duration>,
     pruner: Option<tokio::task::JoinHandle<()>>,
+    /// When the alert side's tick is next due.
+    next_alert_tick: Instant,
 }
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
@@ -601,7 +620,34 @@ impl Daemon {
             pbx_rx,
             retention,
             pruner: None,
+            next_alert_tick: Instant::now(),
         }
+    }
+
+    /// The alert side's periodic tick, when due.
+    fn alert_tick_if_due(&mut self, now: DateTime<Utc>) {
+        if Instant::now() < self.next_alert_tick {
+            return;
+        }
+        let plan = self.plan();
+        let every = plan
+            .callin()
+            .devices()
+            .iter()
+            .filter(|d| d.selftest_number().is_some())
+            .filter_map(|d| d.remind_every())
+            .min()
+            .map_or(ALERT_TICK, |d| {
+                d.clamp(Duration::from_millis(200), ALERT_TICK)
+            });
+        self.next_alert_tick = Instant::now() + every;
+        let ctx = AlertContext {
+            store: &self.store,
+            plan: &plan,
+            now,
+            in_maintenance: self.in_maintenance,
+        };
+        self.deps.alerts.tick(&ctx);
     }
 
     fn emit(&self, e: Event) {
@@ -758,6 +804,7 @@ impl Daemon {
         tokio::pin!(shutdown);
         let mut reload_open = true;
         let mut runs = self.deps.runs.take();
+        let checker = self.deps.checker.clone();
         loop {
             let now = self.now();
             self.fire_due(now);
@@ -766,6 +813,7 @@ impl Daemon {
             self.dispatch();
             self.finish_sweep_if_idle();
             self.ping_watchdog_if_due();
+            self.alert_tick_if_due(now);
             let wake = self.next_wake(now);
             tokio::select! {
                 biased;
@@ -781,6 +829,7 @@ impl Daemon {
                     self.recorded(written);
                 }
                 Some(seen) = self.pbx_rx.recv() => self.on_pbx(seen),
+                Some(call_in) = checker.next_call_in() => self.on_call_in(call_in),
                 r = next_run(&mut runs) => match r {
                     Some(req) => self.on_run_request(req),
                     // The dashboard is gone: stop listening, don't spin.
@@ -812,7 +861,7 @@ impl Daemon {
         if !self.polling {
             wake = wake.min(self.next_poll);
         }
-        wake
+        wake.min(self.next_alert_tick)
     }
 
     fn ping_watchdog_if_due(&mut self) {
@@ -1047,6 +1096,13 @@ impl Daemon {
     }
 
     /// An inconclusive result for a line whose check gave none.
+    /// A call-in, judged by the checker: recorded like any result (then
+    /// the alert side takes it in). It holds no slot and no schedule.
+    fn on_call_in(&mut self, result: CheckResult) {
+        tracing::info!(line = %result.line, outcome = %result.outcome, "recording a call-in");
+        self.write(result, None, false);
+    }
+
     fn placeholder_result(&self, line: &str, why: String) -> CheckResult {
         let started = self
             .running

@@ -100,6 +100,15 @@ impl Checker for SipChecker {
         Ok(())
     }
 
+    async fn next_call_in(&self) -> Option<CheckResult> {
+        let checker = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match checker {
+            Some(c) => c.next_call_in().await,
+            // No endpoint yet: nothing can call in.
+            None => std::future::pending().await,
+        }
+    }
+
     async fn check(&self, req: CheckRequest) -> CheckResult {
         let checker = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match checker {
@@ -110,6 +119,21 @@ impl Checker for SipChecker {
             ),
         }
     }
+}
+
+/// Every name the alert side keeps a state for: the lines, the devices,
+/// and the call-ins from other phones.
+fn alerted_names(plan: &Plan) -> Vec<String> {
+    plan.lines()
+        .iter()
+        .map(|l| l.name().to_string())
+        .chain(plan.callin().devices().iter().map(|d| d.name().to_string()))
+        .chain(
+            plan.callin()
+                .policy()
+                .map(|_| crate::plan::SELFTEST_LINE.to_string()),
+        )
+        .collect()
 }
 
 /// Asks a PBX for OPTIONS and reads its Server / User-Agent.
@@ -306,13 +330,28 @@ impl AlertSink for ChannelAlerts {
     }
 
     fn catch_up(&self, ctx: &AlertContext<'_>) -> Vec<FollowUp> {
-        let lines: Vec<String> = ctx
-            .plan
-            .lines()
-            .iter()
-            .map(|l| l.name().to_string())
-            .collect();
+        let lines = alerted_names(ctx.plan);
         lines.iter().flat_map(|l| self.take_in(l, ctx)).collect()
+    }
+
+    fn tick(&self, ctx: &AlertContext<'_>) {
+        let (policy, routes, wakes) = self.snapshot();
+        if policy.is_none() {
+            return;
+        }
+        match step::device_reminders(&**ctx.store, &routes, ctx.plan.callin().devices(), ctx.now) {
+            Ok(queued) => {
+                for (n, to) in &queued {
+                    info!(kind = %n.kind, line = ?n.line, key = %n.key, channels = %to.join(", "), "alert queued");
+                }
+                if !queued.is_empty() {
+                    for w in &wakes {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "can't check the devices' reminders"),
+        }
     }
 
     fn maintenance_changed(&self, active: bool, ctx: &AlertContext<'_>) {
@@ -321,12 +360,7 @@ impl AlertSink for ChannelAlerts {
         }
         let (policy, routes, wakes) = self.snapshot();
         let Some(policy) = policy else { return };
-        let lines: Vec<String> = ctx
-            .plan
-            .lines()
-            .iter()
-            .map(|l| l.name().to_string())
-            .collect();
+        let lines = alerted_names(ctx.plan);
         match step::summarise_maintenance(&**ctx.store, &policy, &routes, &lines, ctx.now) {
             Ok(Some((n, to))) => {
                 info!(kind = %n.kind, key = %n.key, channels = %to.join(", "), "alert queued");

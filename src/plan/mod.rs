@@ -14,6 +14,7 @@
 //! there, and a reload swaps it whole (a file with a problem is refused and
 //! the old plan stays in force).
 
+mod callin;
 pub mod dial;
 mod problems;
 
@@ -32,15 +33,30 @@ use crate::sip::Account;
 use crate::verdict::numbers::NumberError;
 use crate::verdict::Policy;
 
+pub use callin::{CallInPlan, DevicePlan, Keep, Owner, SELFTEST_LINE};
 pub use problems::problems;
 
 /// Every policy the plan holds: one per line, in file order, and the
 /// organisation's alone. The one place cidguard builds a verdict
 /// [`Policy`].
+///
+/// The devices' numbers (`[[device]]`) are protected like the
+/// organisation's: every policy searches for them, so a line (or a
+/// call-in) that shows a worker's mobile number fails.
 fn policies(config: &Config) -> Result<(Vec<Policy>, Policy), NumberError> {
-    let lines = Policy::for_config(config)?;
-    let organisation = Policy::organisation(&config.organisation)?;
+    let protected = protected(config);
+    let lines = Policy::for_config(&protected)?;
+    let organisation = Policy::organisation(&protected.organisation)?;
     Ok((lines, organisation))
+}
+
+/// The config with the devices' numbers added to the organisation's.
+fn protected(config: &Config) -> Config {
+    let mut c = config.clone();
+    for d in &config.devices {
+        c.organisation.numbers.extend(d.numbers.iter().cloned());
+    }
+    c
 }
 
 /// A validated config, compiled.
@@ -62,6 +78,8 @@ pub struct Plan {
     endpoint: Option<EndpointPlan>,
     /// `[[daemon.maintenance]]`, resolved to UTC.
     maintenance: Vec<Window>,
+    /// The call-in self-test: `[selftest]` and `[[device]]`.
+    callin: CallInPlan,
 }
 
 /// One line, compiled.
@@ -92,6 +110,9 @@ pub struct EndpointPlan {
     sip: EndpointSpec,
     /// The endpoint numbers as configured, in order (the lines dial these).
     numbers: Vec<String>,
+    /// The self-test numbers the endpoint also answers for (`[selftest]`
+    /// and the devices'): never a line's test-call target.
+    selftest_numbers: Vec<String>,
     /// How an arrival is matched to the call placed.
     matching: Matching,
     /// Shortest random hold (timing matching), and the hold of the others.
@@ -160,10 +181,19 @@ impl Plan {
         let (policies, organisation) =
             policies(&config).map_err(|e| invalid("organisation.numbers", e.to_string()))?;
         let region = config.organisation.region.as_str();
+        let org = std::sync::Arc::new(
+            crate::verdict::OrgMatcher::new(&protected(&config).organisation)
+                .map_err(|e| invalid("organisation.numbers", e.to_string()))?,
+        );
+        let callin =
+            CallInPlan::compile(&config, &org).map_err(|e| invalid("selftest", e.to_string()))?;
+        let selftest_numbers: Vec<String> =
+            callin.numbers().iter().map(|(n, _)| n.clone()).collect();
         let endpoint = match &config.endpoint {
-            Some(ep) => {
-                Some(EndpointPlan::compile(ep, Some(region)).map_err(|m| invalid("endpoint", m))?)
-            }
+            Some(ep) => Some(
+                EndpointPlan::compile(ep, &selftest_numbers, Some(region))
+                    .map_err(|m| invalid("endpoint", m))?,
+            ),
             None => None,
         };
         let mut lines = Vec::with_capacity(config.lines.len());
@@ -221,7 +251,14 @@ impl Plan {
             organisation,
             endpoint,
             maintenance,
+            callin,
         })
+    }
+
+    /// The call-in self-test: `[selftest]`, the devices, their policies
+    /// and the prompts.
+    pub fn callin(&self) -> &CallInPlan {
+        &self.callin
     }
 
     /// The file as written.
@@ -339,11 +376,23 @@ impl LinePlan {
 }
 
 impl EndpointPlan {
-    /// Compile `[endpoint]`; `region` reads numbers written nationally.
-    pub fn compile(ep: &config::Endpoint, region: Option<&str>) -> Result<EndpointPlan, String> {
+    /// Compile `[endpoint]` with the self-test numbers it also answers
+    /// for; `region` reads numbers written nationally.
+    pub fn compile(
+        ep: &config::Endpoint,
+        selftest_numbers: &[String],
+        region: Option<&str>,
+    ) -> Result<EndpointPlan, String> {
+        let mut sip = endpoint_spec(ep, region)?;
+        sip.numbers
+            .extend(selftest_numbers.iter().map(|n| EndpointNumber {
+                number: n.clone(),
+                keys: delivered_keys(n, region),
+            }));
         Ok(EndpointPlan {
-            sip: endpoint_spec(ep, region)?,
+            sip,
             numbers: ep.numbers.clone(),
+            selftest_numbers: selftest_numbers.to_vec(),
             matching: ep.matching,
             hold_min: ep.hold_min,
             hold_max: ep.hold_max,
@@ -360,6 +409,12 @@ impl EndpointPlan {
     /// The endpoint numbers as configured, in order.
     pub fn numbers(&self) -> &[String] {
         &self.numbers
+    }
+
+    /// The self-test numbers it also answers for, as configured (never a
+    /// line's test-call target).
+    pub fn selftest_numbers(&self) -> &[String] {
+        &self.selftest_numbers
     }
 
     /// How an arrival is matched to the call placed.

@@ -91,6 +91,18 @@ pub fn problems(cfg: &Config) -> Vec<Problem> {
         if !seen.insert(line.name.clone()) {
             bad(f("name"), "the same name is used by an earlier line".into());
         }
+        if line.name == super::SELFTEST_LINE {
+            bad(
+                f("name"),
+                format!("{:?} is the name call-ins to the self-test numbers are recorded under: choose another", super::SELFTEST_LINE),
+            );
+        }
+        if let Some(j) = cfg.devices.iter().position(|d| d.name == line.name) {
+            bad(
+                f("name"),
+                format!("device[{j}] has the same name: a device's call-ins are recorded under its name, so lines and devices need different names"),
+            );
+        }
         match (line.expect, &line.umbrella) {
             (Expect::Umbrella, None) => bad(
                 f("umbrella"),
@@ -216,6 +228,7 @@ pub fn problems(cfg: &Config) -> Vec<Problem> {
     if let Some(st) = &cfg.selftest {
         selftest_problems(cfg, st, &mut bad);
     }
+    device_problems(cfg, &mut bad);
     if let Some(a) = &cfg.alerts {
         crate::config::alerts_problems(a, &mut bad);
     }
@@ -435,6 +448,126 @@ pub(super) fn selftest_problems(
             for e in errors {
                 bad("selftest.prompts".into(), e.to_string());
             }
+        }
+    }
+}
+
+/// `[[device]]` problems: names (unique, not a line's, not "self-test"),
+/// the owner's address, numbers that can't be read, the expectation, the
+/// self-test number (dialable, not another self-test or endpoint number)
+/// and reminders without one.
+fn device_problems(cfg: &Config, bad: &mut dyn FnMut(String, String)) {
+    let region = &cfg.organisation.region;
+    let known_region = crate::verdict::numbers::region_id(region).is_some();
+    let keys_of = |n: &str| super::delivered_keys(n, known_region.then_some(region.as_str()));
+    // Every number the endpoint already answers for, with its field.
+    let mut taken: Vec<(String, Vec<String>)> = Vec::new();
+    for ep in cfg.endpoint.iter() {
+        for (i, n) in ep.numbers.iter().enumerate() {
+            taken.push((format!("endpoint.numbers[{i}]"), keys_of(n)));
+        }
+    }
+    for st in cfg.selftest.iter() {
+        for (i, n) in st.numbers.iter().enumerate() {
+            taken.push((format!("selftest.numbers[{i}]"), keys_of(n)));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let f = |s: &str| format!("device[{i}] ({}).{s}", d.name);
+        if d.name.trim().is_empty()
+            || !d
+                .name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_.".contains(c))
+        {
+            bad(
+                format!("device[{i}].name"),
+                format!(
+                    "{:?} must be non-empty letters, digits, '-', '_' or '.'",
+                    d.name
+                ),
+            );
+        } else if d.name == super::SELFTEST_LINE {
+            bad(
+                f("name"),
+                format!(
+                    "{:?} is the name of call-ins not from a known device: choose another",
+                    super::SELFTEST_LINE
+                ),
+            );
+        }
+        if !names.insert(d.name.clone()) {
+            bad(
+                f("name"),
+                "the same name is used by an earlier device".into(),
+            );
+        }
+        if let Err(e) = d.owner.parse::<lettre::message::Mailbox>() {
+            bad(
+                f("owner"),
+                format!("{:?} is not an e-mail address ({e})", d.owner),
+            );
+        }
+        if known_region {
+            for (j, n) in d.numbers.iter().enumerate() {
+                if let Err(e) = NumberSet::parse_one(n, region) {
+                    bad(f(&format!("numbers[{j}]")), describe_number_error(n, &e));
+                }
+            }
+        }
+        match (d.expect, &d.umbrella) {
+            (Expect::Umbrella, None) => bad(
+                f("umbrella"),
+                "expect = \"umbrella\" needs umbrella = { name = \"...\" }".into(),
+            ),
+            (Expect::Withheld, Some(_)) => bad(
+                f("umbrella"),
+                "set only for expect = \"umbrella\"; this device expects withheld".into(),
+            ),
+            (Expect::Umbrella, Some(u)) => {
+                if crate::verdict::names::normalise(&u.name).is_empty() {
+                    bad(f("umbrella.name"), "must not be empty".into());
+                }
+                for (j, n) in u.numbers.iter().enumerate() {
+                    if let Err(e) = NumberSet::parse_one(n, region) {
+                        bad(
+                            f(&format!("umbrella.numbers[{j}]")),
+                            describe_number_error(n, &e),
+                        );
+                    }
+                }
+            }
+            (Expect::Withheld, None) => {}
+        }
+        match &d.selftest_number {
+            Some(n) => {
+                if cfg.endpoint.is_none() {
+                    bad(
+                        f("selftest_number"),
+                        "calls to a self-test number arrive at cidguard's endpoint: add an [endpoint] section".into(),
+                    );
+                }
+                if let Err(e) = dial::dial_user(n, Some(region)) {
+                    bad(f("selftest_number"), e.to_string());
+                } else {
+                    let mine = keys_of(n);
+                    if let Some((other, _)) =
+                        taken.iter().find(|(_, k)| k.iter().any(|x| mine.contains(x)))
+                    {
+                        bad(
+                            f("selftest_number"),
+                            format!("{n:?} is the same number as {other}: each self-test number must be a number of its own"),
+                        );
+                    }
+                    taken.push((f("selftest_number"), mine));
+                }
+            }
+            None if d.remind_every.is_some() => bad(
+                f("remind_every"),
+                "reminders ask the owner to call the device's own self-test number: set selftest_number too".into(),
+            ),
+            None => {}
         }
     }
 }

@@ -19,6 +19,8 @@
 //! [`Digits`] they come from print no digits in `Debug`, and nothing here
 //! keeps them.
 
+pub mod privacy;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -27,8 +29,62 @@ use crate::media::prompts::{self, Clip, Digits, Outcome, Prompts, ShownNumber};
 use crate::verdict::numbers::NumberError;
 use crate::verdict::{self, Finding, Kind, Policy, Verdict};
 
-/// The name self-test verdicts carry as their "line".
-pub const LINE_NAME: &str = "self-test";
+/// The name self-test verdicts carry as their "line" (when the call is
+/// not a device's).
+pub const LINE_NAME: &str = crate::plan::SELFTEST_LINE;
+
+/// A call-in judged: what the caller hears, and the verdict made safe to
+/// keep ([`privacy::scrub_verdict`]).
+#[derive(Debug)]
+pub struct CallIn {
+    /// The device it is attributed to: the owner of the self-test number
+    /// dialled, else the device whose number the call showed.
+    pub device: Option<String>,
+    /// The verdict, its line the device's name or [`LINE_NAME`], with a
+    /// stranger's number or name replaced.
+    pub verdict: Verdict,
+    /// What is said to the caller (may read the number back: built before
+    /// the verdict was scrubbed, and never printed).
+    pub clips: Vec<Clip>,
+}
+
+/// Judge a call to a self-test number at once: with the device's policy
+/// for a device's own number, else `[selftest]`'s. None when the plan has
+/// no policy for it (a number without its section).
+pub fn judge_call_in(
+    callin: &crate::plan::CallInPlan,
+    owner: &crate::plan::Owner,
+    invite: &[u8],
+) -> Option<CallIn> {
+    use crate::plan::Owner;
+    let (policy, own) = match owner {
+        Owner::Organisation => (callin.policy()?, None),
+        Owner::Device(i) => {
+            let d = callin.devices().get(*i)?;
+            (d.policy(), Some(d.name().to_string()))
+        }
+    };
+    let mut verdict = verdict::judge(policy, invite);
+    let clips = script_for(&verdict, policy);
+    let device = own.or_else(|| {
+        callin
+            .devices()
+            .iter()
+            .find(|d| {
+                verdict.findings.iter().any(|f| {
+                    f.kind == Kind::Number && (d.has_number(&f.matched) || d.has_number(&f.seen))
+                })
+            })
+            .map(|d| d.name().to_string())
+    });
+    privacy::scrub_verdict(&mut verdict, callin.keep());
+    verdict.line = device.clone().unwrap_or_else(|| LINE_NAME.to_string());
+    Some(CallIn {
+        device,
+        verdict,
+        clips,
+    })
+}
 
 /// The policy self-test calls are judged by: the organisation's identity,
 /// with the `[selftest]` expectation (withheld, or its umbrella). None
@@ -155,6 +211,7 @@ pub fn script_for(v: &Verdict, policy: &Policy) -> Vec<Clip> {
 /// The `[selftest]` lines of `config check`.
 pub fn summary(cfg: &Config) -> String {
     let mut s = String::new();
+    s.push_str(&devices_summary(cfg));
     let Some(st) = &cfg.selftest else {
         return s;
     };
@@ -173,7 +230,7 @@ pub fn summary(cfg: &Config) -> String {
     };
     let _ = writeln!(
         s,
-        "Self-test (in progress: calls to it are not taken yet): {} number{} ({}), judged as {expect}; the result is played as early media, then {} (never answered)",
+        "Self-test: {} number{} ({}), judged as {expect}; the result is played as early media, then {} (never answered); recorded as \"{LINE_NAME}\" (or as the device whose number it showed)",
         st.numbers.len(),
         if st.numbers.len() == 1 { "" } else { "s" },
         numbers.join("; "),
@@ -208,6 +265,42 @@ pub fn summary(cfg: &Config) -> String {
         Err(_) => "unreadable (see the problems above)".into(),
     };
     let _ = writeln!(s, "  Prompts: {voice}");
+    s
+}
+
+/// The `[[device]]` lines of `config check`: each device, its numbers
+/// count, its self-test number and reminders.
+fn devices_summary(cfg: &Config) -> String {
+    let mut s = String::new();
+    for d in &cfg.devices {
+        let expect = match (&d.expect, &d.umbrella) {
+            (Expect::Umbrella, Some(u)) => format!("the umbrella name {:?}", u.name),
+            _ => "withheld".into(),
+        };
+        let selftest = match &d.selftest_number {
+            Some(n) => format!("; its self-test number {n}"),
+            None => "; no self-test number of its own".into(),
+        };
+        let remind = match d.remind_every {
+            Some(r) if d.selftest_number.is_some() && !r.is_zero() => {
+                let secs = r.as_secs();
+                let every = if secs >= 86400 && secs % 86400 == 0 {
+                    format!("{} days", secs / 86400)
+                } else {
+                    format!("{secs} s")
+                };
+                format!("; {} reminded after {every} without a call-in", d.owner)
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "Device {}: {} number{} protected, judged as {expect}{selftest}{remind}",
+            d.name,
+            d.numbers.len(),
+            if d.numbers.len() == 1 { "" } else { "s" },
+        );
+    }
     s
 }
 
@@ -478,5 +571,196 @@ expect = "withheld"
         let v = verdict::judge(&p, &invite("<sip:0412345678@carrier.example>", ""));
         let printed = format!("{:?}", outcome_for(&v, &p));
         assert!(!printed.contains("0412345678"), "{printed}");
+    }
+}
+
+#[cfg(test)]
+mod callin_tests {
+    use super::privacy::{mask_numbers, scrub_message, NUMBER_NOT_KEPT};
+    use super::*;
+    use crate::plan::{Owner, Plan};
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+names = ["Eastside Refuge"]
+
+[endpoint]
+listen = ["udp:127.0.0.1:0"]
+numbers = ["0399990000"]
+
+[[line]]
+name = "reception"
+expect = "withheld"
+
+[selftest]
+numbers = ["0399990001"]
+
+[[device]]
+name = "jo-mobile"
+owner = "jo@example.org"
+numbers = ["0491 570 156"]
+selftest_number = "0399990002"
+"#;
+
+    fn plan() -> Plan {
+        Plan::from_toml(CFG, Path::new("t.toml")).unwrap()
+    }
+
+    fn invite(from: &str) -> Vec<u8> {
+        format!("INVITE sip:0399990001@cidguard.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\nFrom: {from};tag=1\r\nTo: <sip:0399990001@cidguard.test>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    }
+
+    /// The self-test numbers reach the endpoint, never a line's targets.
+    #[test]
+    fn selftest_numbers_are_the_endpoints_but_no_lines_target() {
+        let p = plan();
+        let ep = p.endpoint().unwrap();
+        assert_eq!(ep.numbers(), ["0399990000"]);
+        assert_eq!(ep.selftest_numbers(), ["0399990001", "0399990002"]);
+        let nums: Vec<&str> = ep.sip().numbers.iter().map(|n| n.number.as_str()).collect();
+        assert_eq!(nums, ["0399990000", "0399990001", "0399990002"]);
+        assert_eq!(p.callin().owner_of("0399990002"), Some(&Owner::Device(0)));
+        assert_eq!(p.callin().owner_of("0399990000"), None);
+    }
+
+    /// A device's number is protected on every line, quoted as seen.
+    #[test]
+    fn a_devices_number_is_a_leak_on_a_line() {
+        let p = plan();
+        let v = verdict::judge(
+            p.line("reception").unwrap().policy(),
+            &invite("<sip:+61491570156@carrier.example>"),
+        );
+        assert_eq!(v.outcome, verdict::Outcome::Fail);
+        assert!(v.findings.iter().any(|f| f.kind == Kind::Number
+            && f.matched == "0491 570 156"
+            && f.seen.contains("491570156")));
+    }
+
+    /// A stranger's number is read to the caller but kept nowhere in the
+    /// verdict; a device's number attributes the call.
+    #[test]
+    fn a_strangers_number_is_not_kept_and_a_devices_attributes() {
+        let p = plan();
+        let stranger = judge_call_in(
+            p.callin(),
+            &Owner::Organisation,
+            &invite("\"Jo Citizen\" <sip:0412345678@carrier.example>"),
+        )
+        .unwrap();
+        assert_eq!(stranger.device, None);
+        assert_eq!(stranger.verdict.line, LINE_NAME);
+        assert_eq!(stranger.verdict.outcome, verdict::Outcome::Fail);
+        let json = serde_json::to_string(&stranger.verdict).unwrap();
+        assert!(
+            !json.contains("412345678") && !json.contains("Jo Citizen"),
+            "{json}"
+        );
+        assert!(json.contains(NUMBER_NOT_KEPT), "{json}");
+        // The caller still hears it.
+        assert!(stranger.clips.contains(&Clip::ShowsAs));
+        let device = judge_call_in(
+            p.callin(),
+            &Owner::Organisation,
+            &invite("<sip:0491570156@carrier.example>"),
+        )
+        .unwrap();
+        assert_eq!(device.device.as_deref(), Some("jo-mobile"));
+        assert_eq!(device.verdict.line, "jo-mobile");
+        // Its own self-test number: the device's, however it presents.
+        let own = judge_call_in(
+            p.callin(),
+            &Owner::Device(0),
+            &invite("\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+        )
+        .unwrap();
+        assert_eq!(own.device.as_deref(), Some("jo-mobile"));
+    }
+
+    /// Evidence keeps its headers, the organisation's and devices'
+    /// numbers and addresses; a stranger's digits and name go.
+    #[test]
+    fn evidence_masks_a_strangers_number_and_name() {
+        let p = plan();
+        let keep = p.callin().keep();
+        let msg = String::from_utf8(invite("\"Jo Citizen\" <sip:0412 345 678@carrier.example>"))
+            .unwrap()
+            + "P-Asserted-Identity: <sip:+61370100142@pbx.example>, <tel:0491570156>\r\n";
+        let out = scrub_message(&msg, keep);
+        assert!(!out.contains("Jo Citizen") && !out.contains("345"), "{out}");
+        assert!(
+            out.contains("From: \"(not kept)\" <sip:•••• ••• •••@carrier.example>;tag=1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("+61370100142") && out.contains("0491570156"),
+            "{out}"
+        );
+        assert!(out.contains("Via: SIP/2.0/UDP 192.0.2.1:5060"), "{out}");
+        assert_eq!(mask_numbers("CSeq: 1 INVITE", keep), "CSeq: 1 INVITE");
+    }
+
+    /// Names and numbers a self-test can't share.
+    #[test]
+    fn device_problems_name_their_field() {
+        let fields = |extra: &str, line_name: &str| -> Vec<String> {
+            let text =
+                CFG.replace("name = \"reception\"", &format!("name = \"{line_name}\"")) + extra;
+            let c: Config = toml::from_str(&text).unwrap();
+            crate::plan::problems(&c)
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert!(fields("", "reception").is_empty());
+        assert_eq!(fields("", "self-test"), ["line[0] (self-test).name"]);
+        assert_eq!(fields("", "jo-mobile"), ["line[0] (jo-mobile).name"]);
+        let dev = |body: &str| format!("\n[[device]]\n{body}\n");
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"not an address\""),
+                "reception"
+            ),
+            ["device[1] (b).owner"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nselftest_number = \"0399990001\""),
+                "reception"
+            ),
+            ["device[1] (b).selftest_number"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nremind_every = \"30d\""),
+                "reception"
+            ),
+            ["device[1] (b).remind_every"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nnumbers = [\"12\"]"),
+                "reception"
+            ),
+            ["device[1] (b).numbers[0]"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"jo-mobile\"\nowner = \"b@example.org\""),
+                "reception"
+            ),
+            ["device[1] (jo-mobile).name"]
+        );
+        assert_eq!(
+            fields(
+                &dev("name = \"b\"\nowner = \"b@example.org\"\nexpect = \"umbrella\""),
+                "reception"
+            ),
+            ["device[1] (b).umbrella"]
+        );
     }
 }

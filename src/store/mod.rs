@@ -555,6 +555,43 @@ impl Store {
         Ok(CheckPage { checks, next })
     }
 
+    /// The latest call-ins (trigger `call-in`), newest first, without
+    /// evidence: every device's and the other phones' (`self-test`).
+    pub fn call_ins(&self, limit: usize) -> Result<Vec<StoredCheck>> {
+        let what = "listing call-ins";
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {CHECK_COLUMNS} FROM checks WHERE trigger_kind = 'call-in' \
+                 ORDER BY started_at_ms DESC, id DESC LIMIT ?1"
+            ))
+            .ctx(what)?;
+        let rows = st
+            .query_map([limit.clamp(1, 10_000) as i64], check_of_row)
+            .ctx(what)?
+            .map(|r| r.map(|(c, _)| c))
+            .collect::<rusqlite::Result<_>>()
+            .ctx(what)?;
+        Ok(rows)
+    }
+
+    /// A line's (a device's) latest call-in, without evidence.
+    pub fn last_call_in(&self, line: &str) -> Result<Option<StoredCheck>> {
+        let what = "reading the last call-in";
+        let conn = self.conn();
+        conn.query_row(
+            &format!(
+                "SELECT {CHECK_COLUMNS} FROM checks WHERE line = ?1 AND trigger_kind = 'call-in' \
+                 ORDER BY started_at_ms DESC, id DESC LIMIT 1"
+            ),
+            [line],
+            check_of_row,
+        )
+        .optional()
+        .map(|o| o.map(|(c, _)| c))
+        .ctx(what)
+    }
+
     /// Every line that has history, by name (found through the index
     /// without reading every row).
     pub fn lines(&self) -> Result<Vec<String>> {

@@ -52,6 +52,11 @@ pub trait HistoryRead: Send + Sync {
     fn pbx_software(&self, registrar: &str) -> Result<Option<String>>;
     /// PBX software changes, newest first (one PBX's when given).
     fn pbx_changes(&self, registrar: Option<&str>, limit: usize) -> Result<Vec<PbxChange>>;
+    /// The latest call-ins (every device's and the other phones'), newest
+    /// first, without evidence.
+    fn call_ins(&self, limit: usize) -> Result<Vec<StoredCheck>>;
+    /// A device's latest call-in (its name as the line).
+    fn last_call_in(&self, line: &str) -> Result<Option<StoredCheck>>;
 }
 
 /// Maintenance windows set through the API.
@@ -114,6 +119,12 @@ impl HistoryRead for Store {
     }
     fn pbx_changes(&self, registrar: Option<&str>, limit: usize) -> Result<Vec<PbxChange>> {
         Store::pbx_changes(self, registrar, limit)
+    }
+    fn call_ins(&self, limit: usize) -> Result<Vec<StoredCheck>> {
+        Store::call_ins(self, limit)
+    }
+    fn last_call_in(&self, line: &str) -> Result<Option<StoredCheck>> {
+        Store::last_call_in(self, line)
     }
 }
 

@@ -49,6 +49,8 @@ fn trigger_text(t: &Trigger) -> String {
         },
         Trigger::PbxChange { to, .. } => format!("PBX changed to {}", esc(to)),
         Trigger::Confirm => "confirming a failure".into(),
+        Trigger::CallIn { device: Some(d) } => format!("call-in from {}", esc(d)),
+        Trigger::CallIn { device: None } => "call-in".into(),
     }
 }
 

@@ -82,6 +82,14 @@ impl EmailChannel {
         let email = self.renderer.email(n);
         let recipients = match &n.facts {
             Facts::LegacyEmail { recipients, .. } => recipients.clone(),
+            // Addressed to the device's owner, with the usual recipients.
+            Facts::DeviceReminder { owner, .. } => {
+                let mut r = self.renderer.recipients().to_vec();
+                if !r.iter().any(|x| x.eq_ignore_ascii_case(owner)) {
+                    r.insert(0, owner.clone());
+                }
+                r
+            }
             _ => self.renderer.recipients().to_vec(),
         };
         OutgoingEmail {

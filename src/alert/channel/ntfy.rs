@@ -59,7 +59,7 @@ pub fn default_priority(kind: AlertKind) -> u8 {
     match kind {
         AlertKind::Leak => 5,
         AlertKind::Reminder | AlertKind::CantTest | AlertKind::MaintenanceSummary => 4,
-        AlertKind::Resolved | AlertKind::Drift | AlertKind::Test => 3,
+        AlertKind::Resolved | AlertKind::Drift | AlertKind::Test | AlertKind::DeviceReminder => 3,
     }
 }
 
@@ -73,6 +73,7 @@ fn tags(kind: AlertKind, severity: Severity) -> String {
         (AlertKind::MaintenanceSummary, Severity::Alarm) => "rotating_light",
         (AlertKind::MaintenanceSummary, _) => "memo",
         (AlertKind::Test, _) => "test_tube",
+        (AlertKind::DeviceReminder, _) => "telephone_receiver",
     };
     format!("{emoji},cidguard,{}", kind.as_str())
 }

@@ -224,7 +224,7 @@ pub fn notice_json(r: &Renderer, n: &Notice, channel: &str) -> WebhookNotice {
                 })
                 .collect();
         }
-        Facts::Test {} | Facts::LegacyEmail { .. } => {}
+        Facts::Test {} | Facts::LegacyEmail { .. } | Facts::DeviceReminder { .. } => {}
     }
     body
 }
