@@ -80,7 +80,7 @@ fn emails(dir: &Path) -> Vec<String> {
 fn demo_shows_pass_umbrella_leak_and_the_alert_email() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = cidguard()
-        .args(["demo", "--every", "2s", "--for", "12s", "--dir"])
+        .args(["demo", "--every", "2s", "--for", "20s", "--dir"])
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -88,7 +88,7 @@ fn demo_shows_pass_umbrella_leak_and_the_alert_email() {
         .spawn()
         .unwrap();
     let rx = lines_of(&mut child);
-    let status = wait_exit(&mut child, Instant::now() + Duration::from_secs(30));
+    let status = wait_exit(&mut child, Instant::now() + Duration::from_secs(40));
     let seen: Vec<String> = rx.try_iter().collect();
     let out = seen.join("\n");
     assert!(status.success(), "exit {status:?}:\n{out}");
@@ -123,6 +123,41 @@ fn demo_shows_pass_umbrella_leak_and_the_alert_email() {
     assert!(
         emails.iter().all(|e| !e.contains("\"reception\"")),
         "{emails:?}"
+    );
+    // The demo mobile called its self-test number twice: withheld passed,
+    // showing its number failed and alerted at once; what it heard is in
+    // two WAV files, the warning longer than "Your number is hidden".
+    let mobile = outcome("jo-mobile");
+    assert!(
+        mobile.contains(&"PASS") && mobile.contains(&"FAIL"),
+        "{mobile:?}\n{out}"
+    );
+    assert!(
+        emails
+            .iter()
+            .any(|e| e.contains("jo-mobile") && e.contains("Test again")),
+        "a call-in leak alert for jo-mobile: {emails:?}"
+    );
+    let wav = |name: &str| {
+        let p = dir.path().join("self-test").join(name);
+        assert!(
+            out.contains(&p.display().to_string()),
+            "{name} printed:\n{out}"
+        );
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(&bytes[..4], b"RIFF", "{name}");
+        assert_eq!(&bytes[8..12], b"WAVE", "{name}");
+        bytes.len()
+    };
+    let (withheld, showing) = (wav("withheld.wav"), wav("showing.wav"));
+    // 8 kHz 16-bit mono: at least two seconds each.
+    assert!(
+        withheld > 32_000 && showing > withheld,
+        "{withheld} {showing}"
+    );
+    assert!(
+        !out.contains("ANSWERED"),
+        "a self-test call was answered:\n{out}"
     );
 }
 

@@ -287,10 +287,21 @@ impl Renderer {
             .map(|u| format!("{u}/checks/{check_id}"))
     }
 
-    /// The closing blocks every line alert has: re-check command, link.
-    fn closing(&self, doc: &mut Doc, line: &str, a: &About) {
-        doc.push(Block::Heading("Re-check now".into()));
-        doc.push(Block::Command(self.recheck_command(line)));
+    /// The closing blocks every line alert has: re-check command, link. A
+    /// call-in's check is not a line's: it is repeated by calling again.
+    fn closing(&self, doc: &mut Doc, r: &CheckResult, a: &About) {
+        if let Trigger::CallIn { device } = &r.trigger {
+            doc.push(Block::Heading("Test again".into()));
+            doc.push(Block::Para(match device {
+                Some(d) => format!(
+                    "After changing the phone's caller-ID setting, call the self-test number again from {d:?}: the call is judged the same way and the result is spoken to the caller."
+                ),
+                None => "After changing the phone's caller-ID setting, call the self-test number again from the same phone: the call is judged the same way and the result is spoken to the caller.".into(),
+            }));
+        } else {
+            doc.push(Block::Heading("Re-check now".into()));
+            doc.push(Block::Command(self.recheck_command(&r.line)));
+        }
         if let Some(url) = a.link.clone() {
             doc.push(Block::Link {
                 label: "Details and evidence".into(),
@@ -384,7 +395,7 @@ impl Renderer {
             doc.push(Block::Para(p));
         }
         let mut facts = vec![
-            ("Line".to_string(), r.line.clone()),
+            (capitalised(noun(r)), r.line.clone()),
             (
                 if identity {
                     "Leaking since"
@@ -422,7 +433,7 @@ impl Renderer {
                     .collect(),
             ));
         }
-        self.closing(&mut doc, &r.line, a);
+        self.closing(&mut doc, r, a);
         doc
     }
 
@@ -437,8 +448,9 @@ impl Renderer {
         };
         let intermittent = matches!(basis, LeakBasis::Repeated { count, .. } if *count > 1);
         let subject = format!(
-            "[cidguard] {}{what} on line {:?}: {}",
+            "[cidguard] {}{what} on {} {:?}: {}",
             if intermittent { "INTERMITTENT " } else { "" },
+            noun(r),
             r.line,
             self.short_summary(r)
         );
@@ -546,14 +558,14 @@ impl Renderer {
         };
         let mut doc = Doc::new(Tone::Good, strip_prefix(&subject));
         doc.push(Block::Para(para));
-        let mut facts = vec![("Line".to_string(), r.line.clone())];
+        let mut facts = vec![(capitalised(noun(r)), r.line.clone())];
         facts.extend(self.facts_for_check(r, check_id));
         doc.push(Block::Facts(facts));
         if let Some(b) = self.arrived_block(r) {
             doc.push(Block::Heading("What the call presented".into()));
             doc.push(b);
         }
-        self.closing(&mut doc, &r.line, a);
+        self.closing(&mut doc, r, a);
         doc.email(subject)
     }
 
@@ -616,7 +628,7 @@ impl Renderer {
         ];
         facts.extend(self.facts_for_check(r, check_id));
         doc.push(Block::Facts(facts));
-        self.closing(&mut doc, &r.line, a);
+        self.closing(&mut doc, r, a);
         doc.email(subject)
     }
 
@@ -655,7 +667,7 @@ impl Renderer {
         ];
         facts.extend(self.facts_for_check(r, check_id));
         doc.push(Block::Facts(facts));
-        self.closing(&mut doc, &r.line, a);
+        self.closing(&mut doc, r, a);
         doc.email(subject)
     }
 
@@ -834,6 +846,22 @@ impl Renderer {
         )));
         doc.email(subject)
     }
+}
+
+/// What a result is about, in words: a line, or the phone that called in
+/// (a device, or "self-test" for a phone that is not one).
+fn noun(r: &CheckResult) -> &'static str {
+    match r.trigger {
+        Trigger::CallIn { .. } => "phone",
+        _ => "line",
+    }
+}
+
+fn capitalised(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Subject without the `[cidguard] ` tag, as the email's title.

@@ -24,6 +24,7 @@ use crate::check::result::{CheckResult, Trigger};
 use crate::config::Expect;
 use crate::daemon::wiring::{EmailAlerts, OptionsProbe, SipChecker};
 use crate::daemon::{self, BoxError, CheckRequest, Checker, Deps, Event};
+use crate::demo::caller::{call_and_record, CallerId, CallerOptions, Identity};
 use crate::demo::pbx::{self, DemoPbx, Rule};
 use crate::demo::{self, DemoError, DemoLines, FLIP_LINE};
 use crate::plan::Plan;
@@ -131,13 +132,27 @@ impl Checker for ReportingChecker {
 
     async fn check(&self, req: CheckRequest) -> CheckResult {
         let r = self.inner.check(req).await;
+        self.report(&r);
+        r
+    }
+
+    async fn next_call_in(&self) -> Option<CheckResult> {
+        // Cancel-safe as the inner one is: a result is reported only once
+        // it has been taken.
+        let r = self.inner.next_call_in().await?;
+        self.report(&r);
+        Some(r)
+    }
+}
+
+impl ReportingChecker {
+    fn report(&self, r: &CheckResult) {
         let _ = self.tx.send(Reported {
             line: r.line.clone(),
             trigger: r.trigger.clone(),
             outcome: r.outcome,
-            summary: console_summary(&r),
+            summary: console_summary(r),
         });
-        r
     }
 }
 
@@ -167,6 +182,83 @@ fn console_summary_raw(r: &CheckResult) -> String {
         .map(|p| format!(", Privacy: {p}"))
         .unwrap_or_default();
     format!("{what}{from}{privacy}")
+}
+
+/// The demo's self-test calls: the first device with its own self-test
+/// number calls it as a phone would, straight at the endpoint (as a
+/// carrier delivers a call to the DID), once with its number withheld
+/// (anonymous From, `Privacy: id`, no asserted identity: a network that
+/// honours the request strips it) and once showing it in From. What it heard is saved as WAV files in the demo's
+/// folder; the lines returned say how each call went and where they are.
+fn selftest_calls(
+    plan: &Plan,
+    endpoint: SocketAddr,
+    dir: &Path,
+) -> Option<impl Future<Output = Vec<String>> + Send + 'static> {
+    let device = plan
+        .config()
+        .devices
+        .iter()
+        .find(|d| d.selftest_number.is_some())?;
+    let region = Some(plan.config().organisation.region.as_str());
+    let dial = crate::plan::dial::dial_user(device.selftest_number.as_deref()?, region).ok()?;
+    let own = crate::plan::dial::dial_user(device.numbers.first()?, region).ok()?;
+    let name = device.name.clone();
+    let shown_number = device.selftest_number.clone().unwrap_or_default();
+    let folder = dir.join("self-test");
+    Some(async move {
+        let mut out = Vec::new();
+        if let Err(e) = std::fs::create_dir_all(&folder) {
+            out.push(format!("can't create {}: {e}", folder.display()));
+            return out;
+        }
+        let me = Identity {
+            display: None,
+            user: own,
+            host: "mobile.carrier.example".into(),
+        };
+        let calls = [
+            (
+                "withheld",
+                "with its number withheld",
+                CallerId::Withheld { asserted: None },
+            ),
+            ("showing", "showing its number", CallerId::Shown(me)),
+        ];
+        // Both at once: the second needn't wait for the first's message.
+        let calls = calls.into_iter().map(|(file, how, caller_id)| {
+            let opts = CallerOptions::new(endpoint, &dial, caller_id);
+            let path = folder.join(format!("{file}.wav"));
+            let (name, shown_number) = (&name, &shown_number);
+            async move {
+                match call_and_record(&opts).await {
+                    Ok(heard) => {
+                        let saved = match heard.write_wav(&path) {
+                            Ok(()) => format!("saved to {}", path.display()),
+                            Err(e) => format!("could not save it: {e}"),
+                        };
+                        let answered = if heard.answered {
+                            " (it was ANSWERED: a self-test call must never be)"
+                        } else {
+                            ""
+                        };
+                        format!(
+                            "SELF-TEST    {name} called {shown_number} {how}: heard {:.1} s of early media, then {} {}{answered}\n{:>10}   {saved}",
+                            heard.duration().as_secs_f64(),
+                            heard.final_status,
+                            crate::escape::control(&heard.final_reason),
+                            "",
+                        )
+                    }
+                    Err(e) => {
+                        format!("SELF-TEST    {name} could not call {shown_number} {how}: {e}")
+                    }
+                }
+            }
+        });
+        out.extend(futures_util::future::join_all(calls).await);
+        out
+    })
 }
 
 fn now() -> String {
@@ -287,6 +379,23 @@ pub async fn run(
             rule.name()
         );
     }
+    let callin = plan.callin();
+    for (number, owner) in callin.numbers() {
+        let whose = match owner {
+            crate::plan::Owner::Organisation => "any phone may call it".to_string(),
+            crate::plan::Owner::Device(i) => callin
+                .devices()
+                .get(*i)
+                .map(|d| {
+                    format!(
+                        "{}'s own (it calls it once withheld, once showing its number)",
+                        d.name()
+                    )
+                })
+                .unwrap_or_default(),
+        };
+        println!("  self-test    {number}  {whose}");
+    }
     println!(
         "  every line is checked every {} s; keys: f + Enter = make {FLIP_LINE} leak, r = restore, q = quit (or use the dashboard)",
         opts.every.as_secs()
@@ -334,6 +443,8 @@ pub async fn run(
     let mut poll = tokio::time::interval(MAIL_POLL);
     let mut commands_open = true;
     let mut daemon_result = None;
+    // The demo mobile's two self-test calls, once the daemon is ready.
+    let mut selftest_task: Option<tokio::task::JoinHandle<Vec<String>>> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -355,12 +466,35 @@ pub async fn run(
                 break;
             }
             Some(r) = results.recv() => {
-                let again = if r.trigger == Trigger::Confirm { " (re-check)" } else { "" };
+                let again = match &r.trigger {
+                    Trigger::Confirm => " (re-check)",
+                    Trigger::CallIn { .. } => " (call-in)",
+                    _ => "",
+                };
                 println!("{}  {:<10} {:<12} {}{again}", now(), r.line, r.outcome.to_string().to_uppercase(), r.summary);
             }
             Some(e) = events.recv() => {
                 if e == Event::Ready {
                     println!("{}  daemon ready: first checks at the next scheduled time", now());
+                    if let Some(calls) = selftest_calls(&plan, endpoint, &files.dir) {
+                        selftest_task = Some(tokio::spawn(calls));
+                    }
+                }
+            }
+            Some(r) = async {
+                match selftest_task.as_mut() {
+                    Some(t) => Some(t.await),
+                    None => std::future::pending().await,
+                }
+            } => {
+                selftest_task = None;
+                match r {
+                    Ok(heard) => {
+                        for h in heard {
+                            println!("{}  {}", now(), h);
+                        }
+                    }
+                    Err(e) => warn!("the demo's self-test calls failed: {e}"),
                 }
             }
             c = commands.recv(), if commands_open => match c {

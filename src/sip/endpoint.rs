@@ -1595,6 +1595,13 @@ async fn announce(
     })
     .await;
     stream.0.abort();
+    // abort() doesn't wait: a send in progress on another worker finishes
+    // (and is counted) first. Wait for the task to be gone, so `sent` is
+    // every packet that left and no packet leaves after it is read. It
+    // holds no lock and stops at its next await, so this is immediate.
+    if !stream.0.is_finished() {
+        let _ = (&mut stream.0).await;
+    }
     let sent = sent.load(Ordering::Relaxed);
     let played = EarlyMedia::Played {
         codec: target.codec,
