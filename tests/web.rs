@@ -1490,3 +1490,374 @@ async fn a_sign_in_only_sends_the_browser_to_a_path_on_this_site() {
     let (_, h) = sign_in(&app, "/lines/refuge%3Fcursor%3Dx").await;
     assert_eq!(h[header::LOCATION], "/lines/refuge?cursor=x");
 }
+
+// ----- the call-in section ------------------------------------------------
+
+/// The organisation's self-test number, jo-mobile's and outreach-mobile's.
+const ORG_SELFTEST: &str = "+61 3 9999 0001";
+const JO_SELFTEST: &str = "+61 3 9999 0002";
+const OUTREACH_SELFTEST: &str = "+61 3 9999 0003";
+const DESK_SELFTEST: &str = "+61 3 9999 0004";
+
+/// A config with a line, `[selftest]` (when `selftest`) and four devices:
+/// jo-mobile (withheld, reminded every 30 days), outreach-mobile
+/// (umbrella, every 30 days), desk-phone (own number, every 7 days, never
+/// tested) and spare-mobile (no self-test number, no reminders).
+fn call_in_fixture(selftest: bool) -> Fixture {
+    let mut t = format!(
+        r#"
+[organisation]
+name = "Safe Haven"
+region = "AU"
+numbers = ["+61 3 7010 0142"]
+
+[endpoint]
+listen = ["udp:127.0.0.1:0"]
+numbers = ["0399990000"]
+
+[dashboard]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[[line]]
+name = "reception"
+expect = "withheld"
+
+[[device]]
+name = "jo-mobile"
+owner = "jo@safe-haven.example.org"
+numbers = ["+61 491 570 156"]
+selftest_number = "{JO_SELFTEST}"
+remind_every = "30d"
+
+[[device]]
+name = "outreach-mobile"
+owner = "outreach@safe-haven.example.org"
+numbers = ["+61 491 570 157"]
+expect = "umbrella"
+umbrella = {{ name = "Salvation Army", numbers = ["+61 2 9000 0000"] }}
+selftest_number = "{OUTREACH_SELFTEST}"
+remind_every = "30d"
+
+[[device]]
+name = "desk-phone"
+owner = "office@safe-haven.example.org"
+numbers = ["+61 491 570 158"]
+selftest_number = "{DESK_SELFTEST}"
+remind_every = "7d"
+
+[[device]]
+name = "spare-mobile"
+owner = "office@safe-haven.example.org"
+numbers = ["+61 491 570 159"]
+"#
+    );
+    if selftest {
+        t.push_str(&format!("\n[selftest]\nnumbers = [\"{ORG_SELFTEST}\"]\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open_in(dir.path()).unwrap());
+    Fixture {
+        _dir: dir,
+        store,
+        cfg: Arc::new(Plan::from_toml(&t, Path::new("web.toml")).unwrap()),
+    }
+}
+
+impl Fixture {
+    /// Record a call-in: `line` is the device's name or "self-test".
+    fn record_call_in(&self, line: &str, outcome: Outcome, at_ms: i64) -> i64 {
+        let mut r = result_at(line, outcome, at_ms);
+        r.trigger = Trigger::CallIn {
+            device: (line != "self-test").then(|| line.to_string()),
+        };
+        if let Some(d) = self.cfg.callin().device(line) {
+            r.expected = d.expect();
+        }
+        self.store
+            .record_check(
+                &r,
+                &Record {
+                    recorded_at_ms: at_ms,
+                    ..Record::default()
+                },
+            )
+            .unwrap()
+    }
+}
+
+/// The part of the overview between the call-in heading and the next one.
+fn call_in_part(overview: &str) -> &str {
+    let start = overview
+        .find("<h2 id=\"call-ins\">Phones tested by calling in</h2>")
+        .unwrap_or_else(|| panic!("no call-in section: {overview}"));
+    let rest = &overview[start..];
+    let end = rest.find("<h2>PBX software</h2>").unwrap();
+    &rest[..end]
+}
+
+/// The row of a table that names `what`.
+fn row_of<'a>(html: &'a str, what: &str) -> &'a str {
+    let at = html
+        .find(what)
+        .unwrap_or_else(|| panic!("{what} missing: {html}"));
+    let start = html[..at].rfind("<tr>").unwrap();
+    let end = at + html[at..].find("</tr>").unwrap();
+    &html[start..end]
+}
+
+/// The overview's call-in section: the number to dial; each device with
+/// its expectation, own number, last call-in (linked, in the daemon's
+/// zone), state badge and when its next call-in is due ("overdue" past
+/// it, counted as the daemon's reminders count); the latest ten call-ins
+/// from other phones, escaped; labelled cells for the phone layout.
+#[tokio::test]
+async fn the_overview_shows_phones_tested_by_calling_in() {
+    let f = call_in_fixture(true);
+    let day = DAY_MS;
+    let t = now();
+    // jo-mobile leaked 40 days ago: its next call-in was due 10 days ago.
+    let jo = f.record_call_in("jo-mobile", Outcome::Fail, t - 40 * day);
+    // outreach-mobile passed 2 days ago: due in 28 days.
+    f.record_call_in("outreach-mobile", Outcome::Fail, t - 5 * day);
+    let outreach = f.record_call_in("outreach-mobile", Outcome::Pass, t - 2 * day);
+    // desk-phone was never tested; the daemon started counting its
+    // reminders 10 days ago (its own reminder step, on this history).
+    cidguard::alert::step::device_reminders(
+        &*f.store,
+        &[],
+        &f.cfg.callin().devices()[2..3],
+        chrono::Utc::now() - chrono::Duration::days(10),
+    )
+    .unwrap();
+    // Twelve call-ins from other phones: the newest ten are shown, one
+    // with hostile text from the wire.
+    let mut other = Vec::new();
+    for i in 0..12 {
+        other.push(f.record_call_in("self-test", Outcome::Pass, t - (20 - i) * 60_000));
+    }
+    let mut hostile = result_at("self-test", Outcome::Fail, t - 60_000);
+    hostile.trigger = Trigger::CallIn { device: None };
+    hostile.findings[0].value = "<script>alert(1)</script>".into();
+    hostile.findings[0].detail = "<b>bold</b>".into();
+    hostile.findings[0].header = "X-<i>".into();
+    let hostile_id = f.store.record_check(&hostile, &Record::default()).unwrap();
+    let app = app(f.state(None));
+    let (s, _, page) = get(&app, "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!page.contains("<script>") && !page.contains("<b>") && !page.contains("<i>"));
+    let part = call_in_part(&page);
+    assert!(
+        part.contains(&format!("<strong>{ORG_SELFTEST}</strong>")),
+        "{part}"
+    );
+
+    let jo_row = row_of(part, ">jo-mobile<");
+    assert!(jo_row.contains("<span class=\"badge fail\">"), "{jo_row}");
+    assert!(
+        jo_row.contains("<td data-label=\"Expected\">withheld</td>"),
+        "{jo_row}"
+    );
+    assert!(jo_row.contains(JO_SELFTEST), "{jo_row}");
+    assert!(
+        jo_row.contains(&format!("<a href=\"/checks/{jo}\"><time datetime=")),
+        "{jo_row}"
+    );
+    // The daemon's zone (UTC in this config), to the second.
+    assert!(jo_row.contains(" UTC</time></a>"), "{jo_row}");
+    assert!(
+        jo_row.contains("number shown in P-Asserted-Identity"),
+        "{jo_row}"
+    );
+    assert!(
+        jo_row.contains("<strong>overdue</strong> since"),
+        "{jo_row}"
+    );
+
+    let outreach_row = row_of(part, ">outreach-mobile<");
+    assert!(
+        outreach_row.contains("<span class=\"badge pass\">"),
+        "{outreach_row}"
+    );
+    assert!(
+        outreach_row.contains("umbrella: Salvation Army"),
+        "{outreach_row}"
+    );
+    assert!(outreach_row.contains(&format!("/checks/{outreach}\"")));
+    assert!(outreach_row.contains("in 28 days") && !outreach_row.contains("overdue"));
+
+    let desk_row = row_of(part, ">desk-phone<");
+    assert!(desk_row.contains("Never tested"), "{desk_row}");
+    assert!(desk_row.contains("<td data-label=\"Last call-in\">never</td>"));
+    // Seven days after the daemon started counting, ten days ago.
+    assert!(
+        desk_row.contains("<strong>overdue</strong> since"),
+        "{desk_row}"
+    );
+
+    let spare_row = row_of(part, ">spare-mobile<");
+    assert!(spare_row.contains("Never tested") && spare_row.contains("no reminders"));
+    assert!(spare_row.contains("<td data-label=\"Its self-test number\">–</td>"));
+
+    // Other phones: the newest ten, newest first, the hostile one first.
+    let other_part = &part[part.find("Latest call-ins from other phones").unwrap()..];
+    let links = other_part.matches("<a href=\"/checks/").count();
+    assert_eq!(links, 10, "{other_part}");
+    assert!(other_part.contains(&format!("/checks/{hostile_id}\"")));
+    assert!(other_part.contains(&format!("/checks/{}\"", other[11])));
+    assert!(other_part.contains(&format!("/checks/{}\"", other[3])));
+    assert!(!other_part.contains(&format!("/checks/{}\"", other[2])));
+    assert!(
+        other_part.find(&format!("/checks/{hostile_id}\""))
+            < other_part.find(&format!("/checks/{}\"", other[11]))
+    );
+    assert!(other_part.contains("<td data-label=\"Outcome\"><span class=\"badge fail\">"));
+    // Phone layout: the tables are the labelled-card kind.
+    assert_eq!(part.matches("<table class=\"lines\">").count(), 2);
+    for l in [
+        "Device",
+        "State",
+        "Expected",
+        "Last call-in",
+        "Next call-in due",
+        "When",
+        "Summary",
+    ] {
+        assert!(part.contains(&format!("data-label=\"{l}\"")), "{l}");
+    }
+}
+
+/// A call-in's check page renders: a device's reads "call-in from" the
+/// device with its umbrella, another phone's says it was not a device,
+/// and neither links to a line page that doesn't exist.
+#[tokio::test]
+async fn a_call_ins_check_page_names_the_device_and_links_to_the_section() {
+    let f = call_in_fixture(true);
+    let dev = f.record_call_in("outreach-mobile", Outcome::Pass, now() - 60_000);
+    let other = f.record_call_in("self-test", Outcome::Fail, now() - 30_000);
+    let app = app(f.state(None));
+    let (s, _, page) = get(&app, &format!("/checks/{dev}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("call-in from outreach-mobile"), "{page}");
+    assert!(
+        page.contains("<a href=\"/#call-ins\">outreach-mobile</a>"),
+        "{page}"
+    );
+    assert!(!page.contains("/lines/outreach-mobile"));
+    assert!(
+        page.contains("umbrella (umbrella: Salvation Army)"),
+        "{page}"
+    );
+    let (s, _, page) = get(&app, &format!("/checks/{other}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        page.contains("call-in from a phone that is not a configured device"),
+        "{page}"
+    );
+    assert!(page.contains("<a href=\"/#call-ins\">self-test</a>"));
+    assert!(page.contains("number shown in P-Asserted-Identity"));
+}
+
+/// `/api/v1/call-ins` and `cidguard_device_state` say what the section
+/// shows; every field is in docs/openapi.yaml.
+#[tokio::test]
+async fn call_ins_api_and_metrics_give_each_devices_state() {
+    let f = call_in_fixture(true);
+    let t = now();
+    let jo = f.record_call_in("jo-mobile", Outcome::Fail, t - 40 * DAY_MS);
+    f.record_call_in("outreach-mobile", Outcome::Pass, t - 2 * DAY_MS);
+    let other = f.record_call_in("self-test", Outcome::Inconclusive, t - 1000);
+    let app = app(f.state(None));
+    let (s, _, body) = get(&app, "/api/v1/call-ins").await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["selftest_numbers"], serde_json::json!([ORG_SELFTEST]));
+    let devices = v["devices"].as_array().unwrap();
+    let names: Vec<&str> = devices
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["jo-mobile", "outreach-mobile", "desk-phone", "spare-mobile"]
+    );
+    let d = &devices[0];
+    assert_eq!(d["state"], "fail");
+    assert_eq!(d["expected"], "withheld");
+    assert_eq!(d["selftest_number"], JO_SELFTEST);
+    assert_eq!(d["last_call_in"], jo);
+    assert_eq!(d["remind_every_secs"], 30 * 24 * 3600);
+    assert_eq!(d["overdue"], true);
+    assert!(d["summary"]
+        .as_str()
+        .unwrap()
+        .contains("P-Asserted-Identity"));
+    assert!(d["last_call_in_at"].is_string() && d["call_in_due_at"].is_string());
+    assert_eq!(devices[1]["state"], "pass");
+    assert_eq!(devices[1]["expected"], "umbrella: Salvation Army");
+    assert_eq!(devices[1]["overdue"], false);
+    // Never tested, and nothing known of when the daemon started
+    // counting: due a full period from now.
+    assert_eq!(devices[2]["state"], "unchecked");
+    assert!(devices[2]["last_call_in"].is_null());
+    assert_eq!(devices[2]["overdue"], false);
+    assert!(devices[3]["call_in_due_at"].is_null() && devices[3]["remind_every_secs"].is_null());
+    assert!(devices[3]["selftest_number"].is_null());
+    let un = v["unattributed"].as_array().unwrap();
+    assert_eq!(un.len(), 1);
+    assert_eq!(un[0]["check"], other);
+    assert_eq!(un[0]["state"], "inconclusive");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
+    let api = &doc[doc.find("  /api/v1/call-ins:").unwrap()..];
+    let api = &api[..api.find("  /api/v1/maintenance:").unwrap()];
+    for key in d
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(un[0].as_object().unwrap().keys())
+    {
+        assert!(api.contains(&format!(" {key}:")), "{key} is not documented");
+    }
+
+    let (_, _, m) = get(&app, "/metrics").await;
+    assert!(m.contains("# TYPE cidguard_device_state gauge"), "{m}");
+    assert!(m.contains("cidguard_device_state{device=\"jo-mobile\",state=\"fail\"} 1"));
+    assert!(m.contains("cidguard_device_state{device=\"jo-mobile\",state=\"pass\"} 0"));
+    assert!(m.contains("cidguard_device_state{device=\"outreach-mobile\",state=\"pass\"} 1"));
+    assert!(m.contains("cidguard_device_state{device=\"desk-phone\",state=\"unchecked\"} 1"));
+    // Call-ins are not lines.
+    assert!(!m.contains("line=\"self-test\"") && !m.contains("line=\"jo-mobile\""));
+}
+
+/// Without `[selftest]` and devices there is no call-in section, and the
+/// API and metrics have nothing to say; devices alone show the section
+/// without a number to dial or a list of other phones.
+#[tokio::test]
+async fn no_call_in_section_without_a_self_test() {
+    let f = Fixture::new(&["refuge"], false);
+    f.record("refuge", Outcome::Pass, now() - 1000);
+    let app = app(f.state(None));
+    let (s, _, page) = get(&app, "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        !page.contains("calling in") && !page.contains("call-ins"),
+        "{page}"
+    );
+    let (_, _, body) = get(&app, "/api/v1/call-ins").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"selftest_numbers": [], "devices": [], "unattributed": []})
+    );
+    let (_, _, m) = get(&app, "/metrics").await;
+    assert!(!m.contains("cidguard_device_state"));
+
+    let f = call_in_fixture(false);
+    let app = cidguard::web::app(f.state(None));
+    let (_, _, page) = get(&app, "/").await;
+    let part = call_in_part(&page);
+    assert!(part.contains("its own self-test number"), "{part}");
+    assert!(!part.contains(ORG_SELFTEST) && !part.contains("other phones"));
+    assert!(part.contains(">jo-mobile<"));
+}

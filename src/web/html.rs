@@ -38,11 +38,23 @@ pub fn highlight(text: &str, needles: &[&str]) -> String {
 
 /// Word, icon and CSS class for a state: colour is never the only signal.
 pub fn badge(state: &str) -> String {
+    badge_or(state, "Not yet checked")
+}
+
+/// A device's badge: a device nobody has called in from is "Never tested"
+/// (it is tested by a person calling, not checked on a schedule).
+pub fn device_badge(state: &str) -> String {
+    badge_or(state, "Never tested")
+}
+
+/// A state's badge, with `unchecked` for the word of the state with no
+/// result yet.
+fn badge_or(state: &str, unchecked: &str) -> String {
     let (icon, word) = match state {
         "pass" => ("✓", "Pass"),
         "fail" => ("✗", "FAIL"),
         "inconclusive" => ("?", "Inconclusive"),
-        _ => ("–", "Not yet checked"),
+        _ => ("–", unchecked),
     };
     format!(
         "<span class=\"badge {}\"><span aria-hidden=\"true\">{icon}</span> {word}</span>",

@@ -39,23 +39,34 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use chrono::{DateTime, Utc};
 
-use crate::alert::OutboxStore;
+use crate::alert::{LineAlertState, OutboxStore};
 use crate::check::result::Trigger;
 use crate::check::RunRequest;
 use crate::config::Dashboard;
 use crate::plan::Plan;
-use crate::store::{CheckQuery, Cursor, HistoryRead, MaintenanceStore, StoreError, StoredCheck};
+use crate::store::{
+    AlertStateStore, CheckQuery, Cursor, HistoryRead, MaintenanceStore, StoreError, StoredCheck,
+};
 use crate::verdict::Outcome;
 
 /// What the dashboard needs of the history: reading it, the maintenance
-/// windows, and the alert outbox's size. The SQLite store is one.
+/// windows, the alert outbox's size, and the alert states (when a device's
+/// reminders started counting). The SQLite store is one.
 pub trait Backend:
-    HistoryRead + MaintenanceStore + OutboxStore<Error = StoreError> + 'static
+    HistoryRead
+    + MaintenanceStore
+    + OutboxStore<Error = StoreError>
+    + AlertStateStore<Error = StoreError>
+    + 'static
 {
 }
 
 impl<T> Backend for T where
-    T: HistoryRead + MaintenanceStore + OutboxStore<Error = StoreError> + 'static
+    T: HistoryRead
+        + MaintenanceStore
+        + OutboxStore<Error = StoreError>
+        + AlertStateStore<Error = StoreError>
+        + 'static
 {
 }
 
@@ -76,6 +87,7 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/checks/{id}",
     "/api/v1/runs/{id}",
     "/api/v1/status",
+    "/api/v1/call-ins",
     "/api/v1/maintenance",
     "/api/v1/maintenance/{id}",
     "/demo",
@@ -320,6 +332,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/checks/{id}", get(api_check))
         .route("/api/v1/runs/{id}", get(api_run_status))
         .route("/api/v1/status", get(api_status))
+        .route("/api/v1/call-ins", get(api_call_ins))
         .route(
             "/api/v1/maintenance",
             get(api_maintenance).post(api_add_maintenance),
@@ -1263,6 +1276,189 @@ async fn api_remove_maintenance(
     }
 }
 
+// ----- call-ins -----------------------------------------------------------
+
+/// Call-ins from phones that are not a configured device shown at once:
+/// the latest few say whether people are testing and what they found.
+const UNATTRIBUTED_SHOWN: usize = 10;
+
+/// A configured device as the call-in view shows it.
+pub(crate) struct DeviceView {
+    /// Its name (the "line" its call-ins are recorded under).
+    pub name: String,
+    /// Its latest call-in, if it has had one.
+    pub last: Option<StoredCheck>,
+    /// When its next call-in is due: `remind_every` after its last
+    /// call-in, or after the daemon started counting (as the daemon's
+    /// reminders count); None for a device without reminders.
+    pub due: Option<DateTime<Utc>>,
+}
+
+/// What the dashboard shows of the call-in self-test.
+pub(crate) struct CallInView {
+    /// Every configured device, in file order.
+    pub devices: Vec<DeviceView>,
+    /// The latest call-ins not attributed to a device, newest first.
+    pub unattributed: Vec<StoredCheck>,
+}
+
+/// Whether the plan has a call-in self-test at all (`[selftest]` or a
+/// device): without one the dashboard shows no call-in section.
+pub(crate) fn has_call_ins(plan: &Plan) -> bool {
+    plan.config().selftest.is_some() || !plan.callin().devices().is_empty()
+}
+
+/// The organisation's self-test numbers (`[selftest]`), as configured.
+pub(crate) fn org_selftest_numbers(plan: &Plan) -> Vec<&str> {
+    plan.callin()
+        .numbers()
+        .iter()
+        .filter(|(_, o)| *o == crate::plan::Owner::Organisation)
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+/// What a device's, a line's or the self-test's calls must present, in
+/// words: `withheld` or `umbrella: <name>` (raw: escape it for a page).
+pub(crate) fn expectation_of(plan: &Plan, name: &str) -> Option<String> {
+    let umbrella = |e: crate::config::Expect, u: Option<&crate::config::Umbrella>| match u {
+        Some(u) if e == crate::config::Expect::Umbrella => format!("umbrella: {}", u.name),
+        _ => e.to_string(),
+    };
+    if let Some(l) = plan.line(name) {
+        return Some(match l.umbrella() {
+            Some(u) => format!("umbrella: {u}"),
+            None => l.expect().to_string(),
+        });
+    }
+    let cfg = plan.config();
+    if let Some(d) = cfg.devices.iter().find(|d| d.name == name) {
+        return Some(umbrella(d.expect, d.umbrella.as_ref()));
+    }
+    if name == crate::plan::SELFTEST_LINE {
+        return cfg
+            .selftest
+            .as_ref()
+            .map(|s| umbrella(s.expect, s.umbrella.as_ref()));
+    }
+    None
+}
+
+/// When a device's next call-in is due: `every` after the later of its
+/// last call-in and when the daemon started counting its reminders (the
+/// daemon's own rule); from `now` when neither is known yet (the daemon
+/// starts counting on its next tick).
+pub(crate) fn call_in_due(
+    every: Duration,
+    last: Option<&StoredCheck>,
+    counting_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let last = last
+        .and_then(|c| crate::store::ms_of_rfc3339(&c.result.started_at))
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let base = [last, counting_since].into_iter().flatten().max();
+    base.unwrap_or(now)
+        .checked_add_signed(chrono::Duration::from_std(every).ok()?)
+}
+
+/// Read the call-in view for the plan in force.
+pub(crate) async fn call_in_view(
+    st: &AppState,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> WebResult<CallInView> {
+    // Reminders go out only for devices with their own self-test number
+    // (the number they name); validation requires one with remind_every.
+    let devices: Vec<(String, Option<Duration>)> = plan
+        .callin()
+        .devices()
+        .iter()
+        .map(|d| {
+            let every = d.remind_every().filter(|_| d.selftest_number().is_some());
+            (d.name().to_string(), every)
+        })
+        .collect();
+    db(st, move |s| {
+        let mut out = Vec::with_capacity(devices.len());
+        for (name, every) in devices {
+            let last = s.last_call_in(&name)?;
+            let due = match every {
+                Some(every) => {
+                    // An unreadable state is one the daemon starts afresh.
+                    let since = s
+                        .line_state(&name)?
+                        .and_then(|row| {
+                            serde_json::from_str::<LineAlertState>(&row.state_json).ok()
+                        })
+                        .and_then(|st| st.device_seen_at);
+                    call_in_due(every, last.as_ref(), since, now)
+                }
+                None => None,
+            };
+            out.push(DeviceView { name, last, due });
+        }
+        let mut q = CheckQuery::line(crate::plan::SELFTEST_LINE);
+        q.limit = UNATTRIBUTED_SHOWN;
+        // No line or device may be called "self-test": every check under
+        // that name is a call-in; the filter only makes sure.
+        let unattributed = s
+            .checks(&q)?
+            .checks
+            .into_iter()
+            .filter(|c| matches!(c.result.trigger, Trigger::CallIn { .. }))
+            .collect();
+        Ok(CallInView {
+            devices: out,
+            unattributed,
+        })
+    })
+    .await
+}
+
+async fn api_call_ins(State(st): State<AppState>) -> WebResult<Response> {
+    let plan = st.plan();
+    let now = Utc::now();
+    let view = call_in_view(&st, &plan, now).await?;
+    let devices: Vec<_> = view
+        .devices
+        .iter()
+        .map(|d| {
+            let dp = plan.callin().device(&d.name);
+            serde_json::json!({
+                "device": d.name,
+                "expected": expectation_of(&plan, &d.name),
+                "selftest_number": dp.and_then(|p| p.selftest_number()),
+                "state": state_word(d.last.as_ref()),
+                "last_call_in": d.last.as_ref().map(|c| c.id),
+                "last_call_in_at": d.last.as_ref().map(|c| c.result.started_at.clone()),
+                "summary": d.last.as_ref().map(|c| c.result.summary()),
+                "remind_every_secs": d.due.and(dp.and_then(|p| p.remind_every())).map(|e| e.as_secs()),
+                "call_in_due_at": d.due.map(|t| crate::store::rfc3339_of_ms(t.timestamp_millis())),
+                "overdue": d.due.is_some_and(|t| t <= now),
+            })
+        })
+        .collect();
+    let unattributed: Vec<_> = view
+        .unattributed
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "check": c.id,
+                "at": c.result.started_at,
+                "state": state_word(Some(c)),
+                "summary": c.result.summary(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "selftest_numbers": org_selftest_numbers(&plan),
+        "devices": devices,
+        "unattributed": unattributed,
+    }))
+    .into_response())
+}
+
 // ----- metrics ------------------------------------------------------------
 
 /// A Prometheus label value: backslash, quote and newline escaped.
@@ -1274,8 +1470,15 @@ fn label(s: &str) -> String {
 
 async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
     use std::fmt::Write;
-    let names = configured_lines(&st.plan());
-    let (ov, totals, pending, changes) = db(&st, move |s| {
+    let plan = st.plan();
+    let names = configured_lines(&plan);
+    let devices: Vec<String> = plan
+        .callin()
+        .devices()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    let (ov, totals, pending, changes, device_last) = db(&st, move |s| {
         let ov = s.overview(Some(&names), now_ms())?;
         // All-time counts: one grouped read of the daily counts.
         let mut all = s.totals()?;
@@ -1285,7 +1488,11 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
             .collect();
         let pending = s.pending()?;
         let changes = s.pbx_changes(None, 1000)?;
-        Ok((ov, totals, pending, changes))
+        let device_last = devices
+            .into_iter()
+            .map(|d| Ok((s.last_call_in(&d)?, d)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((ov, totals, pending, changes, device_last))
     })
     .await?;
     let mut m = String::new();
@@ -1303,6 +1510,24 @@ async fn metrics(State(st): State<AppState>) -> WebResult<Response> {
                 label(&o.line),
                 u8::from(s == now)
             );
+        }
+    }
+    if !device_last.is_empty() {
+        let _ = writeln!(
+            m,
+            "# HELP cidguard_device_state The device's state from its latest call-in (1 for the state it is in)."
+        );
+        let _ = writeln!(m, "# TYPE cidguard_device_state gauge");
+        for (last, d) in &device_last {
+            let now = state_word(last.as_ref());
+            for s in ["pass", "fail", "inconclusive", "unchecked"] {
+                let _ = writeln!(
+                    m,
+                    "cidguard_device_state{{device=\"{}\",state=\"{s}\"}} {}",
+                    label(d),
+                    u8::from(s == now)
+                );
+            }
         }
     }
     let _ = writeln!(

@@ -9,10 +9,11 @@ use serde::Deserialize;
 
 use chrono::{DateTime, Utc};
 
-use super::html::{badge, esc, highlight, page, run_form, signed_in_note};
+use super::html::{badge, device_badge, esc, highlight, page, run_form, signed_in_note};
 use super::{
-    configured_lines, cursor_text, db, next_check, parse_cursor, parse_id, run_results, state_word,
-    AppState, WebError, WebResult,
+    call_in_view, configured_lines, cursor_text, db, expectation_of, has_call_ins, next_check,
+    org_selftest_numbers, parse_cursor, parse_id, run_results, state_word, AppState, CallInView,
+    WebError, WebResult,
 };
 use crate::check::result::{EvidenceMessage, Trigger};
 use crate::maintenance::{self, Window};
@@ -50,7 +51,9 @@ fn trigger_text(t: &Trigger) -> String {
         Trigger::PbxChange { to, .. } => format!("PBX changed to {}", esc(to)),
         Trigger::Confirm => "confirming a failure".into(),
         Trigger::CallIn { device: Some(d) } => format!("call-in from {}", esc(d)),
-        Trigger::CallIn { device: None } => "call-in".into(),
+        Trigger::CallIn { device: None } => {
+            "call-in from a phone that is not a configured device".into()
+        }
     }
 }
 
@@ -201,6 +204,11 @@ pub async fn overview(
         Ok((ov, bars, changes, window))
     })
     .await?;
+    let call_ins = if has_call_ins(&plan) {
+        Some(call_in_view(&st, &plan, now).await?)
+    } else {
+        None
+    };
     let tz = plan.tz();
     let mut rows: Vec<(usize, String)> = Vec::new();
     for (o, checks) in ov.iter().zip(&bars) {
@@ -272,7 +280,11 @@ Its next check should fail and an alert go out.</p>",
     for (_, r) in rows {
         body.push_str(&r);
     }
-    body.push_str("</tbody></table><h2>PBX software</h2>");
+    body.push_str("</tbody></table>");
+    if let Some(view) = &call_ins {
+        body.push_str(&call_in_section(&plan, view, now, tz));
+    }
+    body.push_str("<h2>PBX software</h2>");
     if changes.is_empty() {
         body.push_str("<p>No PBX software changes seen.</p>");
     } else {
@@ -295,6 +307,116 @@ Its next check should fail and an alert go out.</p>",
         body.push_str(&super::html::demo_form(&switch.line, signed_in));
     }
     Ok(Html(page("Overview", "", &body)).into_response())
+}
+
+/// A time from the history as a link to its check, in the daemon's zone.
+fn check_link(c: &StoredCheck, tz: chrono_tz::Tz) -> String {
+    format!(
+        "<a href=\"/checks/{}\">{}</a>",
+        c.id,
+        local_time(&c.result.started_at, tz)
+    )
+}
+
+/// The overview's "Phones tested by calling in": the numbers to dial, each
+/// device with its last call-in, state and when its next one is due, and
+/// the latest call-ins from other phones. Laid out as labelled cards on a
+/// phone, like the lines table.
+fn call_in_section(
+    plan: &crate::plan::Plan,
+    view: &CallInView,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> String {
+    let mut b = String::from("<h2 id=\"call-ins\">Phones tested by calling in</h2>");
+    let numbers = org_selftest_numbers(plan);
+    if numbers.is_empty() {
+        b.push_str(
+            "<p>Each device below is tested by calling its own self-test number from it: \
+the caller hears whether its caller ID is hidden, and the call is judged and recorded like a check.</p>",
+        );
+    } else {
+        let list: Vec<String> = numbers
+            .iter()
+            .map(|n| format!("<strong>{}</strong>", esc(n)))
+            .collect();
+        let _ = write!(
+            b,
+            "<p>Any phone of the organisation's (a worker's mobile, a handset at another office) \
+can call {} and hear whether its caller ID is hidden; every call is judged and recorded like a check.</p>",
+            list.join(" or ")
+        );
+    }
+    if !view.devices.is_empty() {
+        b.push_str(
+            "<table class=\"lines\"><caption>Devices</caption><thead><tr><th>Device</th><th>State</th>\
+<th>Expected</th><th>Its self-test number</th><th>Last call-in</th><th>Next call-in due</th></tr></thead><tbody>",
+        );
+        for d in &view.devices {
+            let dp = plan.callin().device(&d.name);
+            let number = dp
+                .and_then(|p| p.selftest_number())
+                .map_or_else(|| "–".to_string(), esc);
+            let last = d.last.as_ref().map_or_else(
+                || "never".to_string(),
+                |c| {
+                    format!(
+                        "{}<br><small>{}</small>",
+                        check_link(c, tz),
+                        esc(&c.result.summary())
+                    )
+                },
+            );
+            let due = match d.due {
+                None => "no reminders".to_string(),
+                Some(t) => {
+                    let at = format!(
+                        "<time datetime=\"{}\">{}</time>",
+                        esc(&rfc3339_of_ms(t.timestamp_millis())),
+                        esc(&t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
+                    );
+                    if t <= now {
+                        format!("<strong>overdue</strong> since {at}")
+                    } else {
+                        format!("{at}<br><small>{}</small>", esc(&from_now(t, now)))
+                    }
+                }
+            };
+            let _ = write!(
+                b,
+                "<tr><td data-label=\"Device\">{}</td><td data-label=\"State\">{}</td>\
+<td data-label=\"Expected\">{}</td><td data-label=\"Its self-test number\">{number}</td>\
+<td data-label=\"Last call-in\">{last}</td><td data-label=\"Next call-in due\">{due}</td></tr>",
+                esc(&d.name),
+                device_badge(state_word(d.last.as_ref())),
+                esc(&expectation_of(plan, &d.name).unwrap_or_default()),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    if !numbers.is_empty() || !view.unattributed.is_empty() {
+        if view.unattributed.is_empty() {
+            b.push_str("<p>No call-ins from other phones yet.</p>");
+        } else {
+            b.push_str(
+                "<table class=\"lines\"><caption>Latest call-ins from other phones \
+(not a configured device)</caption><thead><tr><th>When</th><th>Outcome</th><th>Summary</th></tr>\
+</thead><tbody>",
+            );
+            for c in &view.unattributed {
+                let _ = write!(
+                    b,
+                    "<tr><td data-label=\"When\">{}</td><td data-label=\"Outcome\">{}</td>\
+<td data-label=\"Summary\">{}</td></tr>",
+                    check_link(c, tz),
+                    badge(check_state(c)),
+                    esc(&c.result.summary())
+                );
+            }
+            b.push_str("</tbody></table>");
+        }
+    }
+    b
 }
 
 #[derive(Deserialize)]
@@ -411,16 +533,23 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         .await?
         .ok_or(WebError::NotFound)?;
     let r = &c.result;
+    let plan = st.plan();
     let mut b = String::new();
+    // A call-in's "line" is a device or "self-test", which have no line
+    // page: it links to the overview's call-in section.
+    let whose = if matches!(r.trigger, Trigger::CallIn { .. }) {
+        format!("<a href=\"/#call-ins\">{}</a>", esc(&r.line))
+    } else {
+        format!("<a href=\"/lines/{l}\">{l}</a>", l = esc(&r.line))
+    };
     let _ = write!(
         b,
-        "<p>{} <a href=\"/lines/{l}\">{l}</a> · started {} · {} · took {} ms</p><p><strong>{}</strong></p>",
+        "<p>{} {whose} · started {} · {} · took {} ms</p><p><strong>{}</strong></p>",
         badge(check_state(&c)),
         esc(&r.started_at),
         trigger_text(&r.trigger),
         r.duration_ms,
         esc(&r.summary()),
-        l = esc(&r.line),
     );
     if let Some(reason) = &r.reason {
         let _ = write!(b, "<p>Why inconclusive: {}</p>", esc(reason));
@@ -447,8 +576,11 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
         }
         b.push_str("</ul>");
     }
-    let expected = match st.plan().line(&r.line).and_then(|l| l.umbrella()) {
-        Some(u) => format!("{} (umbrella: {})", r.expected, esc(u)),
+    // The umbrella the line (or device, or self-test) presents now.
+    let umbrella = expectation_of(&plan, &r.line)
+        .and_then(|e| e.strip_prefix("umbrella: ").map(str::to_string));
+    let expected = match umbrella {
+        Some(u) => format!("{} (umbrella: {})", r.expected, esc(&u)),
         None => format!("{} (no number, no name)", r.expected),
     };
     let presented: Vec<String> = r
@@ -482,6 +614,12 @@ pub async fn check(State(st): State<AppState>, Path(id): Path<String>) -> WebRes
             "<p>No messages were captured.</p>"
         });
     } else {
+        if matches!(r.trigger, Trigger::CallIn { .. }) {
+            b.push_str(
+                "<p>A person called a self-test number: cidguard placed no call, so only \
+the messages between the PBX and its endpoint are here.</p>",
+            );
+        }
         b.push_str(&ladder(&r.evidence));
         b.push_str(
             "<h2>Messages</h2><p>Highlighted: what each finding names, in the messages \
