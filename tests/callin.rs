@@ -109,12 +109,7 @@ fn start() -> Daemon {
     }
     let cfg = format!(
         r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
-names = ["Eastside Women's Refuge", "Eastside Refuge"]
-hosts = ["pbx.eastside-refuge.org.au"]
+{org}
 
 [endpoint]
 listen = ["udp:127.0.0.1:{sip_port}"]
@@ -153,6 +148,7 @@ expect = "umbrella"
 umbrella = {{ name = "Salvation Army", numbers = ["+61 2 9000 0000"] }}
 selftest_number = "{OUTREACH_SELFTEST}"
 "#,
+        org = crate::support::org::TABLE,
         state = dir.path().join("state").display(),
         mail = dir.path().join("mail").display(),
     );

@@ -73,12 +73,7 @@ fn daemon_alerts_once_on_a_leak_and_once_when_fixed_across_an_smtp_outage() {
     let line = support::Line::get("201");
     let cfg = format!(
         r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
-names = ["Eastside Women's Refuge", "Eastside Refuge"]
-hosts = ["pbx.eastside-refuge.org.au"]
+{org}
 
 [endpoint]
 listen = ["udp:127.0.0.1:{sip_port}"]
@@ -112,6 +107,7 @@ registrar = "sip:{pbx}"
 username = "{user}"
 password = "{password}"
 "#,
+        org = crate::support::org::TABLE,
         number = org::ENDPOINT_NUMBER,
         state = state.display(),
         pbx = pbx.udp_addr(),

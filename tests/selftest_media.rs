@@ -42,12 +42,7 @@ pub const SELFTEST_NUMBER: &str = "0399990001";
 pub fn config_text(selftest: &str) -> String {
     format!(
         r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
-names = ["Eastside Women's Refuge", "Eastside Refuge"]
-hosts = ["pbx.eastside-refuge.org.au"]
+{org}
 
 [endpoint]
 listen = ["udp:127.0.0.1:0"]
@@ -60,7 +55,8 @@ expect = "withheld"
 [selftest]
 numbers = ["{SELFTEST_NUMBER}"]
 {selftest}
-"#
+"#,
+        org = crate::support::org::TABLE
     )
 }
 

@@ -141,12 +141,7 @@ fn config(
     }
     format!(
         r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
-names = ["Eastside Women's Refuge", "Eastside Refuge"]
-hosts = ["pbx.eastside-refuge.org.au"]
+{org}
 
 [endpoint]
 listen = ["udp:127.0.0.1:{sip_port}"]
@@ -182,6 +177,7 @@ registrar = "sip:{pbx}"
 username = "{user}"
 password = "{password}"
 "#,
+        org = crate::support::org::TABLE,
         number = org::ENDPOINT_NUMBER,
         state = dir.join("state").display(),
         pbx = pbx.udp_addr(),

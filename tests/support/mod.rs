@@ -64,6 +64,15 @@ pub mod org {
     pub const UMBRELLA_HOST: &str = "salvationarmy.org.au";
     /// Number the tests dial; any number works, this one only names a route.
     pub const ENDPOINT_NUMBER: &str = "0399990000";
+    /// Its `[organisation]` table, for the configs tests write (the numbers
+    /// as people type them, a range, names and the PBX's host).
+    pub const TABLE: &str = r#"[organisation]
+name = "Eastside Women's Refuge"
+region = "AU"
+numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
+names = ["Eastside Women's Refuge", "Eastside Refuge"]
+hosts = ["pbx.eastside-refuge.org.au"]
+"#;
 }
 
 /// Debian package providing each binary, for the messages that ask to
