@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::verdict::numbers::{NumberError, NumberSet};
+use crate::verdict::{LineSpec, OrgSpec, Policy, UmbrellaSpec};
 
 /// The whole file, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -240,24 +241,8 @@ pub struct Organisation {
     pub default_descriptors: bool,
 }
 
-/// What a line must present to the called party.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Expect {
-    /// No number and no name: anonymous.
-    Withheld,
-    /// Only the umbrella agency's name, and its number or none.
-    Umbrella,
-}
-
-impl fmt::Display for Expect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Expect::Withheld => "withheld",
-            Expect::Umbrella => "umbrella",
-        })
-    }
-}
+/// What a line must present: the verdict engine's own type.
+pub use crate::verdict::Expect;
 
 /// The identity a line may show instead of its own.
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +271,46 @@ pub struct Line {
     /// Cron schedule for this line (`daemon.default_schedule` when absent).
     #[serde(default)]
     pub schedule: Option<String>,
+}
+
+// The verdict engine takes plain inputs and knows nothing of the config
+// file; this is the one place the config's types become them.
+
+impl From<&Organisation> for OrgSpec {
+    fn from(o: &Organisation) -> OrgSpec {
+        OrgSpec {
+            name: o.name.clone(),
+            names: o.names.clone(),
+            numbers: o.numbers.clone(),
+            hosts: o.hosts.clone(),
+            region: o.region.clone(),
+            descriptors: o.descriptors.clone(),
+            default_descriptors: o.default_descriptors,
+        }
+    }
+}
+
+impl From<&Line> for LineSpec {
+    fn from(l: &Line) -> LineSpec {
+        LineSpec {
+            name: l.name.clone(),
+            expect: l.expect,
+            umbrella: l.umbrella.as_ref().map(|u| UmbrellaSpec {
+                name: u.name.clone(),
+                numbers: u.numbers.clone(),
+            }),
+        }
+    }
+}
+
+impl Policy {
+    /// Policies for every line of a validated config, in its order. Here
+    /// rather than in the verdict engine, which doesn't depend on the
+    /// config.
+    pub fn for_config(cfg: &Config) -> Result<Vec<Policy>, NumberError> {
+        let lines: Vec<LineSpec> = cfg.lines.iter().map(LineSpec::from).collect();
+        Policy::for_lines(&OrgSpec::from(&cfg.organisation), &lines)
+    }
 }
 
 /// SIP transport.

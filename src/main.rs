@@ -787,7 +787,7 @@ fn inspect_pcap(
     let cfg = load_config(config).map_err(UsageError)?;
     let policy = match line {
         Some(l) => policy_for(&cfg, l).map_err(UsageError)?,
-        None => Policy::organisation(&cfg.organisation)
+        None => Policy::organisation(&(&cfg.organisation).into())
             .context("organisation numbers")
             .map_err(UsageError)?,
     };

@@ -902,7 +902,7 @@ fn a_large_capture_streams_in_bounded_memory() {
     use cidguard::capture::tcp::TcpLimits;
     use cidguard::capture::{ip::DefragLimits, Limits};
     let cfg = cidguard::config::Config::load(Path::new(EXAMPLE)).unwrap();
-    let policy = cidguard::verdict::Policy::organisation(&cfg.organisation).unwrap();
+    let policy = cidguard::verdict::Policy::organisation(&(&cfg.organisation).into()).unwrap();
     let redactor = Redactor::new(&cfg).unwrap();
     let limits = Limits {
         tcp: TcpLimits {

@@ -111,7 +111,7 @@ fn policies() -> Vec<(&'static str, Policy)> {
     let mut lines = Policy::for_config(&example).unwrap();
     let outreach = lines.remove(1);
     let reception = lines.remove(0);
-    let org = Policy::organisation(&example.organisation).unwrap();
+    let org = Policy::organisation(&(&example.organisation).into()).unwrap();
     let large = Config::from_toml(&large_org_toml(), Path::new("large.toml")).unwrap();
     let descriptors = Config::from_toml(DESCRIPTORS_TOML, Path::new("d.toml")).unwrap();
     vec![

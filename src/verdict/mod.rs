@@ -15,6 +15,10 @@
 //! ([`Outcome::Fail`] with findings), not an error; anything that stops the
 //! message being fully judged makes the outcome [`Outcome::Inconclusive`],
 //! never [`Outcome::Pass`].
+//!
+//! The engine depends on nothing above it: it takes its own plain inputs
+//! ([`OrgSpec`], [`LineSpec`]), which the configuration converts its types
+//! into, and reads messages with [`crate::sip`]'s parser.
 
 pub mod decode;
 pub mod hosts;
@@ -27,7 +31,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{Config, Expect, Line, Organisation};
 use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
 use crate::sip::{self, Message, StartLine};
@@ -35,10 +38,71 @@ use hosts::{find_host, HostPattern};
 use names::{contains_words, is_anonymous_text, normalise, NamePattern, PhraseSet};
 use numbers::{NumberError, NumberSet};
 
+/// The organisation's identity as configured: what the engine protects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgSpec {
+    /// The organisation's real name (also matched as a name).
+    pub name: String,
+    /// More names and words that must never be shown.
+    pub names: Vec<String>,
+    /// Numbers and ranges (`+61 3 7010 0100-0199`) that must never be shown.
+    pub numbers: Vec<String>,
+    /// Domains and IP addresses that identify the organisation.
+    pub hosts: Vec<String>,
+    /// ISO 3166 region national-format numbers are read in (`AU`).
+    pub region: String,
+    /// Phrases that reveal the kind of service, added to the built-in list.
+    pub descriptors: Vec<String>,
+    /// Whether the built-in descriptors apply as well.
+    pub default_descriptors: bool,
+}
+
+/// What a line must present to the called party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// No number and no name: anonymous.
+    Withheld,
+    /// Only the umbrella agency's name, and its number or none.
+    Umbrella,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Withheld => "withheld",
+            Expect::Umbrella => "umbrella",
+        })
+    }
+}
+
+/// One line as the engine judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineSpec {
+    /// The line's name, carried into its verdicts.
+    pub name: String,
+    /// What the line must present.
+    pub expect: Expect,
+    /// The identity it may show instead of its own, for `Umbrella`.
+    pub umbrella: Option<UmbrellaSpec>,
+}
+
+/// The umbrella identity a line may present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UmbrellaSpec {
+    /// The umbrella agency's name, as it should be displayed.
+    pub name: String,
+    /// Numbers it may present (read in the organisation's region); empty
+    /// means the number must be withheld.
+    pub numbers: Vec<String>,
+}
+
 /// The organisation's identity, compiled once and shared by every line.
 #[derive(Debug)]
 pub struct OrgMatcher {
     pub name: String,
+    /// The region numbers are read in, for the lines' umbrella numbers.
+    region: String,
     pub numbers: NumberSet,
     pub names: Vec<NamePattern>,
     pub hosts: Vec<HostPattern>,
@@ -50,7 +114,7 @@ pub struct OrgMatcher {
 
 /// The descriptors in force for an organisation, as written: the built-in
 /// list (unless `default_descriptors = false`), then the configured ones.
-pub fn descriptors_in_force(org: &Organisation) -> Vec<&str> {
+pub fn descriptors_in_force(org: &OrgSpec) -> Vec<&str> {
     let builtin = if org.default_descriptors {
         names::DEFAULT_DESCRIPTORS
     } else {
@@ -64,7 +128,7 @@ pub fn descriptors_in_force(org: &Organisation) -> Vec<&str> {
 }
 
 impl OrgMatcher {
-    pub fn new(org: &Organisation) -> Result<OrgMatcher, NumberError> {
+    pub fn new(org: &OrgSpec) -> Result<OrgMatcher, NumberError> {
         let mut names: Vec<NamePattern> = Vec::new();
         for n in std::iter::once(&org.name).chain(org.names.iter()) {
             let p = NamePattern::new(n);
@@ -75,6 +139,7 @@ impl OrgMatcher {
         Ok(OrgMatcher {
             name_index: PhraseSet::names(&names),
             name: org.name.clone(),
+            region: org.region.clone(),
             numbers: NumberSet::new(&org.numbers, &org.region)?,
             names,
             hosts: org.hosts.iter().map(|h| HostPattern::new(h)).collect(),
@@ -118,12 +183,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(org: Arc<OrgMatcher>, line: &Line, region: &str) -> Result<Policy, NumberError> {
+    pub fn new(org: Arc<OrgMatcher>, line: &LineSpec) -> Result<Policy, NumberError> {
         let umbrella = match &line.umbrella {
             Some(u) => Some(Arc::new(UmbrellaMatcher {
                 name: u.name.clone(),
                 pattern: NamePattern::new(&u.name),
-                numbers: NumberSet::new(&u.numbers, region)?,
+                numbers: NumberSet::new(&u.numbers, &org.region)?,
             })),
             None => None,
         };
@@ -165,7 +230,7 @@ impl Policy {
     /// capture of real traffic): its numbers, names, hosts and service
     /// descriptors must appear nowhere, while rules that depend on a line
     /// (withheld or umbrella presentation) are not applied. `line` is empty.
-    pub fn organisation(org: &Organisation) -> Result<Policy, NumberError> {
+    pub fn organisation(org: &OrgSpec) -> Result<Policy, NumberError> {
         let org = Arc::new(OrgMatcher::new(org)?);
         Ok(Policy {
             line: String::new(),
@@ -197,13 +262,12 @@ impl Policy {
         &self.descriptors_dropped
     }
 
-    /// Policies for every line of a validated config.
-    pub fn for_config(cfg: &Config) -> Result<Vec<Policy>, NumberError> {
-        let org = Arc::new(OrgMatcher::new(&cfg.organisation)?);
-        cfg.lines
-            .iter()
-            .map(|l| Policy::new(org.clone(), l, &cfg.organisation.region))
-            .collect()
+    /// Policies for every line of an organisation, sharing its compiled
+    /// identity. (The configuration's `Policy::for_config` does this for a
+    /// validated config.)
+    pub fn for_lines(org: &OrgSpec, lines: &[LineSpec]) -> Result<Vec<Policy>, NumberError> {
+        let org = Arc::new(OrgMatcher::new(org)?);
+        lines.iter().map(|l| Policy::new(org.clone(), l)).collect()
     }
 
     /// What the line should present, in words.
@@ -1385,29 +1449,44 @@ impl Judge<'_> {
 mod tests {
     use super::*;
 
-    fn policy(expect: &str) -> Policy {
-        let toml = format!(
-            r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
-names = ["Eastside Women's Refuge", "Eastside Refuge"]
-hosts = ["pbx.eastside-refuge.org.au", "203.0.113.10"]
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
 
-[[line]]
-name = "l"
-expect = "{expect}"
-{}
-"#,
-            if expect == "umbrella" {
-                r#"umbrella = { name = "Salvation Army", numbers = ["+61 2 9000 0000"] }"#
-            } else {
-                ""
-            }
-        );
-        let cfg = Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
-        Policy::for_config(&cfg).unwrap().remove(0)
+    /// The organisation of the example configuration.
+    fn org() -> OrgSpec {
+        OrgSpec {
+            name: "Eastside Women's Refuge".into(),
+            region: "AU".into(),
+            numbers: strings(&["+61 3 7010 0142", "+61 3 7010 0100-0199"]),
+            names: strings(&["Eastside Women's Refuge", "Eastside Refuge"]),
+            hosts: strings(&["pbx.eastside-refuge.org.au", "203.0.113.10"]),
+            descriptors: Vec::new(),
+            default_descriptors: true,
+        }
+    }
+
+    fn line(expect: Expect, umbrella: Option<(&str, &[&str])>) -> LineSpec {
+        LineSpec {
+            name: "l".into(),
+            expect,
+            umbrella: umbrella.map(|(name, numbers)| UmbrellaSpec {
+                name: name.into(),
+                numbers: strings(numbers),
+            }),
+        }
+    }
+
+    fn policy(expect: &str) -> Policy {
+        let line = if expect == "umbrella" {
+            line(
+                Expect::Umbrella,
+                Some(("Salvation Army", &["+61 2 9000 0000"])),
+            )
+        } else {
+            line(Expect::Withheld, None)
+        };
+        Policy::for_lines(&org(), &[line]).unwrap().remove(0)
     }
 
     fn invite(from: &str, extra: &str) -> Vec<u8> {
@@ -1467,12 +1546,13 @@ expect = "{expect}"
 
     #[test]
     fn organisation_only_skips_presentation_rules() {
-        let cfg = Config::from_toml(
-            "[organisation]\nname = \"Eastside Women's Refuge\"\nregion = \"AU\"\nnumbers = [\"+61 3 7010 0142\"]\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n",
-            std::path::Path::new("t.toml"),
-        )
+        let org = Policy::organisation(&OrgSpec {
+            numbers: strings(&["+61 3 7010 0142"]),
+            names: Vec::new(),
+            hosts: Vec::new(),
+            ..org()
+        })
         .unwrap();
-        let org = Policy::organisation(&cfg.organisation).unwrap();
         // Another number and name on show: a line's rule, not the organisation's.
         let v = judge(
             &org,
@@ -1498,33 +1578,27 @@ expect = "{expect}"
         assert_eq!(v.outcome, Outcome::Inconclusive);
     }
 
-    fn policy_from(org_extra: &str, umbrella: &str) -> Policy {
-        let toml = format!(
-            r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142"]
-{org_extra}
-
-[[line]]
-name = "l"
-expect = "{}"
-{umbrella}
-"#,
-            if umbrella.is_empty() {
-                "withheld"
-            } else {
-                "umbrella"
-            }
-        );
-        let cfg = Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
-        Policy::for_config(&cfg).unwrap().remove(0)
+    /// The example organisation with one number and these descriptors,
+    /// and a line with this umbrella name (withheld without one).
+    fn policy_from(descriptors: &[&str], defaults: bool, umbrella: Option<&str>) -> Policy {
+        let org = OrgSpec {
+            numbers: strings(&["+61 3 7010 0142"]),
+            names: Vec::new(),
+            hosts: Vec::new(),
+            descriptors: strings(descriptors),
+            default_descriptors: defaults,
+            ..org()
+        };
+        let line = match umbrella {
+            Some(u) => line(Expect::Umbrella, Some((u, &[]))),
+            None => line(Expect::Withheld, None),
+        };
+        Policy::for_lines(&org, &[line]).unwrap().remove(0)
     }
 
     #[test]
     fn descriptors_are_judged_on_umbrella_lines_unless_the_umbrella_name_has_them() {
-        let p = policy_from("", r#"umbrella = { name = "Women's Refuge Network" }"#);
+        let p = policy_from(&[], true, Some("Women's Refuge Network"));
         assert!(p.descriptors_not_applied().contains(&"refuge".to_string()));
         assert!(p
             .descriptors_not_applied()
@@ -1552,12 +1626,8 @@ expect = "{}"
 
     #[test]
     fn descriptors_extend_or_replace_the_built_in_list() {
-        let extended = policy_from(r#"descriptors = ["Women's Health"]"#, "");
-        let replaced = policy_from(
-            r#"descriptors = ["Women's Health"]
-default_descriptors = false"#,
-            "",
-        );
+        let extended = policy_from(&["Women's Health"], true, None);
+        let replaced = policy_from(&["Women's Health"], false, None);
         assert!(extended.descriptors().any(|d| d == "shelter"));
         assert_eq!(
             replaced.descriptors().collect::<Vec<_>>(),
