@@ -8,14 +8,9 @@
 //!
 //! Wall time on a machine shared with other work is noisy; for a count that
 //! isn't, `CIDGUARD_VERDICT_LOOP=<kind>:<n>` runs n verdicts of one kind
-//! (clean, leaking, gzip, rfc2047) and nothing else, to run under
-//! cachegrind; subtract a run with n = 0 (the set-up) and divide by n:
-//!
-//! ```text
-//! bin=$(cargo bench --bench verdict --no-run 2>&1 | grep -o 'target/release/deps/verdict-[0-9a-f]*')
-//! CIDGUARD_VERDICT_LOOP=clean:2000 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null $bin
-//! CIDGUARD_VERDICT_LOOP=clean:0 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null $bin
-//! ```
+//! (clean, leaking, gzip, rfc2047) and nothing else, and
+//! `bash benches/verdict-instructions.sh` counts the instructions per
+//! verdict of each kind with it under valgrind.
 
 use std::path::Path;
 

@@ -160,8 +160,18 @@ impl fmt::Display for StartLine {
 
 /// Map a header name (any case, compact or long) to its canonical long form.
 pub fn canonical_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let long = match lower.as_str() {
+    known_name(name).unwrap_or(name).to_string()
+}
+
+/// The canonical long form of a header name the parser knows (any case,
+/// compact or long), without allocating; None for other names.
+pub fn known_name(name: &str) -> Option<&'static str> {
+    // Every known name is short: lower-case it on the stack.
+    let mut buf = [0u8; 24];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    let long = match std::str::from_utf8(lower).ok()? {
         // RFC 3261 section 7.3.3 and later compact forms (RFC 3515, 3841, 3891, 4028, 4474...).
         "i" | "call-id" => "Call-ID",
         "m" | "contact" => "Contact",
@@ -217,9 +227,9 @@ pub fn canonical_name(name: &str) -> String {
         "min-expires" => "Min-Expires",
         "retry-after" => "Retry-After",
         "warning" => "Warning",
-        _ => return name.to_string(),
+        _ => return None,
     };
-    long.to_string()
+    Some(long)
 }
 
 /// Where the header section ends: the index just after the blank line, for

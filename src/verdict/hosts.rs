@@ -4,19 +4,47 @@
 //! catches `pbx.eastside-refuge.org.au`), never a longer label
 //! (`xeastside-refuge.org.au`). Addresses are compared as parsed IPs, so
 //! `203.0.113.10` doesn't match `203.0.113.100` and IPv6 spellings agree.
+//!
+//! A token is a run of letters, digits, `.`, `-` and `_`, with dots at its
+//! ends trimmed. Domains and IPv4 addresses are found with one automaton
+//! over the text (an IPv4 address has one spelling: the parser refuses
+//! leading zeros), then checked against the token around the match; IPv6
+//! addresses, which have many spellings, are read from the tokens around
+//! colons and parsed.
 
 use std::net::IpAddr;
 
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
 #[derive(Debug, Clone)]
 pub struct HostPattern {
+    /// As written in the config, for findings.
     pub label: String,
+    /// What it matches.
     kind: HostKind,
 }
 
 #[derive(Debug, Clone)]
 enum HostKind {
+    /// A domain, lower case, without a trailing dot: itself and its
+    /// subdomains.
     Domain(String),
+    /// An address, whatever its spelling.
     Ip(IpAddr),
+}
+
+/// The configured hosts, compiled once.
+#[derive(Debug, Clone, Default)]
+pub struct HostSet {
+    /// In configured order, which is the order of findings in one token.
+    pub patterns: Vec<HostPattern>,
+    /// Every domain and IPv4 address that can match a token, as text,
+    /// matched regardless of ASCII case; None when there is none.
+    automaton: Option<AhoCorasick>,
+    /// The index in `patterns` of each of the automaton's patterns.
+    ids: Vec<usize>,
+    /// Whether any pattern is an IPv6 address.
+    v6: bool,
 }
 
 impl HostPattern {
@@ -30,6 +58,152 @@ impl HostPattern {
             label: label.to_string(),
             kind,
         }
+    }
+}
+
+/// A character of a domain or IPv4 token.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
+}
+
+/// A character of an IPv6 token.
+fn is_v6_byte(b: u8) -> bool {
+    b.is_ascii_hexdigit() || matches!(b, b':' | b'.')
+}
+
+impl HostSet {
+    pub fn new<S: AsRef<str>>(labels: &[S]) -> HostSet {
+        let patterns: Vec<HostPattern> = labels
+            .iter()
+            .map(|h| HostPattern::new(h.as_ref()))
+            .collect();
+        let mut texts: Vec<String> = Vec::new();
+        let mut ids = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let text = match &p.kind {
+                HostKind::Domain(d) => d.clone(),
+                HostKind::Ip(IpAddr::V4(a)) => a.to_string(),
+                HostKind::Ip(IpAddr::V6(_)) => continue,
+            };
+            // A domain with a character no token has can never match one.
+            if !text.is_empty() && text.bytes().all(is_token_byte) {
+                texts.push(text);
+                ids.push(i);
+            }
+        }
+        // Overlapping matches: a domain and its own subdomain both end at
+        // the end of one token.
+        let automaton = if texts.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&texts)
+                .ok()
+        };
+        HostSet {
+            v6: patterns
+                .iter()
+                .any(|p| matches!(p.kind, HostKind::Ip(IpAddr::V6(_)))),
+            patterns,
+            automaton,
+            ids,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Every configured host present in `text`, each once with the first
+    /// token it is in, as written: in the order of those tokens (and in
+    /// configured order within one), domains and IPv4 addresses before
+    /// IPv6 addresses. The same as [`find_host`], found faster.
+    pub fn find(&self, text: &str) -> Vec<(&HostPattern, String)> {
+        let mut out = Vec::new();
+        let b = text.as_bytes();
+        if let Some(ac) = &self.automaton {
+            // (token start, pattern, token end) of each hit.
+            let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+            // An unanchored search with standard semantics can't fail.
+            for m in ac.try_find_overlapping_iter(text).into_iter().flatten() {
+                let (s, e) = (m.start(), m.end());
+                // The run of token characters around the match, and where
+                // the token starts once the dots at its start are trimmed.
+                let mut run_start = s;
+                while run_start > 0 && is_token_byte(b[run_start - 1]) {
+                    run_start -= 1;
+                }
+                let mut run_end = e;
+                while run_end < b.len() && is_token_byte(b[run_end]) {
+                    run_end += 1;
+                }
+                let mut start = run_start;
+                while start < run_end && b[start] == b'.' {
+                    start += 1;
+                }
+                // The match must end the token (only trimmed dots after
+                // it; it never ends in a dot itself) and lie inside it.
+                if s < start || b[e..run_end].iter().any(|c| *c != b'.') {
+                    continue;
+                }
+                let Some(&i) = self.ids.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                let hit = match &self.patterns[i].kind {
+                    // The domain itself, or a subdomain: a dot before it.
+                    HostKind::Domain(_) => start == s || b[s - 1] == b'.',
+                    // The whole token.
+                    HostKind::Ip(_) => start == s,
+                };
+                if hit {
+                    hits.push((start, i, e));
+                }
+            }
+            hits.sort_unstable();
+            for (start, i, end) in hits {
+                let p = &self.patterns[i];
+                if !out
+                    .iter()
+                    .any(|(q, _): &(&HostPattern, String)| std::ptr::eq(*q, p))
+                {
+                    out.push((p, text[start..end].to_string()));
+                }
+            }
+        }
+        if self.v6 {
+            // IPv6 tokens: hex digits, ':' and '.', with at least two colons.
+            let mut from = 0;
+            while let Some(k) = b[from..].iter().position(|c| *c == b':') {
+                let colon = from + k;
+                let mut start = colon;
+                while start > 0 && is_v6_byte(b[start - 1]) {
+                    start -= 1;
+                }
+                let mut end = colon;
+                while end < b.len() && is_v6_byte(b[end]) {
+                    end += 1;
+                }
+                from = end;
+                let tok = &text[start..end];
+                if tok.bytes().filter(|c| *c == b':').count() < 2 {
+                    continue;
+                }
+                let Ok(ip) = tok.parse::<IpAddr>() else {
+                    continue;
+                };
+                for p in &self.patterns {
+                    if matches!(&p.kind, HostKind::Ip(want) if *want == ip)
+                        && !out.iter().any(|(q, _)| std::ptr::eq(*q, p))
+                    {
+                        out.push((p, tok.to_string()));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

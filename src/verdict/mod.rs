@@ -26,6 +26,7 @@ pub mod names;
 pub mod numbers;
 mod passport;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -34,8 +35,11 @@ use serde::Serialize;
 use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
 use crate::sip::{self, Message, StartLine};
-use hosts::{find_host, HostPattern};
-use names::{contains_words, is_anonymous_text, normalise, NamePattern, PhraseSet};
+use hosts::HostSet;
+use names::{
+    contains_words, is_anonymous_text, normalise, normalise_into, Found, Lexicon, NamePattern,
+    PhraseSet,
+};
 use numbers::{NumberError, NumberSet};
 
 /// The organisation's identity as configured: what the engine protects.
@@ -105,11 +109,12 @@ pub struct OrgMatcher {
     region: String,
     pub numbers: NumberSet,
     pub names: Vec<NamePattern>,
-    pub hosts: Vec<HostPattern>,
-    /// `names` indexed for the free-text scan.
-    name_index: PhraseSet,
+    pub hosts: HostSet,
     /// Phrases that reveal the kind of service ("shelter", "DV").
     pub descriptors: PhraseSet,
+    /// `names` and all of `descriptors`, compiled for the free-text scan;
+    /// shared by every line that judges all the descriptors.
+    lexicon: Arc<Lexicon>,
 }
 
 /// The descriptors in force for an organisation, as written: the built-in
@@ -136,14 +141,15 @@ impl OrgMatcher {
                 names.push(p);
             }
         }
+        let descriptors = PhraseSet::new(descriptors_in_force(org));
         Ok(OrgMatcher {
-            name_index: PhraseSet::names(&names),
+            lexicon: Arc::new(Lexicon::new(&names, &descriptors)),
             name: org.name.clone(),
             region: org.region.clone(),
             numbers: NumberSet::new(&org.numbers, &org.region)?,
             names,
-            hosts: org.hosts.iter().map(|h| HostPattern::new(h)).collect(),
-            descriptors: PhraseSet::new(descriptors_in_force(org)),
+            hosts: HostSet::new(&org.hosts),
+            descriptors,
         })
     }
 }
@@ -178,6 +184,8 @@ pub struct Policy {
     /// The descriptors judged on this line: the organisation's, less any
     /// the line's umbrella name itself contains.
     descriptors: Arc<PhraseSet>,
+    /// The organisation's names and `descriptors`, compiled for the scan.
+    lexicon: Arc<Lexicon>,
     /// Descriptors left out on this line because the umbrella name has them.
     descriptors_dropped: Vec<String>,
 }
@@ -210,10 +218,12 @@ impl Policy {
             .filter(|d| in_umbrella(d))
             .map(|d| d.pattern.label.clone())
             .collect();
-        let descriptors = if dropped.is_empty() {
-            Arc::new(org.descriptors.clone())
+        let (descriptors, lexicon) = if dropped.is_empty() {
+            (Arc::new(org.descriptors.clone()), org.lexicon.clone())
         } else {
-            Arc::new(org.descriptors.without(in_umbrella))
+            let d = org.descriptors.without(in_umbrella);
+            let lexicon = Arc::new(Lexicon::new(&org.names, &d));
+            (Arc::new(d), lexicon)
         };
         Ok(Policy {
             line: line.name.clone(),
@@ -222,6 +232,7 @@ impl Policy {
             umbrella,
             org_only: false,
             descriptors,
+            lexicon,
             descriptors_dropped: dropped,
         })
     }
@@ -236,6 +247,7 @@ impl Policy {
             line: String::new(),
             expect: Expect::Withheld,
             descriptors: Arc::new(org.descriptors.clone()),
+            lexicon: org.lexicon.clone(),
             descriptors_dropped: Vec::new(),
             org,
             umbrella: None,
@@ -570,6 +582,7 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         presented: Presented::default(),
         layer: None,
         allow_short: true,
+        scratch: Scratch::default(),
     };
     let privacy: Vec<&str> = msg
         .headers_named("Privacy")
@@ -615,13 +628,19 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
             j.scan_views(canonical, &h.value, &h.value, true, "header value");
         } else {
             // Unknown and X- headers can carry the name in their own name.
-            let known = canonical != h.name || sip::message::canonical_name(&h.name) != h.name;
-            let text = if known {
-                h.value.clone()
+            let known = canonical != h.name
+                || sip::message::known_name(&h.name).is_some_and(|c| c != h.name);
+            if known {
+                j.scan_views(canonical, &h.value, &h.value, false, "header value");
             } else {
-                format!("{}: {}", h.name, h.value)
-            };
-            j.scan_views(canonical, &h.value, &text, false, "header value");
+                let mut line = std::mem::take(&mut j.scratch.line);
+                line.clear();
+                line.push_str(&h.name);
+                line.push_str(": ");
+                line.push_str(&h.value);
+                j.scan_views(canonical, &h.value, &line, false, "header value");
+                j.scratch.line = line;
+            }
             if matches!(canonical, "Diversion" | "History-Info" | "P-Charge-Info") {
                 j.presented.identity_headers.push(canonical.to_string());
             }
@@ -774,6 +793,22 @@ struct Judge<'p> {
     /// False on SDP codec lines, where a short descriptor ("DV") is a
     /// codec's name, not words.
     allow_short: bool,
+    /// Buffers reused from text to text.
+    scratch: Scratch,
+}
+
+/// Buffers the scan of one message reuses from text to text, so judging a
+/// clean message allocates little beyond its verdict.
+#[derive(Default)]
+struct Scratch {
+    /// The text being scanned, folded ([`normalise`]).
+    folded: String,
+    /// The names and descriptors found in it.
+    found: Found,
+    /// The number search's buffers.
+    numbers: numbers::Scratch,
+    /// A header as `Name: value`, for headers whose name is searched too.
+    line: String,
 }
 
 /// How a URI's user part reads.
@@ -997,7 +1032,15 @@ impl Judge<'_> {
                     named.push(p);
                 }
             }
-            let mut hits = descriptors.find_in(&folded, t, self.allow_short);
+            let mut found = std::mem::take(&mut self.scratch.found);
+            self.policy.lexicon.find(&folded, &mut found);
+            let mut hits: Vec<usize> = found
+                .descriptors
+                .iter()
+                .copied()
+                .filter(|&i| descriptors.counts(i, t, self.allow_short))
+                .collect();
+            self.scratch.found = found;
             if hits.is_empty() {
                 hits.extend(descriptors.cut_in_display(&folded, t));
             }
@@ -1088,14 +1131,23 @@ impl Judge<'_> {
     /// Look for the organisation's numbers, names and hosts in free text.
     /// `value` is what is reported; `text` is what is searched.
     fn scan(&mut self, header: &str, value: &str, text: &str, shown: bool) {
-        let decoded = percent_decode(text);
-        let org = self.policy.org.clone();
+        // Not through `self`, so the scratch buffers can be lent meanwhile.
+        let policy = self.policy;
+        let org = &*policy.org;
+        let decoded: Cow<'_, str> = if text.contains('%') {
+            Cow::Owned(percent_decode(text))
+        } else {
+            Cow::Borrowed(text)
+        };
         let where_ = if shown {
             "a place phones display"
         } else {
             "not normally displayed, but readable by whoever receives the call"
         };
-        for hit in org.numbers.find_in(&decoded) {
+        for hit in org
+            .numbers
+            .find_in_with(&decoded, &mut self.scratch.numbers)
+        {
             let detail = format!(
                 "the organisation's number {} appears as {:?}; {header} is {where_}.{}",
                 hit.number.describe(),
@@ -1118,49 +1170,64 @@ impl Judge<'_> {
         }
         // Hosts first: a configured domain such as `eastside-refuge.org.au`
         // is reported as a host, not again as the name inside it.
-        let host_hits = find_host(&org.hosts, &decoded);
-        let mut name_text = decoded.clone();
-        for (_, tok) in &host_hits {
-            name_text = name_text.replace(tok.as_str(), " ");
-        }
-        let folded = normalise(&name_text);
-        let mut named: Vec<&NamePattern> = Vec::new();
-        for i in org.name_index.find_in(&folded, &name_text, true) {
-            let p = &org.names[i];
-            {
-                let seen = p.locate(&name_text).unwrap_or_default().to_string();
-                let as_written = if seen.is_empty() {
-                    String::new()
-                } else {
-                    format!(" as {}", quote(&seen))
-                };
-                let detail = format!(
-                    "the organisation's name {} appears{as_written}; {header} is {where_}.{}",
-                    quote(&p.label),
-                    if shown {
-                        self.privacy_note(header)
-                    } else {
-                        String::new()
-                    },
-                );
-                self.push(Finding {
-                    header: header.into(),
-                    value: value.into(),
-                    kind: Kind::Name,
-                    shown,
-                    detail,
-                    matched: p.label.clone(),
-                    seen,
-                });
-                named.push(p);
+        let host_hits = org.hosts.find(&decoded);
+        let name_text: Cow<'_, str> = if host_hits.is_empty() {
+            Cow::Borrowed(&decoded)
+        } else {
+            let mut t = decoded.to_string();
+            for (_, tok) in &host_hits {
+                t = t.replace(tok.as_str(), " ");
             }
+            Cow::Owned(t)
+        };
+        let mut folded = std::mem::take(&mut self.scratch.folded);
+        let mut found = std::mem::take(&mut self.scratch.found);
+        normalise_into(&name_text, &mut folded);
+        policy.lexicon.find(&folded, &mut found);
+        let mut named: Vec<&NamePattern> = Vec::new();
+        for &i in &found.names {
+            let Some(p) = org.names.get(i) else {
+                continue;
+            };
+            let seen = p.locate(&name_text).unwrap_or_default().to_string();
+            let as_written = if seen.is_empty() {
+                String::new()
+            } else {
+                format!(" as {}", quote(&seen))
+            };
+            let detail = format!(
+                "the organisation's name {} appears{as_written}; {header} is {where_}.{}",
+                quote(&p.label),
+                if shown {
+                    self.privacy_note(header)
+                } else {
+                    String::new()
+                },
+            );
+            self.push(Finding {
+                header: header.into(),
+                value: value.into(),
+                kind: Kind::Name,
+                shown,
+                detail,
+                matched: p.label.clone(),
+                seen,
+            });
+            named.push(p);
         }
-        let descriptors = self.policy.descriptors.clone();
-        let mut hits = descriptors.find_in(&folded, &name_text, self.allow_short);
+        let descriptors = &*policy.descriptors;
+        let mut hits: Vec<usize> = found
+            .descriptors
+            .iter()
+            .copied()
+            .filter(|&i| descriptors.counts(i, &name_text, self.allow_short))
+            .collect();
         hits.retain(|i| !covered_by_name(&descriptors.items[*i], &named));
         if !hits.is_empty() {
-            self.descriptor_finding(header, value, shown, &name_text, &descriptors, &hits);
+            self.descriptor_finding(header, value, shown, &name_text, descriptors, &hits);
         }
+        self.scratch.folded = folded;
+        self.scratch.found = found;
         for (p, tok) in host_hits {
             let detail = format!(
                 "the organisation's host {} appears as {}; {header} is {where_}.",

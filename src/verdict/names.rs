@@ -5,7 +5,13 @@
 //! Folding is Unicode NFKD with combining marks dropped (so `Café` reads as
 //! `cafe`), lower case, apostrophes removed (`Women's` -> `womens`), and every
 //! other non-alphanumeric character turned into a single space.
+//!
+//! Every folded form of the organisation's names and a line's descriptors
+//! is compiled once into one automaton ([`Lexicon`]), so a text is folded
+//! once and searched once for all of them; a match counts only as whole
+//! words.
 
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
@@ -15,21 +21,48 @@ pub const CNAM_LEN: usize = 15;
 
 /// Fold text to lower-case words separated by single spaces.
 pub fn normalise(s: &str) -> String {
-    if s.is_ascii() {
-        return fold(s.chars().map(|c| (c, ())), s.len(), |_, _| {});
-    }
-    fold(s.nfkd().map(|c| (c, ())), s.len(), |_, _| {})
+    let mut out = String::with_capacity(s.len());
+    normalise_into(s, &mut out);
+    out
 }
 
-/// Fold `chars`, each with a tag (where it came from); `record(tag, n)` is
-/// told of every `n` bytes pushed for a tagged character, spaces included,
-/// so a match in the folded text can be traced back to the original.
+/// [`normalise`] into a buffer (cleared first), so a caller folding many
+/// texts reuses one allocation.
+pub fn normalise_into(s: &str, out: &mut String) {
+    out.clear();
+    if s.is_ascii() {
+        fold_ascii(s.as_bytes(), out);
+    } else {
+        fold(s.nfkd().map(|c| (c, ())), out, |_, _| {});
+    }
+}
+
+/// [`fold`] for ASCII text, which is most of SIP: no decomposition, and
+/// each byte is a character.
+fn fold_ascii(s: &[u8], out: &mut String) {
+    let mut pending_space = false;
+    for &b in s {
+        if b.is_ascii_alphanumeric() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else if b != b'\'' && b != b'`' {
+            pending_space = true;
+        }
+    }
+}
+
+/// Fold `chars` into `out`, each with a tag (where it came from);
+/// `record(tag, n)` is told of every `n` bytes pushed for a tagged
+/// character, spaces included, so a match in the folded text can be traced
+/// back to the original.
 fn fold<T: Copy>(
     chars: impl Iterator<Item = (char, T)>,
-    len: usize,
+    out: &mut String,
     mut record: impl FnMut(T, usize),
-) -> String {
-    let mut out = String::with_capacity(len);
+) {
     let mut pending_space = false;
     for (c, tag) in chars {
         if is_combining_mark(c) || matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '\u{00b4}') {
@@ -52,7 +85,6 @@ fn fold<T: Copy>(
             pending_space = true;
         }
     }
-    out
 }
 
 /// Where `needle` (folded words) first appears as whole words in `text`,
@@ -65,7 +97,8 @@ pub fn find_original<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
         let span = (i, i + c.len_utf8());
         std::iter::once(c).nfkd().map(move |d| (d, span))
     });
-    let folded = fold(chars, text.len(), |span, n| {
+    let mut folded = String::with_capacity(text.len());
+    fold(chars, &mut folded, |span, n| {
         spans.extend(std::iter::repeat_n(span, n));
     });
     let (s, e) = word_match(&folded, needle)?;
@@ -194,36 +227,18 @@ pub struct Phrase {
     pub short: bool,
 }
 
-/// Names or descriptors, indexed by their first folded word (and their
-/// run-together form), so a text is looked up once word by word rather than
-/// searched once per phrase.
-#[derive(Debug, Clone)]
+/// Names or descriptors, in configured order.
+#[derive(Debug, Clone, Default)]
 pub struct PhraseSet {
-    /// The descriptors, in configured order.
+    /// The phrases, in configured order.
     pub items: Vec<Phrase>,
-    /// (first word or run-together form, descriptor, is the run-together form).
-    index: Vec<(String, usize, bool)>,
-    /// For each first byte, the lengths of the index keys starting with it
-    /// (bit n: length n; bit 31: 31 or more). Most words are passed over on
-    /// one table look-up, without comparing strings or hashing.
-    starts: [u32; 256],
-}
-
-impl Default for PhraseSet {
-    fn default() -> PhraseSet {
-        PhraseSet {
-            items: Vec::new(),
-            index: Vec::new(),
-            starts: [0; 256],
-        }
-    }
 }
 
 impl PhraseSet {
     /// Configured names, in their order; none is short (a name is matched
     /// as whole words wherever it is).
     pub fn names(patterns: &[NamePattern]) -> PhraseSet {
-        let mut set = PhraseSet {
+        PhraseSet {
             items: patterns
                 .iter()
                 .map(|p| Phrase {
@@ -231,10 +246,7 @@ impl PhraseSet {
                     short: false,
                 })
                 .collect(),
-            ..PhraseSet::default()
-        };
-        set.reindex();
-        set
+        }
     }
 
     /// Compile descriptors as written; empty and repeated ones are dropped.
@@ -250,75 +262,27 @@ impl PhraseSet {
             let short = !pattern.phrase.contains(' ') && pattern.phrase.chars().count() <= 3;
             set.items.push(Phrase { pattern, short });
         }
-        set.reindex();
         set
-    }
-
-    fn reindex(&mut self) {
-        self.index.clear();
-        self.starts = [0; 256];
-        for (i, d) in self.items.iter().enumerate() {
-            let first = d.pattern.phrase.split(' ').next().unwrap_or_default();
-            self.index.push((first.to_string(), i, false));
-            if let Some(c) = &d.pattern.compact {
-                self.index.push((c.clone(), i, true));
-            }
-        }
-        for (key, _, _) in &self.index {
-            if let Some(b) = key.bytes().next() {
-                self.starts[usize::from(b)] |= length_bit(key.len());
-            }
-        }
     }
 
     /// The same set without the descriptors `drop` picks.
     pub fn without(&self, drop: impl Fn(&Phrase) -> bool) -> PhraseSet {
-        let mut set = PhraseSet {
+        PhraseSet {
             items: self.items.iter().filter(|d| !drop(d)).cloned().collect(),
-            index: Vec::new(),
-            starts: [0; 256],
-        };
-        set.reindex();
-        set
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
-    /// Descriptors present in `folded` (the folded form of `raw`) as whole
-    /// words, in order of first appearance. Short ones also need a token of
-    /// their own in `raw`, and `allow_short` (false for codec lines).
-    pub fn find_in(&self, folded: &str, raw: &str, allow_short: bool) -> Vec<usize> {
-        let mut hits: Vec<usize> = Vec::new();
-        if self.items.is_empty() {
-            return hits;
-        }
-        let mut pos = 0;
-        for word in folded.split(' ') {
-            let first = word.bytes().next().map_or(0, usize::from);
-            if self.starts[first] & length_bit(word.len()) != 0 {
-                let rest = &folded[pos..];
-                for &(_, i, compact) in self.index.iter().filter(|(k, _, _)| k == word) {
-                    let d = &self.items[i];
-                    let needle = if compact {
-                        d.pattern.compact.as_deref().unwrap_or(&d.pattern.phrase)
-                    } else {
-                        &d.pattern.phrase
-                    };
-                    let whole = rest.starts_with(needle)
-                        && rest.as_bytes().get(needle.len()).is_none_or(|b| *b == b' ');
-                    if whole
-                        && !hits.contains(&i)
-                        && (!d.short || (allow_short && short_token_in(raw, &d.pattern.phrase)))
-                    {
-                        hits.push(i);
-                    }
-                }
-            }
-            pos += word.len() + 1;
-        }
-        hits
+    /// Whether descriptor `i` counts where it was found in `raw`: a short
+    /// one only as a token of its own, and only where short words are
+    /// words (`allow_short`, false on codec lines).
+    pub fn counts(&self, i: usize, raw: &str, allow_short: bool) -> bool {
+        self.items
+            .get(i)
+            .is_some_and(|d| !d.short || (allow_short && short_token_in(raw, &d.pattern.phrase)))
     }
 
     /// A display name of exactly CNAM length (so probably cut) that ends in
@@ -350,9 +314,116 @@ impl PhraseSet {
     }
 }
 
-/// A word length as a bit of [`PhraseSet::starts`].
-fn length_bit(len: usize) -> u32 {
-    1 << len.min(31)
+/// Which list a form in a [`Lexicon`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum List {
+    Names,
+    Descriptors,
+}
+
+/// The organisation's names and a line's descriptors, compiled into one
+/// automaton over all their folded forms (each one's words, and the
+/// run-together form of the longer ones), so a folded text is searched
+/// once for all of them.
+#[derive(Debug, Clone)]
+pub struct Lexicon {
+    /// Every form; None when there are none.
+    automaton: Option<AhoCorasick>,
+    /// What each of the automaton's patterns stands for: the list and the
+    /// index in it (one form can stand for several phrases).
+    meanings: Vec<Vec<(List, usize)>>,
+}
+
+/// What [`Lexicon::find`] found in one text: indexes into the names and
+/// into the descriptors, each in order of first appearance (and in list
+/// order where several start at the same word). Reused from text to text.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Indexes of the names found.
+    pub names: Vec<usize>,
+    /// Indexes of the descriptors found (before the short-word rule).
+    pub descriptors: Vec<usize>,
+    /// Whole-word matches: (start, list, index).
+    matches: Vec<(usize, List, usize)>,
+}
+
+impl Lexicon {
+    pub fn new(names: &[NamePattern], descriptors: &PhraseSet) -> Lexicon {
+        let mut forms: Vec<&str> = Vec::new();
+        let mut meanings: Vec<Vec<(List, usize)>> = Vec::new();
+        let lists = names
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (List::Names, i, p))
+            .chain(
+                descriptors
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (List::Descriptors, i, &d.pattern)),
+            );
+        for (list, i, p) in lists {
+            for form in std::iter::once(p.phrase.as_str()).chain(p.compact.as_deref()) {
+                if form.is_empty() {
+                    continue;
+                }
+                match forms.iter().position(|f| *f == form) {
+                    Some(k) => meanings[k].push((list, i)),
+                    None => {
+                        forms.push(form);
+                        meanings.push(vec![(list, i)]);
+                    }
+                }
+            }
+        }
+        // Overlapping matches (a name inside a longer one) need the
+        // standard semantics; a few dozen short forms make a small DFA.
+        let automaton = if forms.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&forms)
+                .ok()
+        };
+        Lexicon {
+            automaton,
+            meanings,
+        }
+    }
+
+    /// The names and descriptors present in `folded` (folded text) as
+    /// whole words.
+    pub fn find(&self, folded: &str, found: &mut Found) {
+        found.names.clear();
+        found.descriptors.clear();
+        found.matches.clear();
+        let Some(ac) = &self.automaton else {
+            return;
+        };
+        let b = folded.as_bytes();
+        // An unanchored search with standard semantics can't fail (only
+        // anchored or leftmost overlapping searches are refused).
+        for m in ac.try_find_overlapping_iter(folded).into_iter().flatten() {
+            let (s, e) = (m.start(), m.end());
+            if (s == 0 || b[s - 1] == b' ') && (e == b.len() || b[e] == b' ') {
+                if let Some(meant) = self.meanings.get(m.pattern().as_usize()) {
+                    found.matches.extend(meant.iter().map(|&(l, i)| (s, l, i)));
+                }
+            }
+        }
+        found.matches.sort_unstable();
+        for &(_, list, i) in &found.matches {
+            let into = match list {
+                List::Names => &mut found.names,
+                List::Descriptors => &mut found.descriptors,
+            };
+            if !into.contains(&i) {
+                into.push(i);
+            }
+        }
+    }
 }
 
 /// Is `word` (a short folded descriptor) a token of its own in `raw`? Tokens
@@ -410,20 +481,24 @@ pub fn contains_words(hay: &str, needle: &str) -> bool {
 }
 
 /// The byte range of the first whole-word occurrence of `needle` in `hay`.
+/// Only the starts of words are tried: texts here are short, and building
+/// a substring searcher for each would cost more than the search.
 fn word_match(hay: &str, needle: &str) -> Option<(usize, usize)> {
     if needle.is_empty() {
         return None;
     }
-    let mut from = 0;
-    while let Some(pos) = hay[from..].find(needle) {
-        let s = from + pos;
-        let e = s + needle.len();
-        let left_ok = s == 0 || hay.as_bytes()[s - 1] == b' ';
-        let right_ok = e == hay.len() || hay.as_bytes()[e] == b' ';
-        if left_ok && right_ok {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let mut s = 0;
+    while s + n.len() <= h.len() {
+        let e = s + n.len();
+        if &h[s..e] == n && (e == h.len() || h[e] == b' ') {
             return Some((s, e));
         }
-        from = s + hay[s..].chars().next().map_or(1, char::len_utf8);
+        // The next word start: after the next space.
+        match h[s..].iter().position(|b| *b == b' ') {
+            Some(k) => s += k + 1,
+            None => break,
+        }
     }
     None
 }

@@ -22,7 +22,6 @@
 //! goes on the wire, and [`in_context`] is the one reading of an RFC 3966
 //! `phone-context`, used for identity headers and the free-text scan alike.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use phonenumber::country;
@@ -331,6 +330,37 @@ impl NumberEntry {
     }
 }
 
+/// Interval indexes by (country code, length): a handful at most, so a
+/// list searched in order, which is cheaper than hashing the key and keeps
+/// the order they were made in.
+#[derive(Debug, Default, Clone)]
+struct Indexes(Vec<((u16, usize), IntervalIndex)>);
+
+impl Indexes {
+    fn get(&self, key: &(u16, usize)) -> Option<&IntervalIndex> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, ix)| ix)
+    }
+
+    fn entry(&mut self, key: (u16, usize)) -> &mut IntervalIndex {
+        let at = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                self.0.push((key, IntervalIndex::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &(u16, usize)> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut IntervalIndex> {
+        self.0.iter_mut().map(|(_, ix)| ix)
+    }
+}
+
 /// Intervals of equal-length digit strings, searchable by value.
 #[derive(Debug, Default, Clone)]
 struct IntervalIndex {
@@ -402,9 +432,9 @@ impl Form {
 pub struct NumberSet {
     pub entries: Vec<NumberEntry>,
     /// (country code, NSN length) -> intervals.
-    full: HashMap<(u16, usize), IntervalIndex>,
+    full: Indexes,
     /// (country code, subscriber length) -> intervals of local numbers.
-    local: HashMap<(u16, usize), IntervalIndex>,
+    local: Indexes,
     /// Country codes present (as text, for splitting E.164 digit strings),
     /// with their country's trunk prefix.
     codes: Vec<(String, u16, Option<String>)>,
@@ -464,7 +494,6 @@ impl NumberSet {
             };
             set.full
                 .entry((e.country_code, e.first.len()))
-                .or_default()
                 .spans
                 .push((a, b, idx));
             if let Some(al) = e.area_len {
@@ -477,7 +506,6 @@ impl NumberSet {
                     if e.first[..al] == e.last[..al] {
                         set.local
                             .entry((e.country_code, e.first.len() - al))
-                            .or_default()
                             .spans
                             .push((la, lb, idx));
                     }
@@ -655,41 +683,130 @@ impl NumberSet {
     /// Find every configured number in free text. Returns (entry, form, the
     /// text as it appeared).
     pub fn find_in(&self, text: &str) -> Vec<NumberHit<'_>> {
+        self.find_in_with(text, &mut Scratch::default())
+    }
+
+    /// [`NumberSet::find_in`] with buffers reused from text to text. The
+    /// text is read once, a digit sequence at a time; nothing is allocated
+    /// unless a number is found.
+    pub fn find_in_with(&self, text: &str, scratch: &mut Scratch) -> Vec<NumberHit<'_>> {
         let mut out: Vec<NumberHit<'_>> = Vec::new();
         if self.entries.is_empty() {
             return out;
         }
-        let windows = &self.windows;
-        let mut digits = String::with_capacity(MAX_CANDIDATE);
-        for seq in digit_sequences(text) {
-            let groups = &seq.groups;
-            let mut found_in_seq = false;
-            // After a '+' or an international prefix, a span from the middle
-            // is the tail of a foreign number, not a national number.
-            let first = &text[groups[0].0..groups[0].1];
-            let anchored = seq.plus || first.starts_with("00") || first == "011";
-            let end = groups[groups.len() - 1].1;
-            // A local number in a global phone-context (a tel: URI, a sip:
-            // user part with user=phone) is read in that context and no
-            // other way, as the identity headers read it.
-            if !seq.plus {
-                if let Some(ctx) = phone_context_after(text, end) {
-                    if global_context(ctx).is_some() {
-                        let digits: String = groups.iter().map(|g| &text[g.0..g.1]).collect();
-                        let (digits, plus) = in_context(&digits, false, Some(ctx));
-                        if let Some(m) = self.match_digits(&digits, plus, seq.standalone) {
-                            out.push(NumberHit {
-                                number: m,
-                                as_written: text[groups[0].0..end].to_string(),
-                            });
-                        }
-                        continue;
+        let b = text.as_bytes();
+        let Scratch { groups, digits } = scratch;
+        groups.clear();
+        let mut seq = Seq {
+            plus: false,
+            plus_at: 0,
+            standalone: true,
+        };
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            // Does this group continue the sequence being read? Groups join
+            // when only a few visual separators stand between them.
+            let joined = groups.last().is_some_and(|&(_, prev_end)| {
+                // Both ends are ASCII digits, so this is whole characters.
+                let between = text.get(prev_end..start).unwrap_or("");
+                let joins = if between.is_ascii() {
+                    between.len() <= 3 && between.bytes().all(is_separator)
+                } else {
+                    // What people paste: no-break spaces, Unicode dashes.
+                    between.chars().count() <= 3
+                        && between
+                            .chars()
+                            .map(fold)
+                            .all(|c| c.is_ascii() && is_separator(c as u8))
+                };
+                !between.is_empty() && joins
+            });
+            if !joined {
+                if !groups.is_empty() {
+                    self.read_sequence(text, groups, &seq, digits, &mut out);
+                    groups.clear();
+                }
+                // Look back over an opening parenthesis or spaces for a '+'.
+                let mut j = start;
+                while j > 0 && matches!(b[j - 1], b'(' | b' ') && start - j < 2 {
+                    j -= 1;
+                }
+                let plus = j > 0 && b[j - 1] == b'+';
+                let before = if plus {
+                    j.checked_sub(2)
+                } else {
+                    start.checked_sub(1)
+                };
+                let glued_before = before.is_some_and(|k| b[k].is_ascii_alphabetic());
+                seq = Seq {
+                    plus,
+                    plus_at: if plus { j - 1 } else { start },
+                    standalone: !glued_before,
+                };
+            }
+            groups.push((start, i));
+            if b.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
+                seq.standalone = false;
+            }
+        }
+        if !groups.is_empty() {
+            self.read_sequence(text, groups, &seq, digits, &mut out);
+        }
+        out
+    }
+
+    /// The configured number in one digit sequence (its `groups` of
+    /// digits in `text`), if any, added to `out`.
+    fn read_sequence<'s>(
+        &'s self,
+        text: &str,
+        groups: &[(usize, usize)],
+        seq: &Seq,
+        digits: &mut String,
+        out: &mut Vec<NumberHit<'s>>,
+    ) {
+        let (Some(&(first_start, first_end)), Some(&(_, end))) = (groups.first(), groups.last())
+        else {
+            return;
+        };
+        // After a '+' or an international prefix, a span from the middle
+        // is the tail of a foreign number, not a national number.
+        let first = &text[first_start..first_end];
+        let anchored = seq.plus || first.starts_with("00") || first == "011";
+        // A local number in a global phone-context (a tel: URI, a sip:
+        // user part with user=phone) is read in that context and no
+        // other way, as the identity headers read it.
+        if !seq.plus {
+            if let Some(ctx) = phone_context_after(text, end) {
+                if global_context(ctx).is_some() {
+                    let digits: String = groups.iter().map(|g| &text[g.0..g.1]).collect();
+                    let (digits, plus) = in_context(&digits, false, Some(ctx));
+                    if let Some(m) = self.match_digits(&digits, plus, seq.standalone) {
+                        out.push(NumberHit {
+                            number: m,
+                            as_written: text[first_start..end].to_string(),
+                        });
                     }
+                    return;
                 }
             }
+        }
+        // Most sequences (ports, octets, short counters) are shorter than
+        // any form of a configured number: no span of them can match.
+        let total: usize = groups.iter().map(|g| g.1 - g.0).sum();
+        let shortest = self.lengths.trailing_zeros() as usize;
+        if total >= shortest {
             // Every contiguous span of groups, longest first, so "(03) 7010
             // 0142" is reported whole rather than as "7010 0142".
-            'spans: for span in (1..=groups.len()).rev() {
+            for span in (1..=groups.len()).rev() {
                 let last_start = if anchored { 0 } else { groups.len() - span };
                 for i in 0..=last_start {
                     // Most spans can't be any form of a configured number:
@@ -704,46 +821,49 @@ impl NumberSet {
                     }
                     let plus = i == 0 && seq.plus;
                     let standalone = seq.standalone && span == groups.len();
-                    if let Some(m) = self.match_digits(&digits, plus, standalone) {
+                    if let Some(m) = self.match_digits(digits, plus, standalone) {
                         let start = if plus { seq.plus_at } else { groups[i].0 };
                         out.push(NumberHit {
                             number: m,
                             as_written: text[start..groups[i + span - 1].1].to_string(),
                         });
-                        found_in_seq = true;
-                        break 'spans;
-                    }
-                }
-            }
-            if found_in_seq {
-                continue;
-            }
-            // A configured number buried in a longer run of digits
-            // (`callid-0370100142169...`): look at windows of the full forms.
-            for g in groups {
-                let run = &text[g.0..g.1];
-                for &w in windows {
-                    if run.len() <= w {
-                        continue;
-                    }
-                    for s in 0..=(run.len() - w) {
-                        if let Some(m) = self.match_digits(&run[s..s + w], false, false) {
-                            out.push(NumberHit {
-                                number: m,
-                                as_written: run.to_string(),
-                            });
-                            found_in_seq = true;
-                            break;
-                        }
-                    }
-                    if found_in_seq {
-                        break;
+                        return;
                     }
                 }
             }
         }
-        out
+        // A configured number buried in a longer run of digits
+        // (`callid-0370100142169...`): look at windows of the full forms.
+        let Some(&narrowest) = self.windows.iter().min() else {
+            return;
+        };
+        for g in groups.iter().filter(|g| g.1 - g.0 > narrowest) {
+            let run = &text[g.0..g.1];
+            for &w in &self.windows {
+                if run.len() <= w {
+                    continue;
+                }
+                for s in 0..=(run.len() - w) {
+                    if let Some(m) = self.match_digits(&run[s..s + w], false, false) {
+                        out.push(NumberHit {
+                            number: m,
+                            as_written: run.to_string(),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Buffers [`NumberSet::find_in_with`] reuses from text to text.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Byte ranges of the digit groups of the sequence being read.
+    groups: Vec<(usize, usize)>,
+    /// A candidate's digits, run together.
+    digits: String,
 }
 
 /// A configured number recognised in a digit string.
@@ -799,13 +919,13 @@ fn phone_context_after(text: &str, end: usize) -> Option<&str> {
     })
 }
 
-/// A run of digit groups joined by visual separators.
+/// What is known of a digit sequence (digit groups joined by visual
+/// separators) besides its groups.
 #[derive(Debug)]
-struct DigitSeq {
-    /// Byte ranges of the digit groups.
-    groups: Vec<(usize, usize)>,
+struct Seq {
     /// A `+` came right before the first group.
     plus: bool,
+    /// Where the sequence is quoted from: its `+`, or its first digit.
     plus_at: usize,
     /// Not glued to letters on either side.
     standalone: bool,
@@ -814,77 +934,6 @@ struct DigitSeq {
 fn is_separator(b: u8) -> bool {
     // RFC 3966 visual separators plus the space and slash people type.
     matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/')
-}
-
-/// Split text into sequences of digit groups. Groups join when only a few
-/// visual separators stand between them.
-fn digit_sequences(text: &str) -> Vec<DigitSeq> {
-    let b = text.as_bytes();
-    let mut out: Vec<DigitSeq> = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let group = (start, i);
-        // Does this group continue the previous sequence?
-        let joined = match out.last_mut() {
-            Some(seq) => {
-                let prev_end = seq.groups.last().map_or(0, |g| g.1);
-                // Both ends are ASCII digits, so this is whole characters.
-                let between = text.get(prev_end..start).unwrap_or("");
-                let joins = if between.is_ascii() {
-                    between.len() <= 3 && between.bytes().all(is_separator)
-                } else {
-                    // What people paste: no-break spaces, Unicode dashes.
-                    between.chars().count() <= 3
-                        && between
-                            .chars()
-                            .map(fold)
-                            .all(|c| c.is_ascii() && is_separator(c as u8))
-                };
-                if !between.is_empty() && joins {
-                    seq.groups.push(group);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
-        };
-        if !joined {
-            // Look back over an opening parenthesis or spaces for a '+'.
-            let mut j = start;
-            while j > 0 && matches!(b[j - 1], b'(' | b' ') && start - j < 2 {
-                j -= 1;
-            }
-            let plus = j > 0 && b[j - 1] == b'+';
-            let before = if plus {
-                j.checked_sub(2)
-            } else {
-                start.checked_sub(1)
-            };
-            let glued_before = before.is_some_and(|k| b[k].is_ascii_alphabetic());
-            out.push(DigitSeq {
-                groups: vec![group],
-                plus,
-                plus_at: if plus { j - 1 } else { start },
-                standalone: !glued_before,
-            });
-        }
-        if let Some(seq) = out.last_mut() {
-            let glued_after = b.get(i).is_some_and(|c| c.is_ascii_alphabetic());
-            if glued_after {
-                seq.standalone = false;
-            }
-        }
-    }
-    out
 }
 
 fn parse_entry(
