@@ -536,7 +536,11 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         Some(end) => (&bytes[..end], &bytes[end..]),
         None => (bytes, &[][..]),
     };
-    let head_text = String::from_utf8_lossy(head);
+    // Valid UTF-8 (almost every message) is read in place.
+    let head_text = match std::str::from_utf8(head) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(head),
+    };
     let mut lines = head_text
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l));

@@ -157,7 +157,13 @@ mod tests {
             },
             first: dfa.first,
         };
-        for hay in ["eastside refuge west", "eastsid", "refuge", "x eastside", ""] {
+        for hay in [
+            "eastside refuge west",
+            "eastsid",
+            "refuge",
+            "x eastside",
+            "",
+        ] {
             assert_eq!(prefixes(&dfa, hay), prefixes(&plain, hay), "{hay}");
         }
         assert_eq!(

@@ -73,7 +73,10 @@ mod tests {
         assert!(is(b'a', ALNUM | TOKEN) && is(b'7', DIGIT) && is(b'-', TOKEN));
         assert!(!is(b'-', ALNUM) && !is(b' ', TOKEN) && !is(b'@', TOKEN));
         let p = profile("sip:+61%20x@é".as_bytes());
-        assert_eq!(p & (DIGIT | PERCENT | NON_ASCII | COLON), DIGIT | PERCENT | NON_ASCII | COLON);
+        assert_eq!(
+            p & (DIGIT | PERCENT | NON_ASCII | COLON),
+            DIGIT | PERCENT | NON_ASCII | COLON
+        );
         assert_eq!(profile(b"abc") & (DIGIT | QUESTION), 0);
     }
 }

@@ -14,7 +14,8 @@
 
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use super::automaton::Patterns;
+use super::bytes;
 
 #[derive(Debug, Clone)]
 pub struct HostPattern {
@@ -38,9 +39,10 @@ enum HostKind {
 pub struct HostSet {
     /// In configured order, which is the order of findings in one token.
     pub patterns: Vec<HostPattern>,
-    /// Every domain and IPv4 address that can match a token, as text,
-    /// matched regardless of ASCII case; None when there is none.
-    automaton: Option<AhoCorasick>,
+    /// Every domain and IPv4 address that can match a token, as text
+    /// reversed (they are found at a token's end, walking back), matched
+    /// regardless of ASCII case; None when there is none.
+    automaton: Option<Patterns>,
     /// The index in `patterns` of each of the automaton's patterns.
     ids: Vec<usize>,
     /// Whether any pattern is an IPv6 address.
@@ -63,7 +65,7 @@ impl HostPattern {
 
 /// A character of a domain or IPv4 token.
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
+    bytes::is(b, bytes::TOKEN)
 }
 
 /// A character of an IPv6 token.
@@ -77,7 +79,7 @@ impl HostSet {
             .iter()
             .map(|h| HostPattern::new(h.as_ref()))
             .collect();
-        let mut texts: Vec<String> = Vec::new();
+        let mut texts: Vec<Vec<u8>> = Vec::new();
         let mut ids = Vec::new();
         for (i, p) in patterns.iter().enumerate() {
             let text = match &p.kind {
@@ -87,22 +89,11 @@ impl HostSet {
             };
             // A domain with a character no token has can never match one.
             if !text.is_empty() && text.bytes().all(is_token_byte) {
-                texts.push(text);
+                texts.push(text.bytes().rev().collect::<Vec<u8>>());
                 ids.push(i);
             }
         }
-        // Overlapping matches: a domain and its own subdomain both end at
-        // the end of one token.
-        let automaton = if texts.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(true)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&texts)
-                .ok()
-        };
+        let automaton = (!texts.is_empty()).then(|| Patterns::new(&texts, true));
         HostSet {
             v6: patterns
                 .iter()
@@ -122,45 +113,52 @@ impl HostSet {
     /// configured order within one), domains and IPv4 addresses before
     /// IPv6 addresses. The same as [`find_host`], found faster.
     pub fn find(&self, text: &str) -> Vec<(&HostPattern, String)> {
+        self.find_profiled(text, bytes::profile(text.as_bytes()))
+    }
+
+    /// [`HostSet::find`] in a text whose [`bytes::profile`] is known.
+    pub fn find_profiled(&self, text: &str, profile: u16) -> Vec<(&HostPattern, String)> {
         let mut out = Vec::new();
         let b = text.as_bytes();
-        if let Some(ac) = &self.automaton {
+        if let Some(automaton) = &self.automaton {
             // (token start, pattern, token end) of each hit.
             let mut hits: Vec<(usize, usize, usize)> = Vec::new();
-            // An unanchored search with standard semantics can't fail.
-            for m in ac.try_find_overlapping_iter(text).into_iter().flatten() {
-                let (s, e) = (m.start(), m.end());
-                // The run of token characters around the match, and where
-                // the token starts once the dots at its start are trimmed.
-                let mut run_start = s;
-                while run_start > 0 && is_token_byte(b[run_start - 1]) {
-                    run_start -= 1;
-                }
-                let mut run_end = e;
-                while run_end < b.len() && is_token_byte(b[run_end]) {
-                    run_end += 1;
-                }
-                let mut start = run_start;
-                while start < run_end && b[start] == b'.' {
-                    start += 1;
-                }
-                // The match must end the token (only trimmed dots after
-                // it; it never ends in a dot itself) and lie inside it.
-                if s < start || b[e..run_end].iter().any(|c| *c != b'.') {
+            let mut i = 0;
+            while i < b.len() {
+                if !is_token_byte(b[i]) {
+                    i += 1;
                     continue;
                 }
-                let Some(&i) = self.ids.get(m.pattern().as_usize()) else {
+                // A token: its run of characters, dots at its ends trimmed.
+                let run_start = i;
+                while i < b.len() && is_token_byte(b[i]) {
+                    i += 1;
+                }
+                let tok = &b[run_start..i];
+                let Some(first) = tok.iter().position(|c| *c != b'.') else {
                     continue;
                 };
-                let hit = match &self.patterns[i].kind {
-                    // The domain itself, or a subdomain: a dot before it.
-                    HostKind::Domain(_) => start == s || b[s - 1] == b'.',
-                    // The whole token.
-                    HostKind::Ip(_) => start == s,
-                };
-                if hit {
-                    hits.push((start, i, e));
+                let last = tok.iter().rposition(|c| *c != b'.').unwrap_or(first);
+                let (start, end) = (run_start + first, run_start + last + 1);
+                if !automaton.may_start(b[end - 1]) {
+                    continue;
                 }
+                // Every configured text the token ends with.
+                automaton.suffixes_reversed(&b[start..end], |n, pattern| {
+                    let Some(&p) = self.ids.get(pattern) else {
+                        return;
+                    };
+                    let s = end - n;
+                    let hit = match &self.patterns[p].kind {
+                        // The domain itself, or a subdomain: a dot before it.
+                        HostKind::Domain(_) => s == start || b[s - 1] == b'.',
+                        // The whole token.
+                        HostKind::Ip(_) => s == start,
+                    };
+                    if hit {
+                        hits.push((start, p, end));
+                    }
+                });
             }
             hits.sort_unstable();
             for (start, i, end) in hits {
@@ -173,7 +171,7 @@ impl HostSet {
                 }
             }
         }
-        if self.v6 {
+        if self.v6 && profile & bytes::COLON != 0 {
             // IPv6 tokens: hex digits, ':' and '.', with at least two colons.
             let mut from = 0;
             while let Some(k) = b[from..].iter().position(|c| *c == b':') {

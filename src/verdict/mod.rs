@@ -20,6 +20,8 @@
 //! ([`OrgSpec`], [`LineSpec`]), which the configuration converts its types
 //! into, and reads messages with [`crate::sip`]'s parser.
 
+mod automaton;
+mod bytes;
 pub mod decode;
 pub mod hosts;
 pub mod names;
@@ -36,10 +38,7 @@ use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
 use crate::sip::{self, Message, StartLine};
 use hosts::HostSet;
-use names::{
-    contains_words, is_anonymous_text, normalise, normalise_into, Found, Lexicon, NamePattern,
-    PhraseSet,
-};
+use names::{contains_words, is_anonymous_text, normalise, Found, Lexicon, NamePattern, PhraseSet};
 use numbers::{NumberError, NumberSet};
 
 /// The organisation's identity as configured: what the engine protects.
@@ -801,9 +800,7 @@ struct Judge<'p> {
 /// clean message allocates little beyond its verdict.
 #[derive(Default)]
 struct Scratch {
-    /// The text being scanned, folded ([`normalise`]).
-    folded: String,
-    /// The names and descriptors found in it.
+    /// The names and descriptors found in the text being scanned.
     found: Found,
     /// The number search's buffers.
     numbers: numbers::Scratch,
@@ -873,9 +870,19 @@ impl Judge<'_> {
     /// words, and UTF-8 misread as Windows-1252. `noun` names the text for
     /// a layer's label ("header value", "SDP body").
     fn scan_views(&mut self, header: &str, value: &str, text: &str, shown: bool, noun: &str) {
-        self.scan(header, value, text, shown);
-        let words = decode::encoded_words(text);
-        let repaired = decode::unmojibake(text);
+        let profile = bytes::profile(text.as_bytes());
+        self.scan_profiled(header, value, text, profile, shown);
+        // Encoded words need a `?`, mojibake a non-ASCII character.
+        let words = if profile & bytes::QUESTION != 0 {
+            decode::encoded_words(text)
+        } else {
+            None
+        };
+        let repaired = if profile & bytes::NON_ASCII != 0 {
+            decode::unmojibake(text)
+        } else {
+            None
+        };
         if words.is_none() && repaired.is_none() {
             // The common case: nothing encoded, nothing more to read.
             return;
@@ -1131,23 +1138,33 @@ impl Judge<'_> {
     /// Look for the organisation's numbers, names and hosts in free text.
     /// `value` is what is reported; `text` is what is searched.
     fn scan(&mut self, header: &str, value: &str, text: &str, shown: bool) {
+        self.scan_profiled(header, value, text, bytes::profile(text.as_bytes()), shown);
+    }
+
+    /// [`Judge::scan`] of a text whose [`bytes::profile`] is known.
+    fn scan_profiled(&mut self, header: &str, value: &str, text: &str, profile: u16, shown: bool) {
         // Not through `self`, so the scratch buffers can be lent meanwhile.
         let policy = self.policy;
         let org = &*policy.org;
-        let decoded: Cow<'_, str> = if text.contains('%') {
-            Cow::Owned(percent_decode(text))
+        let (decoded, profile): (Cow<'_, str>, u16) = if profile & bytes::PERCENT != 0 {
+            let d = percent_decode(text);
+            let p = bytes::profile(d.as_bytes());
+            (Cow::Owned(d), p)
         } else {
-            Cow::Borrowed(text)
+            (Cow::Borrowed(text), profile)
         };
         let where_ = if shown {
             "a place phones display"
         } else {
             "not normally displayed, but readable by whoever receives the call"
         };
-        for hit in org
-            .numbers
-            .find_in_with(&decoded, &mut self.scratch.numbers)
-        {
+        let numbers = if profile & bytes::DIGIT != 0 {
+            org.numbers
+                .find_in_with(&decoded, &mut self.scratch.numbers)
+        } else {
+            Vec::new()
+        };
+        for hit in numbers {
             let detail = format!(
                 "the organisation's number {} appears as {:?}; {header} is {where_}.{}",
                 hit.number.describe(),
@@ -1170,7 +1187,7 @@ impl Judge<'_> {
         }
         // Hosts first: a configured domain such as `eastside-refuge.org.au`
         // is reported as a host, not again as the name inside it.
-        let host_hits = org.hosts.find(&decoded);
+        let host_hits = org.hosts.find_profiled(&decoded, profile);
         let name_text: Cow<'_, str> = if host_hits.is_empty() {
             Cow::Borrowed(&decoded)
         } else {
@@ -1180,10 +1197,13 @@ impl Judge<'_> {
             }
             Cow::Owned(t)
         };
-        let mut folded = std::mem::take(&mut self.scratch.folded);
         let mut found = std::mem::take(&mut self.scratch.found);
-        normalise_into(&name_text, &mut folded);
-        policy.lexicon.find(&folded, &mut found);
+        // Without a letter or digit the folded text is empty.
+        if profile & (bytes::ALNUM | bytes::NON_ASCII) != 0 {
+            policy.lexicon.fold_and_find(&name_text, &mut found);
+        } else {
+            found.clear();
+        }
         let mut named: Vec<&NamePattern> = Vec::new();
         for &i in &found.names {
             let Some(p) = org.names.get(i) else {
@@ -1226,7 +1246,6 @@ impl Judge<'_> {
         if !hits.is_empty() {
             self.descriptor_finding(header, value, shown, &name_text, descriptors, &hits);
         }
-        self.scratch.folded = folded;
         self.scratch.found = found;
         for (p, tok) in host_hits {
             let detail = format!(

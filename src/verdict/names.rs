@@ -11,9 +11,10 @@
 //! once and searched once for all of them; a match counts only as whole
 //! words.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
+
+use super::automaton::Patterns;
 
 /// CNAM (caller name delivery) carries at most 15 characters, and carriers
 /// usually upper-case them.
@@ -323,12 +324,12 @@ enum List {
 
 /// The organisation's names and a line's descriptors, compiled into one
 /// automaton over all their folded forms (each one's words, and the
-/// run-together form of the longer ones), so a folded text is searched
-/// once for all of them.
+/// run-together form of the longer ones), walked from each word of a
+/// folded text that could begin one.
 #[derive(Debug, Clone)]
 pub struct Lexicon {
     /// Every form; None when there are none.
-    automaton: Option<AhoCorasick>,
+    automaton: Option<Patterns>,
     /// What each of the automaton's patterns stands for: the list and the
     /// index in it (one form can stand for several phrases).
     meanings: Vec<Vec<(List, usize)>>,
@@ -345,6 +346,18 @@ pub struct Found {
     pub descriptors: Vec<usize>,
     /// Whole-word matches: (start, list, index).
     matches: Vec<(usize, List, usize)>,
+    /// The text folded, when [`Lexicon::fold_and_find`] folded it.
+    folded: Vec<u8>,
+    /// Where the words that could begin a form start in it.
+    starts: Vec<usize>,
+}
+
+impl Found {
+    /// Nothing found.
+    pub fn clear(&mut self) {
+        self.names.clear();
+        self.descriptors.clear();
+    }
 }
 
 impl Lexicon {
@@ -376,45 +389,77 @@ impl Lexicon {
                 }
             }
         }
-        // Overlapping matches (a name inside a longer one) need the
-        // standard semantics; a few dozen short forms make a small DFA.
-        let automaton = if forms.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&forms)
-                .ok()
-        };
+        let automaton = (!forms.is_empty()).then(|| Patterns::new(&forms, false));
         Lexicon {
             automaton,
             meanings,
         }
     }
 
-    /// The names and descriptors present in `folded` (folded text) as
-    /// whole words.
+    /// The names and descriptors present as whole words in `folded`
+    /// (text already folded by [`normalise`]).
     pub fn find(&self, folded: &str, found: &mut Found) {
+        found.starts.clear();
+        if let Some(a) = &self.automaton {
+            let b = folded.as_bytes();
+            found.starts.extend(
+                (0..b.len()).filter(|&i| (i == 0 || b[i - 1] == b' ') && a.may_start(b[i])),
+            );
+        }
+        self.find_at_starts(folded.as_bytes(), found);
+    }
+
+    /// Fold `text` as [`normalise`] does and find the names and
+    /// descriptors present in it as whole words. ASCII text is folded and
+    /// its promising word starts noted in one pass.
+    pub fn fold_and_find(&self, text: &str, found: &mut Found) {
+        let mut folded = std::mem::take(&mut found.folded);
+        folded.clear();
+        found.starts.clear();
+        if let Some(a) = &self.automaton {
+            if text.is_ascii() {
+                let starts = &mut found.starts;
+                fold_ascii_noting(text.as_bytes(), &mut folded, |at, b| {
+                    if a.may_start(b) {
+                        starts.push(at);
+                    }
+                });
+            } else {
+                folded.extend_from_slice(normalise(text).as_bytes());
+                let b = &folded;
+                found.starts.extend(
+                    (0..b.len()).filter(|&i| (i == 0 || b[i - 1] == b' ') && a.may_start(b[i])),
+                );
+            }
+        }
+        self.find_at_starts(&folded, found);
+        found.folded = folded;
+    }
+
+    /// The whole-word forms starting at `found.starts` in `b`.
+    fn find_at_starts(&self, b: &[u8], found: &mut Found) {
         found.names.clear();
         found.descriptors.clear();
         found.matches.clear();
-        let Some(ac) = &self.automaton else {
+        let Some(automaton) = &self.automaton else {
             return;
         };
-        let b = folded.as_bytes();
-        // An unanchored search with standard semantics can't fail (only
-        // anchored or leftmost overlapping searches are refused).
-        for m in ac.try_find_overlapping_iter(folded).into_iter().flatten() {
-            let (s, e) = (m.start(), m.end());
-            if (s == 0 || b[s - 1] == b' ') && (e == b.len() || b[e] == b' ') {
-                if let Some(meant) = self.meanings.get(m.pattern().as_usize()) {
-                    found.matches.extend(meant.iter().map(|&(l, i)| (s, l, i)));
+        let (meanings, matches) = (&self.meanings, &mut found.matches);
+        for &at in &found.starts {
+            automaton.prefixes(&b[at..], |n, pattern| {
+                let e = at + n;
+                if e == b.len() || b[e] == b' ' {
+                    if let Some(meant) = meanings.get(pattern) {
+                        matches.extend(meant.iter().map(|&(l, i)| (at, l, i)));
+                    }
                 }
-            }
+            });
         }
-        found.matches.sort_unstable();
-        for &(_, list, i) in &found.matches {
+        if matches.is_empty() {
+            return;
+        }
+        matches.sort_unstable();
+        for &(_, list, i) in matches.iter() {
             let into = match list {
                 List::Names => &mut found.names,
                 List::Descriptors => &mut found.descriptors,
@@ -424,6 +469,57 @@ impl Lexicon {
             }
         }
     }
+}
+
+/// How [`fold_ascii_noting`] folds each ASCII byte: a letter or digit to
+/// its lower case, an apostrophe to [`DROP`], anything else to 0 (it
+/// separates words).
+const FOLD: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else if c == b'\'' || c == b'`' {
+            DROP
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// [`FOLD`] of a byte left out of the folded text.
+const DROP: u8 = 1;
+
+/// [`normalise`] of ASCII text into bytes, telling `word(at, first byte)`
+/// where each word starts.
+fn fold_ascii_noting(s: &[u8], out: &mut Vec<u8>, mut word: impl FnMut(usize, u8)) {
+    // Folding never lengthens ASCII text: written in place, then cut.
+    out.clear();
+    out.resize(s.len(), 0);
+    let mut n = 0;
+    let mut pending_space = false;
+    for &b in s {
+        let c = FOLD[usize::from(b & 0x7f)];
+        if c > DROP {
+            if pending_space && n > 0 {
+                out[n] = b' ';
+                n += 1;
+                word(n, c);
+            } else if n == 0 {
+                word(0, c);
+            }
+            pending_space = false;
+            out[n] = c;
+            n += 1;
+        } else if c == 0 {
+            pending_space = true;
+        }
+    }
+    out.truncate(n);
 }
 
 /// Is `word` (a short folded descriptor) a token of its own in `raw`? Tokens

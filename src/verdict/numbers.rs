@@ -447,6 +447,10 @@ pub struct NumberSet {
     /// Bit n set: a digit string of length n may be some form of a
     /// configured number. Every other candidate is refused without a lookup.
     lengths: u32,
+    /// Bit n set (n the first two digits, 0 to 99): a digit string starting
+    /// so may be some form of a configured number. Most digit strings in a
+    /// message (addresses, ports, timestamps) are refused here.
+    leads: u128,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -524,6 +528,7 @@ impl NumberSet {
         }
         set.windows = set.window_lengths();
         set.lengths = set.candidate_lengths();
+        set.leads = set.lead_digits();
         Ok(set)
     }
 
@@ -587,6 +592,7 @@ impl NumberSet {
             || digits.len() < 4
             || digits.len() > MAX_CANDIDATE
             || self.lengths & (1 << digits.len()) == 0
+            || lead(digits).is_some_and(|n| self.leads & (1 << n) == 0)
         {
             return None;
         }
@@ -657,6 +663,64 @@ impl NumberSet {
         mask
     }
 
+    /// Every first two digits [`NumberSet::match_digits`] can match, as a
+    /// bit mask: of each form of each entry (its national number, after
+    /// the trunk prefix, after its country code with or without a kept
+    /// trunk prefix, after any international prefix, and its local
+    /// subscriber number). More than can match (every form of every
+    /// entry, whatever its country), never less.
+    fn lead_digits(&self) -> u128 {
+        let mut mask = 0u128;
+        // The first two digits of `prefix` followed by any number from
+        // `first` to `last` (equal lengths).
+        let mut add = |prefix: &str, first: &str, last: &str| {
+            let p = prefix.as_bytes();
+            let (f, l) = (first.as_bytes(), last.as_bytes());
+            let digit = |b: u8| u32::from(b.wrapping_sub(b'0')).min(9);
+            let (lo, hi) = match (p, f, l) {
+                ([a, b, ..], _, _) => {
+                    let n = digit(*a) * 10 + digit(*b);
+                    (n, n)
+                }
+                ([a], [f0, ..], [l0, ..]) => {
+                    (digit(*a) * 10 + digit(*f0), digit(*a) * 10 + digit(*l0))
+                }
+                ([], [f0, f1, ..], [l0, l1, ..]) => {
+                    (digit(*f0) * 10 + digit(*f1), digit(*l0) * 10 + digit(*l1))
+                }
+                // Too short to be matched (fewer than four digits).
+                _ => return,
+            };
+            for n in lo..=hi.max(lo) {
+                mask |= 1 << n;
+            }
+        };
+        let home_trunk = self.trunk.as_deref().unwrap_or("");
+        for e in &self.entries {
+            let kept = self
+                .codes
+                .iter()
+                .find(|c| c.1 == e.country_code)
+                .and_then(|c| c.2.as_deref())
+                .unwrap_or("");
+            let cc = e.country_code.to_string();
+            let mut prefixes = vec![String::new(), home_trunk.to_string()];
+            for idd in std::iter::once("").chain(self.intl_prefixes.iter().map(String::as_str)) {
+                prefixes.push(format!("{idd}{cc}"));
+                prefixes.push(format!("{idd}{cc}{kept}"));
+            }
+            for p in &prefixes {
+                add(p, &e.first, &e.last);
+            }
+            if let Some(al) = e.area_len {
+                if let (Some(f), Some(l)) = (e.first.get(al..), e.last.get(al..)) {
+                    add("", f, l);
+                }
+            }
+        }
+        mask
+    }
+
     /// Lengths of the forms that may be found inside a longer digit run
     /// (never the local form: too short to be safe there).
     fn window_lengths(&self) -> Vec<usize> {
@@ -704,9 +768,10 @@ impl NumberSet {
         };
         let mut i = 0;
         while i < b.len() {
-            if !b[i].is_ascii_digit() {
-                i += 1;
-                continue;
+            // The next digit.
+            match b[i..].iter().position(u8::is_ascii_digit) {
+                Some(k) => i += k,
+                None => break,
             }
             let start = i;
             while i < b.len() && b[i].is_ascii_digit() {
@@ -777,6 +842,18 @@ impl NumberSet {
         else {
             return;
         };
+        // Most sequences (ports, octets, counters) are too short for any
+        // form of a configured number, whole or in a window, and are not
+        // followed by URI parameters that could give them a context.
+        let total: usize = groups.iter().map(|g| g.1 - g.0).sum();
+        let shortest = self.lengths.trailing_zeros() as usize;
+        let longest_group = groups.iter().map(|g| g.1 - g.0).max().unwrap_or(0);
+        if total < shortest
+            && self.windows.iter().all(|w| longest_group <= *w)
+            && text.as_bytes().get(end) != Some(&b';')
+        {
+            return;
+        }
         // After a '+' or an international prefix, a span from the middle
         // is the tail of a foreign number, not a national number.
         let first = &text[first_start..first_end];
@@ -799,10 +876,7 @@ impl NumberSet {
                 }
             }
         }
-        // Most sequences (ports, octets, short counters) are shorter than
-        // any form of a configured number: no span of them can match.
-        let total: usize = groups.iter().map(|g| g.1 - g.0).sum();
-        let shortest = self.lengths.trailing_zeros() as usize;
+        // No span of a sequence shorter than every form can match.
         if total >= shortest {
             // Every contiguous span of groups, longest first, so "(03) 7010
             // 0142" is reported whole rather than as "7010 0142".
@@ -834,10 +908,10 @@ impl NumberSet {
         }
         // A configured number buried in a longer run of digits
         // (`callid-0370100142169...`): look at windows of the full forms.
-        let Some(&narrowest) = self.windows.iter().min() else {
-            return;
-        };
-        for g in groups.iter().filter(|g| g.1 - g.0 > narrowest) {
+        for g in groups
+            .iter()
+            .filter(|g| self.windows.iter().any(|w| g.1 - g.0 > *w))
+        {
             let run = &text[g.0..g.1];
             for &w in &self.windows {
                 if run.len() <= w {
@@ -854,6 +928,17 @@ impl NumberSet {
                 }
             }
         }
+    }
+}
+
+/// The first two digits of a digit string as a number (0 to 99), if it
+/// starts with two ASCII digits.
+fn lead(digits: &str) -> Option<u32> {
+    match digits.as_bytes() {
+        [a @ b'0'..=b'9', b @ b'0'..=b'9', ..] => {
+            Some(u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+        }
+        _ => None,
     }
 }
 
