@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 
 use super::automaton::Patterns;
-use super::bytes;
+use super::bytes::{self, Masks};
 
 #[derive(Debug, Clone)]
 pub struct HostPattern {
@@ -113,27 +113,22 @@ impl HostSet {
     /// configured order within one), domains and IPv4 addresses before
     /// IPv6 addresses. The same as [`find_host`], found faster.
     pub fn find(&self, text: &str) -> Vec<(&HostPattern, String)> {
-        self.find_profiled(text, bytes::profile(text.as_bytes()))
+        let mut masks = Masks::default();
+        masks.read(text.as_bytes());
+        self.find_masked(text, &masks)
     }
 
-    /// [`HostSet::find`] in a text whose [`bytes::profile`] is known.
-    pub fn find_profiled(&self, text: &str, profile: u16) -> Vec<(&HostPattern, String)> {
+    /// [`HostSet::find`] in a text whose [`Masks`] have been read.
+    pub fn find_masked(&self, text: &str, masks: &Masks) -> Vec<(&HostPattern, String)> {
         let mut out = Vec::new();
         let b = text.as_bytes();
         if let Some(automaton) = &self.automaton {
             // (token start, pattern, token end) of each hit.
             let mut hits: Vec<(usize, usize, usize)> = Vec::new();
             let mut i = 0;
-            while i < b.len() {
-                if !is_token_byte(b[i]) {
-                    i += 1;
-                    continue;
-                }
+            while let Some(run_start) = Masks::next_set(&masks.token, i) {
                 // A token: its run of characters, dots at its ends trimmed.
-                let run_start = i;
-                while i < b.len() && is_token_byte(b[i]) {
-                    i += 1;
-                }
+                i = masks.next_clear(&masks.token, run_start);
                 let tok = &b[run_start..i];
                 let Some(first) = tok.iter().position(|c| *c != b'.') else {
                     continue;
@@ -171,7 +166,7 @@ impl HostSet {
                 }
             }
         }
-        if self.v6 && profile & bytes::COLON != 0 {
+        if self.v6 && masks.profile & bytes::COLON != 0 {
             // IPv6 tokens: hex digits, ':' and '.', with at least two colons.
             let mut from = 0;
             while let Some(k) = b[from..].iter().position(|c| *c == b':') {

@@ -723,12 +723,20 @@ fn is_called_party(entry: &str) -> bool {
 /// judged like a display name wherever it is.
 fn name_like(name: &str) -> bool {
     let n = name.as_bytes();
-    ["name", "display", "cnam", "organi", "purpose", "label"]
-        .iter()
-        .any(|k| {
-            n.windows(k.len())
-                .any(|w| w.eq_ignore_ascii_case(k.as_bytes()))
-        })
+    // Each word starts with its own letter: one look per position.
+    (0..n.len()).any(|i| {
+        let word: &[u8] = match n[i].to_ascii_lowercase() {
+            b'n' => b"name",
+            b'd' => b"display",
+            b'c' => b"cnam",
+            b'o' => b"organi",
+            b'p' => b"purpose",
+            b'l' => b"label",
+            _ => return false,
+        };
+        n.get(i..i + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
 
 /// Characters of an unquoted display name (RFC 3261 token characters and
@@ -804,6 +812,9 @@ struct Scratch {
     found: Found,
     /// The number search's buffers.
     numbers: numbers::Scratch,
+    /// Where the letters, digits and token characters of the text being
+    /// scanned are.
+    masks: bytes::Masks,
     /// A header as `Name: value`, for headers whose name is searched too.
     line: String,
 }
@@ -870,8 +881,11 @@ impl Judge<'_> {
     /// words, and UTF-8 misread as Windows-1252. `noun` names the text for
     /// a layer's label ("header value", "SDP body").
     fn scan_views(&mut self, header: &str, value: &str, text: &str, shown: bool, noun: &str) {
-        let profile = bytes::profile(text.as_bytes());
-        self.scan_profiled(header, value, text, profile, shown);
+        let mut masks = std::mem::take(&mut self.scratch.masks);
+        masks.read(text.as_bytes());
+        let profile = masks.profile;
+        self.scan_masked(header, value, text, &mut masks, shown);
+        self.scratch.masks = masks;
         // Encoded words need a `?`, mojibake a non-ASCII character.
         let words = if profile & bytes::QUESTION != 0 {
             decode::encoded_words(text)
@@ -1138,29 +1152,40 @@ impl Judge<'_> {
     /// Look for the organisation's numbers, names and hosts in free text.
     /// `value` is what is reported; `text` is what is searched.
     fn scan(&mut self, header: &str, value: &str, text: &str, shown: bool) {
-        self.scan_profiled(header, value, text, bytes::profile(text.as_bytes()), shown);
+        let mut masks = std::mem::take(&mut self.scratch.masks);
+        masks.read(text.as_bytes());
+        self.scan_masked(header, value, text, &mut masks, shown);
+        self.scratch.masks = masks;
     }
 
-    /// [`Judge::scan`] of a text whose [`bytes::profile`] is known.
-    fn scan_profiled(&mut self, header: &str, value: &str, text: &str, profile: u16, shown: bool) {
+    /// [`Judge::scan`] of a text whose `masks` have been read (they are
+    /// read again for each text derived from it).
+    fn scan_masked(
+        &mut self,
+        header: &str,
+        value: &str,
+        text: &str,
+        masks: &mut bytes::Masks,
+        shown: bool,
+    ) {
         // Not through `self`, so the scratch buffers can be lent meanwhile.
         let policy = self.policy;
         let org = &*policy.org;
-        let (decoded, profile): (Cow<'_, str>, u16) = if profile & bytes::PERCENT != 0 {
+        let decoded: Cow<'_, str> = if masks.profile & bytes::PERCENT != 0 {
             let d = percent_decode(text);
-            let p = bytes::profile(d.as_bytes());
-            (Cow::Owned(d), p)
+            masks.read(d.as_bytes());
+            Cow::Owned(d)
         } else {
-            (Cow::Borrowed(text), profile)
+            Cow::Borrowed(text)
         };
         let where_ = if shown {
             "a place phones display"
         } else {
             "not normally displayed, but readable by whoever receives the call"
         };
-        let numbers = if profile & bytes::DIGIT != 0 {
+        let numbers = if masks.profile & bytes::DIGIT != 0 {
             org.numbers
-                .find_in_with(&decoded, &mut self.scratch.numbers)
+                .find_in_with(&decoded, masks, &mut self.scratch.numbers)
         } else {
             Vec::new()
         };
@@ -1187,7 +1212,7 @@ impl Judge<'_> {
         }
         // Hosts first: a configured domain such as `eastside-refuge.org.au`
         // is reported as a host, not again as the name inside it.
-        let host_hits = org.hosts.find_profiled(&decoded, profile);
+        let host_hits = org.hosts.find_masked(&decoded, masks);
         let name_text: Cow<'_, str> = if host_hits.is_empty() {
             Cow::Borrowed(&decoded)
         } else {
@@ -1195,12 +1220,13 @@ impl Judge<'_> {
             for (_, tok) in &host_hits {
                 t = t.replace(tok.as_str(), " ");
             }
+            masks.read(t.as_bytes());
             Cow::Owned(t)
         };
         let mut found = std::mem::take(&mut self.scratch.found);
         // Without a letter or digit the folded text is empty.
-        if profile & (bytes::ALNUM | bytes::NON_ASCII) != 0 {
-            policy.lexicon.fold_and_find(&name_text, &mut found);
+        if masks.profile & (bytes::ALNUM | bytes::NON_ASCII) != 0 {
+            policy.lexicon.fold_and_find(&name_text, masks, &mut found);
         } else {
             found.clear();
         }

@@ -15,6 +15,7 @@ use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
 use super::automaton::Patterns;
+use super::bytes::{self, Masks};
 
 /// CNAM (caller name delivery) carries at most 15 characters, and carriers
 /// usually upper-case them.
@@ -333,6 +334,27 @@ pub struct Lexicon {
     /// What each of the automaton's patterns stands for: the list and the
     /// index in it (one form can stand for several phrases).
     meanings: Vec<Vec<(List, usize)>>,
+    /// The first two bytes of every form, as a bit set indexed by
+    /// `first * 128 + second` (any second byte for a one-byte form); forms
+    /// that start with non-ASCII are left out, as ASCII text can't hold
+    /// them. An ASCII text none of whose words starts so is not folded.
+    pairs: Vec<u64>,
+    /// The same for the first three bytes (a short form followed by a
+    /// space), indexed by [`triple`]: sharper, for texts without
+    /// apostrophes, where the next bytes are simply the next bytes.
+    triples: Vec<u64>,
+}
+
+/// The index of three folded ASCII bytes (letters, digits or a space) in
+/// [`Lexicon`]'s `triples`; None for anything else.
+fn triple(a: u8, b: u8, c: u8) -> Option<usize> {
+    let code = |x: u8| match x {
+        b'a'..=b'z' => Some(usize::from(x - b'a')),
+        b'0'..=b'9' => Some(26 + usize::from(x - b'0')),
+        b' ' => Some(36),
+        _ => None,
+    };
+    Some((code(a)? * 37 + code(b)?) * 37 + code(c)?)
 }
 
 /// What [`Lexicon::find`] found in one text: indexes into the names and
@@ -390,10 +412,123 @@ impl Lexicon {
             }
         }
         let automaton = (!forms.is_empty()).then(|| Patterns::new(&forms, false));
+        let mut pairs = vec![0u64; 128 * 128 / 64];
+        let mut triples = vec![0u64; (37 * 37 * 37usize).div_ceil(64)];
+        let folded_bytes: Vec<u8> = (b'a'..=b'z').chain(b'0'..=b'9').chain([b' ']).collect();
+        for form in &forms {
+            let f = form.as_bytes();
+            let mark = |bits: &mut Vec<u64>, a: u8, b: u8, c: u8| {
+                if let Some(t) = triple(a, b, c) {
+                    bits[t / 64] |= 1 << (t % 64);
+                }
+            };
+            match *f {
+                [a, b, c, ..] => mark(&mut triples, a, b, c),
+                // A whole word: a space (or the end) follows.
+                [a, b] => mark(&mut triples, a, b, b' '),
+                [a] => {
+                    for &b in &folded_bytes {
+                        for &c in &folded_bytes {
+                            mark(&mut triples, a, b, c);
+                        }
+                    }
+                }
+                [] => {}
+            }
+        }
+        for form in &forms {
+            let seconds = match *form.as_bytes() {
+                [a, b, ..] if a.is_ascii() && b.is_ascii() => b..=b,
+                [a] if a.is_ascii() => 0..=127,
+                _ => continue,
+            };
+            for b in seconds {
+                let bit = usize::from(form.as_bytes()[0]) * 128 + usize::from(b);
+                pairs[bit / 64] |= 1 << (bit % 64);
+            }
+        }
         Lexicon {
             automaton,
             meanings,
+            pairs,
+            triples,
         }
+    }
+
+    /// Is this pair of folded bytes how some form starts?
+    fn pair(&self, first: u8, second: u8) -> bool {
+        let bit = usize::from(first & 0x7f) * 128 + usize::from(second & 0x7f);
+        self.pairs[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// Could a form start at some word of `s` (ASCII, no apostrophes)? The
+    /// words are found from the masks: a letter or digit with none before
+    /// it.
+    fn may_hold_masked(&self, s: &[u8], masks: &Masks) -> bool {
+        // Whether the byte before the current mask word is a letter or digit.
+        let mut carry = 0u64;
+        for (w, &alnum) in masks.alnum.iter().enumerate() {
+            let mut starts = alnum & !((alnum << 1) | carry);
+            carry = alnum >> 63;
+            while starts != 0 {
+                let i = w * 64 + starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                let Some(&b) = s.get(i) else {
+                    break;
+                };
+                // The next two bytes as folded: a letter or digit, or a
+                // space for whatever else follows (or nothing).
+                let folded = |k: usize| match s.get(k) {
+                    Some(&n) if Masks::has(&masks.alnum, k) => FOLD[usize::from(n & 0x7f)],
+                    _ => b' ',
+                };
+                let (first, second) = (FOLD[usize::from(b & 0x7f)], folded(i + 1));
+                let hit = if second == b' ' {
+                    // A one-letter word: what follows the space is
+                    // further on; the pair decides.
+                    self.pair(first, second)
+                } else {
+                    triple(first, second, folded(i + 2))
+                        .is_some_and(|t| self.triples[t / 64] & (1 << (t % 64)) != 0)
+                };
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Could a form start at some word of `s` (ASCII)? Its words' first
+    /// two bytes, as folded, are looked up in `pairs`: most texts of a
+    /// message have no word starting like any name or descriptor.
+    fn may_hold_ascii(&self, s: &[u8]) -> bool {
+        // Whether the last letter, digit or separator seen was a letter or
+        // digit (apostrophes fold to nothing: `women's` is one word).
+        let mut in_word = false;
+        for (i, &b) in s.iter().enumerate() {
+            let c = FOLD[usize::from(b & 0x7f)];
+            if c > DROP {
+                if !in_word {
+                    // The folded byte after the first: a letter or digit,
+                    // or a space for whatever else follows (or nothing).
+                    let next = s
+                        .get(i + 1..)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&x| FOLD[usize::from(x & 0x7f)])
+                        .find(|&x| x != DROP);
+                    let second = next.filter(|&x| x > DROP).unwrap_or(b' ');
+                    if self.pair(c, second) {
+                        return true;
+                    }
+                }
+                in_word = true;
+            } else if c == 0 {
+                in_word = false;
+            }
+        }
+        false
     }
 
     /// The names and descriptors present as whole words in `folded`
@@ -410,14 +545,25 @@ impl Lexicon {
     }
 
     /// Fold `text` as [`normalise`] does and find the names and
-    /// descriptors present in it as whole words. ASCII text is folded and
-    /// its promising word starts noted in one pass.
-    pub fn fold_and_find(&self, text: &str, found: &mut Found) {
+    /// descriptors present in it as whole words. ASCII text is folded, and
+    /// its promising word starts noted, in one pass, and only if one of
+    /// its words starts like a form. `masks` are the text's.
+    pub fn fold_and_find(&self, text: &str, masks: &Masks, found: &mut Found) {
         let mut folded = std::mem::take(&mut found.folded);
         folded.clear();
         found.starts.clear();
         if let Some(a) = &self.automaton {
-            if text.is_ascii() {
+            if masks.profile & bytes::NON_ASCII == 0 {
+                let may_hold = if masks.profile & bytes::APOSTROPHE == 0 {
+                    self.may_hold_masked(text.as_bytes(), masks)
+                } else {
+                    self.may_hold_ascii(text.as_bytes())
+                };
+                if !may_hold {
+                    found.clear();
+                    found.folded = folded;
+                    return;
+                }
                 let starts = &mut found.starts;
                 fold_ascii_noting(text.as_bytes(), &mut folded, |at, b| {
                     if a.may_start(b) {

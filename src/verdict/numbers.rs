@@ -27,6 +27,8 @@ use std::str::FromStr;
 use phonenumber::country;
 use phonenumber::metadata::DATABASE;
 
+use super::bytes::Masks;
+
 /// Why a configured number could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
@@ -447,10 +449,17 @@ pub struct NumberSet {
     /// Bit n set: a digit string of length n may be some form of a
     /// configured number. Every other candidate is refused without a lookup.
     lengths: u32,
-    /// Bit n set (n the first two digits, 0 to 99): a digit string starting
-    /// so may be some form of a configured number. Most digit strings in a
-    /// message (addresses, ports, timestamps) are refused here.
-    leads: u128,
+    /// For each length, bit n set (n the first two digits, 0 to 99): a
+    /// digit string of that length starting so may be some form of a
+    /// configured number. Most digit strings in a message (addresses,
+    /// ports, timestamps) are refused here.
+    leads: [u128; MAX_CANDIDATE + 1],
+    /// The shortest length in `lengths`: a digit sequence with fewer digits
+    /// in all can only match in a phone-context or a window.
+    shortest: usize,
+    /// The narrowest of `windows` (usize::MAX without any): only a digit
+    /// group longer than this is searched for a number buried inside it.
+    narrowest: usize,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -529,6 +538,8 @@ impl NumberSet {
         set.windows = set.window_lengths();
         set.lengths = set.candidate_lengths();
         set.leads = set.lead_digits();
+        set.shortest = set.lengths.trailing_zeros() as usize;
+        set.narrowest = set.windows.iter().copied().min().unwrap_or(usize::MAX);
         Ok(set)
     }
 
@@ -592,7 +603,7 @@ impl NumberSet {
             || digits.len() < 4
             || digits.len() > MAX_CANDIDATE
             || self.lengths & (1 << digits.len()) == 0
-            || lead(digits).is_some_and(|n| self.leads & (1 << n) == 0)
+            || lead(digits).is_some_and(|n| self.leads[digits.len()] & (1 << n) == 0)
         {
             return None;
         }
@@ -664,15 +675,15 @@ impl NumberSet {
     }
 
     /// Every first two digits [`NumberSet::match_digits`] can match, as a
-    /// bit mask: of each form of each entry (its national number, after
-    /// the trunk prefix, after its country code with or without a kept
-    /// trunk prefix, after any international prefix, and its local
-    /// subscriber number). More than can match (every form of every
+    /// bit mask for each length: of each form of each entry (its national
+    /// number, after the trunk prefix, after its country code with or
+    /// without a kept trunk prefix, after any international prefix, and its
+    /// local subscriber number). More than can match (every form of every
     /// entry, whatever its country), never less.
-    fn lead_digits(&self) -> u128 {
-        let mut mask = 0u128;
+    fn lead_digits(&self) -> [u128; MAX_CANDIDATE + 1] {
+        let mut masks = [0u128; MAX_CANDIDATE + 1];
         // The first two digits of `prefix` followed by any number from
-        // `first` to `last` (equal lengths).
+        // `first` to `last`.
         let mut add = |prefix: &str, first: &str, last: &str| {
             let p = prefix.as_bytes();
             let (f, l) = (first.as_bytes(), last.as_bytes());
@@ -691,8 +702,15 @@ impl NumberSet {
                 // Too short to be matched (fewer than four digits).
                 _ => return,
             };
-            for n in lo..=hi.max(lo) {
-                mask |= 1 << n;
+            // The ends of a range have the same length; should they not,
+            // every length between them is marked.
+            let (short, long) = (f.len().min(l.len()), f.len().max(l.len()));
+            for len in (p.len() + short)..=(p.len() + long).min(MAX_CANDIDATE) {
+                if let Some(mask) = masks.get_mut(len) {
+                    for n in lo..=hi.max(lo) {
+                        *mask |= 1 << n;
+                    }
+                }
             }
         };
         let home_trunk = self.trunk.as_deref().unwrap_or("");
@@ -718,7 +736,7 @@ impl NumberSet {
                 }
             }
         }
-        mask
+        masks
     }
 
     /// Lengths of the forms that may be found inside a longer digit run
@@ -747,13 +765,21 @@ impl NumberSet {
     /// Find every configured number in free text. Returns (entry, form, the
     /// text as it appeared).
     pub fn find_in(&self, text: &str) -> Vec<NumberHit<'_>> {
-        self.find_in_with(text, &mut Scratch::default())
+        let mut masks = Masks::default();
+        masks.read(text.as_bytes());
+        self.find_in_with(text, &masks, &mut Scratch::default())
     }
 
-    /// [`NumberSet::find_in`] with buffers reused from text to text. The
-    /// text is read once, a digit sequence at a time; nothing is allocated
-    /// unless a number is found.
-    pub fn find_in_with(&self, text: &str, scratch: &mut Scratch) -> Vec<NumberHit<'_>> {
+    /// [`NumberSet::find_in`] in a text whose [`Masks`] have been read, with
+    /// buffers reused from text to text. The text is read a digit group at
+    /// a time, found from the masks; nothing is allocated unless a number
+    /// is found.
+    pub fn find_in_with(
+        &self,
+        text: &str,
+        masks: &Masks,
+        scratch: &mut Scratch,
+    ) -> Vec<NumberHit<'_>> {
         let mut out: Vec<NumberHit<'_>> = Vec::new();
         if self.entries.is_empty() {
             return out;
@@ -766,17 +792,14 @@ impl NumberSet {
             plus_at: 0,
             standalone: true,
         };
+        // Digits in the sequence being read, and in its longest group.
+        let (mut total, mut longest) = (0usize, 0usize);
+        // Whether the text mentions a phone-context at all, once asked.
+        let mut contexts = None;
         let mut i = 0;
-        while i < b.len() {
-            // The next digit.
-            match b[i..].iter().position(u8::is_ascii_digit) {
-                Some(k) => i += k,
-                None => break,
-            }
-            let start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
+        // Each group of digits, from the masks.
+        while let Some(start) = Masks::next_set(&masks.digit, i) {
+            i = masks.next_clear(&masks.digit, start);
             // Does this group continue the sequence being read? Groups join
             // when only a few visual separators stand between them.
             let joined = groups.last().is_some_and(|&(_, prev_end)| {
@@ -795,10 +818,13 @@ impl NumberSet {
                 !between.is_empty() && joins
             });
             if !joined {
-                if !groups.is_empty() {
-                    self.read_sequence(text, groups, &seq, digits, &mut out);
+                if let Some(&(_, end)) = groups.last() {
+                    if self.worth_reading(b, end, total, longest) {
+                        self.read_sequence(text, groups, &seq, digits, &mut contexts, &mut out);
+                    }
                     groups.clear();
                 }
+                (total, longest) = (0, 0);
                 // Look back over an opening parenthesis or spaces for a '+'.
                 let mut j = start;
                 while j > 0 && matches!(b[j - 1], b'(' | b' ') && start - j < 2 {
@@ -818,14 +844,28 @@ impl NumberSet {
                 };
             }
             groups.push((start, i));
+            total += i - start;
+            longest = longest.max(i - start);
             if b.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
                 seq.standalone = false;
             }
         }
-        if !groups.is_empty() {
-            self.read_sequence(text, groups, &seq, digits, &mut out);
+        if let Some(&(_, end)) = groups.last() {
+            if self.worth_reading(b, end, total, longest) {
+                self.read_sequence(text, groups, &seq, digits, &mut contexts, &mut out);
+            }
         }
         out
+    }
+
+    /// Can a digit sequence ending at `end` in `b`, with `total` digits and
+    /// its longest group `longest` digits long, hold a configured number?
+    /// Most sequences (ports, octets, counters, the digits of an encoded
+    /// token) are too short for any form of one, whole or in a window, and
+    /// are not followed by URI parameters that could give them a context:
+    /// they are refused here, before they are read.
+    fn worth_reading(&self, b: &[u8], end: usize, total: usize, longest: usize) -> bool {
+        total >= self.shortest || longest > self.narrowest || b.get(end) == Some(&b';')
     }
 
     /// The configured number in one digit sequence (its `groups` of
@@ -836,24 +876,14 @@ impl NumberSet {
         groups: &[(usize, usize)],
         seq: &Seq,
         digits: &mut String,
+        contexts: &mut Option<bool>,
         out: &mut Vec<NumberHit<'s>>,
     ) {
         let (Some(&(first_start, first_end)), Some(&(_, end))) = (groups.first(), groups.last())
         else {
             return;
         };
-        // Most sequences (ports, octets, counters) are too short for any
-        // form of a configured number, whole or in a window, and are not
-        // followed by URI parameters that could give them a context.
         let total: usize = groups.iter().map(|g| g.1 - g.0).sum();
-        let shortest = self.lengths.trailing_zeros() as usize;
-        let longest_group = groups.iter().map(|g| g.1 - g.0).max().unwrap_or(0);
-        if total < shortest
-            && self.windows.iter().all(|w| longest_group <= *w)
-            && text.as_bytes().get(end) != Some(&b';')
-        {
-            return;
-        }
         // After a '+' or an international prefix, a span from the middle
         // is the tail of a foreign number, not a national number.
         let first = &text[first_start..first_end];
@@ -861,7 +891,11 @@ impl NumberSet {
         // A local number in a global phone-context (a tel: URI, a sip:
         // user part with user=phone) is read in that context and no
         // other way, as the identity headers read it.
-        if !seq.plus {
+        // Parameters follow the sequence in a URI, and the text names a
+        // phone-context somewhere (looked for once per text, and only then).
+        let may_have_context = text.as_bytes().get(end) == Some(&b';')
+            && *contexts.get_or_insert_with(|| mentions_phone_context(text.as_bytes()));
+        if !seq.plus && may_have_context {
             if let Some(ctx) = phone_context_after(text, end) {
                 if global_context(ctx).is_some() {
                     let digits: String = groups.iter().map(|g| &text[g.0..g.1]).collect();
@@ -877,7 +911,7 @@ impl NumberSet {
             }
         }
         // No span of a sequence shorter than every form can match.
-        if total >= shortest {
+        if total >= self.shortest {
             // Every contiguous span of groups, longest first, so "(03) 7010
             // 0142" is reported whole rather than as "7010 0142".
             for span in (1..=groups.len()).rev() {
@@ -908,10 +942,7 @@ impl NumberSet {
         }
         // A configured number buried in a longer run of digits
         // (`callid-0370100142169...`): look at windows of the full forms.
-        for g in groups
-            .iter()
-            .filter(|g| self.windows.iter().any(|w| g.1 - g.0 > *w))
-        {
+        for g in groups.iter().filter(|g| g.1 - g.0 > self.narrowest) {
             let run = &text[g.0..g.1];
             for &w in &self.windows {
                 if run.len() <= w {
@@ -989,6 +1020,14 @@ pub struct NumberHit<'a> {
 
 /// The `phone-context` value in the URI parameters right after a digit
 /// sequence ending at `end` (`02-9000-0000;phone-context=+61>`), if any.
+/// Does `text` say `phone-context` (in any case) anywhere? Without it no
+/// [`phone_context_after`] can be found.
+fn mentions_phone_context(text: &[u8]) -> bool {
+    const WORD: &[u8] = b"phone-context";
+    text.windows(WORD.len())
+        .any(|w| w[5] == b'-' && w.eq_ignore_ascii_case(WORD))
+}
+
 fn phone_context_after(text: &str, end: usize) -> Option<&str> {
     let rest = text.get(end..)?;
     if !rest.starts_with(';') {
