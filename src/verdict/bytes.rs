@@ -85,6 +85,8 @@ pub struct Masks {
     pub digit: Vec<u64>,
     /// Characters of a domain or IPv4 token ([`TOKEN`]).
     pub token: Vec<u64>,
+    /// Colons (IPv6 addresses have two or more).
+    pub colon: Vec<u64>,
     /// Every kind of byte the text holds, as [`profile`] gives it.
     pub profile: u16,
     /// The text's length in bytes.
@@ -135,9 +137,10 @@ struct Seen {
 }
 
 impl Seen {
-    /// The digits, the letters and digits, and the token characters of
-    /// eight bytes (as [`gather`] gives them), noting what kinds they hold.
-    fn classify(&mut self, raw: u64) -> (u64, u64, u64) {
+    /// The digits, the letters and digits, the token characters and the
+    /// colons of eight bytes (as [`gather`] gives them), noting what kinds
+    /// they hold.
+    fn classify(&mut self, raw: u64) -> (u64, u64, u64, u64) {
         let high = raw & HIGH;
         self.non_ascii |= high;
         // Non-ASCII bytes are of no kind below: their top bit is cleared
@@ -154,9 +157,10 @@ impl Seen {
         self.token |= t;
         self.percent |= equal(x, b'%') & ascii;
         self.question |= equal(x, b'?') & ascii;
-        self.colon |= equal(x, b':') & ascii;
+        let c = equal(x, b':') & ascii;
+        self.colon |= c;
         self.apostrophe |= (equal(x, b'\'') | equal(x, b'`')) & ascii;
-        (gather(d), gather(a), gather(a | t))
+        (gather(d), gather(a), gather(a | t), gather(c))
     }
 }
 
@@ -172,19 +176,21 @@ impl Masks {
         self.alnum.clear();
         self.digit.clear();
         self.token.clear();
+        self.colon.clear();
         self.len = s.len();
         let mut seen = Seen::default();
         for block in s.chunks(64) {
-            let (mut alnum, mut digit, mut token) = (0u64, 0u64, 0u64);
+            let (mut alnum, mut digit, mut token, mut colon) = (0u64, 0u64, 0u64, 0u64);
             let mut words = block.chunks_exact(8);
             let mut shift = 0;
             for word in &mut words {
                 // chunks_exact gives eight bytes; zeros are of no kind.
                 let raw = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                let (d, a, t) = seen.classify(raw);
+                let (d, a, t, c) = seen.classify(raw);
                 digit |= d << shift;
                 alnum |= a << shift;
                 token |= t << shift;
+                colon |= c << shift;
                 shift += 8;
             }
             let rest = words.remainder();
@@ -193,14 +199,16 @@ impl Masks {
                 for (to, from) in last.iter_mut().zip(rest) {
                     *to = *from;
                 }
-                let (d, a, t) = seen.classify(u64::from_le_bytes(last));
+                let (d, a, t, c) = seen.classify(u64::from_le_bytes(last));
                 digit |= d << shift;
                 alnum |= a << shift;
                 token |= t << shift;
+                colon |= c << shift;
             }
             self.alnum.push(alnum);
             self.digit.push(digit);
             self.token.push(token);
+            self.colon.push(colon);
         }
         let any = |m: u64, kind: u16| if m != 0 { kind } else { 0 };
         self.profile = any(seen.alnum, ALNUM | TOKEN)
@@ -281,6 +289,7 @@ mod tests {
                 assert_eq!(Masks::has(&m.alnum, i), is(b, ALNUM), "{i}");
                 assert_eq!(Masks::has(&m.digit, i), is(b, DIGIT), "{i}");
                 assert_eq!(Masks::has(&m.token, i), is(b, TOKEN), "{i}");
+                assert_eq!(Masks::has(&m.colon, i), b == b':', "{i}");
             }
             for from in 0..=t.len() {
                 let set = (from..t.len()).find(|&i| is(t[i], DIGIT));

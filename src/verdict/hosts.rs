@@ -129,6 +129,11 @@ impl HostSet {
             while let Some(run_start) = Masks::next_set(&masks.token, i) {
                 // A token: its run of characters, dots at its ends trimmed.
                 i = masks.next_clear(&masks.token, run_start);
+                // Most tokens end in a character no configured host ends in.
+                let last = b[i - 1];
+                if last != b'.' && !automaton.may_start(last) {
+                    continue;
+                }
                 let tok = &b[run_start..i];
                 let Some(first) = tok.iter().position(|c| *c != b'.') else {
                     continue;
@@ -169,21 +174,25 @@ impl HostSet {
         if self.v6 && masks.profile & bytes::COLON != 0 {
             // IPv6 tokens: hex digits, ':' and '.', with at least two colons.
             let mut from = 0;
-            while let Some(k) = b[from..].iter().position(|c| *c == b':') {
-                let colon = from + k;
+            while let Some(colon) = Masks::next_set(&masks.colon, from) {
+                // The first colon of its token (any before it in the same
+                // token would have been found first): the token's second
+                // colon, if any, is after it.
+                let mut end = colon + 1;
+                let mut colons = 1;
+                while end < b.len() && is_v6_byte(b[end]) {
+                    colons += usize::from(b[end] == b':');
+                    end += 1;
+                }
+                from = end;
+                if colons < 2 {
+                    continue;
+                }
                 let mut start = colon;
                 while start > 0 && is_v6_byte(b[start - 1]) {
                     start -= 1;
                 }
-                let mut end = colon;
-                while end < b.len() && is_v6_byte(b[end]) {
-                    end += 1;
-                }
-                from = end;
                 let tok = &text[start..end];
-                if tok.bytes().filter(|c| *c == b':').count() < 2 {
-                    continue;
-                }
                 let Ok(ip) = tok.parse::<IpAddr>() else {
                     continue;
                 };

@@ -796,6 +796,16 @@ impl NumberSet {
         let (mut total, mut longest) = (0usize, 0usize);
         // Whether the text mentions a phone-context at all, once asked.
         let mut contexts = None;
+        // With fewer digits in all than any form of a configured number
+        // has, and none in a group longer than a window, only a
+        // phone-context could make a number of them (most texts).
+        let count: usize = masks.digit.iter().map(|w| w.count_ones() as usize).sum();
+        if count < self.shortest && count <= self.narrowest {
+            if !(b.contains(&b';') && mentions_phone_context(b)) {
+                return out;
+            }
+            contexts = Some(true);
+        }
         let mut i = 0;
         // Each group of digits, from the masks.
         while let Some(start) = Masks::next_set(&masks.digit, i) {
