@@ -195,11 +195,23 @@ impl Masks {
             }
             let rest = words.remainder();
             if !rest.is_empty() {
-                let mut last = [0u8; 8];
-                for (to, from) in last.iter_mut().zip(rest) {
-                    *to = *from;
-                }
-                let (d, a, t, c) = seen.classify(u64::from_le_bytes(last));
+                // The text's last eight bytes, shifted so that only the
+                // ones not yet read remain (zeros are of no kind); a text
+                // shorter than eight bytes is copied.
+                let last = match s.len().checked_sub(8).and_then(|from| s.get(from..)) {
+                    Some(tail) => {
+                        u64::from_le_bytes(tail.try_into().unwrap_or([0; 8]))
+                            >> (8 * (8 - rest.len()))
+                    }
+                    None => {
+                        let mut short = [0u8; 8];
+                        for (to, from) in short.iter_mut().zip(rest) {
+                            *to = *from;
+                        }
+                        u64::from_le_bytes(short)
+                    }
+                };
+                let (d, a, t, c) = seen.classify(last);
                 digit |= d << shift;
                 alnum |= a << shift;
                 token |= t << shift;
@@ -235,6 +247,29 @@ impl Masks {
             bits = *mask.get(w)?;
         }
         Some(w * 64 + bits.trailing_zeros() as usize)
+    }
+
+    /// Where the run of set bytes in `mask` that holds byte `at` (set)
+    /// starts.
+    pub fn run_start(&self, mask: &[u64], at: usize) -> usize {
+        let mut w = at / 64;
+        // The clear bits at or below `at` in its word.
+        let below = if at % 64 == 63 {
+            !0u64
+        } else {
+            (1u64 << (at % 64 + 1)) - 1
+        };
+        let mut clear = !mask.get(w).copied().unwrap_or(0) & below;
+        loop {
+            if clear != 0 {
+                return w * 64 + 64 - clear.leading_zeros() as usize;
+            }
+            if w == 0 {
+                return 0;
+            }
+            w -= 1;
+            clear = !mask.get(w).copied().unwrap_or(0);
+        }
     }
 
     /// The first byte at or after `from` not set in `mask` (the text's
@@ -298,6 +333,10 @@ mod tests {
                     .find(|&i| !is(t[i], TOKEN))
                     .unwrap_or(t.len());
                 assert_eq!(m.next_clear(&m.token, from), clear);
+                if from < t.len() && is(t[from], TOKEN) {
+                    let start = (0..=from).rev().take_while(|&i| is(t[i], TOKEN)).last();
+                    assert_eq!(Some(m.run_start(&m.token, from)), start, "{from}");
+                }
             }
         }
     }

@@ -118,6 +118,44 @@ impl HostSet {
         self.find_masked(text, &masks)
     }
 
+    /// Add to `hits` (token start, pattern, token end) for each domain or
+    /// IPv4 address the token `b[run_start..run_end]` is (or, for a
+    /// domain, is a subdomain of), dots at its ends trimmed.
+    fn token_hits(
+        &self,
+        automaton: &Patterns,
+        b: &[u8],
+        run_start: usize,
+        run_end: usize,
+        hits: &mut Vec<(usize, usize, usize)>,
+    ) {
+        let tok = &b[run_start..run_end];
+        let Some(first) = tok.iter().position(|c| *c != b'.') else {
+            return;
+        };
+        let last = tok.iter().rposition(|c| *c != b'.').unwrap_or(first);
+        let (start, end) = (run_start + first, run_start + last + 1);
+        if !automaton.may_start(b[end - 1]) {
+            return;
+        }
+        // Every configured text the token ends with.
+        automaton.suffixes_reversed(&b[start..end], |n, pattern| {
+            let Some(&p) = self.ids.get(pattern) else {
+                return;
+            };
+            let s = end - n;
+            let hit = match &self.patterns[p].kind {
+                // The domain itself, or a subdomain: a dot before it.
+                HostKind::Domain(_) => s == start || b[s - 1] == b'.',
+                // The whole token.
+                HostKind::Ip(_) => s == start,
+            };
+            if hit {
+                hits.push((start, p, end));
+            }
+        });
+    }
+
     /// [`HostSet::find`] in a text whose [`Masks`] have been read.
     pub fn find_masked(&self, text: &str, masks: &Masks) -> Vec<(&HostPattern, String)> {
         let mut out = Vec::new();
@@ -125,40 +163,25 @@ impl HostSet {
         if let Some(automaton) = &self.automaton {
             // (token start, pattern, token end) of each hit.
             let mut hits: Vec<(usize, usize, usize)> = Vec::new();
-            let mut i = 0;
-            while let Some(run_start) = Masks::next_set(&masks.token, i) {
-                // A token: its run of characters, dots at its ends trimmed.
-                i = masks.next_clear(&masks.token, run_start);
-                // Most tokens end in a character no configured host ends in.
-                let last = b[i - 1];
-                if last != b'.' && !automaton.may_start(last) {
-                    continue;
-                }
-                let tok = &b[run_start..i];
-                let Some(first) = tok.iter().position(|c| *c != b'.') else {
-                    continue;
-                };
-                let last = tok.iter().rposition(|c| *c != b'.').unwrap_or(first);
-                let (start, end) = (run_start + first, run_start + last + 1);
-                if !automaton.may_start(b[end - 1]) {
-                    continue;
-                }
-                // Every configured text the token ends with.
-                automaton.suffixes_reversed(&b[start..end], |n, pattern| {
-                    let Some(&p) = self.ids.get(pattern) else {
-                        return;
+            // The last character of each token, from the masks: most end
+            // in a character no configured host ends in, and are passed
+            // over without being read.
+            let token = &masks.token;
+            for (w, &bits) in token.iter().enumerate() {
+                let next_first = token.get(w + 1).map_or(0, |n| n & 1);
+                let mut ends = bits & !((bits >> 1) | (next_first << 63));
+                while ends != 0 {
+                    let e = w * 64 + ends.trailing_zeros() as usize;
+                    ends &= ends - 1;
+                    let Some(&last) = b.get(e) else {
+                        continue;
                     };
-                    let s = end - n;
-                    let hit = match &self.patterns[p].kind {
-                        // The domain itself, or a subdomain: a dot before it.
-                        HostKind::Domain(_) => s == start || b[s - 1] == b'.',
-                        // The whole token.
-                        HostKind::Ip(_) => s == start,
-                    };
-                    if hit {
-                        hits.push((start, p, end));
+                    if last != b'.' && !automaton.may_start(last) {
+                        continue;
                     }
-                });
+                    let run_start = masks.run_start(token, e);
+                    self.token_hits(automaton, b, run_start, e + 1, &mut hits);
+                }
             }
             hits.sort_unstable();
             for (start, i, end) in hits {

@@ -742,7 +742,31 @@ fn name_like(name: &str) -> bool {
 /// Characters of an unquoted display name (RFC 3261 token characters and
 /// spaces; anything beyond ASCII for senders that don't quote).
 fn display_char(c: char) -> bool {
-    c.is_alphanumeric() || !c.is_ascii() || c.is_whitespace() || "-.!%*_+`'~".contains(c)
+    match u8::try_from(c) {
+        // The same test for ASCII, without the Unicode tables.
+        Ok(b) if b.is_ascii() => {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b' ' | b'\t'
+                        | b'\n'
+                        | 0x0b
+                        | 0x0c
+                        | b'\r'
+                        | b'-'
+                        | b'.'
+                        | b'!'
+                        | b'%'
+                        | b'*'
+                        | b'_'
+                        | b'+'
+                        | b'`'
+                        | b'\''
+                        | b'~'
+                )
+        }
+        _ => true,
+    }
 }
 
 /// Could this header value hold a display name or a name-like parameter?
@@ -1024,6 +1048,16 @@ impl Judge<'_> {
         let descriptors = self.policy.descriptors.clone();
         let base = self.layer.clone();
         for (label, t) in &views {
+            // No word of the text starts like any name or descriptor:
+            // none is shown, whole or cut (a cut name or descriptor starts
+            // as the whole one does), and nothing need be folded.
+            let mut masks = std::mem::take(&mut self.scratch.masks);
+            masks.read(t.as_bytes());
+            let may_hold = self.policy.lexicon.may_hold(t, &masks);
+            self.scratch.masks = masks;
+            if !may_hold {
+                continue;
+            }
             if label.is_some() {
                 self.layer = label.clone();
             }

@@ -343,7 +343,32 @@ pub struct Lexicon {
     /// space), indexed by [`triple`]: sharper, for texts without
     /// apostrophes, where the next bytes are simply the next bytes.
     triples: Vec<u64>,
+    /// For each [`CODE`]: some form is that letter or digit alone, or
+    /// starts with it and a space.
+    first_then_space: [bool; 37],
 }
+
+/// [`CODE`] of a space.
+const SPACE: u8 = 36;
+
+/// Each ASCII byte as folded, numbered for [`triple`]: a letter (either
+/// case) 0 to 25, a digit 26 to 35, anything else [`SPACE`] (it separates
+/// words). Bytes of non-ASCII characters too, but texts holding them are
+/// not looked up this way.
+const CODE: [u8; 256] = {
+    let mut t = [SPACE; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = (b as u8).to_ascii_lowercase();
+        if c.is_ascii_lowercase() {
+            t[b] = c - b'a';
+        } else if c.is_ascii_digit() {
+            t[b] = 26 + c - b'0';
+        }
+        b += 1;
+    }
+    t
+};
 
 /// The index of three folded ASCII bytes (letters, digits or a space) in
 /// [`Lexicon`]'s `triples`; None for anything else.
@@ -447,11 +472,38 @@ impl Lexicon {
                 pairs[bit / 64] |= 1 << (bit % 64);
             }
         }
+        let mut first_then_space = [false; 37];
+        for form in &forms {
+            if let [a, rest @ ..] = form.as_bytes() {
+                if (rest.is_empty() || rest[0] == b' ') && a.is_ascii_alphanumeric() {
+                    first_then_space[usize::from(CODE[usize::from(*a)])] = true;
+                }
+            }
+        }
         Lexicon {
             automaton,
             meanings,
             pairs,
             triples,
+            first_then_space,
+        }
+    }
+
+    /// Could some name or descriptor be in `text` (whose `masks` have been
+    /// read) as whole words? False only when none can: no word of an
+    /// ASCII text starts as any form does. Text with non-ASCII characters
+    /// is not looked at (folding may change its length).
+    pub fn may_hold(&self, text: &str, masks: &Masks) -> bool {
+        if self.automaton.is_none() {
+            return false;
+        }
+        if masks.profile & bytes::NON_ASCII != 0 {
+            return true;
+        }
+        if masks.profile & bytes::APOSTROPHE == 0 {
+            self.may_hold_masked(text.as_bytes(), masks)
+        } else {
+            self.may_hold_ascii(text.as_bytes())
         }
     }
 
@@ -473,23 +525,21 @@ impl Lexicon {
             while starts != 0 {
                 let i = w * 64 + starts.trailing_zeros() as usize;
                 starts &= starts - 1;
-                let Some(&b) = s.get(i) else {
-                    break;
-                };
-                // The next two bytes as folded: a letter or digit, or a
-                // space for whatever else follows (or nothing).
-                let folded = |k: usize| match s.get(k) {
-                    Some(&n) if Masks::has(&masks.alnum, k) => FOLD[usize::from(n & 0x7f)],
-                    _ => b' ',
-                };
-                let (first, second) = (FOLD[usize::from(b & 0x7f)], folded(i + 1));
-                let hit = if second == b' ' {
-                    // A one-letter word: what follows the space is
-                    // further on; the pair decides.
-                    self.pair(first, second)
+                // This byte and the next two as folded (ASCII without
+                // apostrophes: each byte is a letter or digit, or stands
+                // for a space, as does the text's end).
+                let code = |k: usize| s.get(k).map_or(SPACE, |&x| CODE[usize::from(x)]);
+                let (first, second) = (code(i), code(i + 1));
+                let hit = if second == SPACE {
+                    // A one-letter word: what follows the space may be
+                    // further on; the first letter decides.
+                    self.first_then_space[usize::from(first)]
                 } else {
-                    triple(first, second, folded(i + 2))
-                        .is_some_and(|t| self.triples[t / 64] & (1 << (t % 64)) != 0)
+                    let t = (usize::from(first) * 37 + usize::from(second)) * 37
+                        + usize::from(code(i + 2));
+                    self.triples
+                        .get(t / 64)
+                        .is_some_and(|w| w & (1 << (t % 64)) != 0)
                 };
                 if hit {
                     return true;
@@ -554,12 +604,7 @@ impl Lexicon {
         found.starts.clear();
         if let Some(a) = &self.automaton {
             if masks.profile & bytes::NON_ASCII == 0 {
-                let may_hold = if masks.profile & bytes::APOSTROPHE == 0 {
-                    self.may_hold_masked(text.as_bytes(), masks)
-                } else {
-                    self.may_hold_ascii(text.as_bytes())
-                };
-                if !may_hold {
+                if !self.may_hold(text, masks) {
                     found.clear();
                     found.folded = folded;
                     return;

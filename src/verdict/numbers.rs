@@ -810,22 +810,41 @@ impl NumberSet {
         // Each group of digits, from the masks.
         while let Some(start) = Masks::next_set(&masks.digit, i) {
             i = masks.next_clear(&masks.digit, start);
+            let len = i - start;
+            // A short group with letters on both sides (the digits of an
+            // encoded token, a hex tag) is a sequence of its own, too
+            // short for any number and followed by no parameter: it is
+            // passed over. (Letters stand between it and any other group,
+            // so the groups around it are read as they would have been.)
+            let letter = |k: usize| b.get(k).is_some_and(u8::is_ascii_alphabetic);
+            if start > 0
+                && letter(start - 1)
+                && letter(i)
+                && len < self.shortest
+                && len <= self.narrowest
+            {
+                continue;
+            }
             // Does this group continue the sequence being read? Groups join
             // when only a few visual separators stand between them.
             let joined = groups.last().is_some_and(|&(_, prev_end)| {
-                // Both ends are ASCII digits, so this is whole characters.
-                let between = text.get(prev_end..start).unwrap_or("");
-                let joins = if between.is_ascii() {
-                    between.len() <= 3 && between.bytes().all(is_separator)
-                } else {
-                    // What people paste: no-break spaces, Unicode dashes.
+                let gap = b.get(prev_end..start).unwrap_or_default();
+                if gap.len() <= 3 && !gap.is_empty() && gap.iter().all(|c| is_separator(*c)) {
+                    true
+                } else if gap.len() <= 12 && !gap.is_ascii() {
+                    // What people paste: no-break spaces, Unicode dashes
+                    // (at most three characters of at most four bytes).
+                    // Both ends are ASCII digits, so this is whole
+                    // characters.
+                    let between = text.get(prev_end..start).unwrap_or("");
                     between.chars().count() <= 3
                         && between
                             .chars()
                             .map(fold)
                             .all(|c| c.is_ascii() && is_separator(c as u8))
-                };
-                !between.is_empty() && joins
+                } else {
+                    false
+                }
             });
             if !joined {
                 if let Some(&(_, end)) = groups.last() {
@@ -854,8 +873,8 @@ impl NumberSet {
                 };
             }
             groups.push((start, i));
-            total += i - start;
-            longest = longest.max(i - start);
+            total += len;
+            longest = longest.max(len);
             if b.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
                 seq.standalone = false;
             }
@@ -933,6 +952,22 @@ impl NumberSet {
                     if len > MAX_CANDIDATE || self.lengths & (1 << len) == 0 {
                         continue;
                     }
+                    // Nor can most that pass: refused on their first two
+                    // digits, as match_digits would.
+                    let first = groups[i].0;
+                    let second = if groups[i].1 - first >= 2 {
+                        Some(first + 1)
+                    } else {
+                        groups.get(i + 1).map(|g| g.0)
+                    };
+                    let t = text.as_bytes();
+                    if let (Some(a), Some(b)) = (t.get(first), second.and_then(|k| t.get(k))) {
+                        let lead =
+                            u32::from(a.wrapping_sub(b'0')) * 10 + u32::from(b.wrapping_sub(b'0'));
+                        if lead < 100 && self.leads[len] & (1 << lead) == 0 {
+                            continue;
+                        }
+                    }
                     digits.clear();
                     for g in &groups[i..i + span] {
                         digits.push_str(&text[g.0..g.1]);
@@ -959,6 +994,12 @@ impl NumberSet {
                     continue;
                 }
                 for s in 0..=(run.len() - w) {
+                    // Refused on the first two digits, as match_digits would.
+                    let r = run.as_bytes();
+                    let lead = u32::from(r[s] - b'0') * 10 + u32::from(r[s + 1] - b'0');
+                    if self.leads.get(w).is_none_or(|m| m & (1 << lead) == 0) {
+                        continue;
+                    }
                     if let Some(m) = self.match_digits(&run[s..s + w], false, false) {
                         out.push(NumberHit {
                             number: m,
