@@ -1,7 +1,8 @@
-//! What kind of byte each byte is, looked up in one table, and a text's
-//! profile: which kinds it holds at all, read in one pass, so the scan
+//! What kind of byte each byte is, and where each kind is in a text
+//! ([`Masks`]): read once per text, sixteen bytes at a time, so the scan
 //! skips what can't be there (no digits: no number; no `%`: nothing to
-//! percent-decode) instead of searching each text once per question.
+//! percent-decode) and each search jumps to the places that matter instead
+//! of testing every byte once per question.
 
 /// An ASCII letter or digit.
 pub const ALNUM: u16 = 1;
@@ -72,11 +73,11 @@ pub fn is(b: u8, kind: u16) -> bool {
     CLASS[usize::from(b)] & kind != 0
 }
 
-/// Where the letters, digits and token characters of a text are, one bit
-/// per byte (bit `i % 64` of word `i / 64` for byte `i`), and the text's
-/// [`profile`]. Read once per text, eight bytes at a time, so the number,
-/// host and name searches jump from one place of interest to the next
-/// instead of each testing every byte. Reused from text to text.
+/// Where the letters, digits, token characters and colons of a text are,
+/// one bit per byte (bit `i % 64` of word `i / 64` for byte `i`), and the
+/// kinds of byte it holds. Read once per text, sixteen bytes at a time, so
+/// the number, host and name searches jump from one place of interest to
+/// the next instead of each testing every byte. Reused from text to text.
 #[derive(Debug, Default)]
 pub struct Masks {
     /// ASCII letters and digits.
@@ -87,87 +88,62 @@ pub struct Masks {
     pub token: Vec<u64>,
     /// Colons (IPv6 addresses have two or more).
     pub colon: Vec<u64>,
-    /// Every kind of byte the text holds, as [`profile`] gives it.
+    /// Every kind of byte the text holds ([`ALNUM`], [`DIGIT`]...).
     pub profile: u16,
     /// The text's length in bytes.
     pub len: usize,
 }
 
-/// A byte's value in every byte of a word.
-const fn splat(b: u8) -> u64 {
-    0x0101_0101_0101_0101 * b as u64
-}
+/// What [`classify`] notes of each byte beyond the masks (or'ed over a
+/// text, they say which of these it holds at all).
+const SAW_PERCENT: u8 = 1;
+/// A `?`.
+const SAW_QUESTION: u8 = 1 << 1;
+/// A `'` or `` ` ``.
+const SAW_APOSTROPHE: u8 = 1 << 2;
+/// A byte of a non-ASCII character.
+const SAW_NON_ASCII: u8 = 1 << 3;
 
-/// The top bit of every byte.
-const HIGH: u64 = splat(0x80);
-
-/// The top bit of each byte of `x` (bytes below 0x80) set where the byte is
-/// `k` or more (0 < k <= 0x80): adding 0x80 - k carries into the top bit
-/// exactly then, and never into the next byte.
-fn at_least(x: u64, k: u8) -> u64 {
-    x.wrapping_add(splat(0x80 - k)) & HIGH
-}
-
-/// The top bit of each byte of `x` (bytes below 0x80) set where the byte is
-/// `k` (below 0x80).
-fn equal(x: u64, k: u8) -> u64 {
-    !(x ^ splat(k)).wrapping_add(splat(0x7f)) & HIGH
-}
-
-/// What kinds of byte [`Masks::read`] has seen so far, each as the top bits
-/// of the bytes where it was seen (or'ed over the words read).
-#[derive(Default)]
-struct Seen {
-    /// Letters or digits.
-    alnum: u64,
-    /// Digits.
-    digit: u64,
-    /// `.`, `-` or `_`.
-    token: u64,
-    /// `%`.
-    percent: u64,
-    /// `?`.
-    question: u64,
-    /// `:`.
-    colon: u64,
-    /// `'` or `` ` ``.
-    apostrophe: u64,
-    /// Bytes of non-ASCII characters.
-    non_ascii: u64,
-}
-
-impl Seen {
-    /// The digits, the letters and digits, the token characters and the
-    /// colons of eight bytes (as [`gather`] gives them), noting what kinds
-    /// they hold.
-    fn classify(&mut self, raw: u64) -> (u64, u64, u64, u64) {
-        let high = raw & HIGH;
-        self.non_ascii |= high;
-        // Non-ASCII bytes are of no kind below: their top bit is cleared
-        // for the arithmetic and their results masked off.
-        let x = raw & !HIGH;
-        let ascii = !high & HIGH;
-        let d = at_least(x, b'0') & !at_least(x, b'9' + 1) & ascii;
-        let lower = x | splat(0x20);
-        let a = (at_least(lower, b'a') & !at_least(lower, b'z' + 1) & ascii) | d;
-        // `-` and `.` are neighbours (0x2d, 0x2e).
-        let t = ((at_least(x, b'-') & !at_least(x, b'.' + 1)) | equal(x, b'_')) & ascii;
-        self.alnum |= a;
-        self.digit |= d;
-        self.token |= t;
-        self.percent |= equal(x, b'%') & ascii;
-        self.question |= equal(x, b'?') & ascii;
-        let c = equal(x, b':') & ascii;
-        self.colon |= c;
-        self.apostrophe |= (equal(x, b'\'') | equal(x, b'`')) & ascii;
-        (gather(d), gather(a), gather(a | t), gather(c))
+/// The kinds of sixteen bytes: bit masks of the digits, the letters and
+/// digits, the token characters and the colons, with what else was seen
+/// or'ed into `seen`. Each byte's kinds are written to arrays of 0 or 0x80
+/// a byte at a time, which the compiler turns into comparisons of all
+/// sixteen at once; the top bits are then gathered into masks.
+// Kept out of line: on its own the loop below is compiled to comparisons
+// of all sixteen bytes at once, which inlining into a larger loop can undo.
+#[inline(never)]
+fn classify(block: &[u8; 16], seen: &mut [u8; 16]) -> (u16, u16, u16, u16) {
+    let (mut d, mut a, mut t, mut c) = ([0u8; 16], [0u8; 16], [0u8; 16], [0u8; 16]);
+    for i in 0..16 {
+        let b = block[i];
+        // Non-short-circuiting operators throughout, so that every byte
+        // is computed the same way, without branches.
+        let digit = u8::from(b.wrapping_sub(b'0') < 10);
+        // Upper or lower case alike (bytes from 0x80 never match).
+        let letter = u8::from((b | 0x20).wrapping_sub(b'a') < 26);
+        let sep = u8::from((b == b'.') | (b == b'-') | (b == b'_'));
+        d[i] = digit << 7;
+        a[i] = (digit | letter) << 7;
+        t[i] = (digit | letter | sep) << 7;
+        c[i] = u8::from(b == b':') << 7;
+        seen[i] |= (u8::from(b == b'%') * SAW_PERCENT)
+            | (u8::from(b == b'?') * SAW_QUESTION)
+            | (u8::from((b == b'\'') | (b == b'`')) * SAW_APOSTROPHE)
+            | (u8::from(b >= 0x80) * SAW_NON_ASCII);
     }
+    (gather(&d), gather(&a), gather(&t), gather(&c))
 }
 
-/// The top bits of the eight bytes of `m` (nothing else set), as eight bits.
-fn gather(m: u64) -> u64 {
-    // Each byte's bit lands in the top byte, in order, without carries.
-    (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+/// The top bits of sixteen bytes (nothing else set), as sixteen bits.
+fn gather(m: &[u8; 16]) -> u16 {
+    let (lo, hi) = m.split_at(8);
+    // Both halves are eight bytes long.
+    let lo = u64::from_le_bytes(lo.try_into().unwrap_or([0; 8]));
+    let hi = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
+    // Each byte's top bit lands in the top byte, in order, without
+    // carries.
+    let eight = |x: u64| (x >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+    (eight(lo) | (eight(hi) << 8)) as u16
 }
 
 impl Masks {
@@ -178,59 +154,65 @@ impl Masks {
         self.token.clear();
         self.colon.clear();
         self.len = s.len();
-        let mut seen = Seen::default();
+        let mut seen = [0u8; 16];
+        let (mut any_alnum, mut any_digit, mut any_token, mut any_colon) = (0, 0, 0, 0);
         for block in s.chunks(64) {
             let (mut alnum, mut digit, mut token, mut colon) = (0u64, 0u64, 0u64, 0u64);
-            let mut words = block.chunks_exact(8);
-            let mut shift = 0;
-            for word in &mut words {
-                // chunks_exact gives eight bytes; zeros are of no kind.
-                let raw = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                let (d, a, t, c) = seen.classify(raw);
-                digit |= d << shift;
-                alnum |= a << shift;
-                token |= t << shift;
-                colon |= c << shift;
-                shift += 8;
-            }
-            let rest = words.remainder();
-            if !rest.is_empty() {
-                // The text's last eight bytes, shifted so that only the
-                // ones not yet read remain (zeros are of no kind); a text
-                // shorter than eight bytes is copied.
-                let last = match s.len().checked_sub(8).and_then(|from| s.get(from..)) {
-                    Some(tail) => {
-                        u64::from_le_bytes(tail.try_into().unwrap_or([0; 8]))
-                            >> (8 * (8 - rest.len()))
-                    }
-                    None => {
-                        let mut short = [0u8; 8];
-                        for (to, from) in short.iter_mut().zip(rest) {
-                            *to = *from;
-                        }
-                        u64::from_le_bytes(short)
-                    }
+            for (k, chunk) in block.chunks(16).enumerate() {
+                let (d, a, t, c) = match <&[u8; 16]>::try_from(chunk) {
+                    Ok(bytes) => classify(bytes, &mut seen),
+                    Err(_) => Self::classify_end(s, chunk.len(), &mut seen),
                 };
-                let (d, a, t, c) = seen.classify(last);
-                digit |= d << shift;
-                alnum |= a << shift;
-                token |= t << shift;
-                colon |= c << shift;
+                let shift = 16 * k;
+                digit |= u64::from(d) << shift;
+                alnum |= u64::from(a) << shift;
+                token |= u64::from(t) << shift;
+                colon |= u64::from(c) << shift;
             }
             self.alnum.push(alnum);
             self.digit.push(digit);
             self.token.push(token);
             self.colon.push(colon);
+            any_alnum |= alnum;
+            any_digit |= digit;
+            any_token |= token;
+            any_colon |= colon;
         }
-        let any = |m: u64, kind: u16| if m != 0 { kind } else { 0 };
-        self.profile = any(seen.alnum, ALNUM | TOKEN)
-            | any(seen.digit, DIGIT)
-            | any(seen.token, TOKEN)
-            | any(seen.percent, PERCENT)
-            | any(seen.question, QUESTION)
-            | any(seen.colon, COLON)
-            | any(seen.apostrophe, APOSTROPHE)
-            | any(seen.non_ascii, NON_ASCII);
+        let saw = seen.iter().fold(0, |x, y| x | y);
+        let kind = |yes: bool, kind: u16| if yes { kind } else { 0 };
+        self.profile = kind(any_alnum != 0, ALNUM)
+            | kind(any_digit != 0, DIGIT)
+            | kind(any_token != 0, TOKEN)
+            | kind(any_colon != 0, COLON)
+            | kind(saw & SAW_PERCENT != 0, PERCENT)
+            | kind(saw & SAW_QUESTION != 0, QUESTION)
+            | kind(saw & SAW_APOSTROPHE != 0, APOSTROPHE)
+            | kind(saw & SAW_NON_ASCII != 0, NON_ASCII);
+    }
+
+    /// [`classify`] of the last `n` (fewer than sixteen) bytes of `s`:
+    /// the last sixteen are read and the masks shifted to leave only the
+    /// `n` (what else is seen was seen already); a text shorter than
+    /// sixteen bytes is copied, zeros being of no kind.
+    fn classify_end(s: &[u8], n: usize, seen: &mut [u8; 16]) -> (u16, u16, u16, u16) {
+        match s
+            .len()
+            .checked_sub(16)
+            .and_then(|from| <&[u8; 16]>::try_from(&s[from..]).ok())
+        {
+            Some(last) => {
+                let (d, a, t, c) = classify(last, seen);
+                let drop = 16 - n;
+                (d >> drop, a >> drop, t >> drop, c >> drop)
+            }
+            None => {
+                let mut short = [0u8; 16];
+                for (to, from) in short.iter_mut().zip(&s[s.len() - n..]) {
+                    *to = *from;
+                }
+                classify(&short, seen)
+            }
+        }
     }
 
     /// Is byte `i` set in `mask`?
