@@ -8,14 +8,9 @@
 //!
 //! Wall time on a machine shared with other work is noisy; for a count that
 //! isn't, `CIDGUARD_VERDICT_LOOP=<kind>:<n>` runs n verdicts of one kind
-//! (clean, leaking, gzip, rfc2047) and nothing else, to run under
-//! cachegrind; subtract a run with n = 0 (the set-up) and divide by n:
-//!
-//! ```text
-//! bin=$(cargo bench --bench verdict --no-run 2>&1 | grep -o 'target/release/deps/verdict-[0-9a-f]*')
-//! CIDGUARD_VERDICT_LOOP=clean:2000 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null $bin
-//! CIDGUARD_VERDICT_LOOP=clean:0 valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null $bin
-//! ```
+//! (clean, leaking, gzip, rfc2047) and nothing else, and
+//! `bash benches/verdict-instructions.sh` counts the instructions per
+//! verdict of each kind with it under valgrind.
 
 use std::path::Path;
 
@@ -140,7 +135,9 @@ fn messages(policy: &Policy) -> Messages {
 
 fn bench(c: &mut Criterion) {
     let cfg = config();
-    let policy = Policy::for_config(&cfg).expect("policies").remove(0);
+    let policy = cidguard::plan::line_policies(&cfg)
+        .expect("policies")
+        .remove(0);
     let m = messages(&policy);
     let mut g = c.benchmark_group("verdict");
     g.throughput(Throughput::Elements(1));
@@ -168,7 +165,9 @@ fn main() {
             .expect("CIDGUARD_VERDICT_LOOP=<kind>:<n>");
         let n: usize = n.parse().expect("a count");
         let cfg = config();
-        let policy = Policy::for_config(&cfg).expect("policies").remove(0);
+        let policy = cidguard::plan::line_policies(&cfg)
+            .expect("policies")
+            .remove(0);
         let m = messages(&policy);
         let msg = match kind {
             "clean" => &m.clean,

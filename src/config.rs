@@ -8,7 +8,6 @@
 //! inline, but can always come from an environment variable, a file, or a
 //! systemd credential instead, and they never print.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -245,24 +244,8 @@ pub struct Organisation {
     pub default_descriptors: bool,
 }
 
-/// What a line must present to the called party.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Expect {
-    /// No number and no name: anonymous.
-    Withheld,
-    /// Only the umbrella agency's name, and its number or none.
-    Umbrella,
-}
-
-impl fmt::Display for Expect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Expect::Withheld => "withheld",
-            Expect::Umbrella => "umbrella",
-        })
-    }
-}
+/// What a line must present: the verdict engine's own type.
+pub use crate::verdict::Expect;
 
 /// The identity a line may show instead of its own.
 #[derive(Debug, Clone, Deserialize)]

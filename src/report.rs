@@ -116,7 +116,8 @@ pub fn config_summary(plan: &Plan) -> String {
         org.hosts.len(),
         if org.hosts.len() == 1 { "" } else { "s" },
     );
-    let descriptors = crate::verdict::descriptors_in_force(org);
+    let spec = crate::verdict::OrgSpec::from(org);
+    let descriptors = crate::verdict::descriptors_in_force(&spec);
     let _ = writeln!(
         s,
         "  {} descriptor{} of the kind of service ({}): {}",

@@ -158,7 +158,7 @@ fn join(lines: &[Vec<u8>], body: &[u8]) -> Vec<u8> {
 }
 
 /// Apply one random mutation; returns a description of it.
-fn mutate(rng: &mut StdRng, m: &mut Vec<u8>) -> String {
+pub(crate) fn mutate(rng: &mut StdRng, m: &mut Vec<u8>) -> String {
     let len = m.len();
     match rng.gen_range(0..13) {
         0 if len > 0 => {

@@ -24,6 +24,7 @@ mod sip_ua;
 mod store;
 mod support;
 mod verdict_corpus;
+mod verdict_golden;
 mod verdict_kamailio;
 mod verdict_props;
 mod web;

@@ -7,15 +7,15 @@ use cidguard::verdict::{judge, Kind, Outcome};
 
 use crate::verdict_corpus::example_policies;
 
-const BASE: &str = "INVITE sip:+61399990000@cidguard.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\nFrom: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:+61399990000@cidguard.test>\r\nCall-ID: 1@carrier.example\r\nCSeq: 1 INVITE\r\n";
+pub(crate) const BASE: &str = "INVITE sip:+61399990000@cidguard.test SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\nFrom: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:+61399990000@cidguard.test>\r\nCall-ID: 1@carrier.example\r\nCSeq: 1 INVITE\r\n";
 
 /// How many ways [`written`] knows.
-const STYLES: u8 = 25;
+pub(crate) const STYLES: u8 = 25;
 
 /// Ways to write the Australian number +61 `area` `abcd` `efgh` (`rest`
 /// is its eight digits after the area code): every form the verdict
 /// engine reads.
-fn written_nsn(area: char, rest: &str, style: u8) -> String {
+pub(crate) fn written_nsn(area: char, rest: &str, style: u8) -> String {
     let (a, b) = rest.split_at(4);
     let z = area;
     match style % STYLES {
@@ -52,11 +52,11 @@ fn written_nsn(area: char, rest: &str, style: u8) -> String {
 }
 
 /// Ways to write the NSN 3 7010 01xx (all in the configured range).
-fn written(sub: u32, style: u8) -> String {
+pub(crate) fn written(sub: u32, style: u8) -> String {
     written_nsn('3', &format!("701001{:02}", sub % 100), style)
 }
 
-fn placed(number: &str, place: u8) -> (String, &'static str) {
+pub(crate) fn placed(number: &str, place: u8) -> (String, &'static str) {
     match place % 8 {
         0 => (
             format!("P-Asserted-Identity: <sip:{number}@carrier.example>\r\n"),
@@ -172,7 +172,7 @@ use base64::Engine as _;
 
 /// What is hidden: one of the organisation's numbers, its name, or a
 /// descriptor of the kind of service, with the kind of finding it must give.
-fn secret(what: u8) -> (&'static str, Kind) {
+pub(crate) fn secret(what: u8) -> (&'static str, Kind) {
     match what % 3 {
         0 => ("+61370100142", Kind::Number),
         1 => ("Eastside Women’s Refuge", Kind::Name),
@@ -181,7 +181,7 @@ fn secret(what: u8) -> (&'static str, Kind) {
 }
 
 /// Ways a header text can arrive encoded.
-fn header_encoded(text: &str, style: u8) -> String {
+pub(crate) fn header_encoded(text: &str, style: u8) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     match style % 6 {
         0 => text.to_string(),
@@ -227,7 +227,7 @@ fn header_encoded(text: &str, style: u8) -> String {
 
 /// Headers that carry a display name or a name (the text as their display
 /// name, a name-like parameter, or their whole value).
-fn name_place(display: &str, place: u8) -> (String, &'static str) {
+pub(crate) fn name_place(display: &str, place: u8) -> (String, &'static str) {
     match place % 9 {
         0 => (
             format!(
@@ -300,7 +300,7 @@ fn brotli_stored(b: &[u8]) -> Vec<u8> {
 
 /// Ways a body can arrive: (extra headers, body bytes, what the finding
 /// must be reported in).
-fn body_encoded(text: &str, style: u8) -> (String, Vec<u8>, &'static str) {
+pub(crate) fn body_encoded(text: &str, style: u8) -> (String, Vec<u8>, &'static str) {
     let sdp = format!("v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns={text}\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n");
     let b64 = base64::engine::general_purpose::STANDARD;
     let sdp_type = "Content-Type: application/sdp\r\n";

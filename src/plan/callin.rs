@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Expect, Line};
+use crate::config::{Config, Expect};
 use crate::media::prompts::Prompts;
 use crate::verdict::names::{contains_words, normalise};
 use crate::verdict::numbers::{NumberError, NumberSet};
@@ -149,14 +149,7 @@ impl CallInPlan {
             |name: &str, expect: Expect, umbrella: &Option<crate::config::Umbrella>| {
                 Policy::new(
                     org.clone(),
-                    &Line {
-                        name: name.into(),
-                        expect,
-                        umbrella: umbrella.clone(),
-                        account: None,
-                        schedule: None,
-                    },
-                    region,
+                    &super::specs::line_spec(name, expect, umbrella.as_ref()),
                 )
             };
         let st = cfg.selftest.as_ref();

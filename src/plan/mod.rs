@@ -17,6 +17,7 @@
 mod callin;
 pub mod dial;
 mod problems;
+pub mod specs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use crate::sip::endpoint::{normalise_number, EndpointNumber, EndpointSpec};
 use crate::sip::transport::parse_listen;
 use crate::sip::Account;
 use crate::verdict::numbers::NumberError;
-use crate::verdict::Policy;
+use crate::verdict::{LineSpec, OrgSpec, Policy};
 
 pub use callin::{CallInPlan, DevicePlan, Keep, Owner, SELFTEST_LINE};
 pub use problems::problems;
@@ -45,9 +46,18 @@ pub use problems::problems;
 /// call-in) that shows a worker's mobile number fails.
 fn policies(config: &Config) -> Result<(Vec<Policy>, Policy), NumberError> {
     let protected = protected(config);
-    let lines = Policy::for_config(&protected)?;
-    let organisation = Policy::organisation(&protected.organisation)?;
-    Ok((lines, organisation))
+    let org = OrgSpec::from(&protected.organisation);
+    let lines: Vec<LineSpec> = protected.lines.iter().map(LineSpec::from).collect();
+    Ok((
+        Policy::for_lines(&org, &lines)?,
+        Policy::organisation(&org)?,
+    ))
+}
+
+/// Each line's policy, in file order, as a plan holds them (for benches
+/// and tools that judge without compiling a whole plan).
+pub fn line_policies(config: &Config) -> Result<Vec<Policy>, NumberError> {
+    policies(config).map(|(lines, _)| lines)
 }
 
 /// The config with the devices' numbers added to the organisation's.
@@ -182,7 +192,7 @@ impl Plan {
             policies(&config).map_err(|e| invalid("organisation.numbers", e.to_string()))?;
         let region = config.organisation.region.as_str();
         let org = std::sync::Arc::new(
-            crate::verdict::OrgMatcher::new(&protected(&config).organisation)
+            crate::verdict::OrgMatcher::new(&OrgSpec::from(&protected(&config).organisation))
                 .map_err(|e| invalid("organisation.numbers", e.to_string()))?,
         );
         let callin =

@@ -24,7 +24,7 @@ pub mod privacy;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::config::{Config, Expect, Line};
+use crate::config::{Config, Expect};
 use crate::media::prompts::{self, Clip, Digits, Outcome, Prompts, ShownNumber};
 use crate::verdict::numbers::NumberError;
 use crate::verdict::{self, Finding, Kind, Policy, Verdict};
@@ -93,15 +93,16 @@ pub fn policy(cfg: &Config) -> Result<Option<Policy>, NumberError> {
     let Some(st) = &cfg.selftest else {
         return Ok(None);
     };
-    let org = Arc::new(verdict::OrgMatcher::new(&cfg.organisation)?);
-    let line = Line {
+    let org = Arc::new(verdict::OrgMatcher::new(&(&cfg.organisation).into())?);
+    let line = verdict::LineSpec {
         name: LINE_NAME.into(),
         expect: st.expect,
-        umbrella: st.umbrella.clone(),
-        account: None,
-        schedule: None,
+        umbrella: st.umbrella.as_ref().map(|u| verdict::UmbrellaSpec {
+            name: u.name.clone(),
+            numbers: u.numbers.clone(),
+        }),
     };
-    Policy::new(org, &line, &cfg.organisation.region).map(Some)
+    Policy::new(org, &line).map(Some)
 }
 
 /// The prompts in use: the organisation's folder over the built-in voice.

@@ -122,6 +122,13 @@ fn media_type(content_type: &str) -> String {
 /// Control characters that don't occur in text (tabs, line ends and form
 /// feeds do).
 fn has_binary(s: &str) -> bool {
+    if s.is_ascii() {
+        // The same test a byte at a time: ASCII's controls are below 0x20
+        // and 0x7f.
+        return s
+            .bytes()
+            .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f);
+    }
     s.chars()
         .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\x0c'))
 }

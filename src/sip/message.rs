@@ -160,66 +160,98 @@ impl fmt::Display for StartLine {
 
 /// Map a header name (any case, compact or long) to its canonical long form.
 pub fn canonical_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let long = match lower.as_str() {
-        // RFC 3261 section 7.3.3 and later compact forms (RFC 3515, 3841, 3891, 4028, 4474...).
-        "i" | "call-id" => "Call-ID",
-        "m" | "contact" => "Contact",
-        "e" | "content-encoding" => "Content-Encoding",
-        "l" | "content-length" => "Content-Length",
-        "c" | "content-type" => "Content-Type",
-        "f" | "from" => "From",
-        "s" | "subject" => "Subject",
-        "k" | "supported" => "Supported",
-        "t" | "to" => "To",
-        "v" | "via" => "Via",
-        "r" | "refer-to" => "Refer-To",
-        "b" | "referred-by" => "Referred-By",
-        "x" | "session-expires" => "Session-Expires",
-        "o" | "event" => "Event",
-        "u" | "allow-events" => "Allow-Events",
-        "a" | "accept-contact" => "Accept-Contact",
-        "j" | "reject-contact" => "Reject-Contact",
-        "d" | "request-disposition" => "Request-Disposition",
-        "y" | "identity" => "Identity",
-        "n" | "identity-info" => "Identity-Info",
-        "cseq" => "CSeq",
-        "p-asserted-identity" => "P-Asserted-Identity",
-        "p-preferred-identity" => "P-Preferred-Identity",
-        "remote-party-id" => "Remote-Party-ID",
-        "privacy" => "Privacy",
-        "diversion" => "Diversion",
-        "history-info" => "History-Info",
-        "p-charge-info" => "P-Charge-Info",
-        "record-route" => "Record-Route",
-        "route" => "Route",
-        "reply-to" => "Reply-To",
-        "organization" => "Organization",
-        "user-agent" => "User-Agent",
-        "server" => "Server",
-        "call-info" => "Call-Info",
-        "alert-info" => "Alert-Info",
-        "www-authenticate" => "WWW-Authenticate",
-        "proxy-authenticate" => "Proxy-Authenticate",
-        "authorization" => "Authorization",
-        "proxy-authorization" => "Proxy-Authorization",
-        "max-forwards" => "Max-Forwards",
-        "expires" => "Expires",
-        "allow" => "Allow",
-        "require" => "Require",
-        "proxy-require" => "Proxy-Require",
-        "unsupported" => "Unsupported",
-        "p-called-party-id" => "P-Called-Party-ID",
-        "p-access-network-info" => "P-Access-Network-Info",
-        "reason" => "Reason",
-        "date" => "Date",
-        "accept" => "Accept",
-        "min-expires" => "Min-Expires",
-        "retry-after" => "Retry-After",
-        "warning" => "Warning",
-        _ => return name.to_string(),
+    known_name(name).unwrap_or(name).to_string()
+}
+
+/// The canonical long form of a header name the parser knows (any case,
+/// compact or long), without allocating; None for other names.
+pub fn known_name(name: &str) -> Option<&'static str> {
+    // Every known name is short: lower-case it on the stack.
+    let mut buf = [0u8; 24];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    // RFC 3261 section 7.3.3 and later compact forms (RFC 3515, 3841, 3891,
+    // 4028, 4474...), grouped by length so that a name is compared only
+    // with the few of its own length.
+    let long = match (lower.len(), &*lower) {
+        (1, b"i") => "Call-ID",
+        (1, b"m") => "Contact",
+        (1, b"e") => "Content-Encoding",
+        (1, b"l") => "Content-Length",
+        (1, b"c") => "Content-Type",
+        (1, b"f") => "From",
+        (1, b"s") => "Subject",
+        (1, b"k") => "Supported",
+        (1, b"t") => "To",
+        (1, b"v") => "Via",
+        (1, b"r") => "Refer-To",
+        (1, b"b") => "Referred-By",
+        (1, b"x") => "Session-Expires",
+        (1, b"o") => "Event",
+        (1, b"u") => "Allow-Events",
+        (1, b"a") => "Accept-Contact",
+        (1, b"j") => "Reject-Contact",
+        (1, b"d") => "Request-Disposition",
+        (1, b"y") => "Identity",
+        (1, b"n") => "Identity-Info",
+        (2, b"to") => "To",
+        (3, b"via") => "Via",
+        (4, b"from") => "From",
+        (4, b"cseq") => "CSeq",
+        (4, b"date") => "Date",
+        (5, b"event") => "Event",
+        (5, b"route") => "Route",
+        (5, b"allow") => "Allow",
+        (6, b"server") => "Server",
+        (6, b"reason") => "Reason",
+        (6, b"accept") => "Accept",
+        (7, b"call-id") => "Call-ID",
+        (7, b"contact") => "Contact",
+        (7, b"subject") => "Subject",
+        (7, b"privacy") => "Privacy",
+        (7, b"expires") => "Expires",
+        (7, b"require") => "Require",
+        (7, b"warning") => "Warning",
+        (8, b"refer-to") => "Refer-To",
+        (8, b"identity") => "Identity",
+        (8, b"reply-to") => "Reply-To",
+        (9, b"supported") => "Supported",
+        (9, b"diversion") => "Diversion",
+        (9, b"call-info") => "Call-Info",
+        (10, b"user-agent") => "User-Agent",
+        (10, b"alert-info") => "Alert-Info",
+        (11, b"referred-by") => "Referred-By",
+        (11, b"unsupported") => "Unsupported",
+        (11, b"min-expires") => "Min-Expires",
+        (11, b"retry-after") => "Retry-After",
+        (12, b"content-type") => "Content-Type",
+        (12, b"allow-events") => "Allow-Events",
+        (12, b"history-info") => "History-Info",
+        (12, b"record-route") => "Record-Route",
+        (12, b"organization") => "Organization",
+        (12, b"max-forwards") => "Max-Forwards",
+        (13, b"identity-info") => "Identity-Info",
+        (13, b"p-charge-info") => "P-Charge-Info",
+        (13, b"authorization") => "Authorization",
+        (13, b"proxy-require") => "Proxy-Require",
+        (14, b"content-length") => "Content-Length",
+        (14, b"accept-contact") => "Accept-Contact",
+        (14, b"reject-contact") => "Reject-Contact",
+        (15, b"session-expires") => "Session-Expires",
+        (15, b"remote-party-id") => "Remote-Party-ID",
+        (16, b"content-encoding") => "Content-Encoding",
+        (16, b"www-authenticate") => "WWW-Authenticate",
+        (17, b"p-called-party-id") => "P-Called-Party-ID",
+        (18, b"proxy-authenticate") => "Proxy-Authenticate",
+        (19, b"request-disposition") => "Request-Disposition",
+        (19, b"p-asserted-identity") => "P-Asserted-Identity",
+        (19, b"proxy-authorization") => "Proxy-Authorization",
+        (20, b"p-preferred-identity") => "P-Preferred-Identity",
+        (21, b"p-access-network-info") => "P-Access-Network-Info",
+        _ => return None,
     };
-    long.to_string()
+    Some(long)
 }
 
 /// Where the header section ends: the index just after the blank line, for
@@ -233,17 +265,14 @@ pub fn header_end(buf: &[u8]) -> Option<usize> {
 /// a time is scanned once, not once per byte).
 pub fn header_end_from(buf: &[u8], from: usize) -> Option<usize> {
     // Back up two bytes: the end marker may straddle what was already seen.
-    let mut i = from.saturating_sub(2);
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            // Look at the next line: blank if it is "\n" or "\r\n".
-            match buf.get(i + 1) {
-                Some(b'\n') => return Some(i + 2),
-                Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
-                _ => {}
-            }
+    let start = from.saturating_sub(2);
+    for i in memchr::memchr_iter(b'\n', buf.get(start..)?).map(|k| start + k) {
+        // Look at the next line: blank if it is "\n" or "\r\n".
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some(i + 2),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            _ => {}
         }
-        i += 1;
     }
     None
 }
@@ -526,10 +555,12 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         Some(end) => (&bytes[..end], &bytes[end..]),
         None => (bytes, &[][..]),
     };
-    let head_text = String::from_utf8_lossy(head);
-    let mut lines = head_text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l));
+    // Valid UTF-8 (almost every message) is read in place.
+    let head_text = match std::str::from_utf8(head) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(head),
+    };
+    let mut lines = split_lines(&head_text).map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next().unwrap_or_default();
     let start = parse_start_line(first)?;
 
@@ -558,7 +589,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             }
             continue;
         }
-        let Some((name, value)) = line.split_once(':') else {
+        let Some((name, value)) = split_at_colon(line) else {
             return Err(ParseError::BadHeaderLine {
                 line: line_no,
                 text: truncate(line),
@@ -577,7 +608,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         headers.push(Header {
             name: name.to_string(),
             canonical: canonical_name(name),
-            value: value.trim().to_string(),
+            value: trim(value).to_string(),
             line: line_no,
         });
     }
@@ -624,6 +655,45 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         anomalies,
         truncated,
     })
+}
+
+/// `s.split('\n')`, each line end found a word or a vector at a time.
+fn split_lines(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r.as_bytes()) {
+            // A line feed is one byte of its own: both sides are whole
+            // characters.
+            Some(k) => {
+                rest = r.get(k + 1..);
+                r.get(..k)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// `line.split_once(':')`, the colon found a word or a vector at a time.
+fn split_at_colon(line: &str) -> Option<(&str, &str)> {
+    let k = memchr::memchr(b':', line.as_bytes())?;
+    Some((line.get(..k)?, line.get(k + 1..)?))
+}
+
+/// `s.trim()`: ASCII whitespace is trimmed a byte at a time, and only text
+/// that then starts or ends with a non-ASCII character (which may be
+/// Unicode whitespace) is trimmed the general way.
+fn trim(s: &str) -> &str {
+    // char::is_whitespace on ASCII: tab, line feed, vertical tab, form
+    // feed, carriage return and space.
+    let t = s.trim_matches(|c: char| matches!(c, '\t' | '\n' | '\x0b' | '\x0c' | '\r' | ' '));
+    match (t.as_bytes().first(), t.as_bytes().last()) {
+        (Some(a), Some(b)) if !a.is_ascii() || !b.is_ascii() => s.trim(),
+        _ => t,
+    }
 }
 
 /// Why a request that could be read must still be refused: RFC 3261's

@@ -15,42 +15,110 @@
 //! ([`Outcome::Fail`] with findings), not an error; anything that stops the
 //! message being fully judged makes the outcome [`Outcome::Inconclusive`],
 //! never [`Outcome::Pass`].
+//!
+//! The engine depends on nothing above it: it takes its own plain inputs
+//! ([`OrgSpec`], [`LineSpec`]), which the configuration converts its types
+//! into, and reads messages with [`crate::sip`]'s parser.
 
+mod automaton;
+mod bytes;
 pub mod hosts;
 pub mod names;
 pub mod numbers;
 mod passport;
 
 use crate::sip::body as decode;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{Config, Expect, Line, Organisation};
 use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
 use crate::sip::{self, Message, StartLine};
-use hosts::{find_host, HostPattern};
-use names::{contains_words, is_anonymous_text, normalise, NamePattern, PhraseSet};
+use hosts::HostSet;
+use names::{contains_words, is_anonymous_text, normalise, Found, Lexicon, NamePattern, PhraseSet};
 use numbers::{NumberError, NumberSet};
+
+/// The organisation's identity as configured: what the engine protects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgSpec {
+    /// The organisation's real name (also matched as a name).
+    pub name: String,
+    /// More names and words that must never be shown.
+    pub names: Vec<String>,
+    /// Numbers and ranges (`+61 3 7010 0100-0199`) that must never be shown.
+    pub numbers: Vec<String>,
+    /// Domains and IP addresses that identify the organisation.
+    pub hosts: Vec<String>,
+    /// ISO 3166 region national-format numbers are read in (`AU`).
+    pub region: String,
+    /// Phrases that reveal the kind of service, added to the built-in list.
+    pub descriptors: Vec<String>,
+    /// Whether the built-in descriptors apply as well.
+    pub default_descriptors: bool,
+}
+
+/// What a line must present to the called party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// No number and no name: anonymous.
+    Withheld,
+    /// Only the umbrella agency's name, and its number or none.
+    Umbrella,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Withheld => "withheld",
+            Expect::Umbrella => "umbrella",
+        })
+    }
+}
+
+/// One line as the engine judges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineSpec {
+    /// The line's name, carried into its verdicts.
+    pub name: String,
+    /// What the line must present.
+    pub expect: Expect,
+    /// The identity it may show instead of its own, for `Umbrella`.
+    pub umbrella: Option<UmbrellaSpec>,
+}
+
+/// The umbrella identity a line may present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UmbrellaSpec {
+    /// The umbrella agency's name, as it should be displayed.
+    pub name: String,
+    /// Numbers it may present (read in the organisation's region); empty
+    /// means the number must be withheld.
+    pub numbers: Vec<String>,
+}
 
 /// The organisation's identity, compiled once and shared by every line.
 #[derive(Debug)]
 pub struct OrgMatcher {
     pub name: String,
+    /// The region numbers are read in, for the lines' umbrella numbers.
+    region: String,
     pub numbers: NumberSet,
     pub names: Vec<NamePattern>,
-    pub hosts: Vec<HostPattern>,
-    /// `names` indexed for the free-text scan.
-    name_index: PhraseSet,
+    pub hosts: HostSet,
     /// Phrases that reveal the kind of service ("shelter", "DV").
     pub descriptors: PhraseSet,
+    /// `names` and all of `descriptors`, compiled for the free-text scan;
+    /// shared by every line that judges all the descriptors.
+    lexicon: Arc<Lexicon>,
 }
 
 /// The descriptors in force for an organisation, as written: the built-in
 /// list (unless `default_descriptors = false`), then the configured ones.
-pub fn descriptors_in_force(org: &Organisation) -> Vec<&str> {
+pub fn descriptors_in_force(org: &OrgSpec) -> Vec<&str> {
     let builtin = if org.default_descriptors {
         names::DEFAULT_DESCRIPTORS
     } else {
@@ -64,7 +132,7 @@ pub fn descriptors_in_force(org: &Organisation) -> Vec<&str> {
 }
 
 impl OrgMatcher {
-    pub fn new(org: &Organisation) -> Result<OrgMatcher, NumberError> {
+    pub fn new(org: &OrgSpec) -> Result<OrgMatcher, NumberError> {
         let mut names: Vec<NamePattern> = Vec::new();
         for n in std::iter::once(&org.name).chain(org.names.iter()) {
             let p = NamePattern::new(n);
@@ -72,13 +140,15 @@ impl OrgMatcher {
                 names.push(p);
             }
         }
+        let descriptors = PhraseSet::new(descriptors_in_force(org));
         Ok(OrgMatcher {
-            name_index: PhraseSet::names(&names),
+            lexicon: Arc::new(Lexicon::new(&names, &descriptors)),
             name: org.name.clone(),
+            region: org.region.clone(),
             numbers: NumberSet::new(&org.numbers, &org.region)?,
             names,
-            hosts: org.hosts.iter().map(|h| HostPattern::new(h)).collect(),
-            descriptors: PhraseSet::new(descriptors_in_force(org)),
+            hosts: HostSet::new(&org.hosts),
+            descriptors,
         })
     }
 }
@@ -113,17 +183,19 @@ pub struct Policy {
     /// The descriptors judged on this line: the organisation's, less any
     /// the line's umbrella name itself contains.
     descriptors: Arc<PhraseSet>,
+    /// The organisation's names and `descriptors`, compiled for the scan.
+    lexicon: Arc<Lexicon>,
     /// Descriptors left out on this line because the umbrella name has them.
     descriptors_dropped: Vec<String>,
 }
 
 impl Policy {
-    pub fn new(org: Arc<OrgMatcher>, line: &Line, region: &str) -> Result<Policy, NumberError> {
+    pub fn new(org: Arc<OrgMatcher>, line: &LineSpec) -> Result<Policy, NumberError> {
         let umbrella = match &line.umbrella {
             Some(u) => Some(Arc::new(UmbrellaMatcher {
                 name: u.name.clone(),
                 pattern: NamePattern::new(&u.name),
-                numbers: NumberSet::new(&u.numbers, region)?,
+                numbers: NumberSet::new(&u.numbers, &org.region)?,
             })),
             None => None,
         };
@@ -145,10 +217,12 @@ impl Policy {
             .filter(|d| in_umbrella(d))
             .map(|d| d.pattern.label.clone())
             .collect();
-        let descriptors = if dropped.is_empty() {
-            Arc::new(org.descriptors.clone())
+        let (descriptors, lexicon) = if dropped.is_empty() {
+            (Arc::new(org.descriptors.clone()), org.lexicon.clone())
         } else {
-            Arc::new(org.descriptors.without(in_umbrella))
+            let d = org.descriptors.without(in_umbrella);
+            let lexicon = Arc::new(Lexicon::new(&org.names, &d));
+            (Arc::new(d), lexicon)
         };
         Ok(Policy {
             line: line.name.clone(),
@@ -157,6 +231,7 @@ impl Policy {
             umbrella,
             org_only: false,
             descriptors,
+            lexicon,
             descriptors_dropped: dropped,
         })
     }
@@ -165,12 +240,13 @@ impl Policy {
     /// capture of real traffic): its numbers, names, hosts and service
     /// descriptors must appear nowhere, while rules that depend on a line
     /// (withheld or umbrella presentation) are not applied. `line` is empty.
-    pub fn organisation(org: &Organisation) -> Result<Policy, NumberError> {
+    pub fn organisation(org: &OrgSpec) -> Result<Policy, NumberError> {
         let org = Arc::new(OrgMatcher::new(org)?);
         Ok(Policy {
             line: String::new(),
             expect: Expect::Withheld,
             descriptors: Arc::new(org.descriptors.clone()),
+            lexicon: org.lexicon.clone(),
             descriptors_dropped: Vec::new(),
             org,
             umbrella: None,
@@ -197,13 +273,12 @@ impl Policy {
         &self.descriptors_dropped
     }
 
-    /// Policies for every line of a validated config.
-    pub fn for_config(cfg: &Config) -> Result<Vec<Policy>, NumberError> {
-        let org = Arc::new(OrgMatcher::new(&cfg.organisation)?);
-        cfg.lines
-            .iter()
-            .map(|l| Policy::new(org.clone(), l, &cfg.organisation.region))
-            .collect()
+    /// Policies for every line of an organisation, sharing its compiled
+    /// identity. (The plan's `line_policies` does this for a
+    /// validated config.)
+    pub fn for_lines(org: &OrgSpec, lines: &[LineSpec]) -> Result<Vec<Policy>, NumberError> {
+        let org = Arc::new(OrgMatcher::new(org)?);
+        lines.iter().map(|l| Policy::new(org.clone(), l)).collect()
     }
 
     /// What the line should present, in words.
@@ -506,6 +581,7 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         presented: Presented::default(),
         layer: None,
         allow_short: true,
+        scratch: Scratch::default(),
     };
     let privacy: Vec<&str> = msg
         .headers_named("Privacy")
@@ -551,13 +627,19 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
             j.scan_views(canonical, &h.value, &h.value, true, "header value");
         } else {
             // Unknown and X- headers can carry the name in their own name.
-            let known = canonical != h.name || sip::message::canonical_name(&h.name) != h.name;
-            let text = if known {
-                h.value.clone()
+            let known = canonical != h.name
+                || sip::message::known_name(&h.name).is_some_and(|c| c != h.name);
+            if known {
+                j.scan_views(canonical, &h.value, &h.value, false, "header value");
             } else {
-                format!("{}: {}", h.name, h.value)
-            };
-            j.scan_views(canonical, &h.value, &text, false, "header value");
+                let mut line = std::mem::take(&mut j.scratch.line);
+                line.clear();
+                line.push_str(&h.name);
+                line.push_str(": ");
+                line.push_str(&h.value);
+                j.scan_views(canonical, &h.value, &line, false, "header value");
+                j.scratch.line = line;
+            }
             if matches!(canonical, "Diversion" | "History-Info" | "P-Charge-Info") {
                 j.presented.identity_headers.push(canonical.to_string());
             }
@@ -641,18 +723,50 @@ fn is_called_party(entry: &str) -> bool {
 /// judged like a display name wherever it is.
 fn name_like(name: &str) -> bool {
     let n = name.as_bytes();
-    ["name", "display", "cnam", "organi", "purpose", "label"]
-        .iter()
-        .any(|k| {
-            n.windows(k.len())
-                .any(|w| w.eq_ignore_ascii_case(k.as_bytes()))
-        })
+    // Each word starts with its own letter: one look per position.
+    (0..n.len()).any(|i| {
+        let word: &[u8] = match n[i].to_ascii_lowercase() {
+            b'n' => b"name",
+            b'd' => b"display",
+            b'c' => b"cnam",
+            b'o' => b"organi",
+            b'p' => b"purpose",
+            b'l' => b"label",
+            _ => return false,
+        };
+        n.get(i..i + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
 
 /// Characters of an unquoted display name (RFC 3261 token characters and
 /// spaces; anything beyond ASCII for senders that don't quote).
 fn display_char(c: char) -> bool {
-    c.is_alphanumeric() || !c.is_ascii() || c.is_whitespace() || "-.!%*_+`'~".contains(c)
+    match u8::try_from(c) {
+        // The same test for ASCII, without the Unicode tables.
+        Ok(b) if b.is_ascii() => {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b' ' | b'\t'
+                        | b'\n'
+                        | 0x0b
+                        | 0x0c
+                        | b'\r'
+                        | b'-'
+                        | b'.'
+                        | b'!'
+                        | b'%'
+                        | b'*'
+                        | b'_'
+                        | b'+'
+                        | b'`'
+                        | b'\''
+                        | b'~'
+                )
+        }
+        _ => true,
+    }
 }
 
 /// Could this header value hold a display name or a name-like parameter?
@@ -710,6 +824,23 @@ struct Judge<'p> {
     /// False on SDP codec lines, where a short descriptor ("DV") is a
     /// codec's name, not words.
     allow_short: bool,
+    /// Buffers reused from text to text.
+    scratch: Scratch,
+}
+
+/// Buffers the scan of one message reuses from text to text, so judging a
+/// clean message allocates little beyond its verdict.
+#[derive(Default)]
+struct Scratch {
+    /// The names and descriptors found in the text being scanned.
+    found: Found,
+    /// The number search's buffers.
+    numbers: numbers::Scratch,
+    /// Where the letters, digits and token characters of the text being
+    /// scanned are.
+    masks: bytes::Masks,
+    /// A header as `Name: value`, for headers whose name is searched too.
+    line: String,
 }
 
 /// How a URI's user part reads.
@@ -774,9 +905,22 @@ impl Judge<'_> {
     /// words, and UTF-8 misread as Windows-1252. `noun` names the text for
     /// a layer's label ("header value", "SDP body").
     fn scan_views(&mut self, header: &str, value: &str, text: &str, shown: bool, noun: &str) {
-        self.scan(header, value, text, shown);
-        let words = decode::encoded_words(text);
-        let repaired = decode::unmojibake(text);
+        let mut masks = std::mem::take(&mut self.scratch.masks);
+        masks.read(text.as_bytes());
+        let profile = masks.profile;
+        self.scan_masked(header, value, text, &mut masks, shown);
+        self.scratch.masks = masks;
+        // Encoded words need a `?`, mojibake a non-ASCII character.
+        let words = if profile & bytes::QUESTION != 0 {
+            decode::encoded_words(text)
+        } else {
+            None
+        };
+        let repaired = if profile & bytes::NON_ASCII != 0 {
+            decode::unmojibake(text)
+        } else {
+            None
+        };
         if words.is_none() && repaired.is_none() {
             // The common case: nothing encoded, nothing more to read.
             return;
@@ -904,6 +1048,16 @@ impl Judge<'_> {
         let descriptors = self.policy.descriptors.clone();
         let base = self.layer.clone();
         for (label, t) in &views {
+            // No word of the text starts like any name or descriptor:
+            // none is shown, whole or cut (a cut name or descriptor starts
+            // as the whole one does), and nothing need be folded.
+            let mut masks = std::mem::take(&mut self.scratch.masks);
+            masks.read(t.as_bytes());
+            let may_hold = self.policy.lexicon.may_hold(t, &masks);
+            self.scratch.masks = masks;
+            if !may_hold {
+                continue;
+            }
             if label.is_some() {
                 self.layer = label.clone();
             }
@@ -933,7 +1087,15 @@ impl Judge<'_> {
                     named.push(p);
                 }
             }
-            let mut hits = descriptors.find_in(&folded, t, self.allow_short);
+            let mut found = std::mem::take(&mut self.scratch.found);
+            self.policy.lexicon.find(&folded, &mut found);
+            let mut hits: Vec<usize> = found
+                .descriptors
+                .iter()
+                .copied()
+                .filter(|&i| descriptors.counts(i, t, self.allow_short))
+                .collect();
+            self.scratch.found = found;
             if hits.is_empty() {
                 hits.extend(descriptors.cut_in_display(&folded, t));
             }
@@ -1024,14 +1186,44 @@ impl Judge<'_> {
     /// Look for the organisation's numbers, names and hosts in free text.
     /// `value` is what is reported; `text` is what is searched.
     fn scan(&mut self, header: &str, value: &str, text: &str, shown: bool) {
-        let decoded = percent_decode(text);
-        let org = self.policy.org.clone();
+        let mut masks = std::mem::take(&mut self.scratch.masks);
+        masks.read(text.as_bytes());
+        self.scan_masked(header, value, text, &mut masks, shown);
+        self.scratch.masks = masks;
+    }
+
+    /// [`Judge::scan`] of a text whose `masks` have been read (they are
+    /// read again for each text derived from it).
+    fn scan_masked(
+        &mut self,
+        header: &str,
+        value: &str,
+        text: &str,
+        masks: &mut bytes::Masks,
+        shown: bool,
+    ) {
+        // Not through `self`, so the scratch buffers can be lent meanwhile.
+        let policy = self.policy;
+        let org = &*policy.org;
+        let decoded: Cow<'_, str> = if masks.profile & bytes::PERCENT != 0 {
+            let d = percent_decode(text);
+            masks.read(d.as_bytes());
+            Cow::Owned(d)
+        } else {
+            Cow::Borrowed(text)
+        };
         let where_ = if shown {
             "a place phones display"
         } else {
             "not normally displayed, but readable by whoever receives the call"
         };
-        for hit in org.numbers.find_in(&decoded) {
+        let numbers = if masks.profile & bytes::DIGIT != 0 {
+            org.numbers
+                .find_in_with(&decoded, masks, &mut self.scratch.numbers)
+        } else {
+            Vec::new()
+        };
+        for hit in numbers {
             let detail = format!(
                 "the organisation's number {} appears as {:?}; {header} is {where_}.{}",
                 hit.number.describe(),
@@ -1054,49 +1246,67 @@ impl Judge<'_> {
         }
         // Hosts first: a configured domain such as `eastside-refuge.org.au`
         // is reported as a host, not again as the name inside it.
-        let host_hits = find_host(&org.hosts, &decoded);
-        let mut name_text = decoded.clone();
-        for (_, tok) in &host_hits {
-            name_text = name_text.replace(tok.as_str(), " ");
-        }
-        let folded = normalise(&name_text);
-        let mut named: Vec<&NamePattern> = Vec::new();
-        for i in org.name_index.find_in(&folded, &name_text, true) {
-            let p = &org.names[i];
-            {
-                let seen = p.locate(&name_text).unwrap_or_default().to_string();
-                let as_written = if seen.is_empty() {
-                    String::new()
-                } else {
-                    format!(" as {}", quote(&seen))
-                };
-                let detail = format!(
-                    "the organisation's name {} appears{as_written}; {header} is {where_}.{}",
-                    quote(&p.label),
-                    if shown {
-                        self.privacy_note(header)
-                    } else {
-                        String::new()
-                    },
-                );
-                self.push(Finding {
-                    header: header.into(),
-                    value: value.into(),
-                    kind: Kind::Name,
-                    shown,
-                    detail,
-                    matched: p.label.clone(),
-                    seen,
-                });
-                named.push(p);
+        let host_hits = org.hosts.find_masked(&decoded, masks);
+        let name_text: Cow<'_, str> = if host_hits.is_empty() {
+            Cow::Borrowed(&decoded)
+        } else {
+            let mut t = decoded.to_string();
+            for (_, tok) in &host_hits {
+                t = t.replace(tok.as_str(), " ");
             }
+            masks.read(t.as_bytes());
+            Cow::Owned(t)
+        };
+        let mut found = std::mem::take(&mut self.scratch.found);
+        // Without a letter or digit the folded text is empty.
+        if masks.profile & (bytes::ALNUM | bytes::NON_ASCII) != 0 {
+            policy.lexicon.fold_and_find(&name_text, masks, &mut found);
+        } else {
+            found.clear();
         }
-        let descriptors = self.policy.descriptors.clone();
-        let mut hits = descriptors.find_in(&folded, &name_text, self.allow_short);
+        let mut named: Vec<&NamePattern> = Vec::new();
+        for &i in &found.names {
+            let Some(p) = org.names.get(i) else {
+                continue;
+            };
+            let seen = p.locate(&name_text).unwrap_or_default().to_string();
+            let as_written = if seen.is_empty() {
+                String::new()
+            } else {
+                format!(" as {}", quote(&seen))
+            };
+            let detail = format!(
+                "the organisation's name {} appears{as_written}; {header} is {where_}.{}",
+                quote(&p.label),
+                if shown {
+                    self.privacy_note(header)
+                } else {
+                    String::new()
+                },
+            );
+            self.push(Finding {
+                header: header.into(),
+                value: value.into(),
+                kind: Kind::Name,
+                shown,
+                detail,
+                matched: p.label.clone(),
+                seen,
+            });
+            named.push(p);
+        }
+        let descriptors = &*policy.descriptors;
+        let mut hits: Vec<usize> = found
+            .descriptors
+            .iter()
+            .copied()
+            .filter(|&i| descriptors.counts(i, &name_text, self.allow_short))
+            .collect();
         hits.retain(|i| !covered_by_name(&descriptors.items[*i], &named));
         if !hits.is_empty() {
-            self.descriptor_finding(header, value, shown, &name_text, &descriptors, &hits);
+            self.descriptor_finding(header, value, shown, &name_text, descriptors, &hits);
         }
+        self.scratch.found = found;
         for (p, tok) in host_hits {
             let detail = format!(
                 "the organisation's host {} appears as {}; {header} is {where_}.",
@@ -1385,29 +1595,44 @@ impl Judge<'_> {
 mod tests {
     use super::*;
 
-    fn policy(expect: &str) -> Policy {
-        let toml = format!(
-            r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142", "+61 3 7010 0100-0199"]
-names = ["Eastside Women's Refuge", "Eastside Refuge"]
-hosts = ["pbx.eastside-refuge.org.au", "203.0.113.10"]
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
 
-[[line]]
-name = "l"
-expect = "{expect}"
-{}
-"#,
-            if expect == "umbrella" {
-                r#"umbrella = { name = "Salvation Army", numbers = ["+61 2 9000 0000"] }"#
-            } else {
-                ""
-            }
-        );
-        let cfg = Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
-        Policy::for_config(&cfg).unwrap().remove(0)
+    /// The organisation of the example configuration.
+    fn org() -> OrgSpec {
+        OrgSpec {
+            name: "Eastside Women's Refuge".into(),
+            region: "AU".into(),
+            numbers: strings(&["+61 3 7010 0142", "+61 3 7010 0100-0199"]),
+            names: strings(&["Eastside Women's Refuge", "Eastside Refuge"]),
+            hosts: strings(&["pbx.eastside-refuge.org.au", "203.0.113.10"]),
+            descriptors: Vec::new(),
+            default_descriptors: true,
+        }
+    }
+
+    fn line(expect: Expect, umbrella: Option<(&str, &[&str])>) -> LineSpec {
+        LineSpec {
+            name: "l".into(),
+            expect,
+            umbrella: umbrella.map(|(name, numbers)| UmbrellaSpec {
+                name: name.into(),
+                numbers: strings(numbers),
+            }),
+        }
+    }
+
+    fn policy(expect: &str) -> Policy {
+        let line = if expect == "umbrella" {
+            line(
+                Expect::Umbrella,
+                Some(("Salvation Army", &["+61 2 9000 0000"])),
+            )
+        } else {
+            line(Expect::Withheld, None)
+        };
+        Policy::for_lines(&org(), &[line]).unwrap().remove(0)
     }
 
     fn invite(from: &str, extra: &str) -> Vec<u8> {
@@ -1467,12 +1692,13 @@ expect = "{expect}"
 
     #[test]
     fn organisation_only_skips_presentation_rules() {
-        let cfg = Config::from_toml(
-            "[organisation]\nname = \"Eastside Women's Refuge\"\nregion = \"AU\"\nnumbers = [\"+61 3 7010 0142\"]\n[[line]]\nname = \"l\"\nexpect = \"withheld\"\n",
-            std::path::Path::new("t.toml"),
-        )
+        let org = Policy::organisation(&OrgSpec {
+            numbers: strings(&["+61 3 7010 0142"]),
+            names: Vec::new(),
+            hosts: Vec::new(),
+            ..org()
+        })
         .unwrap();
-        let org = Policy::organisation(&cfg.organisation).unwrap();
         // Another number and name on show: a line's rule, not the organisation's.
         let v = judge(
             &org,
@@ -1498,33 +1724,27 @@ expect = "{expect}"
         assert_eq!(v.outcome, Outcome::Inconclusive);
     }
 
-    fn policy_from(org_extra: &str, umbrella: &str) -> Policy {
-        let toml = format!(
-            r#"
-[organisation]
-name = "Eastside Women's Refuge"
-region = "AU"
-numbers = ["+61 3 7010 0142"]
-{org_extra}
-
-[[line]]
-name = "l"
-expect = "{}"
-{umbrella}
-"#,
-            if umbrella.is_empty() {
-                "withheld"
-            } else {
-                "umbrella"
-            }
-        );
-        let cfg = Config::from_toml(&toml, std::path::Path::new("t.toml")).unwrap();
-        Policy::for_config(&cfg).unwrap().remove(0)
+    /// The example organisation with one number and these descriptors,
+    /// and a line with this umbrella name (withheld without one).
+    fn policy_from(descriptors: &[&str], defaults: bool, umbrella: Option<&str>) -> Policy {
+        let org = OrgSpec {
+            numbers: strings(&["+61 3 7010 0142"]),
+            names: Vec::new(),
+            hosts: Vec::new(),
+            descriptors: strings(descriptors),
+            default_descriptors: defaults,
+            ..org()
+        };
+        let line = match umbrella {
+            Some(u) => line(Expect::Umbrella, Some((u, &[]))),
+            None => line(Expect::Withheld, None),
+        };
+        Policy::for_lines(&org, &[line]).unwrap().remove(0)
     }
 
     #[test]
     fn descriptors_are_judged_on_umbrella_lines_unless_the_umbrella_name_has_them() {
-        let p = policy_from("", r#"umbrella = { name = "Women's Refuge Network" }"#);
+        let p = policy_from(&[], true, Some("Women's Refuge Network"));
         assert!(p.descriptors_not_applied().contains(&"refuge".to_string()));
         assert!(p
             .descriptors_not_applied()
@@ -1552,12 +1772,8 @@ expect = "{}"
 
     #[test]
     fn descriptors_extend_or_replace_the_built_in_list() {
-        let extended = policy_from(r#"descriptors = ["Women's Health"]"#, "");
-        let replaced = policy_from(
-            r#"descriptors = ["Women's Health"]
-default_descriptors = false"#,
-            "",
-        );
+        let extended = policy_from(&["Women's Health"], true, None);
+        let replaced = policy_from(&["Women's Health"], false, None);
         assert!(extended.descriptors().any(|d| d == "shelter"));
         assert_eq!(
             replaced.descriptors().collect::<Vec<_>>(),

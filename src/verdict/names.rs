@@ -5,9 +5,17 @@
 //! Folding is Unicode NFKD with combining marks dropped (so `Café` reads as
 //! `cafe`), lower case, apostrophes removed (`Women's` -> `womens`), and every
 //! other non-alphanumeric character turned into a single space.
+//!
+//! Every folded form of the organisation's names and a line's descriptors
+//! is compiled once into one automaton ([`Lexicon`]), so a text is folded
+//! once and searched once for all of them; a match counts only as whole
+//! words.
 
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
+
+use super::automaton::Patterns;
+use super::bytes::{self, Masks};
 
 /// CNAM (caller name delivery) carries at most 15 characters, and carriers
 /// usually upper-case them.
@@ -15,21 +23,48 @@ pub const CNAM_LEN: usize = 15;
 
 /// Fold text to lower-case words separated by single spaces.
 pub fn normalise(s: &str) -> String {
-    if s.is_ascii() {
-        return fold(s.chars().map(|c| (c, ())), s.len(), |_, _| {});
-    }
-    fold(s.nfkd().map(|c| (c, ())), s.len(), |_, _| {})
+    let mut out = String::with_capacity(s.len());
+    normalise_into(s, &mut out);
+    out
 }
 
-/// Fold `chars`, each with a tag (where it came from); `record(tag, n)` is
-/// told of every `n` bytes pushed for a tagged character, spaces included,
-/// so a match in the folded text can be traced back to the original.
+/// [`normalise`] into a buffer (cleared first), so a caller folding many
+/// texts reuses one allocation.
+pub fn normalise_into(s: &str, out: &mut String) {
+    out.clear();
+    if s.is_ascii() {
+        fold_ascii(s.as_bytes(), out);
+    } else {
+        fold(s.nfkd().map(|c| (c, ())), out, |_, _| {});
+    }
+}
+
+/// [`fold`] for ASCII text, which is most of SIP: no decomposition, and
+/// each byte is a character.
+fn fold_ascii(s: &[u8], out: &mut String) {
+    let mut pending_space = false;
+    for &b in s {
+        if b.is_ascii_alphanumeric() {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else if b != b'\'' && b != b'`' {
+            pending_space = true;
+        }
+    }
+}
+
+/// Fold `chars` into `out`, each with a tag (where it came from);
+/// `record(tag, n)` is told of every `n` bytes pushed for a tagged
+/// character, spaces included, so a match in the folded text can be traced
+/// back to the original.
 fn fold<T: Copy>(
     chars: impl Iterator<Item = (char, T)>,
-    len: usize,
+    out: &mut String,
     mut record: impl FnMut(T, usize),
-) -> String {
-    let mut out = String::with_capacity(len);
+) {
     let mut pending_space = false;
     for (c, tag) in chars {
         if is_combining_mark(c) || matches!(c, '\'' | '\u{2019}' | '\u{2018}' | '`' | '\u{00b4}') {
@@ -52,7 +87,6 @@ fn fold<T: Copy>(
             pending_space = true;
         }
     }
-    out
 }
 
 /// Where `needle` (folded words) first appears as whole words in `text`,
@@ -65,7 +99,8 @@ pub fn find_original<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
         let span = (i, i + c.len_utf8());
         std::iter::once(c).nfkd().map(move |d| (d, span))
     });
-    let folded = fold(chars, text.len(), |span, n| {
+    let mut folded = String::with_capacity(text.len());
+    fold(chars, &mut folded, |span, n| {
         spans.extend(std::iter::repeat_n(span, n));
     });
     let (s, e) = word_match(&folded, needle)?;
@@ -194,36 +229,18 @@ pub struct Phrase {
     pub short: bool,
 }
 
-/// Names or descriptors, indexed by their first folded word (and their
-/// run-together form), so a text is looked up once word by word rather than
-/// searched once per phrase.
-#[derive(Debug, Clone)]
+/// Names or descriptors, in configured order.
+#[derive(Debug, Clone, Default)]
 pub struct PhraseSet {
-    /// The descriptors, in configured order.
+    /// The phrases, in configured order.
     pub items: Vec<Phrase>,
-    /// (first word or run-together form, descriptor, is the run-together form).
-    index: Vec<(String, usize, bool)>,
-    /// For each first byte, the lengths of the index keys starting with it
-    /// (bit n: length n; bit 31: 31 or more). Most words are passed over on
-    /// one table look-up, without comparing strings or hashing.
-    starts: [u32; 256],
-}
-
-impl Default for PhraseSet {
-    fn default() -> PhraseSet {
-        PhraseSet {
-            items: Vec::new(),
-            index: Vec::new(),
-            starts: [0; 256],
-        }
-    }
 }
 
 impl PhraseSet {
     /// Configured names, in their order; none is short (a name is matched
     /// as whole words wherever it is).
     pub fn names(patterns: &[NamePattern]) -> PhraseSet {
-        let mut set = PhraseSet {
+        PhraseSet {
             items: patterns
                 .iter()
                 .map(|p| Phrase {
@@ -231,10 +248,7 @@ impl PhraseSet {
                     short: false,
                 })
                 .collect(),
-            ..PhraseSet::default()
-        };
-        set.reindex();
-        set
+        }
     }
 
     /// Compile descriptors as written; empty and repeated ones are dropped.
@@ -250,75 +264,27 @@ impl PhraseSet {
             let short = !pattern.phrase.contains(' ') && pattern.phrase.chars().count() <= 3;
             set.items.push(Phrase { pattern, short });
         }
-        set.reindex();
         set
-    }
-
-    fn reindex(&mut self) {
-        self.index.clear();
-        self.starts = [0; 256];
-        for (i, d) in self.items.iter().enumerate() {
-            let first = d.pattern.phrase.split(' ').next().unwrap_or_default();
-            self.index.push((first.to_string(), i, false));
-            if let Some(c) = &d.pattern.compact {
-                self.index.push((c.clone(), i, true));
-            }
-        }
-        for (key, _, _) in &self.index {
-            if let Some(b) = key.bytes().next() {
-                self.starts[usize::from(b)] |= length_bit(key.len());
-            }
-        }
     }
 
     /// The same set without the descriptors `drop` picks.
     pub fn without(&self, drop: impl Fn(&Phrase) -> bool) -> PhraseSet {
-        let mut set = PhraseSet {
+        PhraseSet {
             items: self.items.iter().filter(|d| !drop(d)).cloned().collect(),
-            index: Vec::new(),
-            starts: [0; 256],
-        };
-        set.reindex();
-        set
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
-    /// Descriptors present in `folded` (the folded form of `raw`) as whole
-    /// words, in order of first appearance. Short ones also need a token of
-    /// their own in `raw`, and `allow_short` (false for codec lines).
-    pub fn find_in(&self, folded: &str, raw: &str, allow_short: bool) -> Vec<usize> {
-        let mut hits: Vec<usize> = Vec::new();
-        if self.items.is_empty() {
-            return hits;
-        }
-        let mut pos = 0;
-        for word in folded.split(' ') {
-            let first = word.bytes().next().map_or(0, usize::from);
-            if self.starts[first] & length_bit(word.len()) != 0 {
-                let rest = &folded[pos..];
-                for &(_, i, compact) in self.index.iter().filter(|(k, _, _)| k == word) {
-                    let d = &self.items[i];
-                    let needle = if compact {
-                        d.pattern.compact.as_deref().unwrap_or(&d.pattern.phrase)
-                    } else {
-                        &d.pattern.phrase
-                    };
-                    let whole = rest.starts_with(needle)
-                        && rest.as_bytes().get(needle.len()).is_none_or(|b| *b == b' ');
-                    if whole
-                        && !hits.contains(&i)
-                        && (!d.short || (allow_short && short_token_in(raw, &d.pattern.phrase)))
-                    {
-                        hits.push(i);
-                    }
-                }
-            }
-            pos += word.len() + 1;
-        }
-        hits
+    /// Whether descriptor `i` counts where it was found in `raw`: a short
+    /// one only as a token of its own, and only where short words are
+    /// words (`allow_short`, false on codec lines).
+    pub fn counts(&self, i: usize, raw: &str, allow_short: bool) -> bool {
+        self.items
+            .get(i)
+            .is_some_and(|d| !d.short || (allow_short && short_token_in(raw, &d.pattern.phrase)))
     }
 
     /// A display name of exactly CNAM length (so probably cut) that ends in
@@ -350,9 +316,401 @@ impl PhraseSet {
     }
 }
 
-/// A word length as a bit of [`PhraseSet::starts`].
-fn length_bit(len: usize) -> u32 {
-    1 << len.min(31)
+/// Which list a form in a [`Lexicon`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum List {
+    Names,
+    Descriptors,
+}
+
+/// The organisation's names and a line's descriptors, compiled into one
+/// automaton over all their folded forms (each one's words, and the
+/// run-together form of the longer ones), walked from each word of a
+/// folded text that could begin one.
+#[derive(Debug, Clone)]
+pub struct Lexicon {
+    /// Every form; None when there are none.
+    automaton: Option<Patterns>,
+    /// What each of the automaton's patterns stands for: the list and the
+    /// index in it (one form can stand for several phrases).
+    meanings: Vec<Vec<(List, usize)>>,
+    /// The first two bytes of every form, as a bit set indexed by
+    /// `first * 128 + second` (any second byte for a one-byte form); forms
+    /// that start with non-ASCII are left out, as ASCII text can't hold
+    /// them. An ASCII text none of whose words starts so is not folded.
+    pairs: Vec<u64>,
+    /// The same for the first three bytes (a short form followed by a
+    /// space), indexed by [`triple`]: sharper, for texts without
+    /// apostrophes, where the next bytes are simply the next bytes.
+    triples: Vec<u64>,
+    /// For each [`CODE`]: some form is that letter or digit alone, or
+    /// starts with it and a space.
+    first_then_space: [bool; 37],
+}
+
+/// [`CODE`] of a space.
+const SPACE: u8 = 36;
+
+/// Each ASCII byte as folded, numbered for [`triple`]: a letter (either
+/// case) 0 to 25, a digit 26 to 35, anything else [`SPACE`] (it separates
+/// words). Bytes of non-ASCII characters too, but texts holding them are
+/// not looked up this way.
+const CODE: [u8; 256] = {
+    let mut t = [SPACE; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = (b as u8).to_ascii_lowercase();
+        if c.is_ascii_lowercase() {
+            t[b] = c - b'a';
+        } else if c.is_ascii_digit() {
+            t[b] = 26 + c - b'0';
+        }
+        b += 1;
+    }
+    t
+};
+
+/// The index of three folded ASCII bytes (letters, digits or a space) in
+/// [`Lexicon`]'s `triples`; None for anything else.
+fn triple(a: u8, b: u8, c: u8) -> Option<usize> {
+    let code = |x: u8| match x {
+        b'a'..=b'z' => Some(usize::from(x - b'a')),
+        b'0'..=b'9' => Some(26 + usize::from(x - b'0')),
+        b' ' => Some(36),
+        _ => None,
+    };
+    Some((code(a)? * 37 + code(b)?) * 37 + code(c)?)
+}
+
+/// What [`Lexicon::find`] found in one text: indexes into the names and
+/// into the descriptors, each in order of first appearance (and in list
+/// order where several start at the same word). Reused from text to text.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Indexes of the names found.
+    pub names: Vec<usize>,
+    /// Indexes of the descriptors found (before the short-word rule).
+    pub descriptors: Vec<usize>,
+    /// Whole-word matches: (start, list, index).
+    matches: Vec<(usize, List, usize)>,
+    /// The text folded, when [`Lexicon::fold_and_find`] folded it.
+    folded: Vec<u8>,
+    /// Where the words that could begin a form start in it.
+    starts: Vec<usize>,
+}
+
+impl Found {
+    /// Nothing found.
+    pub fn clear(&mut self) {
+        self.names.clear();
+        self.descriptors.clear();
+    }
+}
+
+impl Lexicon {
+    pub fn new(names: &[NamePattern], descriptors: &PhraseSet) -> Lexicon {
+        let mut forms: Vec<&str> = Vec::new();
+        let mut meanings: Vec<Vec<(List, usize)>> = Vec::new();
+        let lists = names
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (List::Names, i, p))
+            .chain(
+                descriptors
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (List::Descriptors, i, &d.pattern)),
+            );
+        for (list, i, p) in lists {
+            for form in std::iter::once(p.phrase.as_str()).chain(p.compact.as_deref()) {
+                if form.is_empty() {
+                    continue;
+                }
+                match forms.iter().position(|f| *f == form) {
+                    Some(k) => meanings[k].push((list, i)),
+                    None => {
+                        forms.push(form);
+                        meanings.push(vec![(list, i)]);
+                    }
+                }
+            }
+        }
+        let automaton = (!forms.is_empty()).then(|| Patterns::new(&forms, false));
+        let mut pairs = vec![0u64; 128 * 128 / 64];
+        let mut triples = vec![0u64; (37 * 37 * 37usize).div_ceil(64)];
+        let folded_bytes: Vec<u8> = (b'a'..=b'z').chain(b'0'..=b'9').chain([b' ']).collect();
+        for form in &forms {
+            let f = form.as_bytes();
+            let mark = |bits: &mut Vec<u64>, a: u8, b: u8, c: u8| {
+                if let Some(t) = triple(a, b, c) {
+                    bits[t / 64] |= 1 << (t % 64);
+                }
+            };
+            match *f {
+                [a, b, c, ..] => mark(&mut triples, a, b, c),
+                // A whole word: a space (or the end) follows.
+                [a, b] => mark(&mut triples, a, b, b' '),
+                [a] => {
+                    for &b in &folded_bytes {
+                        for &c in &folded_bytes {
+                            mark(&mut triples, a, b, c);
+                        }
+                    }
+                }
+                [] => {}
+            }
+        }
+        for form in &forms {
+            let seconds = match *form.as_bytes() {
+                [a, b, ..] if a.is_ascii() && b.is_ascii() => b..=b,
+                [a] if a.is_ascii() => 0..=127,
+                _ => continue,
+            };
+            for b in seconds {
+                let bit = usize::from(form.as_bytes()[0]) * 128 + usize::from(b);
+                pairs[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        let mut first_then_space = [false; 37];
+        for form in &forms {
+            if let [a, rest @ ..] = form.as_bytes() {
+                if (rest.is_empty() || rest[0] == b' ') && a.is_ascii_alphanumeric() {
+                    first_then_space[usize::from(CODE[usize::from(*a)])] = true;
+                }
+            }
+        }
+        Lexicon {
+            automaton,
+            meanings,
+            pairs,
+            triples,
+            first_then_space,
+        }
+    }
+
+    /// Could some name or descriptor be in `text` (whose `masks` have been
+    /// read) as whole words? False only when none can: no word of an
+    /// ASCII text starts as any form does. Text with non-ASCII characters
+    /// is not looked at (folding may change its length).
+    pub fn may_hold(&self, text: &str, masks: &Masks) -> bool {
+        if self.automaton.is_none() {
+            return false;
+        }
+        if masks.profile & bytes::NON_ASCII != 0 {
+            return true;
+        }
+        if masks.profile & bytes::APOSTROPHE == 0 {
+            self.may_hold_masked(text.as_bytes(), masks)
+        } else {
+            self.may_hold_ascii(text.as_bytes())
+        }
+    }
+
+    /// Is this pair of folded bytes how some form starts?
+    fn pair(&self, first: u8, second: u8) -> bool {
+        let bit = usize::from(first & 0x7f) * 128 + usize::from(second & 0x7f);
+        self.pairs[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// Could a form start at some word of `s` (ASCII, no apostrophes)? The
+    /// words are found from the masks: a letter or digit with none before
+    /// it.
+    fn may_hold_masked(&self, s: &[u8], masks: &Masks) -> bool {
+        // Whether the byte before the current mask word is a letter or digit.
+        let mut carry = 0u64;
+        for (w, &alnum) in masks.alnum.iter().enumerate() {
+            let mut starts = alnum & !((alnum << 1) | carry);
+            carry = alnum >> 63;
+            while starts != 0 {
+                let i = w * 64 + starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                // This byte and the next two as folded (ASCII without
+                // apostrophes: each byte is a letter or digit, or stands
+                // for a space, as does the text's end).
+                let code = |k: usize| s.get(k).map_or(SPACE, |&x| CODE[usize::from(x)]);
+                let (first, second) = (code(i), code(i + 1));
+                let hit = if second == SPACE {
+                    // A one-letter word: what follows the space may be
+                    // further on; the first letter decides.
+                    self.first_then_space[usize::from(first)]
+                } else {
+                    let t = (usize::from(first) * 37 + usize::from(second)) * 37
+                        + usize::from(code(i + 2));
+                    self.triples
+                        .get(t / 64)
+                        .is_some_and(|w| w & (1 << (t % 64)) != 0)
+                };
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Could a form start at some word of `s` (ASCII)? Its words' first
+    /// two bytes, as folded, are looked up in `pairs`: most texts of a
+    /// message have no word starting like any name or descriptor.
+    fn may_hold_ascii(&self, s: &[u8]) -> bool {
+        // Whether the last letter, digit or separator seen was a letter or
+        // digit (apostrophes fold to nothing: `women's` is one word).
+        let mut in_word = false;
+        for (i, &b) in s.iter().enumerate() {
+            let c = FOLD[usize::from(b & 0x7f)];
+            if c > DROP {
+                if !in_word {
+                    // The folded byte after the first: a letter or digit,
+                    // or a space for whatever else follows (or nothing).
+                    let next = s
+                        .get(i + 1..)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&x| FOLD[usize::from(x & 0x7f)])
+                        .find(|&x| x != DROP);
+                    let second = next.filter(|&x| x > DROP).unwrap_or(b' ');
+                    if self.pair(c, second) {
+                        return true;
+                    }
+                }
+                in_word = true;
+            } else if c == 0 {
+                in_word = false;
+            }
+        }
+        false
+    }
+
+    /// The names and descriptors present as whole words in `folded`
+    /// (text already folded by [`normalise`]).
+    pub fn find(&self, folded: &str, found: &mut Found) {
+        found.starts.clear();
+        if let Some(a) = &self.automaton {
+            let b = folded.as_bytes();
+            found.starts.extend(
+                (0..b.len()).filter(|&i| (i == 0 || b[i - 1] == b' ') && a.may_start(b[i])),
+            );
+        }
+        self.find_at_starts(folded.as_bytes(), found);
+    }
+
+    /// Fold `text` as [`normalise`] does and find the names and
+    /// descriptors present in it as whole words. ASCII text is folded, and
+    /// its promising word starts noted, in one pass, and only if one of
+    /// its words starts like a form. `masks` are the text's.
+    pub fn fold_and_find(&self, text: &str, masks: &Masks, found: &mut Found) {
+        let mut folded = std::mem::take(&mut found.folded);
+        folded.clear();
+        found.starts.clear();
+        if let Some(a) = &self.automaton {
+            if masks.profile & bytes::NON_ASCII == 0 {
+                if !self.may_hold(text, masks) {
+                    found.clear();
+                    found.folded = folded;
+                    return;
+                }
+                let starts = &mut found.starts;
+                fold_ascii_noting(text.as_bytes(), &mut folded, |at, b| {
+                    if a.may_start(b) {
+                        starts.push(at);
+                    }
+                });
+            } else {
+                folded.extend_from_slice(normalise(text).as_bytes());
+                let b = &folded;
+                found.starts.extend(
+                    (0..b.len()).filter(|&i| (i == 0 || b[i - 1] == b' ') && a.may_start(b[i])),
+                );
+            }
+        }
+        self.find_at_starts(&folded, found);
+        found.folded = folded;
+    }
+
+    /// The whole-word forms starting at `found.starts` in `b`.
+    fn find_at_starts(&self, b: &[u8], found: &mut Found) {
+        found.names.clear();
+        found.descriptors.clear();
+        found.matches.clear();
+        let Some(automaton) = &self.automaton else {
+            return;
+        };
+        let (meanings, matches) = (&self.meanings, &mut found.matches);
+        for &at in &found.starts {
+            automaton.prefixes(&b[at..], |n, pattern| {
+                let e = at + n;
+                if e == b.len() || b[e] == b' ' {
+                    if let Some(meant) = meanings.get(pattern) {
+                        matches.extend(meant.iter().map(|&(l, i)| (at, l, i)));
+                    }
+                }
+            });
+        }
+        if matches.is_empty() {
+            return;
+        }
+        matches.sort_unstable();
+        for &(_, list, i) in matches.iter() {
+            let into = match list {
+                List::Names => &mut found.names,
+                List::Descriptors => &mut found.descriptors,
+            };
+            if !into.contains(&i) {
+                into.push(i);
+            }
+        }
+    }
+}
+
+/// How [`fold_ascii_noting`] folds each ASCII byte: a letter or digit to
+/// its lower case, an apostrophe to [`DROP`], anything else to 0 (it
+/// separates words).
+const FOLD: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else if c == b'\'' || c == b'`' {
+            DROP
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// [`FOLD`] of a byte left out of the folded text.
+const DROP: u8 = 1;
+
+/// [`normalise`] of ASCII text into bytes, telling `word(at, first byte)`
+/// where each word starts.
+fn fold_ascii_noting(s: &[u8], out: &mut Vec<u8>, mut word: impl FnMut(usize, u8)) {
+    // Folding never lengthens ASCII text: written in place, then cut.
+    out.clear();
+    out.resize(s.len(), 0);
+    let mut n = 0;
+    let mut pending_space = false;
+    for &b in s {
+        let c = FOLD[usize::from(b & 0x7f)];
+        if c > DROP {
+            if pending_space && n > 0 {
+                out[n] = b' ';
+                n += 1;
+                word(n, c);
+            } else if n == 0 {
+                word(0, c);
+            }
+            pending_space = false;
+            out[n] = c;
+            n += 1;
+        } else if c == 0 {
+            pending_space = true;
+        }
+    }
+    out.truncate(n);
 }
 
 /// Is `word` (a short folded descriptor) a token of its own in `raw`? Tokens
@@ -410,20 +768,24 @@ pub fn contains_words(hay: &str, needle: &str) -> bool {
 }
 
 /// The byte range of the first whole-word occurrence of `needle` in `hay`.
+/// Only the starts of words are tried: texts here are short, and building
+/// a substring searcher for each would cost more than the search.
 fn word_match(hay: &str, needle: &str) -> Option<(usize, usize)> {
     if needle.is_empty() {
         return None;
     }
-    let mut from = 0;
-    while let Some(pos) = hay[from..].find(needle) {
-        let s = from + pos;
-        let e = s + needle.len();
-        let left_ok = s == 0 || hay.as_bytes()[s - 1] == b' ';
-        let right_ok = e == hay.len() || hay.as_bytes()[e] == b' ';
-        if left_ok && right_ok {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let mut s = 0;
+    while s + n.len() <= h.len() {
+        let e = s + n.len();
+        if &h[s..e] == n && (e == h.len() || h[e] == b' ') {
             return Some((s, e));
         }
-        from = s + hay[s..].chars().next().map_or(1, char::len_utf8);
+        // The next word start: after the next space.
+        match h[s..].iter().position(|b| *b == b' ') {
+            Some(k) => s += k + 1,
+            None => break,
+        }
     }
     None
 }

@@ -22,11 +22,12 @@
 //! goes on the wire, and [`in_context`] is the one reading of an RFC 3966
 //! `phone-context`, used for identity headers and the free-text scan alike.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use phonenumber::country;
 use phonenumber::metadata::DATABASE;
+
+use super::bytes::Masks;
 
 /// Why a configured number could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -331,6 +332,37 @@ impl NumberEntry {
     }
 }
 
+/// Interval indexes by (country code, length): a handful at most, so a
+/// list searched in order, which is cheaper than hashing the key and keeps
+/// the order they were made in.
+#[derive(Debug, Default, Clone)]
+struct Indexes(Vec<((u16, usize), IntervalIndex)>);
+
+impl Indexes {
+    fn get(&self, key: &(u16, usize)) -> Option<&IntervalIndex> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, ix)| ix)
+    }
+
+    fn entry(&mut self, key: (u16, usize)) -> &mut IntervalIndex {
+        let at = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                self.0.push((key, IntervalIndex::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &(u16, usize)> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut IntervalIndex> {
+        self.0.iter_mut().map(|(_, ix)| ix)
+    }
+}
+
 /// Intervals of equal-length digit strings, searchable by value.
 #[derive(Debug, Default, Clone)]
 struct IntervalIndex {
@@ -402,9 +434,9 @@ impl Form {
 pub struct NumberSet {
     pub entries: Vec<NumberEntry>,
     /// (country code, NSN length) -> intervals.
-    full: HashMap<(u16, usize), IntervalIndex>,
+    full: Indexes,
     /// (country code, subscriber length) -> intervals of local numbers.
-    local: HashMap<(u16, usize), IntervalIndex>,
+    local: Indexes,
     /// Country codes present (as text, for splitting E.164 digit strings),
     /// with their country's trunk prefix.
     codes: Vec<(String, u16, Option<String>)>,
@@ -417,6 +449,17 @@ pub struct NumberSet {
     /// Bit n set: a digit string of length n may be some form of a
     /// configured number. Every other candidate is refused without a lookup.
     lengths: u32,
+    /// For each length, bit n set (n the first two digits, 0 to 99): a
+    /// digit string of that length starting so may be some form of a
+    /// configured number. Most digit strings in a message (addresses,
+    /// ports, timestamps) are refused here.
+    leads: [u128; MAX_CANDIDATE + 1],
+    /// The shortest length in `lengths`: a digit sequence with fewer digits
+    /// in all can only match in a phone-context or a window.
+    shortest: usize,
+    /// The narrowest of `windows` (usize::MAX without any): only a digit
+    /// group longer than this is searched for a number buried inside it.
+    narrowest: usize,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -464,7 +507,6 @@ impl NumberSet {
             };
             set.full
                 .entry((e.country_code, e.first.len()))
-                .or_default()
                 .spans
                 .push((a, b, idx));
             if let Some(al) = e.area_len {
@@ -477,7 +519,6 @@ impl NumberSet {
                     if e.first[..al] == e.last[..al] {
                         set.local
                             .entry((e.country_code, e.first.len() - al))
-                            .or_default()
                             .spans
                             .push((la, lb, idx));
                     }
@@ -496,6 +537,9 @@ impl NumberSet {
         }
         set.windows = set.window_lengths();
         set.lengths = set.candidate_lengths();
+        set.leads = set.lead_digits();
+        set.shortest = set.lengths.trailing_zeros() as usize;
+        set.narrowest = set.windows.iter().copied().min().unwrap_or(usize::MAX);
         Ok(set)
     }
 
@@ -559,6 +603,7 @@ impl NumberSet {
             || digits.len() < 4
             || digits.len() > MAX_CANDIDATE
             || self.lengths & (1 << digits.len()) == 0
+            || lead(digits).is_some_and(|n| self.leads[digits.len()] & (1 << n) == 0)
         {
             return None;
         }
@@ -629,6 +674,71 @@ impl NumberSet {
         mask
     }
 
+    /// Every first two digits [`NumberSet::match_digits`] can match, as a
+    /// bit mask for each length: of each form of each entry (its national
+    /// number, after the trunk prefix, after its country code with or
+    /// without a kept trunk prefix, after any international prefix, and its
+    /// local subscriber number). More than can match (every form of every
+    /// entry, whatever its country), never less.
+    fn lead_digits(&self) -> [u128; MAX_CANDIDATE + 1] {
+        let mut masks = [0u128; MAX_CANDIDATE + 1];
+        // The first two digits of `prefix` followed by any number from
+        // `first` to `last`.
+        let mut add = |prefix: &str, first: &str, last: &str| {
+            let p = prefix.as_bytes();
+            let (f, l) = (first.as_bytes(), last.as_bytes());
+            let digit = |b: u8| u32::from(b.wrapping_sub(b'0')).min(9);
+            let (lo, hi) = match (p, f, l) {
+                ([a, b, ..], _, _) => {
+                    let n = digit(*a) * 10 + digit(*b);
+                    (n, n)
+                }
+                ([a], [f0, ..], [l0, ..]) => {
+                    (digit(*a) * 10 + digit(*f0), digit(*a) * 10 + digit(*l0))
+                }
+                ([], [f0, f1, ..], [l0, l1, ..]) => {
+                    (digit(*f0) * 10 + digit(*f1), digit(*l0) * 10 + digit(*l1))
+                }
+                // Too short to be matched (fewer than four digits).
+                _ => return,
+            };
+            // The ends of a range have the same length; should they not,
+            // every length between them is marked.
+            let (short, long) = (f.len().min(l.len()), f.len().max(l.len()));
+            for len in (p.len() + short)..=(p.len() + long).min(MAX_CANDIDATE) {
+                if let Some(mask) = masks.get_mut(len) {
+                    for n in lo..=hi.max(lo) {
+                        *mask |= 1 << n;
+                    }
+                }
+            }
+        };
+        let home_trunk = self.trunk.as_deref().unwrap_or("");
+        for e in &self.entries {
+            let kept = self
+                .codes
+                .iter()
+                .find(|c| c.1 == e.country_code)
+                .and_then(|c| c.2.as_deref())
+                .unwrap_or("");
+            let cc = e.country_code.to_string();
+            let mut prefixes = vec![String::new(), home_trunk.to_string()];
+            for idd in std::iter::once("").chain(self.intl_prefixes.iter().map(String::as_str)) {
+                prefixes.push(format!("{idd}{cc}"));
+                prefixes.push(format!("{idd}{cc}{kept}"));
+            }
+            for p in &prefixes {
+                add(p, &e.first, &e.last);
+            }
+            if let Some(al) = e.area_len {
+                if let (Some(f), Some(l)) = (e.first.get(al..), e.last.get(al..)) {
+                    add("", f, l);
+                }
+            }
+        }
+        masks
+    }
+
     /// Lengths of the forms that may be found inside a longer digit run
     /// (never the local form: too short to be safe there).
     fn window_lengths(&self) -> Vec<usize> {
@@ -655,41 +765,185 @@ impl NumberSet {
     /// Find every configured number in free text. Returns (entry, form, the
     /// text as it appeared).
     pub fn find_in(&self, text: &str) -> Vec<NumberHit<'_>> {
+        let mut masks = Masks::default();
+        masks.read(text.as_bytes());
+        self.find_in_with(text, &masks, &mut Scratch::default())
+    }
+
+    /// [`NumberSet::find_in`] in a text whose [`Masks`] have been read, with
+    /// buffers reused from text to text. The text is read a digit group at
+    /// a time, found from the masks; nothing is allocated unless a number
+    /// is found.
+    pub fn find_in_with(
+        &self,
+        text: &str,
+        masks: &Masks,
+        scratch: &mut Scratch,
+    ) -> Vec<NumberHit<'_>> {
         let mut out: Vec<NumberHit<'_>> = Vec::new();
         if self.entries.is_empty() {
             return out;
         }
-        let windows = &self.windows;
-        let mut digits = String::with_capacity(MAX_CANDIDATE);
-        for seq in digit_sequences(text) {
-            let groups = &seq.groups;
-            let mut found_in_seq = false;
-            // After a '+' or an international prefix, a span from the middle
-            // is the tail of a foreign number, not a national number.
-            let first = &text[groups[0].0..groups[0].1];
-            let anchored = seq.plus || first.starts_with("00") || first == "011";
-            let end = groups[groups.len() - 1].1;
-            // A local number in a global phone-context (a tel: URI, a sip:
-            // user part with user=phone) is read in that context and no
-            // other way, as the identity headers read it.
-            if !seq.plus {
-                if let Some(ctx) = phone_context_after(text, end) {
-                    if global_context(ctx).is_some() {
-                        let digits: String = groups.iter().map(|g| &text[g.0..g.1]).collect();
-                        let (digits, plus) = in_context(&digits, false, Some(ctx));
-                        if let Some(m) = self.match_digits(&digits, plus, seq.standalone) {
-                            out.push(NumberHit {
-                                number: m,
-                                as_written: text[groups[0].0..end].to_string(),
-                            });
-                        }
-                        continue;
+        let b = text.as_bytes();
+        let Scratch { groups, digits } = scratch;
+        groups.clear();
+        let mut seq = Seq {
+            plus: false,
+            plus_at: 0,
+            standalone: true,
+        };
+        // Digits in the sequence being read, and in its longest group.
+        let (mut total, mut longest) = (0usize, 0usize);
+        // Whether the text mentions a phone-context at all, once asked.
+        let mut contexts = None;
+        // With fewer digits in all than any form of a configured number
+        // has, and none in a group longer than a window, only a
+        // phone-context could make a number of them (most texts).
+        let count: usize = masks.digit.iter().map(|w| w.count_ones() as usize).sum();
+        if count < self.shortest && count <= self.narrowest {
+            if !(b.contains(&b';') && mentions_phone_context(b)) {
+                return out;
+            }
+            contexts = Some(true);
+        }
+        let mut i = 0;
+        // Each group of digits, from the masks.
+        while let Some(start) = Masks::next_set(&masks.digit, i) {
+            i = masks.next_clear(&masks.digit, start);
+            let len = i - start;
+            // A short group with letters on both sides (the digits of an
+            // encoded token, a hex tag) is a sequence of its own, too
+            // short for any number and followed by no parameter: it is
+            // passed over. (Letters stand between it and any other group,
+            // so the groups around it are read as they would have been.)
+            let letter = |k: usize| b.get(k).is_some_and(u8::is_ascii_alphabetic);
+            if start > 0
+                && letter(start - 1)
+                && letter(i)
+                && len < self.shortest
+                && len <= self.narrowest
+            {
+                continue;
+            }
+            // Does this group continue the sequence being read? Groups join
+            // when only a few visual separators stand between them.
+            let joined = groups.last().is_some_and(|&(_, prev_end)| {
+                let gap = b.get(prev_end..start).unwrap_or_default();
+                if gap.len() <= 3 && !gap.is_empty() && gap.iter().all(|c| is_separator(*c)) {
+                    true
+                } else if gap.len() <= 12 && !gap.is_ascii() {
+                    // What people paste: no-break spaces, Unicode dashes
+                    // (at most three characters of at most four bytes).
+                    // Both ends are ASCII digits, so this is whole
+                    // characters.
+                    let between = text.get(prev_end..start).unwrap_or("");
+                    between.chars().count() <= 3
+                        && between
+                            .chars()
+                            .map(fold)
+                            .all(|c| c.is_ascii() && is_separator(c as u8))
+                } else {
+                    false
+                }
+            });
+            if !joined {
+                if let Some(&(_, end)) = groups.last() {
+                    if self.worth_reading(b, end, total, longest) {
+                        self.read_sequence(text, groups, &seq, digits, &mut contexts, &mut out);
                     }
+                    groups.clear();
+                }
+                (total, longest) = (0, 0);
+                // Look back over an opening parenthesis or spaces for a '+'.
+                let mut j = start;
+                while j > 0 && matches!(b[j - 1], b'(' | b' ') && start - j < 2 {
+                    j -= 1;
+                }
+                let plus = j > 0 && b[j - 1] == b'+';
+                let before = if plus {
+                    j.checked_sub(2)
+                } else {
+                    start.checked_sub(1)
+                };
+                let glued_before = before.is_some_and(|k| b[k].is_ascii_alphabetic());
+                seq = Seq {
+                    plus,
+                    plus_at: if plus { j - 1 } else { start },
+                    standalone: !glued_before,
+                };
+            }
+            groups.push((start, i));
+            total += len;
+            longest = longest.max(len);
+            if b.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
+                seq.standalone = false;
+            }
+        }
+        if let Some(&(_, end)) = groups.last() {
+            if self.worth_reading(b, end, total, longest) {
+                self.read_sequence(text, groups, &seq, digits, &mut contexts, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Can a digit sequence ending at `end` in `b`, with `total` digits and
+    /// its longest group `longest` digits long, hold a configured number?
+    /// Most sequences (ports, octets, counters, the digits of an encoded
+    /// token) are too short for any form of one, whole or in a window, and
+    /// are not followed by URI parameters that could give them a context:
+    /// they are refused here, before they are read.
+    fn worth_reading(&self, b: &[u8], end: usize, total: usize, longest: usize) -> bool {
+        total >= self.shortest || longest > self.narrowest || b.get(end) == Some(&b';')
+    }
+
+    /// The configured number in one digit sequence (its `groups` of
+    /// digits in `text`), if any, added to `out`.
+    fn read_sequence<'s>(
+        &'s self,
+        text: &str,
+        groups: &[(usize, usize)],
+        seq: &Seq,
+        digits: &mut String,
+        contexts: &mut Option<bool>,
+        out: &mut Vec<NumberHit<'s>>,
+    ) {
+        let (Some(&(first_start, first_end)), Some(&(_, end))) = (groups.first(), groups.last())
+        else {
+            return;
+        };
+        let total: usize = groups.iter().map(|g| g.1 - g.0).sum();
+        // After a '+' or an international prefix, a span from the middle
+        // is the tail of a foreign number, not a national number.
+        let first = &text[first_start..first_end];
+        let anchored = seq.plus || first.starts_with("00") || first == "011";
+        // A local number in a global phone-context (a tel: URI, a sip:
+        // user part with user=phone) is read in that context and no
+        // other way, as the identity headers read it.
+        // Parameters follow the sequence in a URI, and the text names a
+        // phone-context somewhere (looked for once per text, and only then).
+        let may_have_context = text.as_bytes().get(end) == Some(&b';')
+            && *contexts.get_or_insert_with(|| mentions_phone_context(text.as_bytes()));
+        if !seq.plus && may_have_context {
+            if let Some(ctx) = phone_context_after(text, end) {
+                if global_context(ctx).is_some() {
+                    let digits: String = groups.iter().map(|g| &text[g.0..g.1]).collect();
+                    let (digits, plus) = in_context(&digits, false, Some(ctx));
+                    if let Some(m) = self.match_digits(&digits, plus, seq.standalone) {
+                        out.push(NumberHit {
+                            number: m,
+                            as_written: text[first_start..end].to_string(),
+                        });
+                    }
+                    return;
                 }
             }
+        }
+        // No span of a sequence shorter than every form can match.
+        if total >= self.shortest {
             // Every contiguous span of groups, longest first, so "(03) 7010
             // 0142" is reported whole rather than as "7010 0142".
-            'spans: for span in (1..=groups.len()).rev() {
+            for span in (1..=groups.len()).rev() {
                 let last_start = if anchored { 0 } else { groups.len() - span };
                 for i in 0..=last_start {
                     // Most spans can't be any form of a configured number:
@@ -698,52 +952,85 @@ impl NumberSet {
                     if len > MAX_CANDIDATE || self.lengths & (1 << len) == 0 {
                         continue;
                     }
+                    // Nor can most that pass: refused on their first two
+                    // digits, as match_digits would.
+                    let first = groups[i].0;
+                    let second = if groups[i].1 - first >= 2 {
+                        Some(first + 1)
+                    } else {
+                        groups.get(i + 1).map(|g| g.0)
+                    };
+                    let t = text.as_bytes();
+                    if let (Some(a), Some(b)) = (t.get(first), second.and_then(|k| t.get(k))) {
+                        let lead =
+                            u32::from(a.wrapping_sub(b'0')) * 10 + u32::from(b.wrapping_sub(b'0'));
+                        if lead < 100 && self.leads[len] & (1 << lead) == 0 {
+                            continue;
+                        }
+                    }
                     digits.clear();
                     for g in &groups[i..i + span] {
                         digits.push_str(&text[g.0..g.1]);
                     }
                     let plus = i == 0 && seq.plus;
                     let standalone = seq.standalone && span == groups.len();
-                    if let Some(m) = self.match_digits(&digits, plus, standalone) {
+                    if let Some(m) = self.match_digits(digits, plus, standalone) {
                         let start = if plus { seq.plus_at } else { groups[i].0 };
                         out.push(NumberHit {
                             number: m,
                             as_written: text[start..groups[i + span - 1].1].to_string(),
                         });
-                        found_in_seq = true;
-                        break 'spans;
-                    }
-                }
-            }
-            if found_in_seq {
-                continue;
-            }
-            // A configured number buried in a longer run of digits
-            // (`callid-0370100142169...`): look at windows of the full forms.
-            for g in groups {
-                let run = &text[g.0..g.1];
-                for &w in windows {
-                    if run.len() <= w {
-                        continue;
-                    }
-                    for s in 0..=(run.len() - w) {
-                        if let Some(m) = self.match_digits(&run[s..s + w], false, false) {
-                            out.push(NumberHit {
-                                number: m,
-                                as_written: run.to_string(),
-                            });
-                            found_in_seq = true;
-                            break;
-                        }
-                    }
-                    if found_in_seq {
-                        break;
+                        return;
                     }
                 }
             }
         }
-        out
+        // A configured number buried in a longer run of digits
+        // (`callid-0370100142169...`): look at windows of the full forms.
+        for g in groups.iter().filter(|g| g.1 - g.0 > self.narrowest) {
+            let run = &text[g.0..g.1];
+            for &w in &self.windows {
+                if run.len() <= w {
+                    continue;
+                }
+                for s in 0..=(run.len() - w) {
+                    // Refused on the first two digits, as match_digits would.
+                    let r = run.as_bytes();
+                    let lead = u32::from(r[s] - b'0') * 10 + u32::from(r[s + 1] - b'0');
+                    if self.leads.get(w).is_none_or(|m| m & (1 << lead) == 0) {
+                        continue;
+                    }
+                    if let Some(m) = self.match_digits(&run[s..s + w], false, false) {
+                        out.push(NumberHit {
+                            number: m,
+                            as_written: run.to_string(),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
     }
+}
+
+/// The first two digits of a digit string as a number (0 to 99), if it
+/// starts with two ASCII digits.
+fn lead(digits: &str) -> Option<u32> {
+    match digits.as_bytes() {
+        [a @ b'0'..=b'9', b @ b'0'..=b'9', ..] => {
+            Some(u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// Buffers [`NumberSet::find_in_with`] reuses from text to text.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Byte ranges of the digit groups of the sequence being read.
+    groups: Vec<(usize, usize)>,
+    /// A candidate's digits, run together.
+    digits: String,
 }
 
 /// A configured number recognised in a digit string.
@@ -784,6 +1071,14 @@ pub struct NumberHit<'a> {
 
 /// The `phone-context` value in the URI parameters right after a digit
 /// sequence ending at `end` (`02-9000-0000;phone-context=+61>`), if any.
+/// Does `text` say `phone-context` (in any case) anywhere? Without it no
+/// [`phone_context_after`] can be found.
+fn mentions_phone_context(text: &[u8]) -> bool {
+    const WORD: &[u8] = b"phone-context";
+    text.windows(WORD.len())
+        .any(|w| w[5] == b'-' && w.eq_ignore_ascii_case(WORD))
+}
+
 fn phone_context_after(text: &str, end: usize) -> Option<&str> {
     let rest = text.get(end..)?;
     if !rest.starts_with(';') {
@@ -799,13 +1094,13 @@ fn phone_context_after(text: &str, end: usize) -> Option<&str> {
     })
 }
 
-/// A run of digit groups joined by visual separators.
+/// What is known of a digit sequence (digit groups joined by visual
+/// separators) besides its groups.
 #[derive(Debug)]
-struct DigitSeq {
-    /// Byte ranges of the digit groups.
-    groups: Vec<(usize, usize)>,
+struct Seq {
     /// A `+` came right before the first group.
     plus: bool,
+    /// Where the sequence is quoted from: its `+`, or its first digit.
     plus_at: usize,
     /// Not glued to letters on either side.
     standalone: bool,
@@ -814,77 +1109,6 @@ struct DigitSeq {
 fn is_separator(b: u8) -> bool {
     // RFC 3966 visual separators plus the space and slash people type.
     matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/')
-}
-
-/// Split text into sequences of digit groups. Groups join when only a few
-/// visual separators stand between them.
-fn digit_sequences(text: &str) -> Vec<DigitSeq> {
-    let b = text.as_bytes();
-    let mut out: Vec<DigitSeq> = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let group = (start, i);
-        // Does this group continue the previous sequence?
-        let joined = match out.last_mut() {
-            Some(seq) => {
-                let prev_end = seq.groups.last().map_or(0, |g| g.1);
-                // Both ends are ASCII digits, so this is whole characters.
-                let between = text.get(prev_end..start).unwrap_or("");
-                let joins = if between.is_ascii() {
-                    between.len() <= 3 && between.bytes().all(is_separator)
-                } else {
-                    // What people paste: no-break spaces, Unicode dashes.
-                    between.chars().count() <= 3
-                        && between
-                            .chars()
-                            .map(fold)
-                            .all(|c| c.is_ascii() && is_separator(c as u8))
-                };
-                if !between.is_empty() && joins {
-                    seq.groups.push(group);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
-        };
-        if !joined {
-            // Look back over an opening parenthesis or spaces for a '+'.
-            let mut j = start;
-            while j > 0 && matches!(b[j - 1], b'(' | b' ') && start - j < 2 {
-                j -= 1;
-            }
-            let plus = j > 0 && b[j - 1] == b'+';
-            let before = if plus {
-                j.checked_sub(2)
-            } else {
-                start.checked_sub(1)
-            };
-            let glued_before = before.is_some_and(|k| b[k].is_ascii_alphabetic());
-            out.push(DigitSeq {
-                groups: vec![group],
-                plus,
-                plus_at: if plus { j - 1 } else { start },
-                standalone: !glued_before,
-            });
-        }
-        if let Some(seq) = out.last_mut() {
-            let glued_after = b.get(i).is_some_and(|c| c.is_ascii_alphabetic());
-            if glued_after {
-                seq.standalone = false;
-            }
-        }
-    }
-    out
 }
 
 fn parse_entry(
