@@ -1088,9 +1088,12 @@ pub struct NumberHit<'a> {
 /// Does `text` say `phone-context` (in any case) anywhere? Without it no
 /// [`phone_context_after`] can be found.
 fn mentions_phone_context(text: &[u8]) -> bool {
-    const WORD: &[u8] = b"phone-context";
-    text.windows(WORD.len())
-        .any(|w| w[5] == b'-' && w.eq_ignore_ascii_case(WORD))
+    // From each hyphen (found a vector at a time), the word around it.
+    memchr::memchr_iter(b'-', text).any(|k| {
+        k.checked_sub(5)
+            .and_then(|from| text.get(from..k + 8))
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"phone-context"))
+    })
 }
 
 fn phone_context_after(text: &str, end: usize) -> Option<&str> {
