@@ -125,9 +125,13 @@ fn has_binary(s: &str) -> bool {
     if s.is_ascii() {
         // The same test a byte at a time: ASCII's controls are below 0x20
         // and 0x7f.
-        return s
-            .bytes()
-            .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f);
+        // Without stopping early, so that the compiler tests many bytes
+        // at once (bodies are short).
+        return s.bytes().fold(false, |found, b| {
+            found
+                | ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r') & (b != 0x0c))
+                | (b == 0x7f)
+        });
     }
     s.chars()
         .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\x0c'))

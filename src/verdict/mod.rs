@@ -740,48 +740,58 @@ fn name_like(name: &str) -> bool {
 }
 
 /// Characters of an unquoted display name (RFC 3261 token characters and
-/// spaces; anything beyond ASCII for senders that don't quote).
+/// spaces; anything beyond ASCII for senders that don't quote): the rule
+/// [`all_display_chars`] applies, kept to test it against.
+#[cfg(test)]
 fn display_char(c: char) -> bool {
-    match u8::try_from(c) {
-        // The same test for ASCII, without the Unicode tables.
-        Ok(b) if b.is_ascii() => {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b' ' | b'\t'
-                        | b'\n'
-                        | 0x0b
-                        | 0x0c
-                        | b'\r'
-                        | b'-'
-                        | b'.'
-                        | b'!'
-                        | b'%'
-                        | b'*'
-                        | b'_'
-                        | b'+'
-                        | b'`'
-                        | b'\''
-                        | b'~'
-                )
-        }
-        _ => true,
-    }
+    c.is_alphanumeric() || !c.is_ascii() || c.is_whitespace() || "-.!%*_+`'~".contains(c)
 }
+
+/// Is every character of `text` a [`display_char`]? Read a byte at a time:
+/// every byte of a non-ASCII character is 0x80 or more, and every such
+/// character is one.
+fn all_display_chars(text: &str) -> bool {
+    text.bytes().all(|b| DISPLAY_BYTE[usize::from(b)])
+}
+
+/// [`all_display_chars`]'s test of each byte.
+const DISPLAY_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c >= 0x80
+            || c.is_ascii_alphanumeric()
+            // char::is_whitespace on ASCII, then the token characters.
+            || matches!(
+                c,
+                b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '
+                    | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Could this header value hold a display name or a name-like parameter?
 /// A cheap look before parsing it: most headers (Via, Call-ID, CSeq,
 /// Identity...) can't.
 fn may_carry_names(value: &str) -> bool {
-    value.contains('"')
-        || (value.contains('<')
+    // None of the three characters below: nothing to look at (one vector
+    // search instead of three).
+    let b = value.as_bytes();
+    if memchr::memchr3(b'"', b'<', b'=', b).is_none() {
+        return false;
+    }
+    memchr::memchr(b'"', b).is_some()
+        || (memchr::memchr(b'<', b).is_some()
             && value.split(',').any(|e| {
                 e.find('<').is_some_and(|i| {
                     let before = e[..i].trim();
-                    !before.is_empty() && before.chars().all(display_char)
+                    !before.is_empty() && all_display_chars(before)
                 })
             }))
-        || (value.contains('=')
+        || (memchr::memchr(b'=', b).is_some()
             && value
                 .split(';')
                 .skip(1)
@@ -993,7 +1003,7 @@ impl Judge<'_> {
             let display = na
                 .display
                 .as_deref()
-                .filter(|d| entry.trim_start().starts_with('"') || d.chars().all(display_char));
+                .filter(|d| entry.trim_start().starts_with('"') || all_display_chars(d));
             if let Some(d) = display {
                 self.name_text(header, value, d, shown, "display name");
             }
@@ -1594,6 +1604,51 @@ impl Judge<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_characters_read_as_bytes_as_as_characters() {
+        for c in (0..0x3100u32)
+            .chain([0xfeff, 0x1_f600])
+            .filter_map(char::from_u32)
+        {
+            assert_eq!(all_display_chars(&c.to_string()), display_char(c), "{c:?}");
+        }
+        assert!(all_display_chars("Eastside Women's Refuge"));
+        assert!(!all_display_chars("a;b") && !all_display_chars("<sip:x>"));
+    }
+
+    #[test]
+    fn name_like_words_anywhere_in_any_case() {
+        let words = ["name", "display", "cnam", "organi", "purpose", "label"];
+        for n in [
+            "X-Caller-NAME",
+            "cnam",
+            "Organization",
+            "x-purposes",
+            "Label",
+            "DISPLAY",
+        ] {
+            assert!(name_like(n), "{n}");
+        }
+        for n in ["Via", "tag", "nam", "x-organ", "lab", "", "n"] {
+            assert!(!name_like(n), "{n}");
+        }
+        // The same as looking for each word at each position.
+        for n in [
+            "abcnamex",
+            "xxdisplay",
+            "purpos",
+            "labelname",
+            "ORGANIzation",
+        ] {
+            let slow = words.iter().any(|k| {
+                n.as_bytes()
+                    .windows(k.len())
+                    .any(|w| w.eq_ignore_ascii_case(k.as_bytes()))
+            });
+            assert_eq!(name_like(n), slow, "{n}");
+        }
+    }
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -785,7 +785,11 @@ impl NumberSet {
             return out;
         }
         let b = text.as_bytes();
-        let Scratch { groups, digits } = scratch;
+        let Scratch {
+            groups,
+            digits,
+            before,
+        } = scratch;
         groups.clear();
         let mut seq = Seq {
             plus: false,
@@ -849,7 +853,8 @@ impl NumberSet {
             if !joined {
                 if let Some(&(_, end)) = groups.last() {
                     if self.worth_reading(b, end, total, longest) {
-                        self.read_sequence(text, groups, &seq, digits, &mut contexts, &mut out);
+                        let buffers = (&mut *digits, &mut *before);
+                        self.read_sequence(text, groups, &seq, buffers, &mut contexts, &mut out);
                     }
                     groups.clear();
                 }
@@ -881,7 +886,8 @@ impl NumberSet {
         }
         if let Some(&(_, end)) = groups.last() {
             if self.worth_reading(b, end, total, longest) {
-                self.read_sequence(text, groups, &seq, digits, &mut contexts, &mut out);
+                let buffers = (&mut *digits, &mut *before);
+                self.read_sequence(text, groups, &seq, buffers, &mut contexts, &mut out);
             }
         }
         out
@@ -904,7 +910,7 @@ impl NumberSet {
         text: &str,
         groups: &[(usize, usize)],
         seq: &Seq,
-        digits: &mut String,
+        (digits, before): (&mut String, &mut Vec<usize>),
         contexts: &mut Option<bool>,
         out: &mut Vec<NumberHit<'s>>,
     ) {
@@ -941,6 +947,11 @@ impl NumberSet {
         }
         // No span of a sequence shorter than every form can match.
         if total >= self.shortest {
+            before.clear();
+            before.push(0);
+            for g in groups {
+                before.push(before.last().copied().unwrap_or(0) + g.1 - g.0);
+            }
             // Every contiguous span of groups, longest first, so "(03) 7010
             // 0142" is reported whole rather than as "7010 0142".
             for span in (1..=groups.len()).rev() {
@@ -948,7 +959,7 @@ impl NumberSet {
                 for i in 0..=last_start {
                     // Most spans can't be any form of a configured number:
                     // refused on their length before any digits are copied.
-                    let len: usize = groups[i..i + span].iter().map(|g| g.1 - g.0).sum();
+                    let len = before[i + span] - before[i];
                     if len > MAX_CANDIDATE || self.lengths & (1 << len) == 0 {
                         continue;
                     }
@@ -1031,6 +1042,9 @@ pub struct Scratch {
     groups: Vec<(usize, usize)>,
     /// A candidate's digits, run together.
     digits: String,
+    /// Digits before each group of the sequence being read (and in all,
+    /// last), so a span's length is one subtraction.
+    before: Vec<usize>,
 }
 
 /// A configured number recognised in a digit string.
@@ -1074,9 +1088,12 @@ pub struct NumberHit<'a> {
 /// Does `text` say `phone-context` (in any case) anywhere? Without it no
 /// [`phone_context_after`] can be found.
 fn mentions_phone_context(text: &[u8]) -> bool {
-    const WORD: &[u8] = b"phone-context";
-    text.windows(WORD.len())
-        .any(|w| w[5] == b'-' && w.eq_ignore_ascii_case(WORD))
+    // From each hyphen (found a vector at a time), the word around it.
+    memchr::memchr_iter(b'-', text).any(|k| {
+        k.checked_sub(5)
+            .and_then(|from| text.get(from..k + 8))
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"phone-context"))
+    })
 }
 
 fn phone_context_after(text: &str, end: usize) -> Option<&str> {
