@@ -1572,7 +1572,7 @@ impl Fixture {
             device: (line != "self-test").then(|| line.to_string()),
         };
         if let Some(d) = self.cfg.callin().device(line) {
-            r.expected = d.expect();
+            r.expected = d.expected();
         }
         self.store
             .record_check(

@@ -510,7 +510,7 @@ impl Checker {
             );
         };
         let inconclusive = |reason: String, trigger: Trigger| {
-            CheckResult::inconclusive(name, line.expect(), started, reason, trigger)
+            CheckResult::inconclusive(name, line.expected(), started, reason, trigger)
         };
         let Some(account) = line.account() else {
             return inconclusive(

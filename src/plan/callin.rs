@@ -57,7 +57,7 @@ impl DevicePlan {
         &self.owner
     }
     /// What its calls must present.
-    pub fn expect(&self) -> Expect {
+    pub fn expected(&self) -> Expect {
         self.expect
     }
     /// What its call-ins are judged against.

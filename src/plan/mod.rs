@@ -354,7 +354,7 @@ impl LinePlan {
     }
 
     /// What it must present.
-    pub fn expect(&self) -> Expect {
+    pub fn expected(&self) -> Expect {
         self.expect
     }
 

@@ -370,7 +370,7 @@ pub async fn run(
     }
     println!("  lines:");
     for (line, user, rule) in &lines.initial {
-        let expect = match plan.line(line).map(|l| l.expect()) {
+        let expect = match plan.line(line).map(|l| l.expected()) {
             Some(Expect::Umbrella) => "umbrella",
             _ => "withheld",
         };

@@ -1092,7 +1092,7 @@ async fn api_lines(State(st): State<AppState>) -> WebResult<Response> {
             serde_json::json!({
                 "line": o.line,
                 "state": state_word(o.latest.as_ref()),
-                "expected": plan.line(&o.line).map(|l| l.expect().to_string()),
+                "expected": plan.line(&o.line).map(|l| l.expected().to_string()),
                 "last_check": o.latest.as_ref().map(|c| c.id),
                 "last_checked_at": o.latest.as_ref().map(|c| c.result.started_at.clone()),
                 "summary": o.latest.as_ref().map(|c| c.result.summary()),
@@ -1328,7 +1328,7 @@ pub(crate) fn expectation_of(plan: &Plan, name: &str) -> Option<String> {
     if let Some(l) = plan.line(name) {
         return Some(match l.umbrella() {
             Some(u) => format!("umbrella: {u}"),
-            None => l.expect().to_string(),
+            None => l.expected().to_string(),
         });
     }
     let cfg = plan.config();

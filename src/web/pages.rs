@@ -223,7 +223,7 @@ pub async fn overview(
             .line(&o.line)
             .map(|l| match l.umbrella() {
                 Some(u) => format!("umbrella: {}", esc(u)),
-                None => l.expect().to_string(),
+                None => l.expected().to_string(),
             })
             .unwrap_or_default();
         let last = o
