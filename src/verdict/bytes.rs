@@ -95,14 +95,15 @@ pub struct Masks {
 }
 
 /// What [`classify`] notes of each byte beyond the masks (or'ed over a
-/// text, they say which of these it holds at all).
-const SAW_PERCENT: u8 = 1;
+/// text, they say which of these it holds at all): the profile's bits
+/// themselves, so the or is the profile's lower byte.
+const SAW_PERCENT: u8 = PERCENT as u8;
 /// A `?`.
-const SAW_QUESTION: u8 = 1 << 1;
+const SAW_QUESTION: u8 = QUESTION as u8;
 /// A `'` or `` ` ``.
-const SAW_APOSTROPHE: u8 = 1 << 2;
+const SAW_APOSTROPHE: u8 = APOSTROPHE as u8;
 /// A byte of a non-ASCII character.
-const SAW_NON_ASCII: u8 = 1 << 3;
+const SAW_NON_ASCII: u8 = NON_ASCII as u8;
 
 /// The kinds of sixteen bytes: bit masks of the digits, the letters and
 /// digits, the token characters and the colons, with what else was seen
@@ -178,16 +179,18 @@ impl Masks {
             any_token |= token;
             any_colon |= colon;
         }
-        let saw = seen.iter().fold(0, |x, y| x | y);
-        let kind = |yes: bool, kind: u16| if yes { kind } else { 0 };
-        self.profile = kind(any_alnum != 0, ALNUM)
-            | kind(any_digit != 0, DIGIT)
-            | kind(any_token != 0, TOKEN)
-            | kind(any_colon != 0, COLON)
-            | kind(saw & SAW_PERCENT != 0, PERCENT)
-            | kind(saw & SAW_QUESTION != 0, QUESTION)
-            | kind(saw & SAW_APOSTROPHE != 0, APOSTROPHE)
-            | kind(saw & SAW_NON_ASCII != 0, NON_ASCII);
+        // The or of the sixteen bytes of `seen`, eight at a time.
+        let (lo, hi) = seen.split_at(8);
+        let mut saw = u64::from_le_bytes(lo.try_into().unwrap_or([0; 8]))
+            | u64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
+        saw |= saw >> 32;
+        saw |= saw >> 16;
+        saw |= saw >> 8;
+        self.profile = u16::from(saw as u8)
+            | (u16::from(any_alnum != 0) * ALNUM)
+            | (u16::from(any_digit != 0) * DIGIT)
+            | (u16::from(any_token != 0) * TOKEN)
+            | (u16::from(any_colon != 0) * COLON);
     }
 
     /// [`classify`] of the last `n` (fewer than sixteen) bytes of `s`:
@@ -207,8 +210,8 @@ impl Masks {
             }
             None => {
                 let mut short = [0u8; 16];
-                for (to, from) in short.iter_mut().zip(&s[s.len() - n..]) {
-                    *to = *from;
+                if let (Some(to), Some(from)) = (short.get_mut(..n), s.get(s.len() - n..)) {
+                    to.copy_from_slice(from);
                 }
                 classify(&short, seen)
             }

@@ -45,6 +45,10 @@ pub struct HostSet {
     automaton: Option<Patterns>,
     /// The index in `patterns` of each of the automaton's patterns.
     ids: Vec<usize>,
+    /// The last two characters of each of the automaton's patterns, lower
+    /// case, last first (0 for the second of a one-character pattern: any):
+    /// a token that ends otherwise is not walked.
+    tails: Vec<(u8, u8)>,
     /// Whether any pattern is an IPv6 address.
     v6: bool,
 }
@@ -94,7 +98,20 @@ impl HostSet {
             }
         }
         let automaton = (!texts.is_empty()).then(|| Patterns::new(&texts, true));
+        let mut tails: Vec<(u8, u8)> = texts
+            .iter()
+            .filter_map(|t| match t.as_slice() {
+                [last, before, ..] => {
+                    Some((last.to_ascii_lowercase(), before.to_ascii_lowercase()))
+                }
+                [last] => Some((last.to_ascii_lowercase(), 0)),
+                [] => None,
+            })
+            .collect();
+        tails.sort_unstable();
+        tails.dedup();
         HostSet {
+            tails,
             v6: patterns
                 .iter()
                 .any(|p| matches!(p.kind, HostKind::Ip(IpAddr::V6(_)))),
@@ -176,8 +193,24 @@ impl HostSet {
                     let Some(&last) = b.get(e) else {
                         continue;
                     };
-                    if last != b'.' && !automaton.may_start(last) {
-                        continue;
+                    if last != b'.' {
+                        // The token ends at `e` exactly: its last two
+                        // characters must be some pattern's.
+                        if !automaton.may_start(last) {
+                            continue;
+                        }
+                        let last = last.to_ascii_lowercase();
+                        let before = match e.checked_sub(1) {
+                            Some(k) if Masks::has(token, k) => b[k].to_ascii_lowercase(),
+                            _ => 0,
+                        };
+                        if !self
+                            .tails
+                            .iter()
+                            .any(|&(l, p)| l == last && (p == 0 || p == before))
+                        {
+                            continue;
+                        }
                     }
                     let run_start = masks.run_start(token, e);
                     self.token_hits(automaton, b, run_start, e + 1, &mut hits);

@@ -722,20 +722,30 @@ fn is_called_party(entry: &str) -> bool {
 /// (`Organization`, `X-Caller-Name`, `;cnam=`, `;display=`): the value is
 /// judged like a display name wherever it is.
 fn name_like(name: &str) -> bool {
+    const WORDS: [&[u8]; 6] = [
+        b"name", b"display", b"cnam", b"organi", b"purpose", b"label",
+    ];
+    // Each word starts with its own letter: for each byte, the word it may
+    // start (its index plus one; 0 for none), in either case.
+    const STARTS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut w = 0;
+        while w < WORDS.len() {
+            let first = WORDS[w][0];
+            t[first as usize] = w as u8 + 1;
+            t[first.to_ascii_uppercase() as usize] = w as u8 + 1;
+            w += 1;
+        }
+        t
+    };
     let n = name.as_bytes();
-    // Each word starts with its own letter: one look per position.
-    (0..n.len()).any(|i| {
-        let word: &[u8] = match n[i].to_ascii_lowercase() {
-            b'n' => b"name",
-            b'd' => b"display",
-            b'c' => b"cnam",
-            b'o' => b"organi",
-            b'p' => b"purpose",
-            b'l' => b"label",
-            _ => return false,
-        };
-        n.get(i..i + word.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    n.iter().enumerate().any(|(i, &b)| {
+        let w = STARTS[usize::from(b)];
+        w != 0
+            && WORDS.get(usize::from(w) - 1).is_some_and(|word| {
+                n.get(i..i + word.len())
+                    .is_some_and(|here| here.eq_ignore_ascii_case(word))
+            })
     })
 }
 

@@ -460,6 +460,9 @@ pub struct NumberSet {
     /// The narrowest of `windows` (usize::MAX without any): only a digit
     /// group longer than this is searched for a number buried inside it.
     narrowest: usize,
+    /// `leads` of every length together: a digit sequence none of whose
+    /// groups starts so holds no span worth copying.
+    any_lead: u128,
 }
 
 /// Length of the longest digit string worth looking at (E.164 max is 15,
@@ -539,6 +542,7 @@ impl NumberSet {
         set.lengths = set.candidate_lengths();
         set.leads = set.lead_digits();
         set.shortest = set.lengths.trailing_zeros() as usize;
+        set.any_lead = set.leads.iter().fold(0, |all, m| all | m);
         set.narrowest = set.windows.iter().copied().min().unwrap_or(usize::MAX);
         Ok(set)
     }
@@ -945,8 +949,28 @@ impl NumberSet {
                 }
             }
         }
-        // No span of a sequence shorter than every form can match.
-        if total >= self.shortest {
+        // No span of a sequence shorter than every form can match, nor of
+        // one none of whose groups (the first, if anchored) starts as some
+        // form does (an address, a port, a timestamp, most of the time).
+        let t = text.as_bytes();
+        let starts = if anchored { &groups[..1] } else { groups };
+        let some_lead = starts.iter().enumerate().any(|(k, g)| {
+            let second = if g.1 - g.0 >= 2 {
+                Some(g.0 + 1)
+            } else {
+                groups.get(k + 1).map(|h| h.0)
+            };
+            match (t.get(g.0), second.and_then(|j| t.get(j))) {
+                (Some(a), Some(b)) => {
+                    let lead =
+                        u32::from(a.wrapping_sub(b'0')) * 10 + u32::from(b.wrapping_sub(b'0'));
+                    lead >= 100 || self.any_lead & (1 << lead) != 0
+                }
+                // A lone digit: no span of four or more starts there.
+                _ => false,
+            }
+        });
+        if total >= self.shortest && some_lead {
             before.clear();
             before.push(0);
             for g in groups {
@@ -971,7 +995,6 @@ impl NumberSet {
                     } else {
                         groups.get(i + 1).map(|g| g.0)
                     };
-                    let t = text.as_bytes();
                     if let (Some(a), Some(b)) = (t.get(first), second.and_then(|k| t.get(k))) {
                         let lead =
                             u32::from(a.wrapping_sub(b'0')) * 10 + u32::from(b.wrapping_sub(b'0'));
