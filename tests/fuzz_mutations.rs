@@ -333,6 +333,12 @@ struct Current {
 /// the chunked framing). Err describes a broken property.
 fn check(input: &[u8], chunk_seed: u64, policies: &[Policy]) -> Result<(), String> {
     framing(input, chunk_seed)?;
+    // The verdict reads messages in place: exactly as the parser does.
+    if let Some(in_place) = cidguard::sip::message::parse_borrowed(input) {
+        if in_place.map(|m| m.to_message()) != parse(input) {
+            return Err("read in place, the message is not what parse reads".into());
+        }
+    }
     if let Ok(m) = parse(input) {
         let _ = check_request(&m);
         let _ = m.cseq();

@@ -9,6 +9,7 @@
 //! Parsing is bounded: a message larger than [`MAX_MESSAGE`] or with more than
 //! [`MAX_HEADERS`] header lines is refused, never buffered without limit.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Largest message accepted (bytes). SIP over UDP is limited to 65,535 bytes
@@ -63,6 +64,111 @@ pub struct Message {
     pub anomalies: Vec<String>,
     /// True when Content-Length promised more bytes than arrived.
     pub truncated: bool,
+}
+
+/// One header line as received, borrowed from the message's bytes: a
+/// [`Header`] without the copies, for a reader done with the message before
+/// its bytes go (the verdict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRef<'a> {
+    /// The name exactly as spelled on the wire (`f`, `FROM`, `X-Foo`).
+    pub name: &'a str,
+    /// The canonical long form (`From` for `f`, `from` or `FROM`); unknown
+    /// headers keep their received spelling.
+    pub canonical: &'a str,
+    /// The value with folding undone and outer whitespace trimmed: owned
+    /// only when continuation lines had to be joined.
+    pub value: Cow<'a, str>,
+    /// 1-based line number of the header in the message, for error reports.
+    pub line: usize,
+}
+
+/// A parsed SIP message borrowing from its bytes ([`parse_borrowed`]): a
+/// [`Message`] without the copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// The request or status line.
+    pub start: StartLine,
+    /// The headers in order.
+    pub headers: Vec<HeaderRef<'a>>,
+    /// Everything after the blank line, cut to Content-Length when that
+    /// is smaller than what follows.
+    pub body: &'a [u8],
+    /// Bytes after the declared Content-Length (usually empty).
+    pub trailing: &'a [u8],
+    /// Things that were odd but not fatal, as [`Message::anomalies`].
+    pub anomalies: Vec<String>,
+    /// True when Content-Length promised more bytes than arrived.
+    pub truncated: bool,
+}
+
+impl MessageRef<'_> {
+    /// The same message, owned.
+    pub fn to_message(&self) -> Message {
+        Message {
+            start: self.start.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| Header {
+                    name: h.name.to_string(),
+                    canonical: h.canonical.to_string(),
+                    value: h.value.to_string(),
+                    line: h.line,
+                })
+                .collect(),
+            body: self.body.to_vec(),
+            trailing: self.trailing.to_vec(),
+            anomalies: self.anomalies.clone(),
+            truncated: self.truncated,
+        }
+    }
+
+    /// The Request-URI of a request.
+    pub fn request_uri(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// Every header with this canonical name, in order.
+    pub fn headers_named<'s, 'n>(
+        &'s self,
+        canonical: &'n str,
+    ) -> impl Iterator<Item = &'s HeaderRef<'s>> + use<'s, 'n> {
+        self.headers
+            .iter()
+            .filter(move |h| h.canonical.eq_ignore_ascii_case(canonical))
+    }
+
+    /// The first value of a header (by canonical name).
+    pub fn header(&self, canonical: &str) -> Option<&str> {
+        self.headers_named(canonical).next().map(|h| &*h.value)
+    }
+}
+
+impl Message {
+    /// The same message as a [`MessageRef`] borrowing from this one.
+    pub fn borrowed(&self) -> MessageRef<'_> {
+        MessageRef {
+            start: self.start.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| HeaderRef {
+                    name: &h.name,
+                    canonical: &h.canonical,
+                    value: Cow::Borrowed(&h.value),
+                    line: h.line,
+                })
+                .collect(),
+            body: &self.body,
+            trailing: &self.trailing,
+            anomalies: self.anomalies.clone(),
+            truncated: self.truncated,
+        }
+    }
 }
 
 /// Why bytes could not be read as a SIP message.
@@ -539,6 +645,29 @@ fn opening(buf: &[u8]) -> Opening {
 
 /// Parse one SIP message.
 pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+    let (head, rest) = split_message(bytes)?;
+    // Valid UTF-8 (almost every message) is read in place; anything else
+    // with U+FFFD for what is not.
+    let head_text = String::from_utf8_lossy(head);
+    parse_text(&head_text, rest).map(|m| m.to_message())
+}
+
+/// [`parse`] without copying anything out of `bytes`: the headers and body
+/// borrow from them. None when the header section is not UTF-8 ([`parse`]
+/// reads that with U+FFFD for what is not). The same reading as
+/// [`parse`]'s, which is this one copied.
+pub fn parse_borrowed(bytes: &[u8]) -> Option<Result<MessageRef<'_>, ParseError>> {
+    let (head, rest) = match split_message(bytes) {
+        Ok(parts) => parts,
+        Err(e) => return Some(Err(e)),
+    };
+    let head_text = std::str::from_utf8(head).ok()?;
+    Some(parse_text(head_text, rest))
+}
+
+/// A message's header section and what follows it, leading blank lines
+/// skipped.
+fn split_message(bytes: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(ParseError::TooLarge);
     }
@@ -551,21 +680,20 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     if bytes.is_empty() {
         return Err(ParseError::Empty);
     }
-    let (head, rest) = match header_end(bytes) {
+    Ok(match header_end(bytes) {
         Some(end) => (&bytes[..end], &bytes[end..]),
         None => (bytes, &[][..]),
-    };
-    // Valid UTF-8 (almost every message) is read in place.
-    let head_text = match std::str::from_utf8(head) {
-        Ok(t) => std::borrow::Cow::Borrowed(t),
-        Err(_) => String::from_utf8_lossy(head),
-    };
-    let mut lines = split_lines(&head_text).map(|l| l.strip_suffix('\r').unwrap_or(l));
+    })
+}
+
+/// Parse a message whose header section is `head_text` and the rest `rest`.
+fn parse_text<'a>(head_text: &'a str, rest: &'a [u8]) -> Result<MessageRef<'a>, ParseError> {
+    let mut lines = split_lines(head_text).map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next().unwrap_or_default();
     let start = parse_start_line(first)?;
 
     let mut anomalies = Vec::new();
-    let mut headers: Vec<Header> = Vec::new();
+    let mut headers: Vec<HeaderRef<'a>> = Vec::new();
     for (idx, line) in lines.enumerate() {
         let line_no = idx + 2;
         if line.is_empty() {
@@ -575,10 +703,11 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             // Folded continuation of the previous header.
             match headers.last_mut() {
                 Some(prev) => {
-                    if !prev.value.is_empty() {
-                        prev.value.push(' ');
+                    let value = prev.value.to_mut();
+                    if !value.is_empty() {
+                        value.push(' ');
                     }
-                    prev.value.push_str(line.trim());
+                    value.push_str(line.trim());
                 }
                 None => {
                     return Err(ParseError::BadHeaderLine {
@@ -605,18 +734,18 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         if headers.len() >= MAX_HEADERS {
             return Err(ParseError::TooManyHeaders);
         }
-        headers.push(Header {
-            name: name.to_string(),
-            canonical: canonical_name(name),
-            value: trim(value).to_string(),
+        headers.push(HeaderRef {
+            name,
+            canonical: known_name(name).unwrap_or(name),
+            value: Cow::Borrowed(trim(value)),
             line: line_no,
         });
     }
 
-    let mut body = rest.to_vec();
-    let mut trailing = Vec::new();
+    let mut body = rest;
+    let mut trailing: &[u8] = &[];
     let mut truncated = false;
-    let lengths: Vec<&Header> = headers
+    let lengths: Vec<&HeaderRef<'a>> = headers
         .iter()
         .filter(|h| h.canonical == "Content-Length")
         .collect();
@@ -630,7 +759,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         None => {}
         Some(h) => match h.value.trim().parse::<usize>() {
             Ok(n) if n < body.len() => {
-                trailing = body.split_off(n);
+                (body, trailing) = body.split_at(n);
                 anomalies.push(format!(
                     "Content-Length is {n} but {} bytes follow the headers",
                     n + trailing.len()
@@ -647,7 +776,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             Err(_) => anomalies.push(format!("unreadable Content-Length {:?}", h.value)),
         },
     }
-    Ok(Message {
+    Ok(MessageRef {
         start,
         headers,
         body,
@@ -1035,6 +1164,35 @@ pub fn is_token_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_in_place_as_parse_reads() {
+        let cases: [&[u8]; 9] = [
+            b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nSubject: one\r\n  two\r\n\tthree\r\nContent-Length: 3\r\n\r\nabcdef",
+            b"\r\n\r\nINVITE sip:a@b SIP/2.0\r\nf: \"A\" <sip:x@y>\r\nl: 10\r\n\r\nshort",
+            b"SIP/2.0 200 OK\nCall-ID: x\n\n",
+            b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"INVITE sip:a@b SIP/2.0\r\nBad Header: x\r\n\r\n",
+            b"INVITE sip:a@b SIP/2.0\r\n continuation first\r\n\r\n",
+            b"not sip at all",
+            b"INVITE sip:a@b SIP/2.0\r\nX: \xe2\x80\x83spaced\xe2\x80\x83 \r\nContent-Length: x\r\n\r\nbody",
+            b"",
+        ];
+        for bytes in cases {
+            let in_place = parse_borrowed(bytes).map(|r| r.map(|m| m.to_message()));
+            assert_eq!(
+                in_place,
+                Some(parse(bytes)),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+            if let Ok(m) = parse(bytes) {
+                assert_eq!(m.borrowed().to_message(), m);
+            }
+        }
+        // A header section that is not UTF-8 is left to parse.
+        assert!(parse_borrowed(b"INVITE sip:a@b SIP/2.0\r\nX: caf\xe9\r\n\r\n").is_none());
+    }
 
     #[test]
     fn compact_folded_and_bare_lf() {

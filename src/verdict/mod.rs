@@ -36,6 +36,7 @@ use serde::Serialize;
 
 use crate::escape;
 use crate::sip::header::{parse_name_addr, parse_uri, percent_decode, split_list, Uri};
+use crate::sip::message::MessageRef;
 use crate::sip::{self, Message, StartLine};
 use hosts::HostSet;
 use names::{contains_words, is_anonymous_text, normalise, Found, Lexicon, NamePattern, PhraseSet};
@@ -514,9 +515,20 @@ pub fn judge(policy: &Policy, raw: &[u8]) -> Verdict {
         transcoded = v;
         (&transcoded[..], true)
     };
-    match sip::parse(raw) {
+    // Read in place, without copying a header out of the bytes; the copy
+    // only when the header section is still not UTF-8 (leading blank lines
+    // hid where it ends), read as the parser reads it.
+    let owned;
+    let parsed = match sip::message::parse_borrowed(raw) {
+        Some(parsed) => parsed,
+        None => {
+            owned = sip::parse(raw);
+            owned.as_ref().map(Message::borrowed).map_err(Clone::clone)
+        }
+    };
+    match parsed {
         Ok(m) => {
-            let mut v = judge_message(policy, &m);
+            let mut v = judge_parsed(policy, &m);
             if latin_head {
                 v.notes
                     .push("header bytes that are not UTF-8 were read as Windows-1252".into());
@@ -560,6 +572,11 @@ fn quote(s: &str) -> String {
 
 /// Judge a parsed message.
 pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
+    judge_parsed(policy, &msg.borrowed())
+}
+
+/// [`judge_message`] of a message read in place.
+fn judge_parsed(policy: &Policy, msg: &MessageRef<'_>) -> Verdict {
     match &msg.start {
         StartLine::Request { method, .. } if method == "INVITE" => {}
         StartLine::Request { method, .. } => {
@@ -583,10 +600,7 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         allow_short: true,
         scratch: Scratch::default(),
     };
-    let privacy: Vec<&str> = msg
-        .headers_named("Privacy")
-        .map(|h| h.value.as_str())
-        .collect();
+    let privacy: Vec<&str> = msg.headers_named("Privacy").map(|h| &*h.value).collect();
     if !privacy.is_empty() {
         j.presented.privacy = Some(privacy.join(", "));
         j.notes.push(format!(
@@ -605,7 +619,7 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         n => j.doubts.push(format!("the INVITE has {n} From headers")),
     }
     for h in &msg.headers {
-        let canonical = h.canonical.as_str();
+        let canonical = h.canonical;
         let shown = IDENTITY_HEADERS.contains(&canonical) || canonical == "Identity";
         if canonical == "Remote-Party-ID" {
             j.presented.identity_headers.push(canonical.to_string());
@@ -628,13 +642,13 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         } else {
             // Unknown and X- headers can carry the name in their own name.
             let known = canonical != h.name
-                || sip::message::known_name(&h.name).is_some_and(|c| c != h.name);
+                || sip::message::known_name(h.name).is_some_and(|c| c != h.name);
             if known {
                 j.scan_views(canonical, &h.value, &h.value, false, "header value");
             } else {
                 let mut line = std::mem::take(&mut j.scratch.line);
                 line.clear();
-                line.push_str(&h.name);
+                line.push_str(h.name);
                 line.push_str(": ");
                 line.push_str(&h.value);
                 j.scan_views(canonical, &h.value, &line, false, "header value");
@@ -649,7 +663,7 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
                 j.user_to_user(canonical, &h.value);
             }
         }
-        j.display_names(canonical, &h.name, &h.value, shown);
+        j.display_names(canonical, h.name, &h.value, shown);
     }
     if msg.truncated {
         j.notes.retain(|n| !n.starts_with("Content-Length is"));
@@ -662,13 +676,13 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
     let content_type = msg.header("Content-Type");
     let content_encoding = msg.header("Content-Encoding");
     if !msg.body.is_empty() {
-        match std::str::from_utf8(&msg.body) {
+        match std::str::from_utf8(msg.body) {
             // The common case, read in place: plain text, nothing to undo.
-            Ok(text) if !decode::body_needs_decoding(content_type, content_encoding, &msg.body) => {
+            Ok(text) if !decode::body_needs_decoding(content_type, content_encoding, msg.body) => {
                 j.scan_lines(decode::place_for(content_type), text, None);
             }
             _ => {
-                let body = decode::body(content_type, content_encoding, &msg.body);
+                let body = decode::body(content_type, content_encoding, msg.body);
                 j.doubts.extend(body.doubts);
                 j.notes.extend(body.notes);
                 for t in &body.texts {
@@ -678,7 +692,7 @@ pub fn judge_message(policy: &Policy, msg: &Message) -> Verdict {
         }
     }
     if !msg.trailing.is_empty() {
-        let text = String::from_utf8_lossy(&msg.trailing);
+        let text = String::from_utf8_lossy(msg.trailing);
         j.scan_lines(
             "SDP",
             &text,
