@@ -155,6 +155,17 @@ impl Masks {
         self.token.clear();
         self.colon.clear();
         self.len = s.len();
+        // Room for a kilobyte's masks at once: most texts fit, and the
+        // vectors are not grown text by text.
+        let words = s.len().div_ceil(64).max(16);
+        for mask in [
+            &mut self.alnum,
+            &mut self.digit,
+            &mut self.token,
+            &mut self.colon,
+        ] {
+            mask.reserve(words);
+        }
         let mut seen = [0u8; 16];
         let (mut any_alnum, mut any_digit, mut any_token, mut any_colon) = (0, 0, 0, 0);
         for block in s.chunks(64) {

@@ -830,14 +830,12 @@ pub fn is_anonymous_text(s: &str) -> bool {
     if f.is_empty() {
         return false;
     }
-    let words: Vec<&str> = f.split(' ').collect();
-    let core = words.iter().any(|w| ANON_CORE.contains(w));
+    let words = || f.split(' ');
+    let core = words().any(|w| ANON_CORE.contains(&w));
     let out_of_area = f == "out of area";
     let no_caller_id = f == "no caller id";
     (core || out_of_area || no_caller_id)
-        && words
-            .iter()
-            .all(|w| ANON_CORE.contains(w) || ANON_FILLER.contains(w))
+        && words().all(|w| ANON_CORE.contains(&w) || ANON_FILLER.contains(&w))
 }
 
 #[cfg(test)]
