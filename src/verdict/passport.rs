@@ -59,12 +59,25 @@ pub fn decode(value: &str) -> Decoded {
     let Some(bytes) = b64(parts[1]) else {
         return Decoded::Unreadable("the payload is not base64url".into());
     };
-    let json: Value = match serde_json::from_slice(&bytes) {
+    // A payload that is UTF-8 (as JSON must be) is parsed as text and kept
+    // as it is; anything else is parsed as bytes (for the parser's own
+    // error) and kept with U+FFFD for what is not UTF-8.
+    let (json, payload_text) = match String::from_utf8(bytes) {
+        Ok(text) => (serde_json::from_str::<Value>(&text), text),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            (
+                serde_json::from_slice::<Value>(&bytes),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
+        }
+    };
+    let json = match json {
         Ok(v) => v,
         Err(e) => return Decoded::Unreadable(format!("the payload is not JSON: {e}")),
     };
     let mut c = Claims {
-        payload_text: String::from_utf8_lossy(&bytes).into_owned(),
+        payload_text,
         ..Default::default()
     };
     if let Some(orig) = json.get("orig") {
@@ -104,5 +117,35 @@ mod tests {
             Decoded::Compact
         ));
         assert!(matches!(decode("eyJ.%%%.x"), Decoded::Unreadable(_)));
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_is_reported_as_the_parser_words_it() {
+        for payload in [
+            &b"{\"orig\":"[..],
+            b"{\"a\":\"\x01\"}",
+            b"[1,2",
+            b"{\"a\":\xff}",
+            b"nul",
+        ] {
+            let want = match serde_json::from_slice::<Value>(payload) {
+                Err(e) => format!("the payload is not JSON: {e}"),
+                Ok(_) => unreachable!("not JSON"),
+            };
+            let v = format!(
+                "eyJhbGciOiJFUzI1NiJ9.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(payload)
+            );
+            match decode(&v) {
+                Decoded::Unreadable(why) => assert_eq!(why, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Trailing whitespace is still JSON.
+        let v = format!(
+            "eyJhbGciOiJFUzI1NiJ9.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(b"{\"iat\":1} ")
+        );
+        assert!(matches!(decode(&v), Decoded::Claims(_)));
     }
 }
