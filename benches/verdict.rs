@@ -10,7 +10,9 @@
 //! isn't, `CIDGUARD_VERDICT_LOOP=<kind>:<n>` runs n verdicts of one kind
 //! (clean, leaking, gzip, rfc2047) and nothing else, and
 //! `bash benches/verdict-instructions.sh` counts the instructions per
-//! verdict of each kind with it under valgrind.
+//! verdict of each kind with it under valgrind. `file:<n>` judges the
+//! message in the file `CIDGUARD_VERDICT_FILE` names instead (to see what
+//! one header or body line costs).
 
 use std::path::Path;
 
@@ -169,12 +171,20 @@ fn main() {
             .expect("policies")
             .remove(0);
         let m = messages(&policy);
+        let file;
         let msg = match kind {
+            // Any message, to see what one part of it costs.
+            "file" => {
+                let path =
+                    std::env::var("CIDGUARD_VERDICT_FILE").expect("CIDGUARD_VERDICT_FILE=<path>");
+                file = std::fs::read(path).expect("the message file");
+                &file
+            }
             "clean" => &m.clean,
             "leaking" => &m.leaking,
             "gzip" => &m.gzipped,
             "rfc2047" => &m.encoded_name,
-            other => panic!("unknown kind {other:?}: clean, leaking, gzip or rfc2047"),
+            other => panic!("unknown kind {other:?}: clean, leaking, gzip, rfc2047 or file"),
         };
         for _ in 0..n {
             criterion::black_box(judge(&policy, criterion::black_box(msg)));

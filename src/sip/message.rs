@@ -693,7 +693,9 @@ fn parse_text<'a>(head_text: &'a str, rest: &'a [u8]) -> Result<MessageRef<'a>, 
     let start = parse_start_line(first)?;
 
     let mut anomalies = Vec::new();
-    let mut headers: Vec<HeaderRef<'a>> = Vec::new();
+    // Room for a header a line (folded lines aside), made once.
+    let line_count = memchr::memchr_iter(b'\n', head_text.as_bytes()).count();
+    let mut headers: Vec<HeaderRef<'a>> = Vec::with_capacity(line_count.min(MAX_HEADERS) + 1);
     for (idx, line) in lines.enumerate() {
         let line_no = idx + 2;
         if line.is_empty() {
@@ -745,14 +747,13 @@ fn parse_text<'a>(head_text: &'a str, rest: &'a [u8]) -> Result<MessageRef<'a>, 
     let mut body = rest;
     let mut trailing: &[u8] = &[];
     let mut truncated = false;
-    let lengths: Vec<&HeaderRef<'a>> = headers
-        .iter()
-        .filter(|h| h.canonical == "Content-Length")
-        .collect();
-    if lengths.len() > 1 {
-        anomalies.push(format!("{} Content-Length headers", lengths.len()));
+    let mut lengths = headers.iter().filter(|h| h.canonical == "Content-Length");
+    let first_length = lengths.next();
+    let more = lengths.count();
+    if more > 0 {
+        anomalies.push(format!("{} Content-Length headers", more + 1));
     }
-    match lengths.first() {
+    match first_length {
         None if !body.is_empty() => {
             anomalies.push("no Content-Length header; the body runs to the end".into())
         }

@@ -598,7 +598,7 @@ fn judge_parsed(policy: &Policy, msg: &MessageRef<'_>) -> Verdict {
         presented: Presented::default(),
         layer: None,
         allow_short: true,
-        scratch: Scratch::default(),
+        scratch: SCRATCH.take(),
     };
     let privacy: Vec<&str> = msg.headers_named("Privacy").map(|h| &*h.value).collect();
     if !privacy.is_empty() {
@@ -640,10 +640,11 @@ fn judge_parsed(policy: &Policy, msg: &MessageRef<'_>) -> Verdict {
             j.identity_passport(&h.value);
             j.scan_views(canonical, &h.value, &h.value, true, "header value");
         } else {
-            // Unknown and X- headers can carry the name in their own name.
-            let known = canonical != h.name
-                || sip::message::known_name(h.name).is_some_and(|c| c != h.name);
-            if known {
+            // Unknown and X- headers can carry the name in their own name:
+            // a header is searched with its name unless it came under
+            // another spelling of a known one (a compact form, another
+            // case), whose value alone is searched.
+            if canonical != h.name {
                 j.scan_views(canonical, &h.value, &h.value, false, "header value");
             } else {
                 let mut line = std::mem::take(&mut j.scratch.line);
@@ -712,6 +713,16 @@ fn judge_parsed(policy: &Policy, msg: &MessageRef<'_>) -> Verdict {
     }
     // Displayed places first; otherwise in message order.
     j.findings.sort_by_key(|f| !f.shown);
+    // Kept for the next verdict unless a large text grew it (a big
+    // decoded body), so a thread keeps no more than that.
+    if j.scratch
+        .masks
+        .as_ref()
+        .is_none_or(|m| m.alnum.capacity() <= 1 << 14)
+        && j.scratch.line.capacity() <= 1 << 16
+    {
+        SCRATCH.set(j.scratch);
+    }
     Verdict {
         line: policy.line.clone(),
         outcome,
@@ -862,17 +873,26 @@ struct Judge<'p> {
     scratch: Scratch,
 }
 
-/// Buffers the scan of one message reuses from text to text, so judging a
-/// clean message allocates little beyond its verdict.
+thread_local! {
+    /// The scratch buffers of the last verdict on this thread, taken by the
+    /// next (a verdict within a verdict finds none and makes its own).
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// Buffers the scan of one message reuses from text to text, and from
+/// message to message on a thread, so judging a clean message allocates
+/// little beyond its verdict.
 #[derive(Default)]
 struct Scratch {
-    /// The names and descriptors found in the text being scanned.
-    found: Found,
+    /// The names and descriptors found in the text being scanned. (This
+    /// and the masks are boxed so that lending them out while `self` is
+    /// in use moves a pointer, not the buffers' bookkeeping.)
+    found: Option<Box<Found>>,
     /// The number search's buffers.
     numbers: numbers::Scratch,
     /// Where the letters, digits and token characters of the text being
     /// scanned are.
-    masks: bytes::Masks,
+    masks: Option<Box<bytes::Masks>>,
     /// A header as `Name: value`, for headers whose name is searched too.
     line: String,
 }
@@ -939,11 +959,11 @@ impl Judge<'_> {
     /// words, and UTF-8 misread as Windows-1252. `noun` names the text for
     /// a layer's label ("header value", "SDP body").
     fn scan_views(&mut self, header: &str, value: &str, text: &str, shown: bool, noun: &str) {
-        let mut masks = std::mem::take(&mut self.scratch.masks);
+        let mut masks = self.scratch.masks.take().unwrap_or_default();
         masks.read(text.as_bytes());
         let profile = masks.profile;
         self.scan_masked(header, value, text, &mut masks, shown);
-        self.scratch.masks = masks;
+        self.scratch.masks = Some(masks);
         // Encoded words need a `?`, mojibake a non-ASCII character.
         let words = if profile & bytes::QUESTION != 0 {
             decode::encoded_words(text)
@@ -1085,10 +1105,10 @@ impl Judge<'_> {
             // No word of the text starts like any name or descriptor:
             // none is shown, whole or cut (a cut name or descriptor starts
             // as the whole one does), and nothing need be folded.
-            let mut masks = std::mem::take(&mut self.scratch.masks);
+            let mut masks = self.scratch.masks.take().unwrap_or_default();
             masks.read(t.as_bytes());
             let may_hold = self.policy.lexicon.may_hold(t, &masks);
-            self.scratch.masks = masks;
+            self.scratch.masks = Some(masks);
             if !may_hold {
                 continue;
             }
@@ -1121,7 +1141,7 @@ impl Judge<'_> {
                     named.push(p);
                 }
             }
-            let mut found = std::mem::take(&mut self.scratch.found);
+            let mut found = self.scratch.found.take().unwrap_or_default();
             self.policy.lexicon.find(&folded, &mut found);
             let mut hits: Vec<usize> = found
                 .descriptors
@@ -1129,7 +1149,7 @@ impl Judge<'_> {
                 .copied()
                 .filter(|&i| descriptors.counts(i, t, self.allow_short))
                 .collect();
-            self.scratch.found = found;
+            self.scratch.found = Some(found);
             if hits.is_empty() {
                 hits.extend(descriptors.cut_in_display(&folded, t));
             }
@@ -1220,10 +1240,10 @@ impl Judge<'_> {
     /// Look for the organisation's numbers, names and hosts in free text.
     /// `value` is what is reported; `text` is what is searched.
     fn scan(&mut self, header: &str, value: &str, text: &str, shown: bool) {
-        let mut masks = std::mem::take(&mut self.scratch.masks);
+        let mut masks = self.scratch.masks.take().unwrap_or_default();
         masks.read(text.as_bytes());
         self.scan_masked(header, value, text, &mut masks, shown);
-        self.scratch.masks = masks;
+        self.scratch.masks = Some(masks);
     }
 
     /// [`Judge::scan`] of a text whose `masks` have been read (they are
@@ -1291,7 +1311,7 @@ impl Judge<'_> {
             masks.read(t.as_bytes());
             Cow::Owned(t)
         };
-        let mut found = std::mem::take(&mut self.scratch.found);
+        let mut found = self.scratch.found.take().unwrap_or_default();
         // Without a letter or digit the folded text is empty.
         if masks.profile & (bytes::ALNUM | bytes::NON_ASCII) != 0 {
             policy.lexicon.fold_and_find(&name_text, masks, &mut found);
@@ -1340,7 +1360,7 @@ impl Judge<'_> {
         if !hits.is_empty() {
             self.descriptor_finding(header, value, shown, &name_text, descriptors, &hits);
         }
-        self.scratch.found = found;
+        self.scratch.found = Some(found);
         for (p, tok) in host_hits {
             let detail = format!(
                 "the organisation's host {} appears as {}; {header} is {where_}.",

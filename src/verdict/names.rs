@@ -826,7 +826,71 @@ const ANON_FILLER: &[&str] = &[
 
 /// Is this display name or user part an anonymity marker?
 pub fn is_anonymous_text(s: &str) -> bool {
-    let f = normalise(s);
+    if s.is_ascii() {
+        return is_anonymous_ascii(s.as_bytes());
+    }
+    anonymous_folded(&normalise(s))
+}
+
+/// [`is_anonymous_text`] of ASCII text, folded a word at a time as
+/// [`normalise`] folds it, without building the folded text.
+fn is_anonymous_ascii(s: &[u8]) -> bool {
+    // Every marker and filler word is shorter than this.
+    const LONGEST: usize = 16;
+    let (mut core, mut count) = (false, 0usize);
+    // The words in order, for the two phrases made of fillers alone.
+    let mut phrase = [ANON_PHRASE_NONE; 3];
+    let mut word = [0u8; LONGEST];
+    let mut len = 0usize;
+    let mut end_word = |word: &[u8]| -> bool {
+        let Ok(w) = std::str::from_utf8(word) else {
+            return false;
+        };
+        let is_core = ANON_CORE.contains(&w);
+        if !is_core && !ANON_FILLER.contains(&w) {
+            return false;
+        }
+        core |= is_core;
+        if let Some(p) = phrase.get_mut(count) {
+            *p = match w {
+                "out" => 0,
+                "of" => 1,
+                "area" => 2,
+                "no" => 3,
+                "caller" => 4,
+                "id" => 5,
+                _ => ANON_PHRASE_NONE,
+            };
+        }
+        count += 1;
+        true
+    };
+    for &b in s {
+        if b.is_ascii_alphanumeric() {
+            match word.get_mut(len) {
+                Some(c) => *c = b.to_ascii_lowercase(),
+                None => return false,
+            }
+            len += 1;
+        } else if b != b'\'' && b != b'`' && len > 0 {
+            if !end_word(&word[..len]) {
+                return false;
+            }
+            len = 0;
+        }
+    }
+    if len > 0 && !end_word(&word[..len]) {
+        return false;
+    }
+    let exactly = |p: [u8; 3]| count == 3 && phrase == p;
+    count > 0 && (core || exactly([0, 1, 2]) || exactly([3, 4, 5]))
+}
+
+/// A word of neither phrase (see [`is_anonymous_ascii`]).
+const ANON_PHRASE_NONE: u8 = u8::MAX;
+
+/// [`is_anonymous_text`] of folded text.
+fn anonymous_folded(f: &str) -> bool {
     if f.is_empty() {
         return false;
     }
@@ -841,6 +905,64 @@ pub fn is_anonymous_text(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymity_read_word_by_word_as_when_folded_whole() {
+        let words = [
+            "anonymous",
+            "Anonymous",
+            "ANON",
+            "with'held",
+            "Number",
+            "caller",
+            "ID",
+            "out",
+            "of",
+            "area",
+            "no",
+            "x",
+            "Restricted",
+            "presentationpresentation",
+            "unavailable",
+            "",
+            "'",
+            "`",
+            "-",
+            " ",
+            "  ",
+            ".",
+            "0",
+            "private!",
+            "n\u{e9}",
+        ];
+        let mut texts: Vec<String> = Vec::new();
+        for a in words {
+            for b in words {
+                for sep in ["", " ", "-", "'", "  ", "\"", "<>"] {
+                    texts.push(format!("{a}{sep}{b}"));
+                    texts.push(format!("{sep}{a}{sep}{b}{sep}{a}"));
+                }
+            }
+        }
+        texts.extend(
+            [
+                "Out of Area",
+                "out-of-area",
+                "No Caller ID",
+                "no caller id x",
+                "of area",
+                "out of area out of area",
+            ]
+            .map(String::from),
+        );
+        for t in texts.iter().filter(|t| t.is_ascii()) {
+            assert_eq!(
+                is_anonymous_ascii(t.as_bytes()),
+                anonymous_folded(&normalise(t)),
+                "{t:?}"
+            );
+        }
+    }
 
     #[test]
     fn folding() {

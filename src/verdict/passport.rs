@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The claims cidguard cares about.
 #[derive(Debug, Default)]
@@ -37,13 +37,303 @@ fn b64(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// The claims read from the payload as it is parsed, without building a
+/// tree of it: `orig.tn`, `orig.uri`, `div.tn` (one or a list) and
+/// `rcd.nam`, each a string or a number (written as JSON writes it).
+/// Everything else is walked over (and so checked to be JSON). A key given
+/// twice counts as given last, as in a JSON object read whole.
+#[derive(Default)]
+struct Payload {
+    orig: Orig,
+    div: Vec<String>,
+    rcd_nam: Option<String>,
+}
+
+#[derive(Default)]
+struct Orig {
+    tn: Option<String>,
+    uri: Option<String>,
+}
+
+/// Any JSON value, walked over and not kept. Read as any value is (not
+/// skipped unread), so what is not JSON is refused in the same words as
+/// anywhere else in the payload.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
+
+/// A claim's value as text: a string or a number; None for anything else.
+struct Text(Option<String>);
+
+/// `div.tn`: a list of texts or one.
+struct Texts(Vec<String>);
+
+/// The part of an object a claim lives in (`orig`, `div`, `rcd`), read
+/// for the keys that matter.
+struct Object<F>(F);
+
+/// An object's key, compared without being kept.
+enum Key {
+    Orig,
+    Div,
+    Rcd,
+    Tn,
+    Uri,
+    Nam,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "orig" => Key::Orig,
+                    "div" => Key::Div,
+                    "rcd" => Key::Rcd,
+                    "tn" => Key::Tn,
+                    "uri" => Key::Uri,
+                    "nam" => Key::Nam,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Visits any JSON value: a map is handed to `on_map`, anything else is
+/// walked over and gives the default.
+macro_rules! any_value {
+    ($ty:ty, $what:literal, |$map:ident| $on_map:block, $($extra:item)*) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
+                        Ok(Default::default())
+                    }
+                    fn visit_unit<E: de::Error>(self) -> Result<$ty, E> {
+                        Ok(Default::default())
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
+                        while seq.next_element::<Skip>()?.is_some() {}
+                        Ok(Default::default())
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$ty, A::Error> $on_map
+                    $($extra)*
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+/// The default for a scalar that is not a claim's text.
+macro_rules! scalars_default {
+    () => {
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text(None)
+    }
+}
+
+impl Default for Texts {
+    fn default() -> Self {
+        Texts(Vec::new())
+    }
+}
+
+impl<F: Default> Default for Object<F> {
+    fn default() -> Self {
+        Object(F::default())
+    }
+}
+
+any_value!(
+    Text,
+    "a claim",
+    |map| {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Text(None))
+    },
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+        Ok(Text(Some(v.to_string())))
+    },
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+        Ok(Text(Some(v.to_string())))
+    },
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+        Ok(Text(serde_json::Number::from_f64(v).map(|n| n.to_string())))
+    },
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+        Ok(Text(Some(v.to_owned())))
+    }
+);
+
+// `div.tn`: a list's texts, or one text.
+impl<'de> Deserialize<'de> for Texts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Texts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a claim or a list of claims")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Texts, E> {
+                Ok(Texts::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Texts, E> {
+                Ok(Texts::default())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Texts, E> {
+                Ok(Texts(vec![v.to_string()]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Texts, E> {
+                Ok(Texts(vec![v.to_string()]))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Texts, E> {
+                Ok(Texts(
+                    serde_json::Number::from_f64(v)
+                        .map(|n| n.to_string())
+                        .into_iter()
+                        .collect(),
+                ))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Texts, E> {
+                Ok(Texts(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Text(t)) = seq.next_element::<Text>()? {
+                    out.extend(t);
+                }
+                Ok(Texts(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Texts, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Texts::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+any_value!(Object<Orig>, "the orig claim", |map| {
+    let mut o = Orig::default();
+    while let Some(k) = map.next_key::<Key>()? {
+        match k {
+            Key::Tn => o.tn = map.next_value::<Text>()?.0,
+            Key::Uri => o.uri = map.next_value::<Text>()?.0,
+            _ => {
+                map.next_value::<Skip>()?;
+            }
+        }
+    }
+    Ok(Object(o))
+}, scalars_default!(););
+
+any_value!(Object<Texts>, "the div claim", |map| {
+    let mut tn = Texts::default();
+    while let Some(k) = map.next_key::<Key>()? {
+        match k {
+            Key::Tn => tn = map.next_value::<Texts>()?,
+            _ => {
+                map.next_value::<Skip>()?;
+            }
+        }
+    }
+    Ok(Object(tn))
+}, scalars_default!(););
+
+any_value!(Object<Text>, "the rcd claim", |map| {
+    let mut nam = Text::default();
+    while let Some(k) = map.next_key::<Key>()? {
+        match k {
+            Key::Nam => nam = map.next_value::<Text>()?,
+            _ => {
+                map.next_value::<Skip>()?;
+            }
+        }
+    }
+    Ok(Object(nam))
+}, scalars_default!(););
+
+any_value!(Payload, "a PASSporT payload", |map| {
+    let mut p = Payload::default();
+    while let Some(k) = map.next_key::<Key>()? {
+        match k {
+            Key::Orig => p.orig = map.next_value::<Object<Orig>>()?.0,
+            Key::Div => p.div = map.next_value::<Object<Texts>>()?.0 .0,
+            Key::Rcd => p.rcd_nam = map.next_value::<Object<Text>>()?.0 .0,
+            _ => {
+                map.next_value::<Skip>()?;
+            }
+        }
+    }
+    Ok(p)
+}, scalars_default!(););
 
 /// Decode the PASSporT in an Identity header value.
 pub fn decode(value: &str) -> Decoded {
@@ -63,11 +353,11 @@ pub fn decode(value: &str) -> Decoded {
     // as it is; anything else is parsed as bytes (for the parser's own
     // error) and kept with U+FFFD for what is not UTF-8.
     let (json, payload_text) = match String::from_utf8(bytes) {
-        Ok(text) => (serde_json::from_str::<Value>(&text), text),
+        Ok(text) => (serde_json::from_str::<Payload>(&text), text),
         Err(e) => {
             let bytes = e.into_bytes();
             (
-                serde_json::from_slice::<Value>(&bytes),
+                serde_json::from_slice::<Payload>(&bytes),
                 String::from_utf8_lossy(&bytes).into_owned(),
             )
         }
@@ -76,24 +366,13 @@ pub fn decode(value: &str) -> Decoded {
         Ok(v) => v,
         Err(e) => return Decoded::Unreadable(format!("the payload is not JSON: {e}")),
     };
-    let mut c = Claims {
+    let c = Claims {
+        orig_tn: json.orig.tn,
+        orig_uri: json.orig.uri,
+        div_tn: json.div,
+        rcd_nam: json.rcd_nam,
         payload_text,
-        ..Default::default()
     };
-    if let Some(orig) = json.get("orig") {
-        c.orig_tn = orig.get("tn").and_then(text);
-        c.orig_uri = orig.get("uri").and_then(text);
-    }
-    if let Some(div) = json.get("div") {
-        match div.get("tn") {
-            Some(Value::Array(a)) => c.div_tn.extend(a.iter().filter_map(text)),
-            Some(v) => c.div_tn.extend(text(v)),
-            None => {}
-        }
-    }
-    if let Some(rcd) = json.get("rcd") {
-        c.rcd_nam = rcd.get("nam").and_then(text);
-    }
     Decoded::Claims(c)
 }
 
@@ -128,7 +407,7 @@ mod tests {
             b"{\"a\":\xff}",
             b"nul",
         ] {
-            let want = match serde_json::from_slice::<Value>(payload) {
+            let want = match serde_json::from_slice::<serde_json::Value>(payload) {
                 Err(e) => format!("the payload is not JSON: {e}"),
                 Ok(_) => unreachable!("not JSON"),
             };
@@ -147,5 +426,103 @@ mod tests {
             URL_SAFE_NO_PAD.encode(b"{\"iat\":1} ")
         );
         assert!(matches!(decode(&v), Decoded::Claims(_)));
+    }
+
+    /// The claims as read from a whole JSON tree (how they were read
+    /// before the payload was walked instead).
+    fn claims_from_tree(
+        payload: &[u8],
+    ) -> Option<(Option<String>, Option<String>, Vec<String>, Option<String>)> {
+        use serde_json::Value;
+        fn text(v: &Value) -> Option<String> {
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        }
+        let json: Value = serde_json::from_slice(payload).ok()?;
+        let orig = json.get("orig");
+        let div_tn = match json.get("div").and_then(|d| d.get("tn")) {
+            Some(Value::Array(a)) => a.iter().filter_map(text).collect(),
+            Some(v) => text(v).into_iter().collect(),
+            None => Vec::new(),
+        };
+        Some((
+            orig.and_then(|o| o.get("tn")).and_then(text),
+            orig.and_then(|o| o.get("uri")).and_then(text),
+            div_tn,
+            json.get("rcd").and_then(|r| r.get("nam")).and_then(text),
+        ))
+    }
+
+    #[test]
+    fn claims_read_as_from_the_whole_tree() {
+        let values = [
+            r#""61370100142""#,
+            "61370100142",
+            "-61370100142",
+            "6.137e10",
+            "1e3",
+            "123456789012345678901234567890",
+            "0.1",
+            "true",
+            "null",
+            r#"["61370100142", 5, null, {"a":1}, ["x"]]"#,
+            "[]",
+            r#"{"tn":"1"}"#,
+            r#""\u0036\u0031 3 7010 0142""#,
+            r#""caf\u00e9 \ud83d\ude00""#,
+        ];
+        let mut payloads: Vec<String> = Vec::new();
+        for v in values {
+            payloads.push(format!(
+                r#"{{"orig":{{"tn":{v},"uri":{v}}},"div":{{"tn":{v}}},"rcd":{{"nam":{v}}}}}"#
+            ));
+            payloads.push(format!(r#"{{"orig":{v},"div":{v},"rcd":{v}}}"#));
+            payloads.push(format!(
+                r#"{{"orig":{{"tn":"1"}},"orig":{{"uri":{v}}},"div":{{"tn":{v},"tn":"2"}}}}"#
+            ));
+            payloads.push(format!(r#"{{"or\u0069g":{{"t\u006e":{v}}},"rcd":{{"nam":{v},"nam":{v}}},"x":{{"orig":{{"tn":"9"}}}}}}"#));
+            payloads.push(format!("[{v}]"));
+            payloads.push(v.to_string());
+            payloads.push(format!(
+                r#"{{"div":{{"tn":[{v},{v}]}},"orig":{{"tn":{v}}},"orig":7}}"#
+            ));
+        }
+        for p in &payloads {
+            let want = claims_from_tree(p.as_bytes()).unwrap_or_else(|| panic!("{p}"));
+            let v = format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(p));
+            match decode(&v) {
+                Decoded::Claims(c) => {
+                    assert_eq!((c.orig_tn, c.orig_uri, c.div_tn, c.rcd_nam), want, "{p}");
+                }
+                other => panic!("{p}: {other:?}"),
+            }
+        }
+        // What isn't JSON is refused with the parser's own words, as a
+        // tree would be.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for p in [
+            r#"{"orig":{"tn":}}"#,
+            r#"{"orig":[1,}"#,
+            r#"{"div":{"tn":"1"}"#,
+            "{\"a\":\"\x01\"}",
+            "{\"\x01\":1}",
+            "{\"orig\":{\"tn\":\"a\x02\"}}",
+            r#"{"x":{"y":"\u00zz"}}"#,
+            r#"{"x":{"y":1e999}}"#,
+            r#"{"orig":{"tn":"1"}} x"#,
+            &deep,
+        ] {
+            let want = serde_json::from_str::<serde_json::Value>(p)
+                .err()
+                .map(|e| format!("the payload is not JSON: {e}"));
+            let v = format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(p));
+            match decode(&v) {
+                Decoded::Unreadable(why) => assert_eq!(Some(why), want, "{p}"),
+                other => panic!("{p}: {other:?}"),
+            }
+        }
     }
 }
