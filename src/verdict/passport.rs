@@ -58,56 +58,22 @@ struct Orig {
 /// Any JSON value, walked over and not kept. Read as any value is (not
 /// skipped unread), so what is not JSON is refused in the same words as
 /// anywhere else in the payload.
-struct Skip;
+type Skip = Read<Nothing>;
 
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Skip;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-                while map.next_entry::<Skip, Skip>()?.is_some() {}
-                Ok(Skip)
-            }
-        }
-        d.deserialize_any(V)
-    }
+#[derive(Default)]
+struct Nothing;
+
+impl Part for Nothing {
+    const WHAT: &'static str = "any value";
 }
 
 /// A claim's value as text: a string or a number; None for anything else.
+#[derive(Default)]
 struct Text(Option<String>);
 
 /// `div.tn`: a list of texts or one.
+#[derive(Default)]
 struct Texts(Vec<String>);
-
-/// The part of an object a claim lives in (`orig`, `div`, `rcd`), read
-/// for the keys that matter.
-struct Object<F>(F);
 
 /// An object's key, compared without being kept.
 enum Key {
@@ -144,226 +110,210 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-/// Visits any JSON value: a map is handed to `on_map`, anything else is
-/// walked over and gives the default.
-macro_rules! any_value {
-    ($ty:ty, $what:literal, |$map:ident| $on_map:block, $($extra:item)*) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str($what)
-                    }
-                    fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
-                        Ok(Default::default())
-                    }
-                    fn visit_unit<E: de::Error>(self) -> Result<$ty, E> {
-                        Ok(Default::default())
-                    }
-                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
-                        while seq.next_element::<Skip>()?.is_some() {}
-                        Ok(Default::default())
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$ty, A::Error> $on_map
-                    $($extra)*
-                }
-                d.deserialize_any(V)
-            }
-        }
-    };
-}
-
-/// The default for a scalar that is not a claim's text.
-macro_rules! scalars_default {
-    () => {
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-}
-
-impl Default for Text {
-    fn default() -> Self {
-        Text(None)
+/// How a part of the payload is read from each kind of JSON value. What
+/// it doesn't read is walked over (and so checked to be JSON) and gives
+/// the default.
+trait Part: Default {
+    const WHAT: &'static str;
+    /// Whether a string or a number is read ([`Part::from_text`]).
+    const TEXT: bool = false;
+    /// A string, or a number as JSON writes it.
+    fn from_text(_: String) -> Self {
+        Self::default()
     }
-}
-
-impl Default for Texts {
-    fn default() -> Self {
-        Texts(Vec::new())
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Self::default())
     }
-}
-
-impl<F: Default> Default for Object<F> {
-    fn default() -> Self {
-        Object(F::default())
-    }
-}
-
-any_value!(
-    Text,
-    "a claim",
-    |map| {
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         while map.next_entry::<Skip, Skip>()?.is_some() {}
-        Ok(Text(None))
-    },
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-        Ok(Text(Some(v.to_string())))
-    },
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-        Ok(Text(Some(v.to_string())))
-    },
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-        Ok(Text(serde_json::Number::from_f64(v).map(|n| n.to_string())))
-    },
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-        Ok(Text(Some(v.to_owned())))
+        Ok(Self::default())
     }
-);
+}
 
-// `div.tn`: a list's texts, or one text.
-impl<'de> Deserialize<'de> for Texts {
+/// A [`Part`] as read from any JSON value.
+struct Read<T>(T);
+
+impl<'de, T: Part> Deserialize<'de> for Read<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Texts;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Part> Visitor<'de> for V<T> {
+            type Value = Read<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a claim or a list of claims")
+                f.write_str(T::WHAT)
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Texts, E> {
-                Ok(Texts::default())
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Read(T::default()))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Texts, E> {
-                Ok(Texts::default())
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Read(T::default()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Texts, E> {
-                Ok(Texts(vec![v.to_string()]))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Read(text(v, |v| v.to_string())))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Texts, E> {
-                Ok(Texts(vec![v.to_string()]))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Read(text(v, |v| v.to_string())))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Texts, E> {
-                Ok(Texts(
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Read(
                     serde_json::Number::from_f64(v)
-                        .map(|n| n.to_string())
-                        .into_iter()
-                        .collect(),
+                        .map(|n| text(n, |n| n.to_string()))
+                        .unwrap_or_default(),
                 ))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Texts, E> {
-                Ok(Texts(vec![v.to_owned()]))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Read(text(v, str::to_owned)))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Text(t)) = seq.next_element::<Text>()? {
-                    out.extend(t);
-                }
-                Ok(Texts(out))
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                T::from_seq(seq).map(Read)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Texts, A::Error> {
-                while map.next_entry::<Skip, Skip>()?.is_some() {}
-                Ok(Texts::default())
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::from_map(map).map(Read)
             }
         }
-        d.deserialize_any(V)
+        /// `T` from a value written as text, when `T` reads text (the
+        /// text is made only then).
+        fn text<T: Part, V>(v: V, write: impl FnOnce(V) -> String) -> T {
+            if T::TEXT {
+                T::from_text(write(v))
+            } else {
+                T::default()
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-any_value!(Object<Orig>, "the orig claim", |map| {
-    let mut o = Orig::default();
-    while let Some(k) = map.next_key::<Key>()? {
-        match k {
-            Key::Tn => o.tn = map.next_value::<Text>()?.0,
-            Key::Uri => o.uri = map.next_value::<Text>()?.0,
-            _ => {
-                map.next_value::<Skip>()?;
-            }
-        }
+impl Part for Text {
+    const WHAT: &'static str = "a claim";
+    const TEXT: bool = true;
+    fn from_text(s: String) -> Self {
+        Text(Some(s))
     }
-    Ok(Object(o))
-}, scalars_default!(););
+}
 
-any_value!(Object<Texts>, "the div claim", |map| {
-    let mut tn = Texts::default();
-    while let Some(k) = map.next_key::<Key>()? {
-        match k {
-            Key::Tn => tn = map.next_value::<Texts>()?,
-            _ => {
-                map.next_value::<Skip>()?;
-            }
-        }
+impl Part for Texts {
+    const WHAT: &'static str = "a claim or a list of claims";
+    const TEXT: bool = true;
+    fn from_text(s: String) -> Self {
+        Texts(vec![s])
     }
-    Ok(Object(tn))
-}, scalars_default!(););
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Read(Text(t))) = seq.next_element::<Read<Text>>()? {
+            out.extend(t);
+        }
+        Ok(Texts(out))
+    }
+}
 
-any_value!(Object<Text>, "the rcd claim", |map| {
-    let mut nam = Text::default();
-    while let Some(k) = map.next_key::<Key>()? {
-        match k {
-            Key::Nam => nam = map.next_value::<Text>()?,
-            _ => {
-                map.next_value::<Skip>()?;
+/// The `orig` claim's object.
+impl Part for Orig {
+    const WHAT: &'static str = "the orig claim";
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut o = Orig::default();
+        while let Some(k) = map.next_key::<Key>()? {
+            match k {
+                Key::Tn => o.tn = map.next_value::<Read<Text>>()?.0 .0,
+                Key::Uri => o.uri = map.next_value::<Read<Text>>()?.0 .0,
+                _ => {
+                    map.next_value::<Skip>()?;
+                }
             }
         }
+        Ok(o)
     }
-    Ok(Object(nam))
-}, scalars_default!(););
+}
 
-any_value!(Payload, "a PASSporT payload", |map| {
-    let mut p = Payload::default();
-    while let Some(k) = map.next_key::<Key>()? {
-        match k {
-            Key::Orig => p.orig = map.next_value::<Object<Orig>>()?.0,
-            Key::Div => p.div = map.next_value::<Object<Texts>>()?.0 .0,
-            Key::Rcd => p.rcd_nam = map.next_value::<Object<Text>>()?.0 .0,
-            _ => {
-                map.next_value::<Skip>()?;
+/// The `div` claim's object: its `tn`.
+#[derive(Default)]
+struct Div(Vec<String>);
+
+impl Part for Div {
+    const WHAT: &'static str = "the div claim";
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut tn = Vec::new();
+        while let Some(k) = map.next_key::<Key>()? {
+            match k {
+                Key::Tn => tn = map.next_value::<Read<Texts>>()?.0 .0,
+                _ => {
+                    map.next_value::<Skip>()?;
+                }
             }
         }
+        Ok(Div(tn))
     }
-    Ok(p)
-}, scalars_default!(););
+}
+
+/// The `rcd` claim's object: its `nam`.
+#[derive(Default)]
+struct Rcd(Option<String>);
+
+impl Part for Rcd {
+    const WHAT: &'static str = "the rcd claim";
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut nam = None;
+        while let Some(k) = map.next_key::<Key>()? {
+            match k {
+                Key::Nam => nam = map.next_value::<Read<Text>>()?.0 .0,
+                _ => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(Rcd(nam))
+    }
+}
+
+impl Part for Payload {
+    const WHAT: &'static str = "a PASSporT payload";
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut p = Payload::default();
+        while let Some(k) = map.next_key::<Key>()? {
+            match k {
+                Key::Orig => p.orig = map.next_value::<Read<Orig>>()?.0,
+                Key::Div => p.div = map.next_value::<Read<Div>>()?.0 .0,
+                Key::Rcd => p.rcd_nam = map.next_value::<Read<Rcd>>()?.0 .0,
+                _ => {
+                    map.next_value::<Skip>()?;
+                }
+            }
+        }
+        Ok(p)
+    }
+}
 
 /// Decode the PASSporT in an Identity header value.
 pub fn decode(value: &str) -> Decoded {
     let token = value.split(';').next().unwrap_or("").trim();
     let token = token.trim_matches(|c| c == '"' || c == '<' || c == '>');
-    let parts: Vec<&str> = token.split('.').collect();
-    if parts.len() != 3 {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Decoded::Legacy;
-    }
-    if parts[1].is_empty() {
+    };
+    if payload.is_empty() {
         return Decoded::Compact;
     }
-    let Some(bytes) = b64(parts[1]) else {
+    let Some(bytes) = b64(payload) else {
         return Decoded::Unreadable("the payload is not base64url".into());
     };
     // A payload that is UTF-8 (as JSON must be) is parsed as text and kept
     // as it is; anything else is parsed as bytes (for the parser's own
     // error) and kept with U+FFFD for what is not UTF-8.
     let (json, payload_text) = match String::from_utf8(bytes) {
-        Ok(text) => (serde_json::from_str::<Payload>(&text), text),
+        Ok(text) => (serde_json::from_str::<Read<Payload>>(&text), text),
         Err(e) => {
             let bytes = e.into_bytes();
             (
-                serde_json::from_slice::<Payload>(&bytes),
+                serde_json::from_slice::<Read<Payload>>(&bytes),
                 String::from_utf8_lossy(&bytes).into_owned(),
             )
         }
     };
     let json = match json {
-        Ok(v) => v,
+        Ok(Read(v)) => v,
         Err(e) => return Decoded::Unreadable(format!("the payload is not JSON: {e}")),
     };
     let c = Claims {
@@ -428,11 +378,11 @@ mod tests {
         assert!(matches!(decode(&v), Decoded::Claims(_)));
     }
 
+    type Read4 = (Option<String>, Option<String>, Vec<String>, Option<String>);
+
     /// The claims as read from a whole JSON tree (how they were read
     /// before the payload was walked instead).
-    fn claims_from_tree(
-        payload: &[u8],
-    ) -> Option<(Option<String>, Option<String>, Vec<String>, Option<String>)> {
+    fn claims_from_tree(payload: &[u8]) -> Option<Read4> {
         use serde_json::Value;
         fn text(v: &Value) -> Option<String> {
             match v {
