@@ -1349,16 +1349,18 @@ impl Judge<'_> {
             });
             named.push(p);
         }
-        let descriptors = &*policy.descriptors;
-        let mut hits: Vec<usize> = found
-            .descriptors
-            .iter()
-            .copied()
-            .filter(|&i| descriptors.counts(i, &name_text, self.allow_short))
-            .collect();
-        hits.retain(|i| !covered_by_name(&descriptors.items[*i], &named));
-        if !hits.is_empty() {
-            self.descriptor_finding(header, value, shown, &name_text, descriptors, &hits);
+        if !found.descriptors.is_empty() {
+            let descriptors = &*policy.descriptors;
+            let mut hits: Vec<usize> = found
+                .descriptors
+                .iter()
+                .copied()
+                .filter(|&i| descriptors.counts(i, &name_text, self.allow_short))
+                .collect();
+            hits.retain(|i| !covered_by_name(&descriptors.items[*i], &named));
+            if !hits.is_empty() {
+                self.descriptor_finding(header, value, shown, &name_text, descriptors, &hits);
+            }
         }
         self.scratch.found = Some(found);
         for (p, tok) in host_hits {
