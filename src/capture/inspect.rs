@@ -354,9 +354,11 @@ impl<'a, R: Read> Inspection<'a, R> {
     }
 }
 
-/// Judging threads: the reader hands out owned INVITEs (a bounded queue,
-/// so the reader waits rather than buffers), workers judge them, and the
-/// results are put back in capture order before anyone sees them.
+/// Judging threads: the reader hands out owned INVITEs in batches (a
+/// bounded queue, so the reader waits rather than buffers; a batch, so
+/// threads meet once per [`BATCH`] calls rather than once per call),
+/// workers judge them, and the results are put back in capture order
+/// before anyone sees them.
 fn run_parallel<R: Read, F: FnMut(&CallRecord)>(
     cap: &mut Capture<R>,
     triage: &mut Triage,
@@ -368,9 +370,12 @@ fn run_parallel<R: Read, F: FnMut(&CallRecord)>(
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
 
-    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(workers * 32);
+    /// Calls handed to a worker at once.
+    const BATCH: usize = 64;
+    // Each batch starts at its first call's number.
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<Job>)>(workers * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (res_tx, res_rx) = mpsc::channel::<(u64, Judged)>();
+    let (res_tx, res_rx) = mpsc::channel::<(u64, Vec<Judged>)>();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let rx = Arc::clone(&job_rx);
@@ -381,8 +386,9 @@ fn run_parallel<R: Read, F: FnMut(&CallRecord)>(
                     Ok(guard) => guard.recv(),
                     Err(_) => return,
                 };
-                let Ok((seq, job)) = next else { return };
-                if tx.send((seq, judge.job(&job))).is_err() {
+                let Ok((first, jobs)) = next else { return };
+                let judged = jobs.iter().map(|job| judge.job(job)).collect();
+                if tx.send((first, judged)).is_err() {
                     return;
                 }
             });
@@ -390,29 +396,44 @@ fn run_parallel<R: Read, F: FnMut(&CallRecord)>(
         drop(res_tx);
         let mut sent = 0u64;
         let mut next = 0u64;
-        let mut waiting: BTreeMap<u64, Judged> = BTreeMap::new();
-        let flush =
-            |waiting: &mut BTreeMap<u64, Judged>, next: &mut u64, out: &mut Delivery<'_, F>| {
-                while let Some(j) = waiting.remove(next) {
+        let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+        let mut waiting: BTreeMap<u64, Vec<Judged>> = BTreeMap::new();
+        let flush = |waiting: &mut BTreeMap<u64, Vec<Judged>>,
+                     next: &mut u64,
+                     out: &mut Delivery<'_, F>| {
+            while let Some(judged) = waiting.remove(next) {
+                *next += judged.len() as u64;
+                for j in judged {
                     out.deliver(j);
-                    *next += 1;
                 }
-            };
+            }
+        };
         let ran = cap.run(&mut |m: &SipMessage<'_>| {
             let Some(job) = triage.message(m) else { return };
+            batch.push(job);
+            if batch.len() < BATCH {
+                return;
+            }
+            let jobs = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let first = sent;
+            sent += jobs.len() as u64;
             // Workers only stop early if one panicked; the scope reports it.
-            let _ = job_tx.send((sent, job));
-            sent += 1;
-            while let Ok((seq, j)) = res_rx.try_recv() {
-                waiting.insert(seq, j);
+            let _ = job_tx.send((first, jobs));
+            while let Ok((first, j)) = res_rx.try_recv() {
+                waiting.insert(first, j);
             }
             flush(&mut waiting, &mut next, out);
         });
+        if !batch.is_empty() {
+            let first = sent;
+            sent += batch.len() as u64;
+            let _ = job_tx.send((first, batch));
+        }
         drop(job_tx);
         while next < sent {
             match res_rx.recv() {
-                Ok((seq, j)) => {
-                    waiting.insert(seq, j);
+                Ok((first, j)) => {
+                    waiting.insert(first, j);
                     flush(&mut waiting, &mut next, out);
                 }
                 Err(_) => break,
@@ -530,17 +551,25 @@ impl Judge<'_> {
         } else {
             &job.bytes[..]
         };
-        let parsed = sip::parse(bytes);
-        if let Ok(msg) = &parsed {
-            // The parser's reading of To is the one that counts.
+        // Read in place (a copy only when the header section is not
+        // UTF-8), as the verdict reads it.
+        let owned;
+        let parsed = match sip::message::parse_borrowed(bytes) {
+            Some(Ok(msg)) => Some(msg),
+            Some(Err(_)) => None,
+            None => {
+                owned = sip::parse(bytes).ok();
+                owned.as_ref().map(sip::Message::borrowed)
+            }
+        };
+        // The parser's reading of To is the one that counts.
+        if let Some(msg) = &parsed {
             if msg.header("To").is_some_and(|t| has_tag(t.as_bytes())) {
                 return Judged::InDialog;
             }
         }
-        let mut v = match &parsed {
-            Ok(msg) => verdict::judge_message(self.policy, msg),
-            Err(_) => verdict::judge(self.policy, bytes),
-        };
+        // The same verdict as `inspect` gives the message on its own.
+        let mut v = verdict::judge(self.policy, bytes);
         if job.cut {
             snap_cut(&mut v, job.bytes.len());
         }
@@ -548,9 +577,9 @@ impl Judge<'_> {
         // could not read the message).
         let q = quick_scan(&job.bytes);
         let call_id = match (&parsed, &q) {
-            (Ok(msg), _) => msg.call_id().unwrap_or_default().to_string(),
-            (Err(_), Some(q)) => String::from_utf8_lossy(q.call_id).into_owned(),
-            (Err(_), None) => String::new(),
+            (Some(msg), _) => msg.header("Call-ID").unwrap_or_default().to_string(),
+            (None, Some(q)) => String::from_utf8_lossy(q.call_id).into_owned(),
+            (None, None) => String::new(),
         };
         let to = q
             .as_ref()
