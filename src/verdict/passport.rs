@@ -207,20 +207,39 @@ impl Part for Texts {
     }
 }
 
+/// An object's entries: each key handed to `read` with the map, which
+/// reads the value if it wants that key (saying so); the rest are walked
+/// over.
+fn entries<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut read: impl FnMut(Key, &mut A) -> Result<bool, A::Error>,
+) -> Result<(), A::Error> {
+    while let Some(k) = map.next_key::<Key>()? {
+        if !read(k, &mut map)? {
+            map.next_value::<Skip>()?;
+        }
+    }
+    Ok(())
+}
+
+/// The next entry's value, as `T` reads it.
+fn value<'de, T: Part, A: MapAccess<'de>>(map: &mut A) -> Result<T, A::Error> {
+    Ok(map.next_value::<Read<T>>()?.0)
+}
+
 /// The `orig` claim's object.
 impl Part for Orig {
     const WHAT: &'static str = "the orig claim";
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         let mut o = Orig::default();
-        while let Some(k) = map.next_key::<Key>()? {
+        entries(map, |k, map| {
             match k {
-                Key::Tn => o.tn = map.next_value::<Read<Text>>()?.0 .0,
-                Key::Uri => o.uri = map.next_value::<Read<Text>>()?.0 .0,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
+                Key::Tn => o.tn = value::<Text, _>(map)?.0,
+                Key::Uri => o.uri = value::<Text, _>(map)?.0,
+                _ => return Ok(false),
             }
-        }
+            Ok(true)
+        })?;
         Ok(o)
     }
 }
@@ -231,17 +250,14 @@ struct Div(Vec<String>);
 
 impl Part for Div {
     const WHAT: &'static str = "the div claim";
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut tn = Vec::new();
-        while let Some(k) = map.next_key::<Key>()? {
-            match k {
-                Key::Tn => tn = map.next_value::<Read<Texts>>()?.0 .0,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
-            }
-        }
-        Ok(Div(tn))
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut div = Div::default();
+        entries(map, |k, map| {
+            let Key::Tn = k else { return Ok(false) };
+            div.0 = value::<Texts, _>(map)?.0;
+            Ok(true)
+        })?;
+        Ok(div)
     }
 }
 
@@ -251,34 +267,30 @@ struct Rcd(Option<String>);
 
 impl Part for Rcd {
     const WHAT: &'static str = "the rcd claim";
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut nam = None;
-        while let Some(k) = map.next_key::<Key>()? {
-            match k {
-                Key::Nam => nam = map.next_value::<Read<Text>>()?.0 .0,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
-            }
-        }
-        Ok(Rcd(nam))
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        let mut rcd = Rcd::default();
+        entries(map, |k, map| {
+            let Key::Nam = k else { return Ok(false) };
+            rcd.0 = value::<Text, _>(map)?.0;
+            Ok(true)
+        })?;
+        Ok(rcd)
     }
 }
 
 impl Part for Payload {
     const WHAT: &'static str = "a PASSporT payload";
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         let mut p = Payload::default();
-        while let Some(k) = map.next_key::<Key>()? {
+        entries(map, |k, map| {
             match k {
-                Key::Orig => p.orig = map.next_value::<Read<Orig>>()?.0,
-                Key::Div => p.div = map.next_value::<Read<Div>>()?.0 .0,
-                Key::Rcd => p.rcd_nam = map.next_value::<Read<Rcd>>()?.0 .0,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
+                Key::Orig => p.orig = value(map)?,
+                Key::Div => p.div = value::<Div, _>(map)?.0,
+                Key::Rcd => p.rcd_nam = value::<Rcd, _>(map)?.0,
+                _ => return Ok(false),
             }
-        }
+            Ok(true)
+        })?;
         Ok(p)
     }
 }
