@@ -631,6 +631,68 @@ fn organisation_mode_ignores_presentation_a_line_mode_applies_it() {
     assert!(!run.stdout.contains("99999999"), "{}", run.stdout);
 }
 
+/// A PBX that writes its header section in Windows-1252 (`Women’s` with
+/// the quote as byte 0x92): each call in a capture is read as `inspect`
+/// reads the message alone, and the organisation's name is found (a
+/// replacement character for the quote once hid it, leaving only the
+/// word "refuge" to find).
+#[test]
+fn a_windows_1252_header_is_read_as_inspect_reads_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut msg = invite(
+        "latin1",
+        "\"Eastside WomenXs Refuge\" <sip:anonymous@anonymous.invalid>",
+        "0491570101",
+        "",
+    );
+    let at = msg.windows(7).position(|w| w == b"WomenXs").unwrap() + 5;
+    msg[at] = 0x92;
+    let one = write(dir.path(), "latin1.sip", &msg);
+    let alone = cidguard()
+        .args(["inspect", "--config", EXAMPLE, "--line", "reception"])
+        .args(["--format", "json"])
+        .arg(&one)
+        .output()
+        .unwrap();
+    let alone: Value = serde_json::from_slice(&alone.stdout).unwrap();
+    let f = write(
+        dir.path(),
+        "latin1.pcap",
+        &raw_pcap(&[udp_packet(pbx(), carrier(), &msg)]),
+    );
+    for mode in [&["--line", "reception"][..], &["--org"]] {
+        let mut args = mode.to_vec();
+        args.extend(["--format", "json"]);
+        let run = inspect(&f, &args);
+        assert_eq!(run.code, Some(1), "{mode:?}: {}", run.stdout);
+        let (calls, _) = run.json();
+        let call = &calls[0];
+        assert_eq!(call["outcome"], "fail", "{mode:?}: {}", run.stdout);
+        assert_eq!(call["notes"], alone["notes"], "{mode:?}: {alone}");
+        // The organisation's name, found in From as the message alone
+        // shows it.
+        let name = |f: &Value| (f["header"].clone(), f["kind"].clone(), f["matched"].clone());
+        let want = alone["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "name")
+            .map(name)
+            .collect::<Vec<_>>();
+        assert!(!want.is_empty(), "{alone}");
+        let got = call["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(name)
+            .collect::<Vec<_>>();
+        assert!(
+            want.iter().all(|w| got.contains(w)),
+            "{mode:?}: {got:?} {want:?}"
+        );
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
