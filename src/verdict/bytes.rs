@@ -148,6 +148,15 @@ fn gather(m: &[u8; 16]) -> u16 {
 }
 
 impl Masks {
+    /// The bytes its buffers hold on to.
+    pub fn heap_bytes(&self) -> usize {
+        (self.alnum.capacity()
+            + self.digit.capacity()
+            + self.token.capacity()
+            + self.colon.capacity())
+            * std::mem::size_of::<u64>()
+    }
+
     /// Read `s`.
     pub fn read(&mut self, s: &[u8]) {
         self.alnum.clear();

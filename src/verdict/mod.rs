@@ -714,13 +714,8 @@ fn judge_parsed(policy: &Policy, msg: &MessageRef<'_>) -> Verdict {
     // Displayed places first; otherwise in message order.
     j.findings.sort_by_key(|f| !f.shown);
     // Kept for the next verdict unless a large text grew it (a big
-    // decoded body), so a thread keeps no more than that.
-    if j.scratch
-        .masks
-        .as_ref()
-        .is_none_or(|m| m.alnum.capacity() <= 1 << 14)
-        && j.scratch.line.capacity() <= 1 << 16
-    {
+    // decoded body): a thread holds on to no more than this.
+    if j.scratch.heap_bytes() <= SCRATCH_KEPT {
         SCRATCH.set(j.scratch);
     }
     Verdict {
@@ -879,6 +874,9 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
+/// The most scratch memory a thread keeps between verdicts.
+const SCRATCH_KEPT: usize = 256 * 1024;
+
 /// Buffers the scan of one message reuses from text to text, and from
 /// message to message on a thread, so judging a clean message allocates
 /// little beyond its verdict.
@@ -895,6 +893,16 @@ struct Scratch {
     masks: Option<Box<bytes::Masks>>,
     /// A header as `Name: value`, for headers whose name is searched too.
     line: String,
+}
+
+impl Scratch {
+    /// The bytes its buffers hold on to.
+    fn heap_bytes(&self) -> usize {
+        self.found.as_ref().map_or(0, |f| f.heap_bytes())
+            + self.numbers.heap_bytes()
+            + self.masks.as_ref().map_or(0, |m| m.heap_bytes())
+            + self.line.capacity()
+    }
 }
 
 /// How a URI's user part reads.
@@ -1722,6 +1730,32 @@ mod tests {
                 numbers: strings(numbers),
             }),
         }
+    }
+
+    #[test]
+    fn a_thread_keeps_little_scratch_between_verdicts() {
+        let p = policy("withheld");
+        let kept = || {
+            let s = SCRATCH.take();
+            let bytes = s.heap_bytes();
+            SCRATCH.set(s);
+            bytes
+        };
+        // A body of one-letter words and digit groups grows every buffer.
+        let body = "a 1 ".repeat(30_000);
+        let msg = format!(
+            "INVITE sip:1@x SIP/2.0\r\nFrom: <sip:anonymous@anonymous.invalid>\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        judge(&p, msg.as_bytes());
+        assert!(kept() <= SCRATCH_KEPT, "{}", kept());
+        // A small message afterwards finds and keeps its buffers.
+        judge(
+            &p,
+            b"INVITE sip:1@x SIP/2.0\r\nFrom: <sip:anonymous@anonymous.invalid>\r\n\r\n",
+        );
+        let small = kept();
+        assert!(small > 0 && small <= SCRATCH_KEPT, "{small}");
     }
 
     fn policy(expect: &str) -> Policy {

@@ -400,6 +400,16 @@ pub struct Found {
 }
 
 impl Found {
+    /// The bytes its buffers hold on to.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.names.capacity() * size_of::<usize>()
+            + self.descriptors.capacity() * size_of::<usize>()
+            + self.matches.capacity() * size_of::<(usize, List, usize)>()
+            + self.folded.capacity()
+            + self.starts.capacity() * size_of::<usize>()
+    }
+
     /// Nothing found.
     pub fn clear(&mut self) {
         self.names.clear();

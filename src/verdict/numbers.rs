@@ -1070,6 +1070,16 @@ pub struct Scratch {
     before: Vec<usize>,
 }
 
+impl Scratch {
+    /// The bytes its buffers hold on to.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.groups.capacity() * size_of::<(usize, usize)>()
+            + self.digits.capacity()
+            + self.before.capacity() * size_of::<usize>()
+    }
+}
+
 /// A configured number recognised in a digit string.
 #[derive(Debug, Clone)]
 pub struct NumberMatch<'a> {
