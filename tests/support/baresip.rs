@@ -52,7 +52,7 @@ pub fn call(
     let dir = peer_dir("cidguard-baresip-")?;
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec)?;
-    let port = net::free_port()?;
+    let port = sip_port()?;
     std::fs::write(
         dir.path().join("config"),
         format!(
@@ -168,4 +168,16 @@ pub fn call(
         recording_path,
         _dir: dir,
     })
+}
+
+/// A loopback port for baresip's SIP: free for UDP and TCP, with the next
+/// one free for TCP too (baresip always listens for SIP over TLS there).
+fn sip_port() -> Result<u16> {
+    for _ in 0..50 {
+        let port = net::free_port()?;
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free with the next one free too")
 }
