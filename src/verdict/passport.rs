@@ -76,6 +76,7 @@ struct Text(Option<String>);
 struct Texts(Vec<String>);
 
 /// An object's key, compared without being kept.
+#[derive(Clone, Copy)]
 enum Key {
     Orig,
     Div,
@@ -244,37 +245,23 @@ impl Part for Orig {
     }
 }
 
-/// The `div` claim's object: its `tn`.
+/// An object read for one key's value (`K`, a [`Key`]): the `div`
+/// claim's `tn`, the `rcd` claim's `nam`.
 #[derive(Default)]
-struct Div(Vec<String>);
+struct Field<T, const K: u8>(T);
 
-impl Part for Div {
-    const WHAT: &'static str = "the div claim";
+impl<T: Part, const K: u8> Part for Field<T, K> {
+    const WHAT: &'static str = "a claim's object";
     fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-        let mut div = Div::default();
+        let mut field = Field::default();
         entries(map, |k, map| {
-            let Key::Tn = k else { return Ok(false) };
-            div.0 = value::<Texts, _>(map)?.0;
+            if k as u8 != K {
+                return Ok(false);
+            }
+            field.0 = value(map)?;
             Ok(true)
         })?;
-        Ok(div)
-    }
-}
-
-/// The `rcd` claim's object: its `nam`.
-#[derive(Default)]
-struct Rcd(Option<String>);
-
-impl Part for Rcd {
-    const WHAT: &'static str = "the rcd claim";
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-        let mut rcd = Rcd::default();
-        entries(map, |k, map| {
-            let Key::Nam = k else { return Ok(false) };
-            rcd.0 = value::<Text, _>(map)?.0;
-            Ok(true)
-        })?;
-        Ok(rcd)
+        Ok(field)
     }
 }
 
@@ -285,8 +272,8 @@ impl Part for Payload {
         entries(map, |k, map| {
             match k {
                 Key::Orig => p.orig = value(map)?,
-                Key::Div => p.div = value::<Div, _>(map)?.0,
-                Key::Rcd => p.rcd_nam = value::<Rcd, _>(map)?.0,
+                Key::Div => p.div = value::<Field<Texts, { Key::Tn as u8 }>, _>(map)?.0 .0,
+                Key::Rcd => p.rcd_nam = value::<Field<Text, { Key::Nam as u8 }>, _>(map)?.0 .0,
                 _ => return Ok(false),
             }
             Ok(true)
