@@ -110,21 +110,7 @@ impl EmailChannel {
 
 #[async_trait]
 impl Channel for EmailChannel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Email
-    }
-
-    fn wants(&self, notice: &Notice) -> bool {
-        self.subscription.wants(notice)
-    }
-
-    fn masks(&self) -> bool {
-        self.renderer.masks()
-    }
+    channel_basics!(ChannelKind::Email);
 
     fn describe(&self) -> String {
         self.mailer.describe()

@@ -125,21 +125,7 @@ impl Matrix {
 
 #[async_trait]
 impl Channel for Matrix {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Matrix
-    }
-
-    fn wants(&self, notice: &Notice) -> bool {
-        self.subscription.wants(notice)
-    }
-
-    fn masks(&self) -> bool {
-        self.renderer.masks()
-    }
+    channel_basics!(ChannelKind::Matrix);
 
     fn describe(&self) -> String {
         format!("matrix {} room {}", self.homeserver.origin(), self.room_id)

@@ -14,6 +14,29 @@
 //! it, the process died before the outbox recorded it): the copy sent after
 //! the restart has the same id, so a receiver can drop it (Matrix does).
 
+/// The [`Channel`] methods every channel answers the same way, from its
+/// own `name`, `subscription` and `renderer` fields: written inside its
+/// `impl Channel` with its kind.
+macro_rules! channel_basics {
+    ($kind:expr) => {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn kind(&self) -> crate::config::ChannelKind {
+            $kind
+        }
+
+        fn wants(&self, notice: &crate::alert::notice::Notice) -> bool {
+            self.subscription.wants(notice)
+        }
+
+        fn masks(&self) -> bool {
+            self.renderer.masks()
+        }
+    };
+}
+
 pub mod email;
 pub mod hmac;
 pub mod http;

@@ -91,21 +91,7 @@ impl Ntfy {
 
 #[async_trait]
 impl Channel for Ntfy {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Ntfy
-    }
-
-    fn wants(&self, notice: &Notice) -> bool {
-        self.subscription.wants(notice)
-    }
-
-    fn masks(&self) -> bool {
-        self.renderer.masks()
-    }
+    channel_basics!(ChannelKind::Ntfy);
 
     fn describe(&self) -> String {
         format!("ntfy {}", self.target.origin())

@@ -115,21 +115,7 @@ pub fn payload(m: &ChatMessage) -> Value {
 
 #[async_trait]
 impl Channel for Slack {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Slack
-    }
-
-    fn wants(&self, notice: &Notice) -> bool {
-        self.subscription.wants(notice)
-    }
-
-    fn masks(&self) -> bool {
-        self.renderer.masks()
-    }
+    channel_basics!(ChannelKind::Slack);
 
     fn describe(&self) -> String {
         format!("slack {}", self.target.origin())

@@ -121,21 +121,7 @@ pub fn card(m: &ChatMessage) -> Value {
 
 #[async_trait]
 impl Channel for Teams {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Teams
-    }
-
-    fn wants(&self, notice: &Notice) -> bool {
-        self.subscription.wants(notice)
-    }
-
-    fn masks(&self) -> bool {
-        self.renderer.masks()
-    }
+    channel_basics!(ChannelKind::Teams);
 
     fn describe(&self) -> String {
         format!("teams {}", self.target.origin())

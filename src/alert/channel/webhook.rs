@@ -245,21 +245,7 @@ fn header(name: &'static str, value: &str) -> (HeaderName, HeaderValue) {
 
 #[async_trait]
 impl Channel for Webhook {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::Webhook
-    }
-
-    fn wants(&self, notice: &Notice) -> bool {
-        self.subscription.wants(notice)
-    }
-
-    fn masks(&self) -> bool {
-        self.renderer.masks()
-    }
+    channel_basics!(ChannelKind::Webhook);
 
     fn describe(&self) -> String {
         format!("webhook {}", self.target.origin())
