@@ -218,14 +218,17 @@ pub trait MatchingMode: Send + Sync + std::fmt::Debug {
     fn in_flight(&self, numbers: usize) -> usize;
     /// How long the endpoint holds this check's call, from the configured
     /// `[min, max]`, given the holds of recent checks, the smallest gap
-    /// between two holds, and a uniform random number in [0, 1).
+    /// between two holds, and a uniform random number in [0, 1). The
+    /// shortest, unless the hold is what tells calls apart.
     fn hold(
         &self,
-        range: (Duration, Duration),
-        recent: &[Duration],
-        gap: Duration,
-        random: f64,
-    ) -> Duration;
+        (min, _): (Duration, Duration),
+        _recent: &[Duration],
+        _gap: Duration,
+        _random: f64,
+    ) -> Duration {
+        min
+    }
     /// Whether the endpoint answers the call (and reads a token from its
     /// media) rather than rejecting it after the hold.
     fn answers(&self) -> bool;
@@ -284,15 +287,6 @@ impl MatchingMode for Numbers {
     fn in_flight(&self, numbers: usize) -> usize {
         numbers.max(1)
     }
-    fn hold(
-        &self,
-        (min, _): (Duration, Duration),
-        _: &[Duration],
-        _: Duration,
-        _: f64,
-    ) -> Duration {
-        min
-    }
     fn answers(&self) -> bool {
         false
     }
@@ -304,15 +298,6 @@ impl MatchingMode for Numbers {
 impl MatchingMode for Media {
     fn in_flight(&self, _numbers: usize) -> usize {
         1
-    }
-    fn hold(
-        &self,
-        (min, _): (Duration, Duration),
-        _: &[Duration],
-        _: Duration,
-        _: f64,
-    ) -> Duration {
-        min
     }
     fn answers(&self) -> bool {
         true
