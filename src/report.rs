@@ -15,7 +15,7 @@ use crate::escape::{clip, control as esc};
 
 use crate::config::Expect;
 use crate::plan::Plan;
-use crate::verdict::{Kind, Outcome, Policy, Verdict};
+use crate::verdict::{Outcome, Policy, Verdict};
 
 /// Process exit status for an outcome: 0 pass, 1 fail, 3 inconclusive
 /// (2 is kept for usage and config errors).
@@ -325,11 +325,7 @@ fn write_findings(s: &mut String, findings: &[crate::verdict::Finding]) {
         } else {
             "not displayed, but readable"
         };
-        let what = match f.kind {
-            Kind::Presentation => "wrong presentation".to_string(),
-            Kind::Descriptor => "kind of service leaked".to_string(),
-            k => format!("{k} leaked"),
-        };
+        let what = f.kind.what_went_wrong();
         let _ = writeln!(s, "  {}. {} in {} ({place})", i + 1, what, esc(&f.header));
         let _ = writeln!(s, "     value:  {}", clip(&f.value, 160));
         let _ = writeln!(s, "     why:    {}", esc(&f.detail));

@@ -192,11 +192,7 @@ pub fn chat(r: &Renderer, n: &Notice) -> ChatMessage {
                     m.more_findings = c.findings.len() - MAX_FINDINGS;
                     break;
                 }
-                let what = match f.kind {
-                    Kind::Presentation => "wrong presentation".to_string(),
-                    Kind::Descriptor => "kind of service leaked".to_string(),
-                    k => format!("{k} leaked"),
-                };
+                let what = f.kind.what_went_wrong();
                 let place = if f.shown {
                     "shown to the called party"
                 } else {

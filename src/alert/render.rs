@@ -347,11 +347,7 @@ impl Renderer {
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    let what = match f.kind {
-                        Kind::Presentation => "wrong presentation".to_string(),
-                        Kind::Descriptor => "kind of service leaked".to_string(),
-                        k => format!("{k} leaked"),
-                    };
+                    let what = f.kind.what_went_wrong();
                     let place = if f.shown {
                         "shown to the called party"
                     } else {

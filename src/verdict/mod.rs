@@ -356,6 +356,20 @@ impl fmt::Display for Kind {
     }
 }
 
+impl Kind {
+    /// What went wrong, as a report's heading says it: `number leaked`,
+    /// `wrong presentation`, `kind of service leaked`.
+    pub fn what_went_wrong(self) -> &'static str {
+        match self {
+            Kind::Number => "number leaked",
+            Kind::Name => "name leaked",
+            Kind::Host => "host leaked",
+            Kind::Presentation => "wrong presentation",
+            Kind::Descriptor => "kind of service leaked",
+        }
+    }
+}
+
 /// One place where identity showed up that should not have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Finding {
